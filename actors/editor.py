@@ -1,0 +1,117 @@
+"""Our own sampling loop over a diffusers editing pipeline: the policy chooses the source tokens of each
+step, the adapter runs the transformer on them, the regularized sampler takes the step."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
+
+from policies import Policy, RunInfo, Seen, Step
+
+from .adapter import EditInputError, ModelAdapter
+from .flux_kontext import FluxKontextAdapter
+from .qwen_image_edit import QwenImageEditAdapter
+from .results import EditResult, StepTrace
+from .sampler import clean_estimate, regularized_step
+
+
+def adapter_for(pipe: Any) -> ModelAdapter:
+    if isinstance(pipe, FluxKontextPipeline):
+        return FluxKontextAdapter(pipe)
+    if isinstance(pipe, (QwenImageEditPipeline, QwenImageEditPlusPipeline)):
+        return QwenImageEditAdapter(pipe)
+    raise TypeError(f"unsupported pipeline {type(pipe).__name__}; accepted: FluxKontextPipeline, "
+                    "QwenImageEditPipeline, QwenImageEditPlusPipeline")
+
+
+def open_image(image: PIL.Image.Image | str | Path) -> PIL.Image.Image:
+    if isinstance(image, PIL.Image.Image):
+        return image.convert("RGB")
+    try:
+        with PIL.Image.open(image) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise EditInputError(f"cannot read image {str(image)!r}: {err}") from err
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _split_masks(keep: torch.Tensor | None, grids: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+    out, start = [], 0
+    for h, w in grids:
+        part = np.ones((h, w), bool) if keep is None else keep[start: start + h * w].cpu().numpy().reshape(h, w)
+        out.append(part)
+        start += h * w
+    return tuple(out)
+
+
+class Editor:
+    """Edits images with one pipeline and one policy. Holds no per-edit state between calls."""
+
+    def __init__(self, pipe: Any, policy: Policy) -> None:
+        self.pipe = pipe
+        self.policy = policy
+        self.adapter = adapter_for(pipe)
+
+    @torch.no_grad()
+    def edit(self, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int = 0, steps: int = 28,
+             guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
+             references: Sequence[PIL.Image.Image | str | Path] = (),
+             on_step: Callable[[StepTrace], None] | None = None) -> EditResult:
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise EditInputError("the instruction is empty")
+        if int(steps) < 1:
+            raise EditInputError(f"steps must be >= 1, got {steps}")
+        images = [open_image(image)] + [open_image(r) for r in references]
+        started = time.perf_counter()
+        inputs = self.adapter.prepare(images, instruction, seed=int(seed), steps=int(steps),
+                                      guidance_scale=guidance_scale, height=height, width=width)
+        device = inputs.latents.device
+        run = RunInfo(family=self.adapter.family, noisy_grid=inputs.noisy_grid,
+                      source_grids=inputs.source_grids, steps=len(inputs.timesteps),
+                      sigmas=inputs.sigmas.detach().cpu(), seed=int(seed), device=device)
+        policy_run = self.policy.start(run)
+        sigmas = [float(s) for s in inputs.sigmas]
+        total = run.num_source
+        source = inputs.source[0]
+        aligned = inputs.aligned_source
+        z, trace = inputs.latents, []
+        with self.adapter.attach(inputs):
+            for i, t in enumerate(inputs.timesteps):
+                step = Step(index=i, sigma=sigmas[i], sigma_next=sigmas[i + 1])
+                t0 = time.perf_counter()
+                plan = policy_run.plan(step)
+                keep = plan.keep_source
+                policy_seconds = time.perf_counter() - t0
+                index = None if keep is None or bool(keep.all()) else torch.nonzero(keep).flatten().to(device)
+                v = self.adapter.velocity(inputs, z, t, index)
+                x0 = clean_estimate(z, v, step.sigma)
+                euler = inputs.scheduler.step(v, t, z, return_dict=False)[0]
+                dropped = None if index is None else ~keep[: run.num_noisy].to(device)
+                z = regularized_step(euler, x0, aligned, dropped, step.sigma, step.sigma_next,
+                                     self.policy.regularize)
+                _synchronize(device)   # so that the policy's time is its own, not the transformer's
+                t1 = time.perf_counter()
+                policy_run.observe(step, Seen(x0=x0[0], source=source, velocity=v[0]))
+                _synchronize(device)
+                t2 = time.perf_counter()
+                policy_seconds += t2 - t1
+                entry = StepTrace(index=i, sigma=step.sigma, kept=total if index is None else int(index.numel()),
+                                  total=total, seconds=t2 - t0, policy_seconds=policy_seconds,
+                                  keep_masks=_split_masks(None if index is None else keep, inputs.source_grids))
+                trace.append(entry)
+                if on_step is not None:
+                    on_step(entry)
+        pixels = self.adapter.decode(inputs, z)
+        _synchronize(device)
+        return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels, trace=trace, height=inputs.height, width=inputs.width,
+                          seconds=time.perf_counter() - started, latents=z[0].float().cpu(),
+                          source_latents=aligned[0].float().cpu(), notes=inputs.notes)

@@ -1,0 +1,66 @@
+"""Load a diffusers editing pipeline by name: real checkpoints from a local folder, tiny ones built here."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
+
+from .adapter import EditInputError
+
+
+def _tiny(builder_name: str, **kwargs: Any) -> Callable[[], Any]:
+    def build() -> Any:
+        from . import tiny_models   # imported lazily: only tests and demos need it
+        return getattr(tiny_models, builder_name)(**kwargs)
+    return build
+
+
+# name -> (pipeline class, builder for a model that needs no files, or None if a path is required)
+MODELS: dict[str, tuple[type, Callable[[], Any] | None]] = {
+    "flux-kontext": (FluxKontextPipeline, None),
+    "qwen-image-edit": (QwenImageEditPipeline, None),
+    "qwen-image-edit-plus": (QwenImageEditPlusPipeline, None),
+    "tiny-flux-kontext": (FluxKontextPipeline, _tiny("build_tiny_flux_kontext")),
+    "tiny-qwen-image-edit": (QwenImageEditPipeline, _tiny("build_tiny_qwen_image_edit")),
+    "tiny-qwen-image-edit-plus": (QwenImageEditPlusPipeline, _tiny("build_tiny_qwen_image_edit", plus=True)),
+}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPU, as the papers run; fp32 on CPU, where bf16 is slow and parity needs full precision."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(name: str, path: str | Path | None = None, device: str | torch.device | None = None,
+                  dtype: torch.dtype | str | None = None) -> Any:
+    """A diffusers pipeline for `name`, from `path` (a local folder written by `save_pretrained`) when given.
+
+    Nothing is downloaded: real checkpoints need a local path (or the pipeline's S3 sync to one).
+    """
+    if name not in MODELS:
+        raise EditInputError(f"unknown model {name!r}; accepted: {', '.join(MODELS)}")
+    cls, build = MODELS[name]
+    device = torch.device(device) if device is not None else default_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or default_dtype(device)
+    if path is not None:
+        if not Path(path).is_dir():
+            raise EditInputError(f"model path {str(path)!r} is not a local folder")
+        pipe = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    elif build is not None:
+        pipe = build()
+        if pipe.transformer.dtype != dtype:
+            pipe = pipe.to(dtype=dtype)
+    else:
+        raise EditInputError(f"model {name!r} needs --model-path: a local folder with the diffusers checkpoint "
+                             "(nothing is downloaded)")
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

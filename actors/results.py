@@ -1,0 +1,45 @@
+"""What one edit returns: the image and a per-step trace of what ran."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import PIL.Image
+import torch
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    index: int
+    sigma: float
+    kept: int                    # source tokens that entered the transformer
+    total: int                   # source tokens there are
+    seconds: float               # wall time of the whole step (device synchronised)
+    policy_seconds: float        # of which the policy's plan + observe
+    keep_masks: tuple[np.ndarray, ...]   # bool per reference, shaped as its token grid
+
+    @property
+    def keep_mask(self) -> np.ndarray:
+        """Keep mask over the first (edited) reference's token grid."""
+        return self.keep_masks[0]
+
+    @property
+    def keep_ratio(self) -> float:
+        return self.kept / self.total if self.total else 1.0
+
+
+@dataclass
+class EditResult:
+    image: PIL.Image.Image         # 8-bit, as diffusers' output_type="pil"
+    pixels: np.ndarray             # float RGB in [0, 1], [H, W, 3], before 8-bit rounding
+    trace: list[StepTrace]
+    height: int
+    width: int
+    seconds: float
+    latents: torch.Tensor          # final packed latents [num_noisy, C], on CPU
+    source_latents: torch.Tensor   # packed latents of the first reference [num_noisy, C], on CPU
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def keep_ratio_mean(self) -> float:
+        return float(np.mean([s.keep_ratio for s in self.trace])) if self.trace else 1.0

@@ -1,0 +1,265 @@
+"""Tiny, randomly initialised pipelines of the real diffusers/transformers classes, for tests and demos.
+
+Every component is the production class with a shrunken config: the same code paths run (packing, RoPE, dynamic
+shifting, VAE 8x down-sampling, prompt templates, vision tokens), only widths and depths are tiny, so a 2-step edit
+runs in seconds on a CPU. Nothing is downloaded: tokenizers and processors are built by `actors.tiny_tokenizers`.
+
+Structural numbers kept from the real checkpoints: 16 latent channels, vae_scale_factor 8, 2x2 latent packing
+(64 transformer input channels), the real scheduler configs, FLUX guidance embedding, the Qwen2.5-VL vision
+patching (14 px patches, 2x2 merge, 2-frame temporal patch) and the real Qwen2.5-VL special-token layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLQwenImage,
+    FlowMatchEulerDiscreteScheduler,
+    FluxKontextPipeline,
+    FluxTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageEditPlusPipeline,
+    QwenImageTransformer2DModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+    T5Config,
+    T5EncoderModel,
+)
+
+from actors.tiny_tokenizers import build_clip_tokenizer, build_qwen2_tokenizer, build_t5_tokenizer
+
+# Real FLUX.1-Kontext-dev scheduler/scheduler_config.json.
+FLUX_KONTEXT_SCHEDULER_CONFIG: Mapping[str, object] = MappingProxyType({
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+})
+
+# Real Qwen/Qwen-Image(-Edit) scheduler/scheduler_config.json.
+QWEN_IMAGE_SCHEDULER_CONFIG: Mapping[str, object] = MappingProxyType({
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 0.9,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 8192,
+    "shift_terminal": 0.02,
+    "time_shift_type": "exponential",
+    "invert_sigmas": False,
+    "stochastic_sampling": False,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+})
+
+# Widths shared by the tiny text encoders and the transformers' text projections.
+TEXT_DIM = 32
+# Qwen2.5-VL image processor pixel budget: 28*28*64 px, i.e. at most 64 merged vision tokens per image
+# (a 1024x1024 source becomes 224x224 -> 16x16 patches -> 8x8 tokens), so the VL encoder stays cheap on CPU.
+QWEN_VL_MIN_PIXELS = 28 * 28 * 4
+QWEN_VL_MAX_PIXELS = 28 * 28 * 64
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed the CPU RNG for one component's construction without disturbing the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_tiny_flux_kontext(seed: int = 0) -> FluxKontextPipeline:
+    """FLUX.1-Kontext-shaped pipeline: 2 dual + 2 single blocks, 2 heads x 16, 8x VAE, CLIP + T5 encoders."""
+    tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
+
+    with _seeded(seed):
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=TEXT_DIM,
+                intermediate_size=2 * TEXT_DIM,
+                projection_dim=TEXT_DIM,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                max_position_embeddings=tokenizer.model_max_length,
+                hidden_act="quick_gelu",
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        ).eval()
+    with _seeded(seed):
+        text_encoder_2 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2),
+                d_model=TEXT_DIM,
+                d_kv=16,
+                d_ff=2 * TEXT_DIM,
+                num_layers=1,
+                num_heads=2,
+                relative_attention_num_buckets=8,
+                relative_attention_max_distance=32,
+                feed_forward_proj="gated-gelu",  # T5 v1.1, as in FLUX's T5-XXL
+                dropout_rate=0.0,
+                pad_token_id=tokenizer_2.pad_token_id,
+                eos_token_id=tokenizer_2.eos_token_id,
+                decoder_start_token_id=tokenizer_2.pad_token_id,
+            )
+        ).eval()
+    with _seeded(seed):
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=64,  # 16 latent channels packed 2x2
+            num_layers=2,
+            num_single_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=TEXT_DIM,  # T5 d_model
+            pooled_projection_dim=TEXT_DIM,  # CLIP pooled output (hidden size == projection_dim)
+            guidance_embeds=True,  # Kontext-dev is guidance-distilled
+            axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim, like (16, 56, 56) for 128
+        ).eval()
+    with _seeded(seed):
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16),  # 4 levels -> 3 down-samplings -> vae_scale_factor 8
+            layers_per_block=1,
+            latent_channels=16,
+            norm_num_groups=4,
+            sample_size=1024,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ).eval()
+
+    return FluxKontextPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_KONTEXT_SCHEDULER_CONFIG),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+
+
+def build_tiny_qwen_vl_processor() -> Qwen2VLProcessor:
+    """Qwen2-VL processor (image + video processors, tokenizer) with a small pixel budget."""
+    patching = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
+    pixels = {"min_pixels": QWEN_VL_MIN_PIXELS, "max_pixels": QWEN_VL_MAX_PIXELS}
+    return Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**pixels, **patching),
+        # Unused by the edit pipelines, but transformers 5's processor requires one to construct and reload.
+        video_processor=Qwen2VLVideoProcessor(**pixels, **patching, cap_pixels_per_frame=True),
+        tokenizer=build_qwen2_tokenizer(),
+    )
+
+
+def _tiny_qwen_vl_encoder(processor: Qwen2VLProcessor, seed: int) -> Qwen2_5_VLForConditionalGeneration:
+    tokenizer = processor.tokenizer
+    token_id = tokenizer.convert_tokens_to_ids
+    image_processor = processor.image_processor
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": TEXT_DIM,
+            "intermediate_size": 2 * TEXT_DIM,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 4096,
+            # M-RoPE splits head_dim/2 = 8 rotary frequencies over (t, h, w), like [16, 24, 24] for head_dim 128.
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+            "bos_token_id": token_id("<|endoftext|>"),
+            "eos_token_id": token_id("<|im_end|>"),
+            "pad_token_id": token_id("<|endoftext|>"),
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_DIM,
+            "patch_size": image_processor.patch_size,
+            "temporal_patch_size": image_processor.temporal_patch_size,
+            "spatial_merge_size": image_processor.merge_size,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],  # windowed block then a full-attention block, as in the real tower
+        },
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+    )
+    with _seeded(seed):
+        return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def build_tiny_qwen_image_edit(
+    seed: int = 0, plus: bool = False
+) -> QwenImageEditPipeline | QwenImageEditPlusPipeline:
+    """Qwen-Image-Edit-shaped pipeline (`QwenImageEditPlusPipeline` when `plus`): 2 MMDiT blocks, 2 heads x 16,
+    8x causal-3D VAE, tiny Qwen2.5-VL text+vision encoder."""
+    processor = build_tiny_qwen_vl_processor()
+    text_encoder = _tiny_qwen_vl_encoder(processor, seed)
+    with _seeded(seed):
+        transformer = QwenImageTransformer2DModel(
+            patch_size=2,
+            in_channels=64,  # 16 latent channels packed 2x2
+            out_channels=16,
+            num_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=TEXT_DIM,  # Qwen2.5-VL hidden size
+            guidance_embeds=False,  # as the real checkpoints; True would break QwenTimestepProjEmbeddings
+            axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim, like (16, 56, 56) for 128
+        ).eval()
+    with _seeded(seed):
+        vae = AutoencoderKLQwenImage(
+            base_dim=4,  # real: 96; channels per level 4, 8, 16, 16
+            z_dim=16,
+            dim_mult=[1, 2, 4, 4],
+            num_res_blocks=1,
+            attn_scales=[],
+            temperal_downsample=[False, True, True],  # 3 down-samplings -> vae_scale_factor 8
+        ).eval()  # latents_mean / latents_std keep the real Qwen-Image defaults
+
+    pipeline_class = QwenImageEditPlusPipeline if plus else QwenImageEditPipeline
+    return pipeline_class(
+        scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER_CONFIG),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=processor.tokenizer,
+        processor=processor,
+        transformer=transformer,
+    )
+
+
+__all__ = [
+    "FLUX_KONTEXT_SCHEDULER_CONFIG",
+    "QWEN_IMAGE_SCHEDULER_CONFIG",
+    "build_tiny_flux_kontext",
+    "build_tiny_qwen_image_edit",
+    "build_tiny_qwen_vl_processor",
+]

@@ -1,0 +1,1 @@
+"""Entrypoints: the `dropedit` CLI and the modules `ray job submit` runs."""

@@ -1,0 +1,272 @@
+"""Input records (one edit request) and the Arrow schema of the output rows.
+
+Input records travel through Ray Data as plain dicts with a fixed set of keys
+(``RECORD_FIELDS``, all present, ``None`` when unused) so every block has the same
+schema.  ``validate_record`` turns such a dict into an ``EditRecord`` or raises a
+``RecordError`` whose message becomes the ``error`` column of an error row:
+bad input never crashes the job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+
+
+class RecordError(ValueError):
+    """A problem with one input record; its message is the row's error reason."""
+
+
+# Keys every input record dict carries (readers fill the ones they don't use with None).
+RECORD_FIELDS: tuple[str, ...] = (
+    "id",
+    "image",  # URI (s3:// or local), or None when image_bytes is given
+    "image_bytes",  # embedded encoded image (GEdit-Bench parquet)
+    "instruction",
+    "mask",  # URI of a PNG, white = edited region
+    "mask_rle",  # PIE-Bench [start, length, ...] run list (decoded by images.record_mask)
+    "mask_shape",  # [height, width] of the run-list grid (PIE-Bench: [512, 512])
+    "category",
+    "references",  # list of extra reference image URIs (multi-reference models)
+    "error",  # set by a reader that already knows the record is bad
+)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("image", pa.string()),
+        pa.field("image_bytes", pa.binary()),
+        pa.field("instruction", pa.string()),
+        pa.field("mask", pa.string()),
+        pa.field("mask_rle", pa.list_(pa.int64())),
+        pa.field("mask_shape", pa.list_(pa.int32())),
+        pa.field("category", pa.string()),
+        pa.field("references", pa.list_(pa.string())),
+        pa.field("error", pa.string()),
+    ]
+)
+
+
+def new_record(**values: Any) -> dict[str, Any]:
+    """A record dict with every key of ``RECORD_FIELDS`` (unknown keys are an error)."""
+    unknown = set(values) - set(RECORD_FIELDS)
+    if unknown:
+        raise KeyError(f"unknown record keys: {sorted(unknown)}")
+    rec: dict[str, Any] = {k: None for k in RECORD_FIELDS}
+    rec["references"] = []
+    rec.update(values)
+    if rec["references"] is None:
+        rec["references"] = []
+    return rec
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """A validated edit request."""
+
+    id: str
+    instruction: str
+    image: str | None = None
+    image_bytes: bytes | None = None
+    mask: str | None = None
+    mask_rle: tuple[int, ...] | None = None
+    mask_shape: tuple[int, int] | None = None
+    category: str | None = None
+    references: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask is not None or self.mask_rle is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mask_rle"] = list(self.mask_rle) if self.mask_rle is not None else None
+        d["mask_shape"] = list(self.mask_shape) if self.mask_shape is not None else None
+        d["references"] = list(self.references)
+        d["error"] = None
+        return d
+
+
+def validate_record(rec: Mapping[str, Any]) -> EditRecord:
+    """Check one record dict; raise ``RecordError`` with a readable reason."""
+    if not isinstance(rec, Mapping):
+        raise RecordError(f"record is not a mapping: {type(rec).__name__}")
+    if rec.get("error"):
+        raise RecordError(str(rec["error"]))
+    rid = rec.get("id")
+    if rid is None or (isinstance(rid, str) and not rid.strip()):
+        raise RecordError("missing 'id'")
+    instruction = rec.get("instruction")
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise RecordError(f"record {rid}: empty or missing 'instruction'")
+    image, image_bytes = rec.get("image"), rec.get("image_bytes")
+    if not image and not image_bytes:
+        raise RecordError(f"record {rid}: no 'image' given")
+    if image is not None and not isinstance(image, str):
+        raise RecordError(f"record {rid}: 'image' must be a URI string, got {type(image).__name__}")
+    mask, rle, shape = rec.get("mask"), rec.get("mask_rle"), rec.get("mask_shape")
+    if mask is not None and not isinstance(mask, str):
+        raise RecordError(f"record {rid}: 'mask' must be a URI string, got {type(mask).__name__}")
+    if rle is not None:
+        rle = tuple(int(v) for v in rle)
+        if len(rle) % 2:
+            raise RecordError(f"record {rid}: mask run list has odd length {len(rle)}")
+        if any(v < 0 for v in rle):
+            raise RecordError(f"record {rid}: mask run list has negative entries")
+    if shape is not None:
+        shape = tuple(int(v) for v in shape)
+        if len(shape) != 2 or min(shape) <= 0:
+            raise RecordError(f"record {rid}: mask_shape must be [height, width], got {shape}")
+    refs = rec.get("references") or ()
+    if isinstance(refs, str) or not all(isinstance(r, str) and r for r in refs):
+        raise RecordError(f"record {rid}: 'references' must be a list of URIs")
+    category = rec.get("category")
+    return EditRecord(
+        id=str(rid),
+        instruction=instruction.strip(),
+        image=image or None,
+        image_bytes=bytes(image_bytes) if image_bytes else None,
+        mask=mask or None,
+        mask_rle=rle,
+        mask_shape=shape,  # type: ignore[arg-type]
+        category=None if category is None else str(category),
+        references=tuple(refs),
+    )
+
+
+# ------------------------------------------------------------------ output rows
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("config_id", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("policy", pa.string()),
+        pa.field("policy_params", pa.string()),  # JSON, sorted keys
+        pa.field("height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("seed", pa.int64()),
+        pa.field("steps", pa.int32()),
+        pa.field("guidance_scale", pa.float64()),
+        pa.field("category", pa.string()),
+        pa.field("instruction", pa.string()),
+        pa.field("output_uri", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
+        pa.field("error", pa.string()),
+        pa.field("runtime_s", pa.float64()),
+        pa.field("keep_ratio_mean", pa.float64()),
+        pa.field("keep_ratio_per_step", pa.list_(pa.float32())),
+        pa.field("tokens_processed", pa.int64()),
+        pa.field("psnr_bg", pa.float64()),
+        pa.field("ssim_bg", pa.float64()),
+        pa.field("mse_bg", pa.float64()),
+        pa.field("lpips_bg", pa.float64()),
+        pa.field("lpips_status", pa.string()),
+        pa.field("psnr_vs_full", pa.float64()),
+        pa.field("ssim_vs_full", pa.float64()),
+        pa.field("lpips_vs_full", pa.float64()),
+        pa.field("device", pa.string()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+OUTPUT_COLUMNS: tuple[str, ...] = tuple(OUTPUT_SCHEMA.names)
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def policy_params_json(params: Mapping[str, Any] | None) -> str:
+    """Canonical JSON for the ``policy_params`` column (sorted keys, stable)."""
+    return json.dumps(dict(params or {}), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def base_row(record: Mapping[str, Any] | EditRecord, config: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """Identifying columns of a row; every other column is ``None``."""
+    rec = record.to_dict() if isinstance(record, EditRecord) else dict(record)
+    row: dict[str, Any] = {name: None for name in OUTPUT_COLUMNS}
+    row.update(
+        run_id=run_id,
+        record_id=str(rec.get("id")),
+        config_id=config.get("config_id"),
+        model=config.get("model"),
+        policy=config.get("policy"),
+        policy_params=policy_params_json(config.get("policy_params")),
+        height=config.get("height"),
+        width=config.get("width"),
+        seed=config.get("seed"),
+        steps=config.get("steps"),
+        guidance_scale=config.get("guidance_scale"),
+        category=rec.get("category"),
+        instruction=rec.get("instruction"),
+    )
+    return row
+
+
+def error_row(
+    record: Mapping[str, Any] | EditRecord,
+    config: Mapping[str, Any],
+    reason: str | BaseException,
+    *,
+    run_id: str,
+    device: str | None = None,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> dict[str, Any]:
+    """An output row with ``status='error'`` and a readable ``error`` reason."""
+    if isinstance(reason, BaseException):
+        reason = f"{type(reason).__name__}: {reason}" if not isinstance(reason, RecordError) else str(reason)
+    row = base_row(record, config, run_id)
+    finished_at = finished_at or utcnow()
+    row.update(
+        status=STATUS_ERROR,
+        error=str(reason) or "unknown error",
+        device=device,
+        started_at=started_at or finished_at,
+        finished_at=finished_at,
+        runtime_s=(finished_at - started_at).total_seconds() if started_at else 0.0,
+        lpips_status="not computed: edit failed",
+    )
+    return row
+
+
+def check_row(row: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` if a row lacks/extends the output columns or has a bad status."""
+    missing = [c for c in OUTPUT_COLUMNS if c not in row]
+    extra = [c for c in row if c not in OUTPUT_SCHEMA.names]
+    if missing or extra:
+        raise ValueError(f"output row columns differ: missing={missing} extra={extra}")
+    if row["status"] not in (STATUS_OK, STATUS_ERROR):
+        raise ValueError(f"status must be 'ok' or 'error', got {row['status']!r}")
+    if row["status"] == STATUS_ERROR and not row.get("error"):
+        raise ValueError("error rows need an 'error' reason")
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows -> Arrow table with exactly ``OUTPUT_SCHEMA`` (NaN metrics become null)."""
+    rows = list(rows)
+    for row in rows:
+        check_row(row)
+    columns = {
+        name: [_clean(row[name]) for row in rows] for name in OUTPUT_COLUMNS
+    }
+    return pa.Table.from_pydict(columns, schema=OUTPUT_SCHEMA)
+
+
+def _clean(value: Any) -> Any:
+    # NaN is "no value" here; +inf stays (PSNR of identical images is +inf).
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_clean(v) for v in value]
+    return value

@@ -1,0 +1,113 @@
+"""The seam between a pruning policy and the sampling loop.
+
+A `Policy` is an immutable, validated set of hyper-parameters. `Policy.start` returns a fresh
+`PolicyRun` for one edit: every mask, score or random generator lives on that object, so two
+records, two actors or two threads never share policy state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a policy may know about one edit before it starts."""
+
+    family: str                                # "flux" | "qwen"
+    noisy_grid: tuple[int, int]                # token grid (rows, cols) of the edited image
+    source_grids: tuple[tuple[int, int], ...]  # one per reference image; the first is aligned with noisy_grid
+    steps: int
+    sigmas: torch.Tensor                       # scheduler sigmas, steps + 1 values (last is 0)
+    seed: int
+    device: torch.device
+
+    @property
+    def num_source(self) -> int:
+        return sum(h * w for h, w in self.source_grids)
+
+    @property
+    def num_noisy(self) -> int:
+        return self.noisy_grid[0] * self.noisy_grid[1]
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    sigma: float
+    sigma_next: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runs at one step. `None` means "everything"."""
+
+    keep_source: torch.Tensor | None = None     # bool over all source tokens (references concatenated)
+    from_layer: int = 0                          # prune only after this many transformer layers
+    active_noisy: torch.Tensor | None = None     # bool over noisy tokens that get queries
+    attention_layers: tuple[int, ...] = ()       # layers that must report attention statistics
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the loop shows the policy after a step (batch of one, packed token layout)."""
+
+    x0: torch.Tensor         # clean estimate x̂0 over the noisy tokens, [num_noisy, C]
+    source: torch.Tensor     # packed source latents, [num_source, C]
+    velocity: torch.Tensor   # [num_noisy, C]
+    attention: dict[int, Any] = field(default_factory=dict)
+
+
+class PolicyRun(Protocol):
+    def plan(self, step: Step) -> Plan: ...
+    def observe(self, step: Step, seen: Seen) -> None: ...
+
+
+class Policy(Protocol):
+    name: str
+    regularize: bool   # apply TokenDrop's source-consistency closed form where tokens were dropped
+
+    def params(self) -> dict[str, Any]: ...
+    def start(self, run: RunInfo) -> PolicyRun: ...
+
+
+class PolicyError(ValueError):
+    """A policy name or parameter that cannot be accepted; the message names the accepted values."""
+
+
+def as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+        return value.lower() in {"true", "1", "yes", "on"}
+    raise PolicyError(f"parameter {name!r} must be a boolean (true/false), got {value!r}")
+
+
+def as_float(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+             hi_open: bool = False) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise PolicyError(f"parameter {name!r} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or out != out:
+        raise PolicyError(f"parameter {name!r} must be a number, got {value!r}")
+    if lo is not None and out < lo or hi is not None and (out > hi or hi_open and out >= hi):
+        bracket = ")" if hi_open else "]"
+        raise PolicyError(f"parameter {name!r} must lie in [{lo}, {hi}{bracket}, got {value!r}")
+    return out
+
+
+def as_int(name: str, value: Any, lo: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise PolicyError(f"parameter {name!r} must be an integer, got {value!r}")
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise PolicyError(f"parameter {name!r} must be an integer, got {value!r}") from None
+    if out != float(value):
+        raise PolicyError(f"parameter {name!r} must be an integer, got {value!r}")
+    if lo is not None and out < lo:
+        raise PolicyError(f"parameter {name!r} must be >= {lo}, got {value!r}")
+    return out

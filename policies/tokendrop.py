@@ -1,0 +1,85 @@
+"""TokenDrop (Algorithm 2, AdaptiveMask): keep the source tokens whose clean estimate moved away from the
+source. D_t = |x̂0 - z_src| per token, Gaussian blur (k=11, σ=1) on the token grid, min-max normalised,
+threshold = triangle(D_t) - ω·std(D_t); all tokens during the first `full_steps` steps. Pairs with the
+regularized sampler (`reg`, on by default), which stands in for the dropped tokens."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torchvision.transforms.functional as TF
+
+from .base import Plan, PolicyError, RunInfo, Seen, Step, as_bool, as_float, as_int
+from .triangle import triangle_threshold
+
+# The paper's settings per model family: (ω, full steps).
+PAPER_DEFAULTS = {"flux": (0.4, 2), "qwen": (0.1, 4)}
+
+
+def difference_map(x0: torch.Tensor, source: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """|x̂0 - z_src| reduced to one value per token, on the (rows, cols) token grid."""
+    return (x0.float() - source.float()).abs().mean(dim=-1).reshape(grid)
+
+
+def blur(diff: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    # Reflect padding needs the kernel radius below the grid size: tiny grids get a smaller kernel.
+    limit = 2 * min(diff.shape) - 1
+    k = min(kernel, limit if limit % 2 else limit - 1)
+    return TF.gaussian_blur(diff[None, None], [k, k], [sigma, sigma])[0, 0] if k > 1 else diff
+
+
+def adaptive_keep(diff: torch.Tensor, omega: float, kernel: int = 11, sigma: float = 1.0) -> torch.Tensor:
+    """Boolean keep mask over the token grid (Algorithm 2)."""
+    d = blur(diff, kernel, sigma)
+    lo, hi = d.min(), d.max()
+    if not bool(hi > lo):   # a flat map carries no information about what changes: keep everything
+        return torch.ones_like(d, dtype=torch.bool)
+    d = (d - lo) / (hi - lo)
+    std = d.std(unbiased=False)   # σ² = E[D²] - E[D]²
+    return d > triangle_threshold(d) - omega * float(std)
+
+
+class TokenDropRun:
+    def __init__(self, policy: "TokenDrop", run: RunInfo) -> None:
+        defaults = PAPER_DEFAULTS.get(run.family, PAPER_DEFAULTS["flux"])
+        self.omega = defaults[0] if policy.omega is None else policy.omega
+        self.full_steps = defaults[1] if policy.full_steps is None else policy.full_steps
+        self.policy, self.run = policy, run
+        self.keep_aligned: torch.Tensor | None = None   # over the first reference's grid
+
+    def plan(self, step: Step) -> Plan:
+        if step.index < self.full_steps or self.keep_aligned is None:
+            return Plan()
+        # Only the first reference is aligned with the target; further references stay whole.
+        rest = self.run.num_source - self.keep_aligned.numel()
+        keep = torch.cat([self.keep_aligned.flatten(),
+                          torch.ones(rest, dtype=torch.bool, device=self.keep_aligned.device)])
+        return Plan(keep_source=keep)
+
+    def observe(self, step: Step, seen: Seen) -> None:
+        if step.index + 1 < self.full_steps:
+            return
+        grid = self.run.noisy_grid
+        diff = difference_map(seen.x0, seen.source[: grid[0] * grid[1]], grid)
+        self.keep_aligned = adaptive_keep(diff, self.omega, self.policy.kernel, self.policy.blur_sigma)
+
+
+class TokenDrop:
+    name = "tokendrop"
+
+    def __init__(self, omega: float | None = None, full_steps: int | None = None, reg: bool = True,
+                 kernel: int = 11, blur_sigma: float = 1.0) -> None:
+        self.omega = None if omega is None else as_float("omega", omega)
+        self.full_steps = None if full_steps is None else as_int("full_steps", full_steps, lo=0)
+        self.regularize = as_bool("reg", reg)
+        self.kernel = as_int("kernel", kernel, lo=1)
+        if self.kernel % 2 == 0:
+            raise PolicyError(f"parameter 'kernel' must be odd, got {kernel!r}")
+        self.blur_sigma = as_float("blur_sigma", blur_sigma, lo=1e-6)
+
+    def params(self) -> dict[str, Any]:
+        return {"omega": self.omega, "full_steps": self.full_steps, "reg": self.regularize,
+                "kernel": self.kernel, "blur_sigma": self.blur_sigma}
+
+    def start(self, run: RunInfo) -> TokenDropRun:
+        return TokenDropRun(self, run)

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny real-class pipelines (built once per session) and small test images."""
+import numpy as np
+import PIL.Image
+import pytest
+
+import actors
+
+
+@pytest.fixture(scope="session")
+def flux_pipe():
+    return actors.load_pipeline("tiny-flux-kontext", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def qwen_pipe():
+    return actors.load_pipeline("tiny-qwen-image-edit", device="cpu")
+
+
+def make_image(width: int, height: int, seed: int = 0) -> PIL.Image.Image:
+    """A smooth image with a few shapes: structure for the VAE, not noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    img = np.stack([x, y, 0.5 * (x + y)], -1) * 200 + 20
+    for _ in range(3):
+        cx, cy, r = rng.integers(0, width), rng.integers(0, height), rng.integers(4, max(5, width // 4))
+        img[(np.mgrid[0:height, 0:width][0] - cy) ** 2 + (np.mgrid[0:height, 0:width][1] - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
+    return PIL.Image.fromarray(img.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def image_factory():
+    return make_image

@@ -1,0 +1,1 @@
+"""Data movement: records, sources, storage, config grid, metrics."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import edit
+from . import ablate, edit
 
-COMMANDS = {"edit": edit}
+COMMANDS = {"edit": edit, "run": ablate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,7 @@ class InputConfig:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    path: str  # local folder or s3:// prefix (synced once per node)
+    path: str | None = None  # local folder or s3:// prefix (synced once per node); None for built-in tiny models
     options: Mapping[str, Any] = field(default_factory=dict)  # passed to the model adapter
 
 
@@ -169,8 +169,10 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
                 if last:
                     node[part] = value
                 else:
-                    if not isinstance(node.get(part), (dict, list)):
-                        node[part] = {}
+                    if node.get(part) is None:
+                        node[part] = {}  # new (or empty) section
+                    elif not isinstance(node[part], (dict, list)):
+                        raise ConfigError(f"--set {item}: {where} is a scalar, cannot set a key in it")
                     node = node[part]
             else:
                 raise ConfigError(f"--set {where}: parent is a scalar, cannot set a key in it")
@@ -267,7 +269,7 @@ def parse_config(raw: Mapping[str, Any], known_policies: Collection[str] | None 
         models.append(
             ModelSpec(
                 name=_string(m.get("name"), f"models.{i}.name"),
-                path=_string(m.get("path"), f"models.{i}.path"),
+                path=None if m.get("path") is None else _string(m.get("path"), f"models.{i}.path"),
                 options=dict(_mapping(m.get("options") or {}, f"models.{i}.options")),
             )
         )

@@ -8,14 +8,23 @@ Conventions follow PIE-Bench's evaluation code (cure-lab/PnPInversion,
 - the "unedit part" metrics multiply BOTH images by ``1 - mask`` (edited region
   zeroed) and compute the ordinary full-image metric on the results: MSE/PSNR
   average over all pixels (zeroed ones add 0 error), SSIM runs on the masked
-  images (torchmetrics' SSIM: Gaussian window sigma 1.5, 11 taps, data_range 1,
-  reproduced with skimage's ``gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False``), LPIPS gets the masked images mapped to [-1, 1];
+  images, LPIPS gets the masked images mapped to [-1, 1];
+- SSIM is torchmetrics' (Gaussian window sigma 1.5, 11 taps, k1 0.01, k2 0.03,
+  data_range 1, population variances), averaged over the image minus a 5-pixel
+  border as torchmetrics did until Lightning-AI/torchmetrics#2721 (Sept 2024),
+  i.e. in the version PIE-Bench (2023) was scored with.  skimage's
+  ``structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1)`` computes exactly that (checked
+  against torchmetrics' full SSIM image cropped by 5: equal in float64);
 - if nothing is left outside the mask the metrics are undefined (PIE-Bench writes
   "nan"; here: ``None``).
 PSNR of identical images is ``+inf`` (as torchmetrics/skimage), not capped.
 
-LPIPS: weights are never downloaded.  The trunk is built randomly initialised
+LPIPS trunk: PIE-Bench used SqueezeNet (torchmetrics ``net_type='squeeze'``);
+the default here is lpips' own default, AlexNet.  Set ``metrics.lpips_net:
+squeeze`` to compare with published PIE-Bench numbers.
+
+LPIPS weights are never downloaded.  The trunk is built randomly initialised
 (``pnet_rand=True``) and then overwritten from a local torchvision state dict
 (configured path, or the torch hub cache where torchvision itself would have put
 it); the linear layers ship inside the ``lpips`` package.  Without backbone

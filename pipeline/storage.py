@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlparse
@@ -307,11 +308,12 @@ def write_bytes(uri: str, data: bytes, storage: StorageLike = None) -> None:
     """Write a whole object/file (local writes go through a temp file + rename)."""
     fs, path = filesystem_for(uri, storage)
     if isinstance(fs, pafs.LocalFileSystem):
-        # Atomic on one filesystem: readers never see a half-written file.
+        # Atomic on one filesystem: readers never see a half-written file.  A plain
+        # open() (not mkstemp, which makes 0600 files) keeps the usual umask permissions.
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except BaseException:
@@ -378,6 +380,7 @@ def sync_prefix_to_local(prefix: str, cache_dir: str, storage: StorageLike = Non
         if not files:
             raise FileNotFoundError(f"no objects under {prefix}")
         tmp = tempfile.mkdtemp(dir=cache_dir, prefix=f".{name}.tmp-")
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the cache may be shared by the node's users
         try:
             total = 0
             for info in files:

@@ -211,7 +211,10 @@ def test_local_read_write_exists_list(tmp_path):
     assert st.list_uris(str(tmp_path / "a")) == [str(tmp_path / "a" / "b" / "x.bin"), str(tmp_path / "a" / "y.txt")]
     assert st.list_uris(str(tmp_path / "a"), suffix=".txt") == [str(tmp_path / "a" / "y.txt")]
     assert st.list_uris(str(tmp_path / "missing")) == []
-    assert not [p for p in os.listdir(tmp_path / "a") if p.startswith(".tmp-")]  # no temp leftovers
+    assert not [p for p in os.listdir(tmp_path / "a") if ".tmp-" in p]  # no temp leftovers
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(uri).st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it
     with pytest.raises(FileNotFoundError):
         st.read_bytes(str(tmp_path / "nope.bin"))
 

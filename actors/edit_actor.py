@@ -1,0 +1,126 @@
+"""The Ray Data actor: one model per actor, loaded once; turns work items (record + configuration) into
+output rows. Anything that goes wrong with one item becomes that item's error row."""
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import pyarrow as pa
+
+import policies
+from pipeline import storage as st
+from pipeline.images import load_image, record_image, record_mask
+from pipeline.metrics import Lpips, background_metrics, fidelity_metrics
+from pipeline.records import STATUS_OK, base_row, error_row, rows_to_table, utcnow, validate_record
+
+from .editor import Editor
+from .loading import load_pipeline
+from .results import EditResult
+
+
+def safe_name(record_id: str) -> str:
+    """A record id as one path component."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(record_id)) or "_"
+
+
+def image_uri(output: str, kind: str, config_id: str, record_id: str) -> str:
+    return st.join_uri(output, kind, config_id, f"{safe_name(record_id)}.png")
+
+
+def png_bytes(image: PIL.Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def mask_overlay(source: PIL.Image.Image, result: EditResult) -> PIL.Image.Image:
+    """The keep mask averaged over steps, in green over the (dimmed) source: what was computed where."""
+    mean = np.mean([s.keep_mask for s in result.trace], axis=0).astype(np.float32)
+    heat = PIL.Image.fromarray((mean * 255).astype(np.uint8)).resize(source.size, PIL.Image.NEAREST)
+    base = np.asarray(source.convert("RGB"), np.float32) * 0.5
+    green = np.asarray(heat, np.float32)[..., None] * np.array([0.0, 0.5, 0.0], np.float32)
+    return PIL.Image.fromarray((base + green).clip(0, 255).astype(np.uint8))
+
+
+class EditActor:
+    """`map_batches` callable (class-based, so the model is loaded once per actor)."""
+
+    def __init__(self, model: str, model_path: str | None, output: str, run_id: str,
+                 storage: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+                 cache_dir: str = "~/.cache/dropedit/models") -> None:
+        self.storage = st.StorageConfig.from_mapping(storage)
+        path = st.localize_model_path(model_path, cache_dir, self.storage) if model_path else None
+        self.pipe = load_pipeline(model, path=path)
+        self.output, self.run_id = output, run_id
+        metrics = metrics or {}
+        self.compute = set(metrics.get("compute", ("background", "vs_full", "lpips")))
+        self.lpips = Lpips(metrics.get("lpips_weights"), metrics.get("lpips_net", "alex"),
+                           device=str(self.pipe.device)) if "lpips" in self.compute else None
+        self.device = str(self.pipe.device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return rows_to_table([self._row(item) for item in batch.to_pylist()])
+
+    def _row(self, item: dict[str, Any]) -> dict[str, Any]:
+        config = json.loads(item.pop("config_json"))
+        started = utcnow()
+        try:
+            return self._edit(item, config, started)
+        except Exception as err:   # noqa: BLE001 - one bad item must not stop the job
+            return error_row(item, config, err, run_id=self.run_id, device=self.device, started_at=started)
+
+    def _edit(self, item: dict[str, Any], config: dict[str, Any], started) -> dict[str, Any]:
+        record = validate_record(item)
+        source = record_image(record, self.storage)
+        mask = record_mask(record, source.size, self.storage)
+        references = [load_image(uri, self.storage) for uri in record.references or ()]
+        policy = policies.make(config["policy"], **config["policy_params"])
+        result = Editor(self.pipe, policy).edit(
+            source, record.instruction, seed=config["seed"], steps=config["steps"],
+            guidance_scale=config.get("guidance_scale"), height=config["height"], width=config["width"],
+            references=references)
+        out_uri = image_uri(self.output, "images", config["config_id"], record.id)
+        st.write_bytes(out_uri, png_bytes(result.image), self.storage)
+        st.write_bytes(image_uri(self.output, "masks", config["config_id"], record.id),
+                       png_bytes(mask_overlay(source, result)), self.storage)
+        row = base_row(record, config, self.run_id)
+        row.update(self._metrics(result, source, mask, config, record.id))
+        row.update(
+            output_uri=out_uri, status=STATUS_OK, runtime_s=result.seconds,
+            keep_ratio_mean=result.keep_ratio_mean,
+            keep_ratio_per_step=[s.keep_ratio for s in result.trace],
+            tokens_processed=sum(s.kept for s in result.trace),
+            device=self.device, started_at=started, finished_at=utcnow())
+        return row
+
+    def _metrics(self, result: EditResult, source: PIL.Image.Image, mask: np.ndarray | None,
+                 config: dict[str, Any], record_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        size = result.image.size
+        statuses = []
+        if mask is not None and "background" in self.compute:
+            src = source.resize(size, PIL.Image.BICUBIC)
+            mask_at = np.asarray(PIL.Image.fromarray(mask.astype(np.uint8) * 255).resize(size, PIL.Image.NEAREST)) > 127
+            out.update(background_metrics(result.image, src, mask_at))
+            if self.lpips is not None:
+                out["lpips_bg"], status = self.lpips(result.image, src, mask_at)
+                statuses.append(f"bg: {status}")
+        full_id = config.get("full_config_id")
+        if "vs_full" in self.compute and config["policy"] != "full" and full_id:
+            full_uri = image_uri(self.output, "images", full_id, record_id)
+            if st.exists(full_uri, self.storage):
+                full = load_image(full_uri, self.storage)
+                out.update(fidelity_metrics(result.image, full))
+                if self.lpips is not None:
+                    out["lpips_vs_full"], status = self.lpips(result.image, full)
+                    statuses.append(f"vs_full: {status}")
+            else:
+                statuses.append(f"vs_full: no full output at {full_uri}")
+        if self.lpips is None:
+            statuses.append("not computed: lpips not in metrics.compute")
+        out["lpips_status"] = "; ".join(statuses) or "not computed: no mask and no full reference"
+        return out

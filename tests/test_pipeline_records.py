@@ -1,0 +1,146 @@
+"""pipeline.records: record validation, output schema, error rows."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.records import (
+    OUTPUT_COLUMNS,
+    OUTPUT_SCHEMA,
+    RECORD_FIELDS,
+    RECORD_SCHEMA,
+    EditRecord,
+    RecordError,
+    base_row,
+    check_row,
+    error_row,
+    new_record,
+    rows_to_table,
+    validate_record,
+)
+
+REQUIRED_COLUMNS = (
+    "run_id record_id config_id model policy policy_params height width seed steps instruction "
+    "output_uri status error runtime_s keep_ratio_mean keep_ratio_per_step tokens_processed psnr_bg "
+    "ssim_bg mse_bg lpips_bg lpips_status psnr_vs_full ssim_vs_full lpips_vs_full device started_at "
+    "finished_at"
+).split()
+
+CONFIG = {
+    "config_id": "abc123def456",
+    "model": "flux-kontext",
+    "policy": "tokendrop",
+    "policy_params": {"omega": 0.4, "full_steps": 2},
+    "height": 1024,
+    "width": 1024,
+    "seed": 3,
+    "steps": 28,
+    "guidance_scale": 2.5,
+}
+
+
+def test_output_schema_has_required_columns_and_types():
+    for name in REQUIRED_COLUMNS:
+        assert name in OUTPUT_SCHEMA.names, name
+    assert OUTPUT_SCHEMA.field("keep_ratio_per_step").type == pa.list_(pa.float32())
+    assert str(OUTPUT_SCHEMA.field("keep_ratio_per_step").type) == "list<item: float>"
+    assert OUTPUT_SCHEMA.field("policy_params").type == pa.string()
+    assert OUTPUT_SCHEMA.field("tokens_processed").type == pa.int64()
+    assert OUTPUT_SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
+    for metric in ("psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full"):
+        assert OUTPUT_SCHEMA.field(metric).type == pa.float64()
+        assert OUTPUT_SCHEMA.field(metric).nullable
+
+
+def test_record_schema_matches_record_fields():
+    assert tuple(RECORD_SCHEMA.names) == RECORD_FIELDS
+    rec = new_record(id="a", image="/x.png", instruction="do")
+    assert set(rec) == set(RECORD_FIELDS) and rec["references"] == []
+    pa.Table.from_pylist([rec], schema=RECORD_SCHEMA)  # every record dict fits the schema
+    with pytest.raises(KeyError):
+        new_record(id="a", colour="red")
+
+
+def test_validate_record_ok_and_roundtrip():
+    rec = validate_record(
+        new_record(id=7, image="s3://b/a.png", instruction="  make it red ", mask_rle=[0, 5], mask_shape=[512, 512], category=3)
+    )
+    assert isinstance(rec, EditRecord)
+    assert rec.id == "7" and rec.instruction == "make it red" and rec.category == "3"
+    assert rec.has_mask and rec.mask_rle == (0, 5) and rec.mask_shape == (512, 512)
+    assert validate_record(rec.to_dict()) == rec
+
+
+@pytest.mark.parametrize(
+    "values,reason",
+    [
+        ({"id": "a", "image": "x.png", "instruction": "   "}, "record a: empty or missing 'instruction'"),
+        ({"id": "a", "image": "x.png"}, "record a: empty or missing 'instruction'"),
+        ({"id": "a", "instruction": "do"}, "record a: no 'image' given"),
+        ({"image": "x.png", "instruction": "do"}, "missing 'id'"),
+        ({"id": "a", "image": "x.png", "instruction": "do", "mask_rle": [1, 2, 3]}, "odd length 3"),
+        ({"id": "a", "image": "x.png", "instruction": "do", "mask_shape": [512]}, "mask_shape must be"),
+        ({"id": "a", "image": "x.png", "instruction": "do", "error": "invalid JSON on line 3"}, "invalid JSON on line 3"),
+    ],
+)
+def test_validate_record_errors_are_readable(values, reason):
+    with pytest.raises(RecordError) as err:
+        validate_record(new_record(**values))
+    assert reason in str(err.value)
+
+
+def test_error_row_and_table():
+    started = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    row = error_row(
+        new_record(id="r1", image="x.png", instruction="do", category="c"),
+        CONFIG,
+        RecordError("image not found: s3://b/x.png"),
+        run_id="run-1",
+        device="cpu",
+        started_at=started,
+        finished_at=started + timedelta(seconds=2),
+    )
+    check_row(row)
+    assert row["status"] == "error" and row["error"] == "image not found: s3://b/x.png"
+    assert row["runtime_s"] == 2.0 and row["psnr_bg"] is None and row["output_uri"] is None
+    assert json.loads(row["policy_params"]) == {"full_steps": 2, "omega": 0.4}
+    assert row["policy_params"] == '{"full_steps":2,"omega":0.4}'  # sorted, stable
+    # non-RecordError exceptions keep their type name in the reason
+    assert error_row({"id": "r2"}, CONFIG, KeyError("x"), run_id="r")["error"] == "KeyError: 'x'"
+
+    ok = base_row({"id": "r3", "instruction": "do"}, CONFIG, "run-1")
+    ok.update(status="ok", keep_ratio_per_step=[1.0, 0.5], psnr_bg=float("nan"), psnr_vs_full=float("inf"),
+              started_at=started, finished_at=started)
+    table = rows_to_table([row, ok])
+    assert table.schema.equals(OUTPUT_SCHEMA)
+    assert table.column("record_id").to_pylist() == ["r1", "r3"]
+    assert table.column("psnr_bg").to_pylist() == [None, None]  # NaN -> null
+    assert math.isinf(table.column("psnr_vs_full").to_pylist()[1])
+    assert table.column("keep_ratio_per_step").to_pylist() == [None, [1.0, 0.5]]
+
+
+def test_rows_parquet_roundtrip(tmp_path):
+    row = error_row({"id": "r1", "instruction": "x"}, CONFIG, "bad", run_id="run")
+    pq.write_table(rows_to_table([row]), tmp_path / "o.parquet")
+    back = pq.read_table(tmp_path / "o.parquet")
+    assert back.schema.equals(OUTPUT_SCHEMA) and back.num_rows == 1
+
+
+def test_check_row_rejects_bad_rows():
+    row = base_row({"id": "x"}, CONFIG, "run")
+    with pytest.raises(ValueError, match="status"):
+        check_row(row)  # status None
+    row["status"] = "error"
+    with pytest.raises(ValueError, match="reason"):
+        check_row(row)
+    row["error"] = "x"
+    row["surprise"] = 1
+    with pytest.raises(ValueError, match="extra=\\['surprise'\\]"):
+        check_row(row)
+    assert len(OUTPUT_COLUMNS) == len(set(OUTPUT_COLUMNS))

@@ -122,5 +122,13 @@ class EditActor:
                 statuses.append(f"vs_full: no full output at {full_uri}")
         if self.lpips is None:
             statuses.append("not computed: lpips not in metrics.compute")
-        out["lpips_status"] = "; ".join(statuses) or "not computed: no mask and no full reference"
+        out["lpips_status"] = _join_statuses(statuses)
         return out
+
+
+def _join_statuses(statuses: list[str]) -> str:
+    """One message when every LPIPS attempt says the same, else each labelled."""
+    if not statuses:
+        return "not computed: no mask and no full reference"
+    bodies = {s.split(": ", 1)[-1] for s in statuses}
+    return bodies.pop() if len(bodies) == 1 and len(statuses) > 1 else "; ".join(statuses)

@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary))
     if not args.no_report:
         from . import report
-        report.write_report(summary["results"], os.path.join(cfg.output, "report") if "://" not in cfg.output
-                            else "report", storage=cfg.storage)
+        out = os.path.join(cfg.output, "report") if "://" not in cfg.output else "report"
+        report.write_report(summary["results"], out, storage=cfg.storage)
     return 0
 
 

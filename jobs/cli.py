@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ablate, edit
+from . import ablate, edit, report
 
-COMMANDS = {"edit": edit, "run": ablate}
+COMMANDS = {"edit": edit, "run": ablate, "report": report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -248,22 +248,46 @@ def parse_config(raw: Mapping[str, Any], known_policies: Collection[str] | None 
     _check_keys(raw, "", TOP_LEVEL_KEYS)
     for key in REQUIRED_KEYS:
         _require(key in raw, key, "is required")
+    try:
+        storage = st.StorageConfig.from_mapping(raw.get("storage"))
+    except (st.StorageConfigError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    resolutions = _list(raw.get("resolutions", [1024]), "resolutions")
+    seeds = _list(raw.get("seeds", [0]), "seeds")
+    return RunConfig(
+        input=_parse_input(raw["input"]),
+        output=_string(raw["output"], "output"),
+        models=_parse_models(raw["models"]),
+        policies=_parse_policies(raw["policies"], known_policies),
+        resolutions=tuple(_resolution(r, f"resolutions.{i}") for i, r in enumerate(resolutions)),
+        seeds=tuple(_int(s, f"seeds.{i}") for i, s in enumerate(seeds)),
+        steps=_int(raw.get("steps", 28), "steps", 1),
+        guidance_scale=_number(raw.get("guidance_scale", 2.5), "guidance_scale", 0),
+        storage=storage,
+        actors=_parse_actors(raw.get("actors") or {}),
+        metrics=_parse_metrics(raw.get("metrics") or {}),
+        model_cache_dir=_string(raw.get("model_cache_dir", RunConfig.model_cache_dir), "model_cache_dir"),
+        run_id=None if raw.get("run_id") is None else _string(str(raw["run_id"]), "run_id"),
+    )
 
-    inp = raw["input"]
+
+def _parse_input(inp: Any) -> InputConfig:
     if isinstance(inp, str):
-        inp = {"uri": inp}
+        inp = {"uri": inp}  # shorthand: just the URI, format detected
     inp = _mapping(inp, "input")
     _check_keys(inp, "input", ("uri", "format", "options"))
     fmt = inp.get("format", "auto")
     _require(fmt in INPUT_FORMATS, "input.format", f"got {fmt!r}; accepted values: {', '.join(INPUT_FORMATS)}")
-    input_cfg = InputConfig(
+    return InputConfig(
         uri=_string(inp.get("uri"), "input.uri"),
         format=fmt,
         options=dict(_mapping(inp.get("options") or {}, "input.options")),
     )
 
+
+def _parse_models(value: Any) -> tuple[ModelSpec, ...]:
     models = []
-    for i, m in enumerate(_list(raw["models"], "models")):
+    for i, m in enumerate(_list(value, "models")):
         m = _mapping(m, f"models.{i}")
         _check_keys(m, f"models.{i}", ("name", "path", "options"))
         models.append(
@@ -276,33 +300,31 @@ def parse_config(raw: Mapping[str, Any], known_policies: Collection[str] | None 
     names = [m.name for m in models]
     dup = next((n for n in names if names.count(n) > 1), None)
     _require(dup is None, "models", f"duplicate model name {dup!r}")
+    return tuple(models)
 
+
+def _parse_policies(value: Any, known: Collection[str] | None) -> tuple[PolicySpec, ...]:
     policies = []
-    for i, p in enumerate(_list(raw["policies"], "policies")):
+    for i, p in enumerate(_list(value, "policies")):
         if isinstance(p, str):
             p = {"name": p}
         p = _mapping(p, f"policies.{i}")
         name = _string(p.get("name"), f"policies.{i}.name")
-        if known_policies is not None:
+        if known is not None:
             _require(
-                name in known_policies,
+                name in known,
                 f"policies.{i}.name",
-                f"unknown policy {name!r}; accepted values: {', '.join(sorted(known_policies))}",
+                f"unknown policy {name!r}; accepted values: {', '.join(sorted(known))}",
             )
         params = {k: v for k, v in p.items() if k != "name"}
         for k, v in params.items():
             _require(not (isinstance(v, list) and not v), f"policies.{i}.{k}", "empty list expands to no configurations")
         policies.append(PolicySpec(name=name, params=params))
+    return tuple(policies)
 
-    resolutions = tuple(_resolution(r, f"resolutions.{i}") for i, r in enumerate(_list(raw.get("resolutions", [1024]), "resolutions")))
-    seeds = tuple(_int(s, f"seeds.{i}") for i, s in enumerate(_list(raw.get("seeds", [0]), "seeds")))
 
-    try:
-        storage = st.StorageConfig.from_mapping(raw.get("storage"))
-    except (st.StorageConfigError, TypeError) as exc:
-        raise ConfigError(str(exc)) from None
-
-    act = _mapping(raw.get("actors") or {}, "actors")
+def _parse_actors(value: Any) -> ActorConfig:
+    act = _mapping(value, "actors")
     _check_keys(act, "actors", tuple(ActorConfig.__dataclass_fields__))
     actors = ActorConfig(
         num_gpus=_number(act.get("num_gpus", 1), "actors.num_gpus", 0),
@@ -312,35 +334,23 @@ def parse_config(raw: Mapping[str, Any], known_policies: Collection[str] | None 
         batch_size=_int(act.get("batch_size", 1), "actors.batch_size", 1),
     )
     _require(actors.max_size >= actors.min_size, "actors.max_size", f"must be >= actors.min_size ({actors.min_size})")
+    return actors
 
-    met = _mapping(raw.get("metrics") or {}, "metrics")
+
+def _parse_metrics(value: Any) -> MetricsConfig:
+    met = _mapping(value, "metrics")
     _check_keys(met, "metrics", tuple(MetricsConfig.__dataclass_fields__))
-    compute = _list(met.get("compute", list(METRIC_GROUPS)), "metrics.compute") if met.get("compute") != [] else []
+    # ``compute: []`` switches every metric off; a missing key means all of them.
+    compute = [] if met.get("compute") == [] else _list(met.get("compute", list(METRIC_GROUPS)), "metrics.compute")
     for i, c in enumerate(compute):
         _require(c in METRIC_GROUPS, f"metrics.compute.{i}", f"got {c!r}; accepted values: {', '.join(METRIC_GROUPS)}")
     net = met.get("lpips_net", "alex")
     _require(net in LPIPS_NETS, "metrics.lpips_net", f"got {net!r}; accepted values: {', '.join(LPIPS_NETS)}")
     weights = met.get("lpips_weights")
-    metrics = MetricsConfig(
+    return MetricsConfig(
         compute=tuple(dict.fromkeys(compute)),
         lpips_weights=None if weights is None else _string(weights, "metrics.lpips_weights"),
         lpips_net=net,
-    )
-
-    return RunConfig(
-        input=input_cfg,
-        output=_string(raw["output"], "output"),
-        models=tuple(models),
-        policies=tuple(policies),
-        resolutions=resolutions,
-        seeds=seeds,
-        steps=_int(raw.get("steps", 28), "steps", 1),
-        guidance_scale=_number(raw.get("guidance_scale", 2.5), "guidance_scale", 0),
-        storage=storage,
-        actors=actors,
-        metrics=metrics,
-        model_cache_dir=_string(raw.get("model_cache_dir", RunConfig.model_cache_dir), "model_cache_dir"),
-        run_id=None if raw.get("run_id") is None else _string(str(raw["run_id"]), "run_id"),
     )
 
 

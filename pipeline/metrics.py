@@ -217,13 +217,19 @@ class Lpips:
         return float(value.item()), LPIPS_OK
 
 
-def _trunk_state(trunk: Any, tv_state: dict[str, Any]) -> dict[str, Any]:
-    """Map torchvision ``features.<i>.*`` keys to lpips' ``slice<k>.<i>.*`` names."""
+def _trunk_state(trunk: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """Trunk weights under lpips' ``slice<k>.<i>.*`` names.
+
+    Accepts a torchvision state dict (``features.<i>.*``, the hub-cache file) or a
+    saved ``lpips.LPIPS`` state dict (``net.slice<k>.<i>.*``).
+    """
     out = {}
     for name in trunk.state_dict():
         _slice, idx, rest = name.split(".", 2)  # e.g. slice2.3.weight
-        src = f"features.{idx}.{rest}"
-        if src not in tv_state:
-            raise KeyError(f"backbone state dict has no {src!r} (is it a torchvision {type(trunk).__name__}?)")
-        out[name] = tv_state[src]
+        for src in (f"features.{idx}.{rest}", f"net.{name}"):
+            if src in state:
+                out[name] = state[src]
+                break
+        else:
+            raise KeyError(f"backbone state dict has no 'features.{idx}.{rest}' (is it a torchvision {type(trunk).__name__}?)")
     return out

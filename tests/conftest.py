@@ -30,3 +30,20 @@ def make_image(width: int, height: int, seed: int = 0) -> PIL.Image.Image:
 @pytest.fixture
 def image_factory():
     return make_image
+
+
+from conftest_s3 import moto_s3, s3_prefix  # noqa: E402,F401  (one moto_server per session)
+
+
+@pytest.fixture(scope="session")
+def ray_session(moto_s3):
+    """One local Ray cluster for the whole session, started after the S3 variables are set so that
+    its workers inherit them (4 logical CPUs: some Ray Data plans stall with 2)."""
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()

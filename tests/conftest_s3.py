@@ -1,11 +1,12 @@
 """S3 test fixtures: one local ``moto_server`` per test session.
 
-Import the fixtures where they are needed (``tests/conftest.py`` or a test module):
+``tests/conftest.py`` registers them for every test module:
 
     from conftest_s3 import moto_s3, s3_prefix  # noqa: F401
 
 The server process is a module-level singleton, so importing the fixtures into
-several modules still starts ONE server; it is stopped at interpreter exit.  The
+further modules still starts ONE server; it is stopped at the end of the session
+(and, as a safety net, at interpreter exit).  The
 fixture points the standard variables at it (``AWS_ENDPOINT_URL``, dummy
 credentials, region) for the session, exactly as a user would, so the code
 under test goes through its normal configuration path.

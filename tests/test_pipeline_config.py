@@ -63,7 +63,8 @@ def test_parse_full_config():
         ({"resolutions": ["big"]}, "resolutions.0: must be an integer"),
         ({"seeds": [0, 1.5]}, "seeds.1: must be an integer"),
         ({"steps": 0}, "steps: must be >= 1"),
-        ({"models": [{"name": "a"}]}, "models.0.path: must be a non-empty string"),
+        ({"models": [{"name": "a", "path": "  "}]}, "models.0.path: must be a non-empty string"),
+        ({"models": [{"path": "/m"}]}, "models.0.name: must be a non-empty string"),
         ({"models": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]}, "duplicate model name 'a'"),
         ({"policies": [{"name": "tokendrop", "omega": []}]}, "policies.0.omega: empty list"),
         ({"metrics": {"compute": ["fid"]}}, "metrics.compute.0: got 'fid'; accepted values: background, vs_full, lpips"),
@@ -96,6 +97,12 @@ def test_credentials_are_rejected_and_not_echoed(changes, key):
     assert key in msg
     for secret in ("wJalrXUtnFEMI", "AKIAEXAMPLE", "hf_secret", "wJalr"):
         assert secret not in msg
+
+
+def test_model_path_is_optional_for_builtin_models():
+    c = cfg(models=[{"name": "tiny-flux-kontext"}])
+    assert c.models[0].path is None
+    assert expand_grid(c)[0]["model_path"] is None
 
 
 def test_known_policies_restrict_names():
@@ -190,3 +197,10 @@ def test_full_is_added_only_when_vs_full_is_requested():
 def test_duplicate_configurations_are_dropped():
     grid = expand_grid(cfg(policies=[{"name": "full"}, {"name": "full"}], seeds=[0, 0]))
     assert len(grid) == 2 * 2  # models x resolutions
+
+
+def test_shorthands_and_metric_switches():
+    c = cfg(policies=["full", "tokendrop"], seeds=3, metrics={"compute": []})
+    assert [p.name for p in c.policies] == ["full", "tokendrop"] and c.seeds == (3,)
+    assert c.metrics.compute == ()
+    assert cfg(metrics=None).metrics.compute == ("background", "vs_full", "lpips")  # default: all

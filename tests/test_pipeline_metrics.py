@@ -175,6 +175,7 @@ def test_lpips_with_local_alexnet_weights(no_network, empty_hub, tmp_path):
     assert lp(edited, src, np.ones(mask.shape, bool))[0] is None
 
 
+@pytest.mark.filterwarnings("ignore:.*deprecated since 0.13:UserWarning")  # lpips.LPIPS built directly
 def test_lpips_from_torch_hub_cache_and_folder(no_network, empty_hub, tmp_path):
     (empty_hub / "checkpoints").mkdir(parents=True)
     save_features(torchvision.models.squeezenet1_1(weights=None), empty_hub / "checkpoints" / "squeezenet1_1-b8a52dc0.pth")
@@ -184,6 +185,14 @@ def test_lpips_from_torch_hub_cache_and_folder(no_network, empty_hub, tmp_path):
     folder.mkdir()
     save_features(torchvision.models.alexnet(weights=None), folder / "alexnet-owt-7be5be79.pth")
     assert Lpips(weights_path=str(folder)).status == LPIPS_OK
+    # a state dict saved from an lpips.LPIPS model (``net.slice*`` keys) works too
+    import lpips
+
+    trained = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    torch.save(trained.state_dict(), tmp_path / "lpips_alex_full.pth")
+    lp = Lpips(weights_path=str(tmp_path / "lpips_alex_full.pth"))
+    assert lp.status == LPIPS_OK
+    assert torch.equal(getattr(lp._model.net.slice2, "3").weight, getattr(trained.net.slice2, "3").weight)
 
 
 def test_lpips_wrong_weights_file_gives_status_not_number(no_network, empty_hub, tmp_path):

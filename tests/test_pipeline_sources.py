@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest_s3 import moto_s3, s3_prefix  # noqa: F401  (fixtures)
 from pipeline import storage as st
 from pipeline.images import (
     decode_pie_mask,

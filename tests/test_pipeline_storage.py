@@ -8,7 +8,6 @@ import os
 import pyarrow.fs as pafs
 import pytest
 
-from conftest_s3 import moto_s3, s3_prefix  # noqa: F401  (fixtures)
 from pipeline import storage as st
 
 # ----------------------------------------------------------------------- config

@@ -100,14 +100,13 @@ class EditActor:
     def _metrics(self, result: EditResult, source: PIL.Image.Image, mask: np.ndarray | None,
                  config: dict[str, Any], record_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        size = result.image.size
         statuses = []
         if mask is not None and "background" in self.compute:
-            src = source.resize(size, PIL.Image.BICUBIC)
-            mask_at = np.asarray(PIL.Image.fromarray(mask.astype(np.uint8) * 255).resize(size, PIL.Image.NEAREST)) > 127
-            out.update(background_metrics(result.image, src, mask_at))
+            # PIE-Bench scores at the source's own size, against its own mask.
+            edited = result.image.resize(source.size, PIL.Image.BICUBIC)
+            out.update(background_metrics(edited, source, mask))
             if self.lpips is not None:
-                out["lpips_bg"], status = self.lpips(result.image, src, mask_at)
+                out["lpips_bg"], status = self.lpips(edited, source, mask)
                 statuses.append(f"bg: {status}")
         full_id = config.get("full_config_id")
         if "vs_full" in self.compute and config["policy"] != "full" and full_id:

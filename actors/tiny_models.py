@@ -237,7 +237,7 @@ def build_tiny_qwen_image_edit(
         ).eval()
     with _seeded(seed):
         vae = AutoencoderKLQwenImage(
-            base_dim=2,  # real: 96; channels per level 2, 4, 8, 8 (full-resolution convs dominate CPU time)
+            base_dim=4,  # real: 96; conv widths 4, 4, 8, 16, 16; base_dim 2 made decoding ill-conditioned
             z_dim=16,
             dim_mult=[1, 2, 4, 4],
             num_res_blocks=1,

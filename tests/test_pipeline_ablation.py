@@ -92,26 +92,31 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
         assert PIL.Image.open(files[key]).size[0] > 0
 
 
+def _actor_pids():
+    import psutil   # Ray titles actor processes "ray::<class>"; the state API needs the dashboard
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if "MapWorker(MapBatches(EditActor))" in " ".join(p.info["cmdline"] or [])]
+
+
 def test_killed_actor_is_replaced_and_its_rows_redone(ray_session, tmp_path, image_factory):
     base = str(tmp_path / "in")
     manifest, _ = _write_inputs(base, image_factory, n_good=8)
     output = str(tmp_path / "out")
     cfg = _config(manifest, output, policies=[{"name": "full"}], steps=20, resolutions=[128],
                   metrics={"compute": ["background"]})
-    killed = []
+    killed, earlier = [], set(_actor_pids())   # actors of earlier tests may still be winding down
 
     def kill_once():
-        import psutil   # Ray titles actor processes "ray::<class>"; the state API needs the dashboard
-        deadline, pid = time.time() + 300, None
-        while time.time() < deadline and pid is None:
-            pid = next((p.pid for p in psutil.process_iter(["cmdline"])
-                        if "MapWorker(MapBatches(EditActor))" in " ".join(p.info["cmdline"] or [])), None)
-            time.sleep(0.1)
+        deadline = time.time() + 300
         while time.time() < deadline:
             if any(fs for _, _, fs in os.walk(os.path.join(output, "images"))):
-                os.kill(pid, signal.SIGKILL)   # mid-run: some edits written, others still to do
-                killed.append(pid)
-                return
+                for pid in set(_actor_pids()) - earlier:   # mid-run: some edits written, others to do
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                        return
+                    except ProcessLookupError:
+                        pass
             time.sleep(0.02)
 
     thread = threading.Thread(target=kill_once, daemon=True)

@@ -19,8 +19,8 @@ from actors.tiny_models import build_tiny_flux_kontext, build_tiny_qwen_image_ed
 from actors.tiny_tokenizers import QWEN_SPECIAL_TOKENS
 
 # Round trips compare outputs with a tolerance: safetensors loads weights at unaligned addresses, which sends CPU
-# matmuls down other SIMD paths (~1e-7 differences) even though the loaded weights are bit-identical.
-ROUND_TRIP_ATOL = 1e-5
+# matmuls down other SIMD paths (~5e-7 in the latents, ~3e-6 in Qwen pixels) although the weights are bit-identical.
+ROUND_TRIP_ATOL = 1e-4
 
 
 def _image(width: int, height: int, seed: int = 0) -> Image.Image:

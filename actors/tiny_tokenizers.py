@@ -17,7 +17,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from tokenizers import AddedToken
 from transformers import CLIPTokenizer, Qwen2Tokenizer, T5Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -122,13 +121,13 @@ def build_qwen2_tokenizer() -> Qwen2Tokenizer:
     ]
     merges = _learn_merges(pieces)
     vocab = _vocab_from([*base, *(a + b for a, b in merges), *QWEN_SPECIAL_TOKENS])
-    tokenizer = Qwen2Tokenizer(
+    # Listing them as extra special tokens makes them atomic added tokens that keep their vocab ids.
+    return Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
         model_max_length=32768,
         extra_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
     )
-    return tokenizer
 
 
 def build_clip_tokenizer() -> CLIPTokenizer:

@@ -73,3 +73,15 @@ def test_bad_inputs_are_clear_errors(flux_pipe, image_factory, tmp_path):
         actors.load_pipeline("sdxl")
     with pytest.raises(actors.EditInputError, match="needs --model-path"):
         actors.load_pipeline("flux-kontext")
+
+
+def test_qwen_edit_plus_with_two_references(image_factory):
+    """Edit-Plus: the first reference is encoded at the output size and scored; the second stays whole."""
+    pipe = actors.load_pipeline("tiny-qwen-image-edit-plus", device="cpu")
+    result = actors.Editor(pipe, policies.make("tokendrop", omega=0.0, full_steps=1)).edit(
+        image_factory(64, 64), "put the hat from image 2 on image 1", steps=3, height=64, width=64,
+        references=[image_factory(96, 64, seed=5)])
+    first, second = result.trace[-1].keep_masks
+    assert first.shape == (4, 4) and second.shape == (52, 78)   # 64² output; 2nd at diffusers' ~1024² area
+    assert second.all() and not first.all()
+    assert result.trace[-1].kept == first.sum() + second.size

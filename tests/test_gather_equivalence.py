@@ -63,8 +63,8 @@ def test_qwen_zero_cond_t_gather_equals_key_mask(qwen_pipe, image_factory, monke
     # Configs with zero_cond_t modulate source tokens with t=0 through `modulate_index`.
     from diffusers import QwenImageEditPipeline, QwenImageTransformer2DModel
 
-    config = {**qwen_pipe.transformer.config, "zero_cond_t": True}
-    torch.manual_seed(0)
-    pipe = QwenImageEditPipeline(**{**qwen_pipe.components,
-                                    "transformer": QwenImageTransformer2DModel.from_config(config)})
+    torch.manual_seed(0)   # a keyword, not a dict entry: from_config drops keys listed as defaults
+    transformer = QwenImageTransformer2DModel.from_config(qwen_pipe.transformer.config, zero_cond_t=True)
+    assert transformer.config.zero_cond_t
+    pipe = QwenImageEditPipeline(**{**qwen_pipe.components, "transformer": transformer})
     _check(pipe, transformer_qwenimage, image_factory(96, 64), monkeypatch, height=64, width=96)

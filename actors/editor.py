@@ -106,7 +106,8 @@ class Editor:
                 policy_seconds += t2 - t1
                 entry = StepTrace(index=i, sigma=step.sigma, kept=total if index is None else int(index.numel()),
                                   total=total, seconds=t2 - t0, policy_seconds=policy_seconds,
-                                  keep_masks=_split_masks(None if index is None else keep, inputs.source_grids))
+                                  keep_masks=_split_masks(None if index is None else keep, inputs.source_grids),
+                                  noisy=run.num_noisy)
                 trace.append(entry)
                 if on_step is not None:
                     on_step(entry)

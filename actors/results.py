@@ -17,6 +17,10 @@ class StepTrace:
     seconds: float               # wall time of the whole step (device synchronised)
     policy_seconds: float        # of which the policy's plan + observe
     keep_masks: tuple[np.ndarray, ...]   # bool per reference, shaped as its token grid
+    from_layer: int = 0          # layers before this one saw every source token (ToPi's exempt layers)
+    active: int | None = None    # noisy tokens that got queries (SpotEdit); None = all of them
+    noisy: int = 0               # noisy tokens there are
+    selector_seconds: float = 0.0   # of policy_seconds, the part spent scoring/selecting tokens
 
     @property
     def keep_mask(self) -> np.ndarray:

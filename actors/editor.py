@@ -14,9 +14,12 @@ from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditP
 from policies import Policy, RunInfo, Seen, Step
 
 from .adapter import EditInputError, ModelAdapter
+from .architecture import describe
+from .attention_stats import AttentionCollector, collecting_attention
 from .flux_kontext import FluxKontextAdapter
 from .qwen_image_edit import QwenImageEditAdapter
 from .results import EditResult, StepTrace
+from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
 
 
@@ -75,44 +78,62 @@ class Editor:
         inputs = self.adapter.prepare(images, instruction, seed=int(seed), steps=int(steps),
                                       guidance_scale=guidance_scale, height=height, width=width)
         device = inputs.latents.device
+        transformer = self.pipe.transformer
+        arch = describe(transformer)
         run = RunInfo(family=self.adapter.family, noisy_grid=inputs.noisy_grid,
                       source_grids=inputs.source_grids, steps=len(inputs.timesteps),
-                      sigmas=inputs.sigmas.detach().cpu(), seed=int(seed), device=device)
+                      sigmas=inputs.sigmas.detach().cpu(), seed=int(seed), device=device,
+                      num_layers=arch["num_layers"], architecture=arch["class"], config_hash=arch["config_hash"])
         policy_run = self.policy.start(run)
         sigmas = [float(s) for s in inputs.sigmas]
-        total = run.num_source
+        total, num_noisy = run.num_source, run.num_noisy
         source = inputs.source[0]
         aligned = inputs.aligned_source
+        routing = Routing(family=self.adapter.family, num_noisy=num_noisy)
+        collector = AttentionCollector(num_noisy=num_noisy)
         z, trace = inputs.latents, []
-        with self.adapter.attach(inputs):
+        with self.adapter.attach(inputs), routed_blocks(transformer, routing), \
+                collecting_attention(transformer, self.adapter.family, collector):
             for i, t in enumerate(inputs.timesteps):
                 step = Step(index=i, sigma=sigmas[i], sigma_next=sigmas[i + 1])
                 t0 = time.perf_counter()
                 plan = policy_run.plan(step)
                 keep = plan.keep_source
                 policy_seconds = time.perf_counter() - t0
-                index = None if keep is None or bool(keep.all()) else torch.nonzero(keep).flatten().to(device)
+                kept = None if keep is None or bool(keep.all()) else torch.nonzero(keep).flatten().to(device)
+                index, from_layer = kept, 0
+                if kept is not None and plan.from_layer > 0:
+                    # ToPi Mode B: every token through the first layers, the kept ones after
+                    rows = torch.cat([torch.arange(num_noisy, device=device), kept + num_noisy])
+                    routing.set(rows, plan.from_layer, plan.merge)
+                    index, from_layer = None, plan.from_layer
+                else:
+                    routing.clear()
+                collector.request(plan.attention_layers)
                 v = self.adapter.velocity(inputs, z, t, index)
+                attention, stats_seconds = collector.take()
                 x0 = clean_estimate(z, v, step.sigma)
                 euler = inputs.scheduler.step(v, t, z, return_dict=False)[0]
-                dropped = None if index is None else ~keep[: run.num_noisy].to(device)
+                dropped = None if kept is None else ~keep[:num_noisy].to(device)
                 z = regularized_step(euler, x0, aligned, dropped, step.sigma, step.sigma_next,
                                      self.policy.regularize)
                 _synchronize(device)   # so that the policy's time is its own, not the transformer's
                 t1 = time.perf_counter()
-                policy_run.observe(step, Seen(x0=x0[0], source=source, velocity=v[0]))
+                policy_run.observe(step, Seen(x0=x0[0], source=source, velocity=v[0], attention=attention))
                 _synchronize(device)
                 t2 = time.perf_counter()
                 policy_seconds += t2 - t1
-                entry = StepTrace(index=i, sigma=step.sigma, kept=total if index is None else int(index.numel()),
+                entry = StepTrace(index=i, sigma=step.sigma, kept=total if kept is None else int(kept.numel()),
                                   total=total, seconds=t2 - t0, policy_seconds=policy_seconds,
-                                  keep_masks=_split_masks(None if index is None else keep, inputs.source_grids),
-                                  noisy=run.num_noisy)
+                                  keep_masks=_split_masks(None if kept is None else keep, inputs.source_grids),
+                                  from_layer=from_layer, noisy=num_noisy, selector_seconds=stats_seconds)
                 trace.append(entry)
                 if on_step is not None:
                     on_step(entry)
+        routing.clear()
         pixels = self.adapter.decode(inputs, z)
         _synchronize(device)
         return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels, trace=trace, height=inputs.height, width=inputs.width,
                           seconds=time.perf_counter() - started, latents=z[0].float().cpu(),
-                          source_latents=aligned[0].float().cpu(), notes=inputs.notes)
+                          source_latents=aligned[0].float().cpu(), notes=inputs.notes,
+                          policy_summary=dict(getattr(policy_run, "summary", dict)()))

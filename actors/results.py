@@ -20,7 +20,7 @@ class StepTrace:
     from_layer: int = 0          # layers before this one saw every source token (ToPi's exempt layers)
     active: int | None = None    # noisy tokens that got queries (SpotEdit); None = all of them
     noisy: int = 0               # noisy tokens there are
-    selector_seconds: float = 0.0   # of policy_seconds, the part spent scoring/selecting tokens
+    selector_seconds: float = 0.0   # scoring done outside plan/observe (ToPi's attention statistics)
 
     @property
     def keep_mask(self) -> np.ndarray:
@@ -43,6 +43,7 @@ class EditResult:
     latents: torch.Tensor          # final packed latents [num_noisy, C], on CPU
     source_latents: torch.Tensor   # packed latents of the first reference [num_noisy, C], on CPU
     notes: list[str] = field(default_factory=list)
+    policy_summary: dict = field(default_factory=dict)   # what the policy's run reported, if anything
 
     @property
     def keep_ratio_mean(self) -> float:

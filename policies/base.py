@@ -23,6 +23,9 @@ class RunInfo:
     sigmas: torch.Tensor                       # scheduler sigmas, steps + 1 values (last is 0)
     seed: int
     device: torch.device
+    num_layers: int = 0          # transformer blocks, numbered across the model (Flux: dual then single)
+    architecture: str = ""       # transformer class name
+    config_hash: str = ""        # identifies the transformer config (calibration files are tagged with it)
 
     @property
     def num_source(self) -> int:
@@ -46,6 +49,7 @@ class Plan:
 
     keep_source: torch.Tensor | None = None     # bool over all source tokens (references concatenated)
     from_layer: int = 0                          # prune only after this many transformer layers
+    merge: bool = False                          # with from_layer: average dropped tokens into kept ones
     active_noisy: torch.Tensor | None = None     # bool over noisy tokens that get queries
     attention_layers: tuple[int, ...] = ()       # layers that must report attention statistics
 
@@ -57,10 +61,12 @@ class Seen:
     x0: torch.Tensor         # clean estimate x̂0 over the noisy tokens, [num_noisy, C]
     source: torch.Tensor     # packed source latents, [num_source, C]
     velocity: torch.Tensor   # [num_noisy, C]
-    attention: dict[int, Any] = field(default_factory=dict)
+    attention: dict[int, Any] = field(default_factory=dict)   # layer -> actors.attention_stats.LayerStats
 
 
 class PolicyRun(Protocol):
+    """May also define `summary() -> dict`: what the edit's result should carry (e.g. calibration scores)."""
+
     def plan(self, step: Step) -> Plan: ...
     def observe(self, step: Step, seen: Seen) -> None: ...
 

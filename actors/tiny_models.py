@@ -85,8 +85,21 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def build_tiny_flux_kontext(seed: int = 0) -> FluxKontextPipeline:
-    """FLUX.1-Kontext-shaped pipeline: 2 dual + 2 single blocks, 2 heads x 16, 8x VAE, CLIP + T5 encoders."""
+def rope_axes(head_dim: int) -> tuple[int, int, int]:
+    """RoPE split (frame, row, col) of a head dim, in the real 16:56:56 proportion; every part even."""
+    if head_dim < 12 or head_dim % 2:
+        raise ValueError(f"attention_head_dim must be even and >= 12, got {head_dim}")
+    frame = 2 * max(2, round(head_dim / 16))
+    row = (head_dim - frame) // 4 * 2
+    return frame, row, head_dim - frame - row
+
+
+def build_tiny_flux_kontext(seed: int = 0, *, num_layers: int = 2, num_single_layers: int = 2,
+                            num_attention_heads: int = 2, attention_head_dim: int = 16) -> FluxKontextPipeline:
+    """FLUX.1-Kontext-shaped pipeline: 2 dual + 2 single blocks, 2 heads x 16, 8x VAE, CLIP + T5 encoders.
+
+    The transformer's depth and width can be changed (the speed benchmark builds wider, deeper ones); the
+    defaults build the tiny test model, bit for bit as before."""
     tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
 
     with _seeded(seed):
@@ -127,14 +140,14 @@ def build_tiny_flux_kontext(seed: int = 0) -> FluxKontextPipeline:
         transformer = FluxTransformer2DModel(
             patch_size=1,
             in_channels=64,  # 16 latent channels packed 2x2
-            num_layers=2,
-            num_single_layers=2,
-            attention_head_dim=16,
-            num_attention_heads=2,
+            num_layers=num_layers,
+            num_single_layers=num_single_layers,
+            attention_head_dim=attention_head_dim,
+            num_attention_heads=num_attention_heads,
             joint_attention_dim=TEXT_DIM,  # T5 d_model
             pooled_projection_dim=TEXT_DIM,  # CLIP pooled output (hidden size == projection_dim)
             guidance_embeds=True,  # Kontext-dev is guidance-distilled
-            axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim, like (16, 56, 56) for 128
+            axes_dims_rope=rope_axes(attention_head_dim),  # (4, 6, 6) for 16, like (16, 56, 56) for 128
         ).eval()
     with _seeded(seed):
         vae = AutoencoderKL(
@@ -217,10 +230,11 @@ def _tiny_qwen_vl_encoder(processor: Qwen2VLProcessor, seed: int) -> Qwen2_5_VLF
 
 
 def build_tiny_qwen_image_edit(
-    seed: int = 0, plus: bool = False
+    seed: int = 0, plus: bool = False, *, num_layers: int = 2, num_attention_heads: int = 2,
+    attention_head_dim: int = 16,
 ) -> QwenImageEditPipeline | QwenImageEditPlusPipeline:
     """Qwen-Image-Edit-shaped pipeline (`QwenImageEditPlusPipeline` when `plus`): 2 MMDiT blocks, 2 heads x 16,
-    8x causal-3D VAE, tiny Qwen2.5-VL text+vision encoder."""
+    8x causal-3D VAE, tiny Qwen2.5-VL text+vision encoder. Transformer depth and width can be changed."""
     processor = build_tiny_qwen_vl_processor()
     text_encoder = _tiny_qwen_vl_encoder(processor, seed)
     with _seeded(seed):
@@ -228,12 +242,12 @@ def build_tiny_qwen_image_edit(
             patch_size=2,
             in_channels=64,  # 16 latent channels packed 2x2
             out_channels=16,
-            num_layers=2,
-            attention_head_dim=16,
-            num_attention_heads=2,
+            num_layers=num_layers,
+            attention_head_dim=attention_head_dim,
+            num_attention_heads=num_attention_heads,
             joint_attention_dim=TEXT_DIM,  # Qwen2.5-VL hidden size
             guidance_embeds=False,  # as the real checkpoints; True would break QwenTimestepProjEmbeddings
-            axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim, like (16, 56, 56) for 128
+            axes_dims_rope=rope_axes(attention_head_dim),  # (4, 6, 6) for 16, like (16, 56, 56) for 128
         ).eval()
     with _seeded(seed):
         vae = AutoencoderKLQwenImage(
@@ -262,4 +276,5 @@ __all__ = [
     "build_tiny_flux_kontext",
     "build_tiny_qwen_image_edit",
     "build_tiny_qwen_vl_processor",
+    "rope_axes",
 ]

@@ -1,0 +1,153 @@
+"""SpotEdit's partial-attention processors, alone, against diffusers' stock processors (both families).
+
+The transformer is called directly here: queries are gathered by passing only their rows (Flux: their
+`img_ids`; Qwen: their rotary rows through `actors.qwen_hooks`), keys come from the per-edit cache.
+"""
+import math
+
+import pytest
+import torch
+
+import actors
+from actors.qwen_hooks import RowSelection, gathered_positions
+from actors.spot_attention import (
+    FluxSpotProcessor, QwenSpotProcessor, SpotCall, SpotKV, attention_modules, flux_key_rotary, fuse,
+    qwen_key_rotary, spot_attention,
+)
+
+TOL = 1e-5
+
+
+class Model:
+    """One family's transformer with prepared inputs, callable on a subset of image rows."""
+
+    def __init__(self, pipe, image):
+        self.pipe = pipe
+        self.adapter = actors.Editor(pipe, None).adapter
+        self.inputs = self.adapter.prepare([image], "make the circle red", seed=3, steps=4,
+                                           guidance_scale=None, height=64, width=96)
+        self.family = self.adapter.family
+        self.n, self.s = self.inputs.latents.shape[1], self.inputs.source.shape[1]
+        self.t = self.inputs.timesteps[1]
+        self.z = self.inputs.latents
+
+    def kv(self, **flags):
+        c, tr = self.inputs.cond, self.pipe.transformer
+        table = (flux_key_rotary(tr, torch.cat([c["latent_ids"], c["source_ids"]])) if self.family == "flux"
+                 else qwen_key_rotary(tr, c["img_shapes"], self.z.device))
+        return SpotKV(num_noisy=self.n, num_source=self.s, key_rotary=table, **flags)
+
+    def __call__(self, active=None, source=True, label="cond"):
+        """Velocity rows of [active noisy (all if None), source (if given)] as the transformer returns them."""
+        c, tr = self.inputs.cond, self.pipe.transformer
+        rows = torch.arange(self.n) if active is None else active
+        src = torch.arange(self.s) if source else torch.arange(0)
+        hidden = torch.cat([self.z[:, rows], self.inputs.source[:, src]], dim=1)
+        t = self.t.expand(1).to(self.z.dtype) / 1000
+        with torch.no_grad():
+            if self.family == "flux":
+                ids = torch.cat([c["latent_ids"][rows], c["source_ids"][src]])
+                return tr(hidden_states=hidden, timestep=t, guidance=c["guidance"], pooled_projections=c["pooled"],
+                          encoder_hidden_states=c["prompt_embeds"], txt_ids=c["text_ids"], img_ids=ids,
+                          return_dict=False)[0]
+            selection = RowSelection(rows=torch.cat([rows, self.n + src]))
+            embeds, mask = (c["embeds"], c["mask"]) if label == "cond" else c["negative"]
+            with gathered_positions(tr, selection), tr.cache_context(label):
+                return tr(hidden_states=hidden, timestep=t, guidance=c["guidance"], encoder_hidden_states=embeds,
+                          encoder_hidden_states_mask=mask, img_shapes=c["img_shapes"], return_dict=False)[0]
+
+
+@pytest.fixture(params=["flux", "qwen"])
+def model(request, flux_pipe, qwen_pipe, image_factory):
+    return Model(flux_pipe if request.param == "flux" else qwen_pipe, image_factory(96, 64, seed=2))
+
+
+def _subset(n, seed=0):
+    active = torch.nonzero(torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.4).flatten()
+    assert 0 < active.numel() < n
+    return active
+
+
+def test_full_and_all_active_calls_equal_stock(model):
+    stock = model()
+    kv = model.kv()
+    with spot_attention(model.pipe.transformer, model.family, kv):
+        kv.call = SpotCall()
+        full = model()
+        # every noisy token active, source recomputed: the complete sequence through the partial path
+        kv.call = SpotCall(active=torch.arange(model.n), source_queries=True, alpha=0.3)
+        partial = model()
+        # every noisy token active, source K/V from the cache the full call just filled (same inputs)
+        kv.call = SpotCall(active=torch.arange(model.n), source_queries=False)
+        cached_source = model(source=False)
+    assert (full - stock).abs().max() <= TOL
+    assert (partial - stock).abs().max() <= TOL
+    assert (cached_source - stock[:, : model.n]).abs().max() <= TOL
+
+
+def test_fresh_cache_reproduces_full_call_on_active_rows(model):
+    """With caches filled at the same inputs, queries for a subset see exactly the full call's keys."""
+    stock = model()
+    active = _subset(model.n)
+    kv = model.kv()
+    with spot_attention(model.pipe.transformer, model.family, kv):
+        kv.call = SpotCall()
+        model()
+        kv.call = SpotCall(active=active, source_queries=False, noisy_context=True, alpha=None)
+        partial = model(active=active, source=False)
+        assert kv.image_keys() == model.n + model.s and kv.image_queries() == active.numel()
+    assert partial.shape[1] == active.numel()
+    assert (partial - stock[:, active]).abs().max() <= TOL
+    # and without the cached non-edited context (naive skip) the same rows do change
+    kv = model.kv()
+    with spot_attention(model.pipe.transformer, model.family, kv):
+        kv.call = SpotCall()
+        model()
+        kv.call = SpotCall(active=active, source_queries=False, noisy_context=False)
+        skipped = model(active=active, source=False)
+        assert kv.image_keys() == active.numel() + model.s
+    assert (skipped - stock[:, active]).abs().max() > 100 * TOL
+
+
+def test_fusion_blend_and_cache_update_are_exact(flux_pipe, image_factory):
+    model = Model(flux_pipe, image_factory(96, 64, seed=2))
+    active = _subset(model.n, seed=1)
+    kv = model.kv()
+    with spot_attention(model.pipe.transformer, "flux", kv):
+        kv.call = SpotCall()
+        model()
+        before = {i: (kv.layer(i).noisy_k.clone(), kv.layer(i).noisy_v.clone()) for i in range(4)}
+        alpha = math.cos(math.pi * 0.7 / 2) ** 2
+        kv.call = SpotCall(active=active, source_queries=False, alpha=alpha)
+        model(active=active, source=False)
+        skipped = torch.ones(model.n, dtype=torch.bool)
+        skipped[active] = False
+        for i in range(4):
+            layer = kv.layer(i)
+            k0, v0 = before[i]
+            assert torch.equal(layer.noisy_k[:, skipped], fuse(k0, layer.source_k[:, : model.n], alpha)[:, skipped])
+            assert torch.equal(layer.noisy_v[:, skipped], fuse(v0, layer.source_v[:, : model.n], alpha)[:, skipped])
+            assert not torch.equal(layer.noisy_k[:, active], k0[:, active])   # active rows: this call's keys
+    assert torch.equal(fuse(torch.tensor([4.0]), torch.tensor([8.0]), 0.25), torch.tensor([7.0]))
+
+
+def test_branches_have_their_own_caches_and_processors_go_away(qwen_pipe, image_factory):
+    model = Model(qwen_pipe, image_factory(96, 64, seed=2))
+    tr = model.pipe.transformer
+    originals = [m.processor for m in attention_modules(tr)]
+    kv = model.kv()
+    with pytest.raises(RuntimeError, match="boom"):
+        with spot_attention(tr, "qwen", kv):
+            assert all(isinstance(m.processor, QwenSpotProcessor) for m in attention_modules(tr))
+            kv.call = SpotCall()
+            model(label="cond")
+            model(label="uncond")
+            assert set(kv.state._state_cache) == {"cond", "uncond"}
+            last = len(attention_modules(tr)) - 1   # past layer 0, image keys depend on the prompt
+            assert not torch.equal(kv.state._state_cache["cond"].layers[last].source_k,
+                                   kv.state._state_cache["uncond"].layers[last].source_k)
+            raise RuntimeError("boom")
+    assert [m.processor for m in attention_modules(tr)] == originals
+    assert not kv.state._state_cache
+    assert "dropedit_spot_branch" not in getattr(tr, "_diffusers_hook").hooks
+    assert not any(isinstance(p, FluxSpotProcessor) for p in originals)

@@ -1,0 +1,158 @@
+"""The FLOP model (actors/flops.py): hand counts of one layer of each real architecture, torch's own FLOP
+counter on tiny transformers of the real classes, and the properties a speedup needs."""
+import inspect
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
+from torch.utils.flop_counter import FlopCounterMode
+
+from actors import flops
+
+FLUX, FLUX_TEXT = flops.REAL["FLUX.1-Kontext-dev"]
+QWEN, QWEN_TEXT = flops.REAL["Qwen-Image-Edit"]
+
+
+def test_real_configs_match_the_published_shapes():
+    assert (FLUX.dim, FLUX.dual_layers, FLUX.single_layers, FLUX.text_dim) == (3072, 19, 38, 4096)
+    assert (QWEN.dim, QWEN.dual_layers, QWEN.single_layers, QWEN.text_dim) == (3072, 60, 0, 3584)
+    assert FLUX_TEXT == (512,) and len(QWEN_TEXT) == 2   # Qwen: true CFG, two calls per step
+    # diffusers' defaults are the real checkpoints' configs
+    for cls, cfg in ((FluxTransformer2DModel, flops.FLUX_KONTEXT_DEV),
+                     (QwenImageTransformer2DModel, flops.QWEN_IMAGE_EDIT)):
+        params = inspect.signature(cls.__init__).parameters
+        for key in ("num_layers", "attention_head_dim", "num_attention_heads", "joint_attention_dim", "in_channels"):
+            assert params[key].default == cfg[key], (cls.__name__, key)
+
+
+def _dual_layer_by_hand(d: int, text: int, image: int) -> int:
+    """One dual-stream layer (Flux `FluxTransformerBlock`, Qwen `QwenImageTransformerBlock`), in FLOPs.
+
+    Counted: per stream, q, k, v and output projections (d×d each) and the MLP d→4d→d; attention Q·Kᵀ and
+    A·V over the joint sequence (all heads together: heads × head_dim = d); the two AdaLN modulation linears
+    d→6d on the one conditioning vector. Not counted: norms, qk-norm, RoPE, GELU, softmax, bias adds.
+    1 multiply-add = 2 FLOPs.
+    """
+    n = text + image
+    projections = 4 * d * d * image + 4 * d * d * text
+    mlp = (d * 4 * d + 4 * d * d) * image + (d * 4 * d + 4 * d * d) * text
+    attention = n * n * d + n * n * d
+    modulation = 2 * (d * 6 * d)
+    return 2 * (projections + mlp + attention + modulation)
+
+
+def _single_layer_by_hand(d: int, text: int, image: int) -> int:
+    """One Flux single-stream layer (`FluxSingleTransformerBlock`) over the concatenated sequence, in FLOPs:
+    q, k, v (d×d each), proj_mlp d→4d, proj_out over [attention out, MLP] (5d→d), Q·Kᵀ and A·V, and the
+    AdaLN-single modulation linear d→3d."""
+    n = text + image
+    return 2 * (3 * d * d * n + d * 4 * d * n + 5 * d * d * n + 2 * n * n * d + d * 3 * d)
+
+
+@pytest.mark.parametrize("image", [8192, 32768])   # 1024² and 2048² Kontext: noisy + source tokens
+def test_one_flux_layer_of_each_kind_by_hand(image):
+    assert flops.layer_flops(FLUX, 0, 512 + image, 512 + image).total == _dual_layer_by_hand(3072, 512, image)
+    assert flops.layer_flops(FLUX, 19, 512 + image, 512 + image).total == _single_layer_by_hand(3072, 512, image)
+
+
+def test_one_qwen_layer_by_hand():
+    text, image = QWEN_TEXT[0], 8192
+    assert flops.layer_flops(QWEN, 0, text + image, text + image).total == _dual_layer_by_hand(3072, text, image)
+    assert flops.layer_flops(QWEN, 59, text + image, text + image).total == _dual_layer_by_hand(3072, text, image)
+
+
+def _tiny_flux():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
+                                      attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                      pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 6, 6)).eval()
+
+
+def _counted(fn) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("kept", [20, 9, 0])
+def test_whole_flux_call_equals_torch_flop_counter(kept):
+    """Embedders, every layer and the output head, as torch counts them (addmm + SDPA), with dropped tokens."""
+    model, text, noisy = _tiny_flux(), 7, 20
+    image = noisy + kept
+    counted = _counted(lambda: model(
+        hidden_states=torch.randn(1, image, 64), encoder_hidden_states=torch.randn(1, text, 32),
+        pooled_projections=torch.randn(1, 32), timestep=torch.tensor([0.5]), img_ids=torch.zeros(image, 3),
+        txt_ids=torch.zeros(text, 3), guidance=torch.tensor([3.5])))
+    assert flops.call_flops(flops.arch_of(model), text, noisy, 20, kept).total == counted
+
+
+def test_whole_qwen_call_equals_torch_flop_counter():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+                                            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                            axes_dims_rope=(4, 6, 6)).eval()
+    text = 7
+    counted = _counted(lambda: model(
+        hidden_states=torch.randn(1, 40, 64), encoder_hidden_states=torch.randn(1, text, 32),
+        encoder_hidden_states_mask=torch.ones(1, text), timestep=torch.tensor([0.5]),
+        img_shapes=[[(1, 4, 5), (1, 4, 5)]], return_dict=False))
+    assert flops.call_flops(flops.arch_of(model), text, 20, 20).total == counted
+
+
+def test_from_layer_matches_the_routed_transformer():
+    """ToPi's exempt layers: the model's own routing hooks gather the kept tokens at block K."""
+    from actors.routing import Routing, routed_blocks
+
+    model, text, noisy, kept = _tiny_flux(), 7, 20, torch.tensor([1, 4, 5, 11, 19])
+    routing = Routing(family="flux", num_noisy=noisy)
+    routing.set(torch.cat([torch.arange(noisy), kept + noisy]), from_layer=2)
+    with routed_blocks(model, routing):
+        counted = _counted(lambda: model(
+            hidden_states=torch.randn(1, noisy + 20, 64), encoder_hidden_states=torch.randn(1, text, 32),
+            pooled_projections=torch.randn(1, 32), timestep=torch.tensor([0.5]),
+            img_ids=torch.zeros(noisy + 20, 3), txt_ids=torch.zeros(text, 3), guidance=torch.tensor([3.5])))
+    assert flops.call_flops(flops.arch_of(model), text, noisy, 20, len(kept), from_layer=2).total == counted
+
+
+def _trace(noisy: int, keeps: list[int], **extra) -> list[SimpleNamespace]:
+    return [SimpleNamespace(noisy=noisy, total=noisy, kept=k, from_layer=extra.get("from_layer", 0),
+                            active=extra.get("active")) for k in keeps]
+
+
+def test_no_drop_is_ratio_one_and_more_drop_is_faster():
+    for arch, text in flops.REAL.values():
+        assert flops.predicted_speedup(arch, _trace(4096, [4096] * 4), text) == 1.0
+        ratios = [flops.predicted_speedup(arch, _trace(4096, [k] * 4), text) for k in (4096, 3000, 2048, 0)]
+        assert ratios == sorted(ratios) and ratios[-1] > ratios[0]
+        # from_layer past the last layer: every layer saw every token; only proj_out ran on fewer rows
+        assert flops.predicted_speedup(arch, _trace(4096, [0] * 4, from_layer=arch.num_layers), text) \
+            == pytest.approx(1.0, abs=1e-4)
+        # exempting layers costs speed
+        assert flops.predicted_speedup(arch, _trace(4096, [0] * 4, from_layer=10), text) < ratios[-1]
+
+
+def test_larger_images_gain_more_from_the_same_keep_ratio():
+    # attention grows with the square of the sequence: the paper's "gains grow with resolution"
+    small = flops.predicted_speedup(FLUX, _trace(4096, [1024] * 4), FLUX_TEXT)
+    large = flops.predicted_speedup(FLUX, _trace(16384, [4096] * 4), FLUX_TEXT)
+    assert large > small > 1
+
+
+def test_active_queries_price_only_text_and_active_tokens():
+    """SpotEdit: queries, projections and MLP for text + active noisy tokens; keys over everything."""
+    d, text, noisy, kept, active = FLUX.dim, 512, 4096, 4096, 1000
+    got = flops.call_flops(FLUX, text, noisy, noisy, kept, active=active)
+    keys = text + noisy + kept
+    layers = FLUX.num_layers
+    attention = layers * 2 * 2 * (text + active) * keys * d
+    assert got.attention == attention
+    full = flops.call_flops(FLUX, text, noisy, noisy)
+    assert got.total < full.total and flops.call_flops(FLUX, text, noisy, noisy, active=None) == full
+
+
+def test_step_without_noisy_count_is_refused():
+    with pytest.raises(ValueError, match="noisy"):
+        flops.step_flops(FLUX, SimpleNamespace(noisy=0, total=4, kept=4), FLUX_TEXT)

@@ -22,11 +22,13 @@ from .routing import transformer_layers
 
 
 def source_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, text_len: int, num_noisy: int,
-                     key_mask: torch.Tensor | None = None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                     key_mask: torch.Tensor | None = None, chunk: int = 1024
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For a joint sequence [text, noisy, source] ([B, N, H, D] each), return
 
     - mass [H, S]: Σ_b Σ_{noisy i} softmax(q_i·kᵀ/√D)_j over the source keys j (softmax over all N keys),
-    - value_norm [H, S]: Σ_b ‖v_j‖ per head.
+    - value_norm [H, S]: Σ_b ‖v_j‖ per head,
+    - influence [H, S]: Σ_b ‖v_j‖·Σ_i A_ij (ToPi Eq. 9 before the sums over heads and layers).
 
     Queries are processed `chunk` at a time so memory stays O(chunk·N) per head.
     """
@@ -45,7 +47,7 @@ def source_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, text_
             logits = logits + bias
         mass += logits.softmax(dim=-1)[..., first_source:].sum(dim=-2)
     value_norm = v[:, first_source:].float().norm(dim=-1).transpose(1, 2)  # [B, H, S]
-    return mass.sum(0), value_norm.sum(0)
+    return mass.sum(0), value_norm.sum(0), (mass * value_norm).sum(0)
 
 
 def similarity_to_noisy(image: torch.Tensor, num_noisy: int) -> torch.Tensor:
@@ -62,12 +64,14 @@ class LayerStats:
 
     mass: torch.Tensor          # [H, S] Σ over noisy queries of attention on each source key
     value_norm: torch.Tensor    # [H, S] ‖v_j‖ per head
+    influence: torch.Tensor     # [H, S] ‖v_j‖·Σ_i A_ij per call, then summed (CFG calls differ in v)
     similarity: torch.Tensor    # [S] (1 + cos(h_j, mean noisy h)) / 2 on the attention's input features
     calls: int = 1              # transformer calls summed (Qwen's true CFG makes two per step)
 
     def add(self, other: "LayerStats") -> None:
         self.mass += other.mass
         self.value_norm += other.value_norm
+        self.influence += other.influence
         self.similarity += other.similarity
         self.calls += other.calls
 
@@ -96,9 +100,9 @@ class AttentionCollector:
         if q.device.type == "cuda":
             torch.cuda.synchronize(q.device)   # so the time below is the statistics' own
         started = time.perf_counter()
-        mass, value_norm = source_attention(q, k, v, text_len=self.text_len, num_noisy=self.num_noisy,
+        mass, value_norm, influence = source_attention(q, k, v, text_len=self.text_len, num_noisy=self.num_noisy,
                                             key_mask=key_mask, chunk=self.chunk)
-        stats = LayerStats(mass, value_norm, similarity_to_noisy(image, self.num_noisy))
+        stats = LayerStats(mass, value_norm, influence, similarity_to_noisy(image, self.num_noisy))
         if layer in self.results:
             self.results[layer].add(stats)
         else:

@@ -94,6 +94,11 @@ class EditActor:
             keep_ratio_mean=result.keep_ratio_mean,
             keep_ratio_per_step=[s.keep_ratio for s in result.trace],
             tokens_processed=sum(s.kept for s in result.trace),
+            from_layer_per_step=[s.from_layer for s in result.trace],
+            active_per_step=[s.noisy if s.active is None else s.active for s in result.trace],
+            loop_s=sum(s.seconds for s in result.trace),
+            policy_s=sum(s.policy_seconds for s in result.trace),
+            selector_s=sum(s.selector_seconds for s in result.trace),
             device=self.device, started_at=started, finished_at=utcnow())
         return row
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ablate, edit, report
+from . import ablate, calibrate, edit, report
 
-COMMANDS = {"edit": edit, "run": ablate, "report": report}
+COMMANDS = {"edit": edit, "run": ablate, "report": report, "calibrate": calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,12 @@ from typing import Any
 from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 from .full import Full
 from .random_drop import RandomDrop
+from .spotedit import SpotEdit
 from .tokendrop import TokenDrop
+from .topi import ToPi
 
-REGISTRY: dict[str, type] = {"full": Full, "random": RandomDrop, "tokendrop": TokenDrop}
+REGISTRY: dict[str, type] = {"full": Full, "random": RandomDrop, "tokendrop": TokenDrop, "topi": ToPi,
+                          "spotedit": SpotEdit}
 
 
 def make(name: str, **params: Any) -> Policy:

@@ -7,9 +7,12 @@ O(tokens·dim) against O(tokens·dim²) and O(tokens²·dim) for the rest.
 
 Which tokens a layer sees, per step of a trace (`actors.results.StepTrace`):
 - layers before `from_layer` see every source token (ToPi's exempt layers), the others the `kept` ones;
-- with `active` set (SpotEdit), only the text and the `active` noisy tokens are computed (projections,
-  queries, MLP); keys and values span text + all noisy + the layer's source tokens, the rest coming from
-  SpotEdit's cache of non-edited and condition-image features.
+- with `active` set (SpotEdit), only the text, the `active` noisy tokens and, unless the policy caches the
+  condition image (`source_cached`), the kept source tokens are computed (projections, queries, MLP, output
+  head); every layer attends to text + `keys` image tokens (StepTrace.keys; when absent: every noisy token
+  and the kept source tokens, the ones without queries coming from SpotEdit's K/V cache).
+The embedders run on every token passed to the transformer: ToPi and SpotEdit select rows inside it
+(`actors.routing`, from block `from_layer` or 0), TokenDrop before it.
 """
 from __future__ import annotations
 
@@ -128,44 +131,52 @@ def layer_flops(arch: Arch, layer: int, computed: int, keys: int) -> Flops:
 
 
 def call_flops(arch: Arch, text: int, noisy: int, source: int, kept: int | None = None, from_layer: int = 0,
-               active: int | None = None) -> Flops:
+               active: int | None = None, keys: int | None = None, source_cached: bool = False) -> Flops:
     """One transformer call: `text` tokens, `noisy` tokens, `source` tokens of which `kept` enter the layers
-    from `from_layer` on (None = all), `active` noisy tokens computed (None = all)."""
+    from `from_layer` on (None = all); with `active`, only that many noisy tokens are computed (see above)."""
     kept = source if kept is None else kept
     d = arch.dim
+    if active is None:
+        image_in, image_out = noisy + (source if from_layer > 0 else kept), noisy + kept
+    else:
+        if from_layer:
+            raise ValueError("a step cannot both leave noisy tokens without queries and start at a later layer")
+        image_in = noisy + source                       # routed at block 0, embedded before that
+        image_out = active + (0 if source_cached else kept)
+        keys = noisy + kept if keys is None else keys
     total = Flops()
     for layer in range(arch.num_layers):
-        src = source if layer < from_layer else kept
-        keys = text + noisy + src
-        computed = keys if active is None else text + active
-        total = total + layer_flops(arch, layer, computed, keys)
-    first_src = source if from_layer > 0 else kept
-    image_in = noisy + first_src if active is None else active
-    image_out = noisy + kept if active is None else active        # proj_out runs over every image row
+        if active is None:
+            image_keys = image_rows = noisy + (source if layer < from_layer else kept)
+        else:
+            image_keys, image_rows = keys, image_out
+        total = total + layer_flops(arch, layer, text + image_rows, text + image_keys)
     embed = (image_in * arch.in_channels * d + text * arch.text_dim * d
              + (TIMESTEP_CHANNELS * d + d * d) * (2 if arch.guidance else 1)
              + (arch.pooled_dim * d + d * d if arch.pooled_dim else 0))
-    head = d * 2 * d + image_out * d * arch.out_channels        # norm_out's AdaLN linear, proj_out
+    head = d * 2 * d + image_out * d * arch.out_channels        # norm_out's AdaLN linear, proj_out (every row)
     return total + Flops(linear=2.0 * (embed + head))
 
 
-def step_flops(arch: Arch, step: Any, text_tokens: Iterable[int]) -> Flops:
+def step_flops(arch: Arch, step: Any, text_tokens: Iterable[int], source_cached: bool = False) -> Flops:
     """One denoising step of a trace (a `StepTrace` or anything with its fields), one call per text length."""
     noisy = int(getattr(step, "noisy", 0))
     if noisy <= 0:
         raise ValueError("the step has no noisy-token count (StepTrace.noisy): cannot price it")
+    keys = getattr(step, "keys", None)
     out = Flops()
     for text in text_tokens:
         out = out + call_flops(arch, int(text), noisy, int(step.total), int(step.kept),
-                               int(getattr(step, "from_layer", 0) or 0), getattr(step, "active", None))
+                               int(getattr(step, "from_layer", 0) or 0), getattr(step, "active", None),
+                               None if keys is None else int(keys), source_cached)
     return out
 
 
-def trace_flops(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int]) -> Flops:
+def trace_flops(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int], source_cached: bool = False) -> Flops:
     text_tokens = tuple(text_tokens)
     out = Flops()
     for step in trace:
-        out = out + step_flops(arch, step, text_tokens)
+        out = out + step_flops(arch, step, text_tokens, source_cached)
     return out
 
 
@@ -186,7 +197,9 @@ def full_trace(trace: Iterable[Any]) -> list[_FullStep]:
     return [_FullStep(noisy=int(s.noisy), total=int(s.total)) for s in trace]
 
 
-def predicted_speedup(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int]) -> float:
+def predicted_speedup(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int],
+                      source_cached: bool = False) -> float:
     """FLOP-ideal speedup of a trace over the same steps with nothing dropped."""
     trace, text_tokens = list(trace), tuple(text_tokens)
-    return trace_flops(arch, full_trace(trace), text_tokens).total / trace_flops(arch, trace, text_tokens).total
+    full = trace_flops(arch, full_trace(trace), text_tokens).total
+    return full / trace_flops(arch, trace, text_tokens, source_cached).total

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ablate, calibrate, edit, report
+from . import ablate, bench, calibrate, edit, report
 
-COMMANDS = {"edit": edit, "run": ablate, "report": report, "calibrate": calibrate}
+COMMANDS = {"edit": edit, "run": ablate, "report": report, "calibrate": calibrate, "bench": bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,16 +141,36 @@ def test_larger_images_gain_more_from_the_same_keep_ratio():
     assert large > small > 1
 
 
-def test_active_queries_price_only_text_and_active_tokens():
-    """SpotEdit: queries, projections and MLP for text + active noisy tokens; keys over everything."""
-    d, text, noisy, kept, active = FLUX.dim, 512, 4096, 4096, 1000
-    got = flops.call_flops(FLUX, text, noisy, noisy, kept, active=active)
-    keys = text + noisy + kept
-    layers = FLUX.num_layers
-    attention = layers * 2 * 2 * (text + active) * keys * d
-    assert got.attention == attention
+def test_active_queries_price_only_what_is_computed():
+    """SpotEdit: queries, projections and MLP for text + active noisy tokens (+ source tokens unless the
+    condition image is cached); keys over text + every noisy token + the source tokens."""
+    d, text, noisy, active = FLUX.dim, 512, 4096, 1000
+    cached = flops.call_flops(FLUX, text, noisy, noisy, active=active, source_cached=True)
+    assert cached.attention == FLUX.num_layers * 2 * 2 * (text + active) * (text + noisy + noisy) * d
+    recomputed = flops.call_flops(FLUX, text, noisy, noisy, active=active)
+    assert recomputed.attention == FLUX.num_layers * 2 * 2 * (text + active + noisy) * (text + noisy + noisy) * d
     full = flops.call_flops(FLUX, text, noisy, noisy)
-    assert got.total < full.total and flops.call_flops(FLUX, text, noisy, noisy, active=None) == full
+    assert cached.total < recomputed.total < full.total
+    with pytest.raises(ValueError, match="later layer"):
+        flops.call_flops(FLUX, text, noisy, noisy, active=active, from_layer=3)
+
+
+def test_active_rows_match_the_routed_transformer():
+    """Active noisy tokens and the source tokens routed from block 0 (no K/V cache: the others are absent)."""
+    from actors.routing import Routing, routed_blocks
+
+    model, text, noisy, source = _tiny_flux(), 7, 20, 20
+    active = torch.tensor([0, 3, 4, 8, 15, 16])
+    routing = Routing(family="flux", num_noisy=noisy)
+    routing.set(torch.cat([active, torch.arange(source) + noisy]), from_layer=0)
+    with routed_blocks(model, routing):
+        counted = _counted(lambda: model(
+            hidden_states=torch.randn(1, noisy + source, 64), encoder_hidden_states=torch.randn(1, text, 32),
+            pooled_projections=torch.randn(1, 32), timestep=torch.tensor([0.5]),
+            img_ids=torch.zeros(noisy + source, 3), txt_ids=torch.zeros(text, 3), guidance=torch.tensor([3.5])))
+    priced = flops.call_flops(flops.arch_of(model), text, noisy, source, active=len(active),
+                              keys=len(active) + source)
+    assert priced.total == counted
 
 
 def test_step_without_noisy_count_is_refused():

@@ -1,0 +1,197 @@
+"""Speed of each policy on a benchmark-size model of the real classes, A/B against `full` in the same run.
+
+Every repetition runs every policy once, in an order rotated by one per repetition, so that `full` and each
+policy are measured next to each other in time; the speedup of a repetition is full's time over the
+policy's time in that repetition. Times: the denoising loop (sum of `StepTrace.seconds`: transformer,
+sampler, policy) and the whole edit (plus text encoding, VAE encode/decode), reported separately because the
+papers' speedups are about the loop and a CPU-sized VAE is not a GPU-sized one.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .assignments import parse_assignments
+
+INSTRUCTION = "make the circle red"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        args = ",".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}:{args}" if args else self.name
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside [] or {} (so `budget=[1,2]` stays one item)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in (s.strip() for s in parts) if p]
+
+
+def parse_policy(text: str) -> PolicySpec:
+    """`name` or `name:k=v,k=v` (values parsed as YAML)."""
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise ValueError(f"--policy expects name[:key=value,...], got {text!r}")
+    return PolicySpec(name.strip(), parse_assignments(_split_top_level(rest)))
+
+
+def default_policies(registry: dict[str, type]) -> list[PolicySpec]:
+    """Every registered policy with its defaults: new policies join the benchmark without a code change."""
+    return [PolicySpec(name) for name in registry]
+
+
+def build_bench_pipeline(family: str, layers: int, single_layers: int, heads: int, head_dim: int,
+                         device: torch.device, dtype: torch.dtype) -> Any:
+    """The tiny pipeline of the real classes with a benchmark-size transformer (text encoders and VAE tiny)."""
+    from actors import tiny_models
+
+    if family == "flux":
+        pipe = tiny_models.build_tiny_flux_kontext(num_layers=layers, num_single_layers=single_layers,
+                                                   num_attention_heads=heads, attention_head_dim=head_dim)
+    elif family == "qwen":
+        pipe = tiny_models.build_tiny_qwen_image_edit(num_layers=layers + single_layers,
+                                                      num_attention_heads=heads, attention_head_dim=head_dim)
+    else:
+        raise ValueError(f"--model must be flux or qwen, got {family!r}")
+    pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def bench_image(size: int, seed: int = 0) -> PIL.Image.Image:
+    """A smooth gradient with a few discs: structure for the VAE and for residual-based policies."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    img = np.stack([x, y, 0.5 * (x + y)], -1) * 200 + 20
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0.2, 0.8, 2).tolist() + [rng.uniform(0.08, 0.2)]
+        img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.integers(0, 255, 3)
+    return PIL.Image.fromarray(img.clip(0, 255).astype(np.uint8))
+
+
+@contextlib.contextmanager
+def text_lengths(transformer: torch.nn.Module) -> Iterator[list[int]]:
+    """Text tokens of every transformer call made inside the block (what the FLOP model prices)."""
+    seen: list[int] = []
+
+    def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        seen.append(int(kwargs["encoder_hidden_states"].shape[1]))
+
+    handle = transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def trace_rows(trace: list[Any]) -> list[dict[str, Any]]:
+    return [{"kept": s.kept, "total": s.total, "noisy": s.noisy, "from_layer": s.from_layer,
+             "active": s.active, "keys": getattr(s, "keys", None), "seconds": s.seconds,
+             "policy_seconds": s.policy_seconds, "selector_seconds": s.selector_seconds} for s in trace]
+
+
+def source_cached(policy: Any) -> bool:
+    """Does the policy serve the source tokens' K/V from a cache in partial steps (SpotEdit's condition cache)?"""
+    context = getattr(policy, "context", None)
+    return bool(getattr(context, "source", False))
+
+
+def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: int, seed: int) -> dict[str, Any]:
+    import actors
+
+    timed = TimedPolicy(policy)
+    editor = actors.Editor(pipe, timed)
+    with text_lengths(pipe.transformer) as texts:
+        result = editor.edit(image, INSTRUCTION, seed=seed, steps=steps, height=size, width=size)
+    calls = len(texts) // max(1, len(result.trace))
+    loop = sum(s.seconds for s in result.trace)
+    plan_observe = sum(s.policy_seconds for s in result.trace)
+    outside = max(0.0, sum(s.selector_seconds for s in result.trace) - timed.scoring_seconds)
+    return {"edit_s": result.seconds, "loop_s": loop, "policy_s": plan_observe + outside,
+            "plan_observe_s": plan_observe, "scoring_outside_s": outside, "keep_ratio": result.keep_ratio_mean,
+            "text_tokens": texts[:calls], "source_cached": source_cached(policy), "trace": trace_rows(result.trace)}
+
+
+class TimedPolicy:
+    """The policy, unchanged, except that the editor's token scorer (`RunInfo.token_scores`) is timed.
+
+    StepTrace.selector_seconds holds scoring done outside plan/observe (ToPi's attention statistics) and
+    scoring done inside observe (SpotEdit's selector, then also in policy_seconds); timing the scorer here
+    separates the two, so that nothing is counted twice in the policy's overhead."""
+
+    def __init__(self, policy: Any) -> None:
+        self._policy = policy
+        self.scoring_seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._policy, name)
+
+    def start(self, run: Any) -> Any:
+        score = getattr(run, "token_scores", None)
+        if callable(score):
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return score(*args, **kwargs)
+                finally:
+                    self.scoring_seconds += time.perf_counter() - t0
+            run = dataclasses.replace(run, token_scores=timed)
+        return self._policy.start(run)
+
+
+def measure(pipe: Any, specs: list[PolicySpec], sizes: list[int], steps: int, reps: int, seed: int = 0,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Edits per (size, policy, repetition), with the reason for every policy that could not run."""
+    import policies
+
+    built, skipped = {}, {}
+    for spec in specs:
+        try:
+            built[spec.label] = policies.make(spec.name, **spec.params)
+        except (ValueError, TypeError) as err:
+            skipped[spec.label] = f"cannot be built: {err}"
+    edits: list[dict[str, Any]] = []
+    for size in sizes:
+        image = bench_image(size, seed)
+        warm = time.perf_counter()
+        one_edit(pipe, policies.make("full"), image, size, 1, seed)   # allocator and kernel warm-up, not timed
+        log(f"{size}²: warm-up {time.perf_counter() - warm:.1f} s")
+        for rep in range(reps):
+            labels = [label for label in built if label not in skipped]
+            shift = rep % max(1, len(labels))
+            for label in labels[shift:] + labels[:shift]:
+                try:
+                    row = one_edit(pipe, built[label], image, size, steps, seed)
+                except Exception as err:  # noqa: BLE001 - a policy that fails on this model is reported, not fatal
+                    skipped[label] = f"failed at {size}²: {type(err).__name__}: {err}"
+                    log(f"{size}² {label}: skipped ({skipped[label]})")
+                    continue
+                edits.append({"size": size, "policy": label, "rep": rep, **row})
+                log(f"{size}² rep {rep} {label}: loop {row['loop_s']:.2f} s, edit {row['edit_s']:.2f} s, "
+                    f"keep {row['keep_ratio']:.2f}")
+    return {"edits": edits, "skipped": skipped, "policies": [s.label for s in specs]}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}

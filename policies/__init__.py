@@ -7,12 +7,12 @@ from typing import Any
 from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 from .full import Full
 from .random_drop import RandomDrop
-from .spotedit import SpotEdit
+from .sparse_context import SparseContext
 from .tokendrop import TokenDrop
 from .topi import ToPi
 
 REGISTRY: dict[str, type] = {"full": Full, "random": RandomDrop, "tokendrop": TokenDrop, "topi": ToPi,
-                          "spotedit": SpotEdit}
+                             "sparse_context": SparseContext}
 
 
 def make(name: str, **params: Any) -> Policy:

@@ -51,10 +51,16 @@ class EditActor:
 
     def __init__(self, model: str, model_path: str | None, output: str, run_id: str,
                  storage: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                 cache_dir: str = "~/.cache/dropedit/models") -> None:
+                 cache_dir: str = "~/.cache/dropedit/models", model_options: dict[str, Any] | None = None) -> None:
         self.storage = st.StorageConfig.from_mapping(storage)
         path = st.localize_model_path(model_path, cache_dir, self.storage) if model_path else None
-        self.pipe = load_pipeline(model, path=path)
+        options = dict(model_options or {})
+        lora = options.pop("lora", None)
+        if options:
+            raise ValueError(f"unknown model options {sorted(options)}; accepted: lora")
+        if lora:
+            lora = st.localize_model_path(lora, cache_dir, self.storage)
+        self.pipe = load_pipeline(model, path=path, lora=lora)
         self.output, self.run_id = output, run_id
         metrics = metrics or {}
         self.compute = set(metrics.get("compute", ("background", "vs_full", "lpips")))

@@ -38,8 +38,9 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def load_pipeline(name: str, path: str | Path | None = None, device: str | torch.device | None = None,
-                  dtype: torch.dtype | str | None = None) -> Any:
-    """A diffusers pipeline for `name`, from `path` (a local folder written by `save_pretrained`) when given.
+                  dtype: torch.dtype | str | None = None, lora: str | Path | None = None) -> Any:
+    """A diffusers pipeline for `name`, from `path` (a local folder written by `save_pretrained`) when given,
+    with the LoRA adapter saved in the folder `lora` fused into its transformer when given.
 
     Nothing is downloaded: real checkpoints need a local path (or the pipeline's S3 sync to one).
     """
@@ -62,5 +63,8 @@ def load_pipeline(name: str, path: str | Path | None = None, device: str | torch
         raise EditInputError(f"model {name!r} needs --model-path: a local folder with the diffusers checkpoint "
                              "(nothing is downloaded)")
     pipe = pipe.to(device)
+    if lora is not None:
+        from .lora import load_lora   # needs peft: only where adapters are used
+        load_lora(pipe, lora)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -285,6 +285,9 @@ def _parse_input(inp: Any) -> InputConfig:
     )
 
 
+MODEL_OPTIONS = ("lora",)   # lora: folder (or s3:// prefix) of a LoRA adapter saved by actors.lora.save_lora
+
+
 def _parse_models(value: Any) -> tuple[ModelSpec, ...]:
     models = []
     for i, m in enumerate(_list(value, "models")):
@@ -297,9 +300,12 @@ def _parse_models(value: Any) -> tuple[ModelSpec, ...]:
                 options=dict(_mapping(m.get("options") or {}, f"models.{i}.options")),
             )
         )
-    names = [m.name for m in models]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    _require(dup is None, "models", f"duplicate model name {dup!r}")
+        unknown = sorted(set(models[-1].options) - set(MODEL_OPTIONS))
+        _require(not unknown, f"models.{i}.options", f"unknown keys {unknown}; accepted: {', '.join(MODEL_OPTIONS)}")
+    # the same name may appear with another path or options (a fine-tuned copy, a LoRA), not twice alike
+    keys = [(m.name, m.path, json.dumps(m.options, sort_keys=True)) for m in models]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    _require(dup is None, "models", f"model {dup[0]!r} listed twice with the same path and options" if dup else "")
     return tuple(models)
 
 

@@ -41,11 +41,14 @@ def work_items(records: list[dict[str, Any]], configs: list[dict[str, Any]],
 def _stages(configs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """(model, configurations) in run order: per model, `full` first, then the rest."""
     out = []
-    for model in dict.fromkeys(c["model"] for c in configs):
-        mine = [c for c in configs if c["model"] == model]
+    # one pool per model *entry*: the same name with another path or options (a fine-tuned copy, a LoRA)
+    # is another model
+    key = lambda c: (c["model"], c["model_path"], json.dumps(c.get("model_options") or {}, sort_keys=True))  # noqa: E731
+    for model in dict.fromkeys(key(c) for c in configs):
+        mine = [c for c in configs if key(c) == model]
         for stage in ([c for c in mine if c["policy"] == FULL_POLICY], [c for c in mine if c["policy"] != FULL_POLICY]):
             if stage:
-                out.append((model, stage))
+                out.append((model[0], stage))
     return out
 
 
@@ -66,12 +69,13 @@ def run_ablation(cfg: RunConfig) -> dict[str, Any]:
         items = work_items(records, stage, done)
         if not items:
             continue
-        model_path = stage[0]["model_path"]
+        model_path, model_options = stage[0]["model_path"], stage[0].get("model_options") or {}
         actors = cfg.actors
         ds = ray.data.from_items(items).map_batches(
             EditActor,
             fn_constructor_kwargs=dict(model=model, model_path=model_path, output=cfg.output, run_id=run_id,
-                                       storage=storage, metrics=metrics, cache_dir=cfg.model_cache_dir),
+                                       storage=storage, metrics=metrics, cache_dir=cfg.model_cache_dir,
+                                       model_options=model_options),
             batch_size=actors.batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size,
                                                initial_size=actors.min_size),

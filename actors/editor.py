@@ -13,6 +13,7 @@ from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditP
 
 from policies import Policy, RunInfo, Seen, Step
 
+from .active_noisy import ActiveNoisy
 from .adapter import EditInputError, ModelAdapter
 from .architecture import describe
 from .attention_stats import AttentionCollector, collecting_attention
@@ -21,6 +22,7 @@ from .qwen_image_edit import QwenImageEditAdapter
 from .results import EditResult, StepTrace
 from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
+from .spot_selector import TimedScorer
 
 
 def adapter_for(pipe: Any) -> ModelAdapter:
@@ -80,11 +82,14 @@ class Editor:
         device = inputs.latents.device
         transformer = self.pipe.transformer
         arch = describe(transformer)
+        scorer = TimedScorer(self.pipe, self.adapter.family, inputs.height, inputs.width, inputs.aligned_source[0])
         run = RunInfo(family=self.adapter.family, noisy_grid=inputs.noisy_grid,
                       source_grids=inputs.source_grids, steps=len(inputs.timesteps),
                       sigmas=inputs.sigmas.detach().cpu(), seed=int(seed), device=device,
-                      num_layers=arch["num_layers"], architecture=arch["class"], config_hash=arch["config_hash"])
+                      num_layers=arch["num_layers"], architecture=arch["class"], config_hash=arch["config_hash"],
+                      token_scores=scorer)
         policy_run = self.policy.start(run)
+        spot = ActiveNoisy(transformer, self.adapter.family, inputs, getattr(self.policy, "context", None))
         sigmas = [float(s) for s in inputs.sigmas]
         total, num_noisy = run.num_source, run.num_noisy
         source = inputs.source[0]
@@ -92,7 +97,7 @@ class Editor:
         routing = Routing(family=self.adapter.family, num_noisy=num_noisy)
         collector = AttentionCollector(num_noisy=num_noisy)
         z, trace = inputs.latents, []
-        with self.adapter.attach(inputs), routed_blocks(transformer, routing), \
+        with self.adapter.attach(inputs), spot.attached(), routed_blocks(transformer, routing), \
                 collecting_attention(transformer, self.adapter.family, collector):
             for i, t in enumerate(inputs.timesteps):
                 step = Step(index=i, sigma=sigmas[i], sigma_next=sigmas[i + 1])
@@ -109,8 +114,10 @@ class Editor:
                     index, from_layer = None, plan.from_layer
                 else:
                     routing.clear()
+                if spot.route(plan, routing, kept, device):
+                    index = None   # SpotEdit: active noisy tokens (and their positions) from layer 0
                 collector.request(plan.attention_layers)
-                v = self.adapter.velocity(inputs, z, t, index)
+                v = spot.velocity(self.adapter.velocity(inputs, z, t, index))
                 attention, stats_seconds = collector.take()
                 x0 = clean_estimate(z, v, step.sigma)
                 euler = inputs.scheduler.step(v, t, z, return_dict=False)[0]
@@ -126,11 +133,13 @@ class Editor:
                 entry = StepTrace(index=i, sigma=step.sigma, kept=total if kept is None else int(kept.numel()),
                                   total=total, seconds=t2 - t0, policy_seconds=policy_seconds,
                                   keep_masks=_split_masks(None if kept is None else keep, inputs.source_grids),
-                                  from_layer=from_layer, noisy=num_noisy, selector_seconds=stats_seconds)
+                                  from_layer=from_layer, noisy=num_noisy, active=spot.active, keys=spot.keys,
+                                  selector_seconds=stats_seconds + scorer.take())
                 trace.append(entry)
                 if on_step is not None:
                     on_step(entry)
         routing.clear()
+        z = spot.replace(z, aligned, getattr(policy_run, "replace_with_source", lambda: None)())
         pixels = self.adapter.decode(inputs, z)
         _synchronize(device)
         return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels, trace=trace, height=inputs.height, width=inputs.width,

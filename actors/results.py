@@ -20,7 +20,9 @@ class StepTrace:
     from_layer: int = 0          # layers before this one saw every source token (ToPi's exempt layers)
     active: int | None = None    # noisy tokens that got queries (SpotEdit); None = all of them
     noisy: int = 0               # noisy tokens there are
-    selector_seconds: float = 0.0   # scoring done outside plan/observe (ToPi's attention statistics)
+    selector_seconds: float = 0.0   # token scoring: ToPi's attention statistics (outside plan/observe) and
+                                    # SpotEdit's selector (inside observe, so also in policy_seconds)
+    keys: int | None = None      # image tokens every attention layer saw as keys (SpotEdit); None = all
 
     @property
     def keep_mask(self) -> np.ndarray:

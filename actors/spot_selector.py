@@ -12,6 +12,7 @@ One selector per edit: the source's decoder features are computed once, at the f
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -93,3 +94,27 @@ class SpotSelector:
         f1 = dec.mid_block(f0, None)
         f2 = dec.up_blocks[0](f1, None)
         return [f0, f1, f2]
+
+
+class TimedScorer:
+    """`RunInfo.token_scores` for one edit: a SpotSelector built on first use, timed (device synchronised)."""
+
+    def __init__(self, pipe: Any, family: str, height: int, width: int, source: torch.Tensor) -> None:
+        self._args = (pipe, family, height, width, source)
+        self._selector: SpotSelector | None = None
+        self.seconds = 0.0
+
+    def __call__(self, x0: torch.Tensor, metric: str = "lpips_vae") -> torch.Tensor:
+        started = time.perf_counter()
+        if self._selector is None:
+            self._selector = SpotSelector(*self._args)
+        scores = self._selector.score(x0, metric)
+        if scores.device.type == "cuda":
+            torch.cuda.synchronize(scores.device)
+        self.seconds += time.perf_counter() - started
+        return scores
+
+    def take(self) -> float:
+        """Seconds spent scoring since the last call."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds

@@ -8,11 +8,12 @@ from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 from .full import Full
 from .random_drop import RandomDrop
 from .sparse_context import SparseContext
+from .spotedit import SpotEdit
 from .tokendrop import TokenDrop
 from .topi import ToPi
 
 REGISTRY: dict[str, type] = {"full": Full, "random": RandomDrop, "tokendrop": TokenDrop, "topi": ToPi,
-                             "sparse_context": SparseContext}
+                             "sparse_context": SparseContext, "spotedit": SpotEdit}
 
 
 def make(name: str, **params: Any) -> Policy:

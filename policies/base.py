@@ -7,7 +7,7 @@ records, two actors or two threads never share policy state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -26,6 +26,9 @@ class RunInfo:
     num_layers: int = 0          # transformer blocks, numbered across the model (Flux: dual then single)
     architecture: str = ""       # transformer class name
     config_hash: str = ""        # identifies the transformer config (calibration files are tagged with it)
+    # (x̂0 [num_noisy, C], metric) -> distance of each noisy token to the first reference, float [num_noisy];
+    # metrics "lpips_vae", "l2", "cosine" (actors.spot_selector, timed as the step's selector_seconds)
+    token_scores: Callable[[torch.Tensor, str], torch.Tensor] | None = None
 
     @property
     def num_source(self) -> int:
@@ -44,6 +47,19 @@ class Step:
 
 
 @dataclass(frozen=True)
+class CachedContext:
+    """Noisy tokens without queries (`Plan.active_noisy`) and source tokens that are not recomputed still
+    serve as keys and values, from a per-edit K/V cache that every full step refreshes (SpotEdit).
+
+    As a policy's `context` attribute it says what full steps must cache; in a plan, what this step uses.
+    """
+
+    noisy: bool = True             # inactive noisy tokens keep their cached K/V (False: they are absent)
+    source: bool = True            # source tokens' K/V come from the cache (False: recomputed this step)
+    alpha: float | None = None     # blend cached noisy K/V toward the source's at the same position (Eq. 8-9)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What runs at one step. `None` means "everything"."""
 
@@ -52,6 +68,7 @@ class Plan:
     merge: bool = False                          # with from_layer: average dropped tokens into kept ones
     active_noisy: torch.Tensor | None = None     # bool over noisy tokens that get queries
     attention_layers: tuple[int, ...] = ()       # layers that must report attention statistics
+    context: CachedContext | None = None         # with active_noisy: cached K/V for what has no queries
 
 
 @dataclass(frozen=True)
@@ -65,7 +82,9 @@ class Seen:
 
 
 class PolicyRun(Protocol):
-    """May also define `summary() -> dict`: what the edit's result should carry (e.g. calibration scores)."""
+    """May also define `summary() -> dict`: what the edit's result should carry (e.g. calibration scores),
+    and `replace_with_source() -> bool tensor | None`: noisy tokens overwritten by the source latent before
+    decoding (SpotEdit's final replacement)."""
 
     def plan(self, step: Step) -> Plan: ...
     def observe(self, step: Step, seen: Seen) -> None: ...
@@ -74,6 +93,7 @@ class PolicyRun(Protocol):
 class Policy(Protocol):
     name: str
     regularize: bool   # apply TokenDrop's source-consistency closed form where tokens were dropped
+    # optional `context: CachedContext | None`: what the K/V cache keeps at full steps (SpotEdit)
 
     def params(self) -> dict[str, Any]: ...
     def start(self, run: RunInfo) -> PolicyRun: ...

@@ -1,7 +1,7 @@
 """SpotEdit's partial-attention processors, alone, against diffusers' stock processors (both families).
 
-The transformer is called directly here: queries are gathered by passing only their rows (Flux: their
-`img_ids`; Qwen: their rotary rows through `actors.qwen_hooks`), keys come from the per-edit cache.
+The adapter runs the transformer; the routing seam gathers the query rows (and their positions) from
+layer 0, the processors complete keys and values from the per-edit cache.
 """
 import math
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import actors
-from actors.qwen_hooks import RowSelection, gathered_positions
+from actors.routing import Routing, routed_blocks
 from actors.spot_attention import (
     FluxSpotProcessor, QwenSpotProcessor, SpotCall, SpotKV, attention_modules, flux_key_rotary, fuse,
     qwen_key_rotary, spot_attention,
@@ -19,7 +19,8 @@ TOL = 1e-5
 
 
 class Model:
-    """One family's transformer with prepared inputs, callable on a subset of image rows."""
+    """One family's transformer with prepared inputs, run through the adapter on a subset of image rows
+    gathered from layer 0 by the routing seam (hidden rows, rotary rows, Qwen's `modulate_index`)."""
 
     def __init__(self, pipe, image):
         self.pipe = pipe
@@ -29,37 +30,37 @@ class Model:
         self.family = self.adapter.family
         self.n, self.s = self.inputs.latents.shape[1], self.inputs.source.shape[1]
         self.t = self.inputs.timesteps[1]
-        self.z = self.inputs.latents
 
     def kv(self, **flags):
         c, tr = self.inputs.cond, self.pipe.transformer
         table = (flux_key_rotary(tr, torch.cat([c["latent_ids"], c["source_ids"]])) if self.family == "flux"
-                 else qwen_key_rotary(tr, c["img_shapes"], self.z.device))
+                 else qwen_key_rotary(tr, c["img_shapes"], self.inputs.latents.device))
         return SpotKV(num_noisy=self.n, num_source=self.s, key_rotary=table, **flags)
 
-    def __call__(self, active=None, source=True, label="cond"):
-        """Velocity rows of [active noisy (all if None), source (if given)] as the transformer returns them."""
-        c, tr = self.inputs.cond, self.pipe.transformer
+    def __call__(self, active=None, source=True):
+        """Velocity of the noisy rows that entered (all if `active` is None), as the adapter returns it
+        (Qwen: true CFG, so both the cond and the uncond branch run)."""
         rows = torch.arange(self.n) if active is None else active
         src = torch.arange(self.s) if source else torch.arange(0)
-        hidden = torch.cat([self.z[:, rows], self.inputs.source[:, src]], dim=1)
-        t = self.t.expand(1).to(self.z.dtype) / 1000
-        with torch.no_grad():
-            if self.family == "flux":
-                ids = torch.cat([c["latent_ids"][rows], c["source_ids"][src]])
-                return tr(hidden_states=hidden, timestep=t, guidance=c["guidance"], pooled_projections=c["pooled"],
-                          encoder_hidden_states=c["prompt_embeds"], txt_ids=c["text_ids"], img_ids=ids,
-                          return_dict=False)[0]
-            selection = RowSelection(rows=torch.cat([rows, self.n + src]))
-            embeds, mask = (c["embeds"], c["mask"]) if label == "cond" else c["negative"]
-            with gathered_positions(tr, selection), tr.cache_context(label):
-                return tr(hidden_states=hidden, timestep=t, guidance=c["guidance"], encoder_hidden_states=embeds,
-                          encoder_hidden_states_mask=mask, img_shapes=c["img_shapes"], return_dict=False)[0]
+        routing = Routing(family=self.family, num_noisy=self.n)
+        with torch.no_grad(), self.adapter.attach(self.inputs), routed_blocks(self.pipe.transformer, routing):
+            if active is not None or not source:
+                routing.set(torch.cat([rows, self.n + src]), from_layer=0)
+            return self.adapter.velocity(self.inputs, self.inputs.latents, self.t, None)[:, : rows.numel()]
 
 
 @pytest.fixture(params=["flux", "qwen"])
 def model(request, flux_pipe, qwen_pipe, image_factory):
     return Model(flux_pipe if request.param == "flux" else qwen_pipe, image_factory(96, 64, seed=2))
+
+
+def zero_cond_t_pipe(qwen_pipe):
+    from diffusers import QwenImageEditPipeline, QwenImageTransformer2DModel
+
+    torch.manual_seed(0)   # a keyword, not a dict entry: from_config drops keys listed as defaults
+    transformer = QwenImageTransformer2DModel.from_config(qwen_pipe.transformer.config, zero_cond_t=True)
+    assert transformer.config.zero_cond_t
+    return QwenImageEditPipeline(**{**qwen_pipe.components, "transformer": transformer})
 
 
 def _subset(n, seed=0):
@@ -82,11 +83,20 @@ def test_full_and_all_active_calls_equal_stock(model):
         cached_source = model(source=False)
     assert (full - stock).abs().max() <= TOL
     assert (partial - stock).abs().max() <= TOL
-    assert (cached_source - stock[:, : model.n]).abs().max() <= TOL
+    assert (cached_source - stock).abs().max() <= TOL
 
 
 def test_fresh_cache_reproduces_full_call_on_active_rows(model):
     """With caches filled at the same inputs, queries for a subset see exactly the full call's keys."""
+    _check_fresh_cache(model)
+
+
+def test_fresh_cache_with_zero_cond_t(qwen_pipe, image_factory):
+    # source tokens modulated with t=0: `modulate_index` must follow the gathered rows
+    _check_fresh_cache(Model(zero_cond_t_pipe(qwen_pipe), image_factory(96, 64, seed=2)))
+
+
+def _check_fresh_cache(model):
     stock = model()
     active = _subset(model.n)
     kv = model.kv()
@@ -133,6 +143,7 @@ def test_fusion_blend_and_cache_update_are_exact(flux_pipe, image_factory):
 
 def test_branches_have_their_own_caches_and_processors_go_away(qwen_pipe, image_factory):
     model = Model(qwen_pipe, image_factory(96, 64, seed=2))
+    assert model.inputs.cond["negative"] is not None   # true CFG: a cond and an uncond call per step
     tr = model.pipe.transformer
     originals = [m.processor for m in attention_modules(tr)]
     kv = model.kv()
@@ -140,8 +151,7 @@ def test_branches_have_their_own_caches_and_processors_go_away(qwen_pipe, image_
         with spot_attention(tr, "qwen", kv):
             assert all(isinstance(m.processor, QwenSpotProcessor) for m in attention_modules(tr))
             kv.call = SpotCall()
-            model(label="cond")
-            model(label="uncond")
+            model()
             assert set(kv.state._state_cache) == {"cond", "uncond"}
             last = len(attention_modules(tr)) - 1   # past layer 0, image keys depend on the prompt
             assert not torch.equal(kv.state._state_cache["cond"].layers[last].source_k,

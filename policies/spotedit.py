@@ -1,0 +1,118 @@
+"""SpotEdit (Section 4, Algorithms S1–S2): skip the noisy tokens of regions that do not change.
+
+After `initial_steps` full steps, each step scores every noisy token's clean estimate x̂0 against the
+source (SpotSelector, `run.token_scores`); tokens with score ≤ τ are non-edited: they get no queries, and
+the edited tokens attend to them through cached keys/values (SpotFusion), blended toward the source's
+K/V with α(t) = cos²(πt/2) at every step. The source tokens' K/V come from the cache too
+(`condition_cache`). At `reset_steps` the step runs fully and refreshes the caches. The non-edited tokens
+of the last step that skipped any are overwritten with the source latent before decoding.
+
+Between steps a non-edited token keeps its last velocity (as the official code does): its x̂0 stays what
+it was when last computed, and its latent moves on the straight line toward it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import CachedContext, Plan, PolicyError, RunInfo, Seen, Step, as_bool, as_float, as_int
+
+FUSIONS = ("spotfusion", "static", "none")
+SELECTORS = ("lpips_vae", "l2", "cosine")
+PAPER_STEPS = 50
+OFFICIAL_RESETS = (13, 22, 31)        # the official code's reset steps for 50 steps (both families)
+OFFICIAL_DILATE = {"flux": 0, "qwen": 1}
+
+
+def fusion_alpha(t: float) -> float:
+    """α(t) = cos²(πt/2), t the flow time (1 = noise, 0 = clean)."""
+    return math.cos(math.pi * t / 2.0) ** 2
+
+
+def default_resets(steps: int) -> tuple[int, ...]:
+    """The official schedule (13, 22, 31 of 50) at the same fractions of `steps`."""
+    return tuple(sorted({round(s * steps / PAPER_STEPS) for s in OFFICIAL_RESETS}))
+
+
+def dilate_edited(unchanged: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
+    """Grow the edited region (the complement of `unchanged`) by `radius` tokens (square neighbourhood)."""
+    if radius <= 0:
+        return unchanged
+    edited = (~unchanged).float().reshape(1, 1, *grid)
+    grown = F.max_pool2d(edited, kernel_size=2 * radius + 1, stride=1, padding=radius) > 0
+    return ~grown.flatten()
+
+
+class SpotEditRun:
+    def __init__(self, policy: "SpotEdit", run: RunInfo) -> None:
+        if run.token_scores is None:
+            raise PolicyError("policy 'spotedit' needs the editor's token scorer (RunInfo.token_scores)")
+        self.policy, self.run = policy, run
+        self.resets = frozenset(default_resets(run.steps) if policy.reset_steps is None else policy.reset_steps)
+        self.dilate = OFFICIAL_DILATE.get(run.family, 0) if policy.dilate is None else policy.dilate
+        self.unchanged: torch.Tensor | None = None   # bool over noisy tokens, for the next step
+        self.final: torch.Tensor | None = None       # non-edited tokens of the last step that skipped any
+
+    def is_full(self, index: int) -> bool:
+        return index < self.policy.initial_steps or index in self.resets
+
+    def plan(self, step: Step) -> Plan:
+        if self.is_full(step.index) or self.unchanged is None or not bool(self.unchanged.any()):
+            return Plan()
+        self.final = self.unchanged
+        p = self.policy
+        alpha = fusion_alpha(step.sigma) if p.fusion == "spotfusion" else None
+        return Plan(active_noisy=~self.unchanged,
+                    context=CachedContext(noisy=p.fusion != "none", source=p.condition_cache, alpha=alpha))
+
+    def observe(self, step: Step, seen: Seen) -> None:
+        following = step.index + 1
+        if following >= self.run.steps or self.is_full(following):
+            self.unchanged = None   # the next step runs fully (or there is none): no need to score
+            return
+        scores = self.run.token_scores(seen.x0, self.policy.selector)
+        self.unchanged = dilate_edited(scores <= self.policy.tau, self.run.noisy_grid, self.dilate)
+
+    def replace_with_source(self) -> torch.Tensor | None:
+        return self.final
+
+    def summary(self) -> dict[str, Any]:
+        return {"reset_steps": sorted(self.resets), "dilate": self.dilate,
+                "replaced": 0 if self.final is None else int(self.final.sum())}
+
+
+class SpotEdit:
+    name = "spotedit"
+    regularize = False
+
+    def __init__(self, tau: float = 0.2, selector: str = "lpips_vae", fusion: str = "spotfusion",
+                 condition_cache: bool = True, initial_steps: int = 4, reset_steps: list[int] | None = None,
+                 dilate: int | None = None) -> None:
+        self.tau = as_float("tau", tau)
+        if selector not in SELECTORS:
+            raise PolicyError(f"parameter 'selector' must be one of {', '.join(SELECTORS)}, got {selector!r}")
+        if fusion not in FUSIONS:
+            raise PolicyError(f"parameter 'fusion' must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.selector, self.fusion = selector, fusion
+        self.condition_cache = as_bool("condition_cache", condition_cache)
+        self.initial_steps = as_int("initial_steps", initial_steps, lo=1)   # the first x̂0 needs a full step
+        if reset_steps is not None:
+            if isinstance(reset_steps, (str, bytes)) or not hasattr(reset_steps, "__iter__"):
+                raise PolicyError(f"parameter 'reset_steps' must be a list of step indices, got {reset_steps!r}")
+            reset_steps = tuple(sorted({as_int("reset_steps", s, lo=0) for s in reset_steps}))
+        self.reset_steps = reset_steps
+        self.dilate = None if dilate is None else as_int("dilate", dilate, lo=0)
+        # what full steps cache: the non-edited context (unless naive skip) and the source tokens
+        self.context = CachedContext(noisy=fusion != "none", source=self.condition_cache)
+
+    def params(self) -> dict[str, Any]:
+        return {"tau": self.tau, "selector": self.selector, "fusion": self.fusion,
+                "condition_cache": self.condition_cache, "initial_steps": self.initial_steps,
+                "reset_steps": None if self.reset_steps is None else list(self.reset_steps),
+                "dilate": self.dilate}
+
+    def start(self, run: RunInfo) -> SpotEditRun:
+        return SpotEditRun(self, run)

@@ -130,15 +130,20 @@ def build_qwen2_tokenizer() -> Qwen2Tokenizer:
     )
 
 
-def build_clip_tokenizer() -> CLIPTokenizer:
-    """CLIP byte-level BPE (lower-cased, `</w>` word ends) with the real 77-token context."""
+def build_clip_tokenizer(extra_words: Sequence[str] = ()) -> CLIPTokenizer:
+    """CLIP byte-level BPE (lower-cased, `</w>` word ends) with the real 77-token context.
+
+    `extra_words` join the merge corpus (e.g. a toy task's vocabulary, so each word is one token); without
+    them the tokenizer is the one the tiny test pipelines have always had.
+    """
+    corpus = _CLIP_T5_CORPUS + ((" ".join(extra_words),) if extra_words else ())
     base = list(bytes_to_unicode().values())
     base_vocab = [*base, *(c + "</w>" for c in base)]
     probe = CLIPTokenizer(vocab=_vocab_from([*base_vocab, _CLIP_BOS, _CLIP_EOS]), merges=[])
     normalizer, pre_tokenizer = probe.backend_tokenizer.normalizer, probe.backend_tokenizer.pre_tokenizer
     words = [
         [*piece[:-1], piece[-1] + "</w>"]
-        for text in _CLIP_T5_CORPUS
+        for text in corpus
         for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     ]
     merges = _learn_merges(words)
@@ -146,12 +151,13 @@ def build_clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def build_t5_tokenizer() -> T5Tokenizer:
+def build_t5_tokenizer(extra_words: Sequence[str] = ()) -> T5Tokenizer:
     """T5 Unigram tokenizer: corpus words as `▁word` pieces, printable ASCII characters as the fallback.
 
-    No sentinel `<extra_id_*>` tokens: the encoder-only use in Flux never needs them.
+    No sentinel `<extra_id_*>` tokens: the encoder-only use in Flux never needs them. `extra_words` become
+    whole-word pieces after the corpus words (the default tokenizer is unchanged without them).
     """
-    words = dict.fromkeys(w for text in _CLIP_T5_CORPUS for w in text.split())
+    words = dict.fromkeys([*(w for text in _CLIP_T5_CORPUS for w in text.split()), *extra_words])
     chars = [chr(c) for c in range(33, 127)]
     pieces: list[tuple[str, float]] = [(_T5_PAD, 0.0), (_T5_EOS, 0.0), (_T5_UNK, 0.0), ("▁", -2.0)]
     pieces += [("▁" + w, -4.0) for w in words]

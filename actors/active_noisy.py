@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ContextManager
 
+import numpy as np
 import torch
 
 from policies.base import CachedContext, Plan
@@ -92,6 +93,13 @@ class ActiveNoisy:
     @property
     def active(self) -> int | None:
         return None if self.index is None else int(self.index.numel())
+
+    def active_mask(self, grid: tuple[int, int]) -> np.ndarray | None:
+        if self.index is None:
+            return None
+        mask = np.zeros(grid[0] * grid[1], dtype=bool)
+        mask[self.index.cpu().numpy()] = True
+        return mask.reshape(grid)
 
     @staticmethod
     def replace(z: torch.Tensor, source: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -38,8 +38,12 @@ def png_bytes(image: PIL.Image.Image) -> bytes:
 
 
 def mask_overlay(source: PIL.Image.Image, result: EditResult) -> PIL.Image.Image:
-    """The keep mask averaged over steps, in green over the (dimmed) source: what was computed where."""
-    mean = np.mean([s.keep_mask for s in result.trace], axis=0).astype(np.float32)
+    """The keep mask averaged over steps, in green over the (dimmed) source: what was computed where.
+    When some step left noisy tokens without queries (SpotEdit), the active-token mask instead."""
+    masks = [s.keep_mask for s in result.trace]
+    if any(s.active_mask is not None for s in result.trace):
+        masks = [np.ones(s.keep_mask.shape, bool) if s.active_mask is None else s.active_mask for s in result.trace]
+    mean = np.mean(masks, axis=0).astype(np.float32)
     heat = PIL.Image.fromarray((mean * 255).astype(np.uint8)).resize(source.size, PIL.Image.NEAREST)
     base = np.asarray(source.convert("RGB"), np.float32) * 0.5
     green = np.asarray(heat, np.float32)[..., None] * np.array([0.0, 0.5, 0.0], np.float32)
@@ -107,6 +111,7 @@ class EditActor:
             keep_ratio_mean=result.keep_ratio_mean,
             keep_ratio_per_step=[s.keep_ratio for s in result.trace],
             tokens_processed=sum(s.kept for s in result.trace),
+            keys_per_step=[s.noisy + s.kept if s.keys is None else s.keys for s in result.trace],
             from_layer_per_step=[s.from_layer for s in result.trace],
             active_per_step=[s.noisy if s.active is None else s.active for s in result.trace],
             loop_s=sum(s.seconds for s in result.trace),

@@ -134,6 +134,7 @@ class Editor:
                                   total=total, seconds=t2 - t0, policy_seconds=policy_seconds,
                                   keep_masks=_split_masks(None if kept is None else keep, inputs.source_grids),
                                   from_layer=from_layer, noisy=num_noisy, active=spot.active, keys=spot.keys,
+                                  active_mask=spot.active_mask(inputs.noisy_grid),
                                   selector_seconds=stats_seconds + scorer.take())
                 trace.append(entry)
                 if on_step is not None:

@@ -23,6 +23,7 @@ class StepTrace:
     selector_seconds: float = 0.0   # token scoring: ToPi's attention statistics (outside plan/observe) and
                                     # SpotEdit's selector (inside observe, so also in policy_seconds)
     keys: int | None = None      # image tokens every attention layer saw as keys (SpotEdit); None = all
+    active_mask: np.ndarray | None = None   # bool over the noisy grid: tokens that got queries; None = all
 
     @property
     def keep_mask(self) -> np.ndarray:

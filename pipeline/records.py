@@ -163,6 +163,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("keep_ratio_mean", pa.float64()),
         pa.field("keep_ratio_per_step", pa.list_(pa.float32())),
         pa.field("tokens_processed", pa.int64()),
+        pa.field("keys_per_step", pa.list_(pa.int32())),    # image tokens every attention layer saw as keys
         pa.field("from_layer_per_step", pa.list_(pa.int32())),  # ToPi: layers before it saw every token
         pa.field("active_per_step", pa.list_(pa.int32())),      # SpotEdit: noisy tokens with queries
         pa.field("loop_s", pa.float64()),       # denoising loop only (no encode/decode)

@@ -18,7 +18,7 @@ from typing import Any
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1024,2048", help="square edit sizes in pixels, comma-separated")
-    p.add_argument("--steps", type=int, default=4, help="denoising steps per edit")
+    p.add_argument("--steps", type=int, default=6, help="denoising steps per edit")
     p.add_argument("--reps", type=int, default=2, help="repetitions of every policy (A/B with full)")
     p.add_argument("--model", default="flux", choices=["flux", "qwen"], help="benchmark model family")
     p.add_argument("--layers", type=int, default=1, help="dual-stream layers (Qwen: all layers)")

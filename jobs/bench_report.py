@@ -66,11 +66,12 @@ def _pct(v: float | None) -> str:
 
 
 def measured_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| size | policy | keep | loop s | loop speedup (median [min–max]) | FLOP-predicted | efficiency "
-           "| policy overhead (of loop) | edit s | edit speedup |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| size | policy | keep | queries | loop s | loop speedup (median [min–max]) | FLOP-predicted "
+           "| efficiency | policy overhead (of loop) | edit s | edit speedup |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['size']}² | {r['policy']} | {r['keep_ratio']:.2f} | {r['loop_s']['median']:.2f} "
+        out.append(f"| {r['size']}² | {r['policy']} | {r['keep_ratio']:.2f} | {r['active_ratio']:.2f} "
+                   f"| {r['loop_s']['median']:.2f} "
                    f"| {_spread(r.get('speedup_loop'))} | {_x(r['predicted_bench'])} "
                    f"| {_pct(r.get('efficiency'))} | {_pct(r['policy_overhead_share_loop'])} "
                    f"| {r['edit_s']['median']:.2f} | {_spread(r.get('speedup_edit'))} |")
@@ -122,8 +123,10 @@ def markdown(result: dict[str, Any]) -> str:
              "Loop = sum of `StepTrace.seconds` (transformer, sampler, policy); edit = whole edit (text "
              "encoders, VAE encode/decode too). FLOP-predicted = transformer FLOPs of `full` ÷ those of the "
              "policy's own trace on this model; efficiency = measured loop speedup ÷ FLOP-predicted. Policy "
-             "overhead = plan + observe + attention statistics, as a share of the loop. Keep = mean kept "
-             "fraction of source tokens over steps (random weights: TokenDrop keeps what the residual gives).",
+             "overhead = plan + observe + scoring outside them (ToPi's attention statistics), as a share of the "
+             "loop. Keep = mean kept fraction of source tokens over steps; queries = mean fraction of noisy "
+             "tokens that got queries (SpotEdit). Random weights: the adaptive policies keep what their "
+             "scores give on this model, not what they would keep on a trained one.",
              "", *measured_table(result["rows"]), ""]
     if result["skipped"]:
         lines += ["Skipped policies:", ""] + [f"- `{k}`: {v}" for k, v in result["skipped"].items()] + [""]

@@ -11,11 +11,10 @@ from .bench_speed import spread
 
 # What each paper reports (wall-clock, their GPUs, their step counts): shown next to our FLOP pricing.
 PAPERS: dict[str, str] = {
-    "tokendrop": "Kontext: up to 1.8× at 1024², 2× at 2048² (89.5% of source tokens dropped); 1.22× on "
-                 "average on PIE-Bench",
-    "topi": "1.2–1.33× (Kontext, Qwen-Image-Edit; up to 1.33× on Qwen)",
-    "spotedit": "Kontext 1.67× (imgEdit) – 1.95× (PIE-Bench++); Qwen-Image-Edit 1.59–1.72×",
-    "sparse_context": "~2× single reference, ~4× multi-reference (fine-tuned model)",
+    "tokendrop": "Kontext: up to 1.8× at 1024², 2× at 2048²",
+    "topi": "1.2–1.33× (Kontext, Qwen)",
+    "spotedit": "Kontext 1.67–1.95×, Qwen 1.59–1.72×",
+    "sparse_context": "~2× one reference, ~4× several",
 }
 
 
@@ -54,6 +53,7 @@ def summarise(edits: list[dict[str, Any]], bench_arch: flops.Arch) -> list[dict[
             "noisy_tokens": mine[0]["trace"][0]["noisy"], "source_tokens": mine[0]["trace"][0]["total"],
             "text_tokens": mine[0]["text_tokens"],
             "keep_ratio": statistics.median(e["keep_ratio"] for e in mine),
+            "active_ratio": statistics.median(e["active_ratio"] for e in mine),
             "loop_s": spread(list(loop.values())), "edit_s": spread(list(edit.values())),
             "policy_overhead_share_loop": statistics.median(e["policy_s"] / e["loop_s"] for e in mine),
             "policy_overhead_share_edit": statistics.median(e["policy_s"] / e["edit_s"] for e in mine),

@@ -75,3 +75,13 @@ def test_bad_settings_exit_with_a_message(tmp_path, capsys):
     assert cli.main(["bench", "--sizes", "100", "--out", str(tmp_path)]) == 2
     assert "multiples of 16" in capsys.readouterr().err
     assert bench._sizes("1024, 2048") == [1024, 2048]
+
+
+def test_cluster_entrypoint_measures_inside_a_ray_task(tmp_path, ray_session):
+    """`python -m jobs.bench` (the `ray job submit` entrypoint) runs the measurement as a Ray task."""
+    out = tmp_path / "bench"
+    assert bench.main(["--sizes", "32", "--steps", "2", "--reps", "1", "--layers", "1", "--single-layers", "0",
+                       "--policy", "random", "--no-pipeline", "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert [r["policy"] for r in result["rows"]] == ["full", "random"]
+    assert result["bench_arch"]["single_layers"] == 0 and result["pipeline"] is None

@@ -17,6 +17,12 @@ from diffusers.pipelines.flux.pipeline_flux_kontext import (
 from .adapter import EditInputError, EditInputs, fresh_scheduler, no_hooks, round_size
 
 
+def t5_length(pipe) -> int:
+    """T5 prompt length: diffusers' 512, or less where the tokenizer says its model was trained on less
+    (the toy model: 32). FLUX's own and the tiny tokenizers say 512, so for them nothing changes."""
+    return min(512, int(getattr(pipe.tokenizer_2, "model_max_length", 512)))
+
+
 class FluxKontextAdapter:
     family = "flux"
     default_guidance = 3.5
@@ -46,7 +52,7 @@ class FluxKontextAdapter:
         pixels = pipe.image_processor.preprocess(pipe.image_processor.resize(images[0], h, w), h, w)
         prompt_embeds, pooled, text_ids = pipe.encode_prompt(
             prompt=instruction, prompt_2=None, device=device, num_images_per_prompt=1,
-            max_sequence_length=512)
+            max_sequence_length=t5_length(pipe))
         generator = torch.Generator("cpu").manual_seed(seed)
         latents, source, latent_ids, source_ids = pipe.prepare_latents(
             pixels, 1, pipe.transformer.config.in_channels // 4, h, w, prompt_embeds.dtype, device,

@@ -25,7 +25,11 @@ MODELS: dict[str, tuple[type, Callable[[], Any] | None]] = {
     "tiny-flux-kontext": (FluxKontextPipeline, _tiny("build_tiny_flux_kontext")),
     "tiny-qwen-image-edit": (QwenImageEditPipeline, _tiny("build_tiny_qwen_image_edit")),
     "tiny-qwen-image-edit-plus": (QwenImageEditPlusPipeline, _tiny("build_tiny_qwen_image_edit", plus=True)),
+    "toy-flux-kontext": (FluxKontextPipeline, None),
 }
+
+# Models shipped in this repository: loaded from here when no path is given (`jobs.train` wrote them).
+SHIPPED: dict[str, Path] = {"toy-flux-kontext": Path(__file__).resolve().parents[1] / "models" / "toy-flux-kontext"}
 
 
 def default_device() -> torch.device:
@@ -51,6 +55,11 @@ def load_pipeline(name: str, path: str | Path | None = None, device: str | torch
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     dtype = dtype or default_dtype(device)
+    if path is None and name in SHIPPED:
+        path = SHIPPED[name]
+        if not path.is_dir():
+            raise EditInputError(f"model {name!r} ships in {path}, which is missing (a non-editable install?): "
+                                 "give its folder as path")
     if path is not None:
         if not Path(path).is_dir():
             raise EditInputError(f"model path {str(path)!r} is not a local folder")

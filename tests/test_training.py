@@ -1,0 +1,149 @@
+"""Training the toy model: encoding as the pipeline encodes, the flow-matching convention, steps that learn,
+and the Ray Train job (a few steps, then a resume)."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from actors import training as T
+from pipeline.toy_data import make_record, vocabulary
+
+TINY = dict(image_size=64, num_layers=1, num_single_layers=1, num_attention_heads=1, attention_head_dim=16,
+            axes_dims_rope=(4, 6, 6), vae_channels=(8, 8, 8, 8), vae_groups=4, words=tuple(vocabulary()))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return T.build_toy_flux_kontext(T.ToyModelConfig(**TINY))
+
+
+def _records(n, size=64, seed=0):
+    recs = [make_record(seed, i, size) for i in range(n)]
+    return np.stack([r.source for r in recs]), np.stack([r.target for r in recs]), [r.instruction for r in recs]
+
+
+def test_config_rejects_unknown_keys_and_bad_rope():
+    with pytest.raises(ValueError, match="unknown model keys"):
+        T.ToyModelConfig.from_mapping({"layers": 3})
+    with pytest.raises(ValueError, match="must sum"):
+        T.build_toy_flux_kontext(T.ToyModelConfig(**{**TINY, "axes_dims_rope": (4, 4, 4)}))
+
+
+def test_toy_words_are_single_tokens(tiny):
+    assert tiny.tokenizer_2.tokenize("move the purple diamond to the bottom left") == [
+        "▁move", "▁the", "▁purple", "▁diamond", "▁to", "▁the", "▁bottom", "▁left"]
+
+
+def test_latents_and_text_match_the_pipeline(tiny):
+    """Training must see the source exactly as FluxKontextPipeline.prepare_latents / encode_prompt build it."""
+    src, _, text = _records(2)
+    pixels = T.to_pixels(src)
+    ours = T.encode_latents(tiny, pixels)
+    _, image_latents, latent_ids, image_ids = tiny.prepare_latents(
+        pixels, 2, 16, 64, 64, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours, image_latents)
+    noisy, source = T.image_ids(tiny, 64, torch.device("cpu"))
+    torch.testing.assert_close(noisy, latent_ids)
+    torch.testing.assert_close(source, image_ids)
+    embeds, pooled, ids = T.encode_text(tiny, text)
+    assert embeds.shape == (2, T.T5_LENGTH, 32) and pooled.shape == (2, 32) and ids.shape == (T.T5_LENGTH, 3)
+    # the uint8 round trip is the pipeline's own post-processing
+    assert np.array_equal(T.to_uint8(pixels), src)
+
+
+class _Oracle(torch.nn.Module):
+    """Returns the velocity that carries z_t exactly to z_tgt: (z_t − z_tgt)/σ."""
+
+    def __init__(self, z_tgt):
+        super().__init__()
+        self.z_tgt = z_tgt
+
+    def forward(self, hidden_states, timestep, **_):
+        z_t = hidden_states[:, : self.z_tgt.shape[1]]
+        return ((z_t - self.z_tgt) / timestep.view(-1, 1, 1),)
+
+
+def test_flow_matching_target_is_noise_minus_target():
+    """Sec. 2.1's convention: z_t = (1−σ)z_tgt + σε, v = ε − z_tgt; x̂0 = z_t − σv recovers z_tgt."""
+    g = torch.Generator().manual_seed(0)
+    z_src, z_tgt, noise = (torch.randn(2, 4, 64, generator=g) for _ in range(3))
+    sigmas = torch.tensor([0.3, 0.8])
+    ids = torch.zeros(4, 3)
+    loss = T.flow_matching_loss(_Oracle(z_tgt), z_src, z_tgt, torch.zeros(2, 8, 32), torch.zeros(2, 32),
+                                torch.zeros(8, 3), ids, ids, sigmas, noise)
+    assert float(loss) < 1e-10
+    # the printed Eq. 6 target (z_src − z_tgt) would not be what this oracle predicts
+    v = noise - z_tgt
+    assert not torch.allclose(v, z_src - z_tgt)
+
+
+def test_sigmas_are_shifted_into_zero_one():
+    s = T.sample_sigmas(4096, 64, torch.Generator().manual_seed(0))
+    assert s.min() > 0 and s.max() < 1
+    # FLUX's shift for 64 tokens is exp(mu) < e^0.5: the median σ moves above 1/2 but not far
+    assert 0.5 < float(s.median()) < 0.65
+
+
+def test_transformer_and_vae_steps_learn_a_fixed_batch(tiny):
+    torch.manual_seed(0)
+    src, tgt, text = _records(4)
+    batch = T.encode_batch(tiny, src, tgt, text)
+    opt = torch.optim.AdamW(tiny.transformer.parameters(), lr=3e-3)
+    losses = [T.transformer_step(tiny, opt, batch, torch.Generator().manual_seed(0)) for _ in range(12)]
+    assert losses[-1] < losses[0]           # same noise every step: a fixed objective that must go down
+    assert all(math.isfinite(x) for x in losses)
+    vae_loss = T.VaeLoss(tiny.vae)
+    vopt = torch.optim.AdamW(tiny.vae.parameters(), lr=3e-3)
+    pixels = T.to_pixels(src)
+    vl = [T.vae_step(vae_loss, vopt, pixels)["loss"] for _ in range(8)]
+    assert vl[-1] < vl[0]
+
+
+def test_latent_normalisation_gives_unit_statistics(tiny):
+    src, tgt, _ = _records(4)
+    pixels = T.to_pixels(np.concatenate([src, tgt]))
+    T.set_latent_normalisation(tiny, pixels)
+    z = T.encode_latents(tiny, pixels)
+    assert abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-3
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0] = 255
+    mask = np.zeros((4, 4), bool)
+    assert T.psnr(a, a) == float("inf")
+    assert T.psnr(a, b, mask) != T.psnr(a, b, mask) and T.psnr(a, b, ~mask) == pytest.approx(10 * math.log10(16))
+
+
+def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
+    """A few steps of both phases on a 1-worker CPU TorchTrainer, then the same command with more steps
+    continues from the checkpoint instead of starting over."""
+    from jobs import train
+
+    model = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items() if k != "words"}
+    sets = [f"storage_path={tmp_path / 'runs'}", f"output={tmp_path / 'model'}", "name=ci",
+            f"model={json.dumps(model)}", "vae.steps=2", "vae.batch_size=2", "vae.crop=32",
+            "transformer.steps=2", "transformer.batch_size=2", "transformer.warmup=1",
+            "data.val_n=2", "report_every=1", "checkpoint_every=1"]
+    args = ["configs/train_toy.yaml"] + [x for s in sets for x in ("--set", s)]
+    assert train.main(args) == 0
+    out = tmp_path / "model"
+    assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    first = json.loads((out / "loss.json").read_text())["log"]
+    assert [(r["phase"], r["step"]) for r in first] == [("vae", 1), ("vae", 2), ("transformer", 1), ("transformer", 2)]
+
+    assert train.main(args + ["--set", "transformer.steps=3"]) == 0
+    log = json.loads((out / "loss.json").read_text())["log"]
+    assert [(r["phase"], r["step"]) for r in log] == [(r["phase"], r["step"]) for r in first] + [("transformer", 3)]
+    assert log[:4] == first                          # resumed, not redone
+    with open(tmp_path / "runs" / "ci" / "loss.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
+
+    from diffusers import FluxKontextPipeline
+    pipe = FluxKontextPipeline.from_pretrained(str(out), local_files_only=True)
+    assert pipe.vae.config.scaling_factor != 1.0     # latent statistics were written into the config
+    assert pipe.transformer.config.num_layers == 1

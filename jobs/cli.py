@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ablate, bench, calibrate, edit, report
+from . import ablate, bench, calibrate, edit, make_toy_data, report, train
 
-COMMANDS = {"edit": edit, "run": ablate, "report": report, "calibrate": calibrate, "bench": bench}
+COMMANDS = {"edit": edit, "run": ablate, "report": report, "calibrate": calibrate, "bench": bench, "train": train,
+            "toy-data": make_toy_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,21 @@ def test_latents_and_text_match_the_pipeline(tiny):
     assert np.array_equal(T.to_uint8(pixels), src)
 
 
+def test_editor_sees_what_training_sees(tiny):
+    """The adapter pads prompts to the toy's 32-token T5 context and passes no guidance, as in training."""
+    from PIL import Image
+
+    from actors.flux_kontext import FluxKontextAdapter
+
+    src, _, text = _records(1)
+    inputs = FluxKontextAdapter(tiny).prepare([Image.fromarray(src[0])], text[0], seed=0, steps=2,
+                                              guidance_scale=None, height=64, width=64)
+    embeds, pooled, _ = T.encode_text(tiny, text)
+    torch.testing.assert_close(inputs.cond["prompt_embeds"], embeds)
+    torch.testing.assert_close(inputs.cond["pooled"], pooled)
+    assert inputs.cond["guidance"] is None and embeds.shape[1] == T.T5_LENGTH == 32
+
+
 class _Oracle(torch.nn.Module):
     """Returns the velocity that carries z_t exactly to z_tgt: (z_t − z_tgt)/σ."""
 

@@ -11,7 +11,7 @@ def test_make_known_policies():
 
 
 @pytest.mark.parametrize("name,params,fragment", [
-    ("nope", {}, "accepted: full, random, tokendrop"),
+    ("nope", {}, "accepted: full, random, sparse_context, spotedit, tokendrop, topi"),
     ("random", {"ratio": 1.0}, "ratio"),
     ("random", {"ratio": -0.1}, "ratio"),
     ("random", {"ratio": "half"}, "must be a number"),

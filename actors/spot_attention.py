@@ -46,7 +46,7 @@ class SpotCall:
     active: torch.Tensor | None = None   # long, ascending: noisy tokens whose rows enter, in this order
     source_queries: bool = True          # partial calls: the source tokens enter (recomputed), after the noisy
     noisy_context: bool = True           # partial calls: non-edited noisy tokens stay keys (from the cache)
-    alpha: float | None = None           # partial calls: blend the non-edited cache toward the source (None: static)
+    alpha: float | None = None           # partial calls: blend non-edited K/V toward the source's (None: static)
 
 
 @dataclass
@@ -73,14 +73,15 @@ class SpotKV:
 
     num_noisy: int
     num_source: int
-    key_rotary: Any                      # positions of all image tokens [noisy, source], as the family's RoPE takes them
+    key_rotary: Any                      # RoPE of all image tokens [noisy, source], in the family's format
     cache_noisy: bool = True             # full calls store the noisy tokens' K/V (SpotFusion)
     cache_source: bool = True            # full calls store the source tokens' K/V (condition cache)
     call: SpotCall = field(default_factory=SpotCall)
     state: StateManager = field(default_factory=lambda: StateManager(BranchCache))
 
     def layer(self, index: int) -> LayerKV:
-        if self.state._context is None:   # no cache_context around the call: one default branch
+        # StateManager keys its states by the `cache_context` name; calls outside one share a default branch
+        if self.state._context is None:
             self.state.set_context(CacheContext(DEFAULT_BRANCH))
         return self.state.get_state().layers.setdefault(index, LayerKV())
 
@@ -153,8 +154,8 @@ class FluxSpotProcessor:
     def __init__(self, kv: SpotKV, layer: int) -> None:
         self.kv, self.layer = kv, layer
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None,
+    def __call__(self, attn: Any, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                  image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> Any:
         query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
             attn, hidden_states, encoder_hidden_states)
@@ -202,9 +203,12 @@ class QwenSpotProcessor:
     def __init__(self, kv: SpotKV, layer: int) -> None:
         self.kv, self.layer = kv, layer
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 encoder_hidden_states_mask: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                 image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, attn: Any, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None,
+                 encoder_hidden_states_mask: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None,
+                 image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         if encoder_hidden_states is None or attention_mask is not None:
             raise ValueError("QwenSpotProcessor takes the text stream and no external attention_mask")
         head_dim = attn.inner_dim // attn.heads

@@ -101,7 +101,8 @@ class SpotEdit:
         self.initial_steps = as_int("initial_steps", initial_steps, lo=1)   # the first x̂0 needs a full step
         if reset_steps is not None:
             if isinstance(reset_steps, (str, bytes)) or not hasattr(reset_steps, "__iter__"):
-                raise PolicyError(f"parameter 'reset_steps' must be a list of step indices, got {reset_steps!r}")
+                raise PolicyError(f"parameter 'reset_steps' must be a list of step indices, "
+                                  f"got {reset_steps!r}")
             reset_steps = tuple(sorted({as_int("reset_steps", s, lo=0) for s in reset_steps}))
         self.reset_steps = reset_steps
         self.dilate = None if dilate is None else as_int("dilate", dilate, lo=0)

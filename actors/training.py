@@ -40,11 +40,11 @@ T5_LENGTH = 32   # the toy's T5 context (tokenizer_2.model_max_length); the adap
 
 @dataclass(frozen=True)
 class ToyModelConfig:
-    """Sizes of the toy model. Defaults: 0.6 M-parameter transformer, 128 px images -> 8x8 = 64 tokens."""
+    """Sizes of the toy model. Defaults: 2.3 M-parameter transformer (128 wide), 128 px images -> 8x8 = 64 tokens."""
     image_size: int = 128
     num_layers: int = 2              # dual-stream blocks
     num_single_layers: int = 4
-    num_attention_heads: int = 2
+    num_attention_heads: int = 4
     attention_head_dim: int = 32
     axes_dims_rope: tuple[int, int, int] = (8, 12, 12)    # frame, row, column; sums to attention_head_dim
     vae_channels: tuple[int, ...] = (16, 32, 32, 32)       # 4 levels -> 3 down-samplings -> 8x

@@ -37,9 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "model": {},
     "data": {"seed": 0, "val_seed": 999, "val_n": 16},
     "vae": {"steps": 2500, "batch_size": 8, "lr": 2e-3, "warmup": 50, "crop": 64},
-    "transformer": {"steps": 5000, "batch_size": 16, "lr": 7e-4, "warmup": 100},
+    "transformer": {"steps": 3000, "batch_size": 16, "lr": 5e-4, "warmup": 100},
     "checkpoint_every": 100,
     "report_every": 25,
+    "init_from": None,
 }
 PHASES = ("vae", "transformer")
 LOG_FIELDS = ("phase", "step", "loss", "val", "lr", "seconds", "wall_s")
@@ -126,6 +127,8 @@ def train_loop(config: dict[str, Any]) -> None:
         state = {k: saved[k] for k in state}
         if state["phase"] is None and state["step"] < int(config["transformer"]["steps"]):
             state["phase"] = "transformer"   # a finished run given more steps trains on
+    elif config.get("init_from"):
+        state = start_from_vae(pipe, config["init_from"])
     pipe.to(device)
     data_seed, val = int(config["data"]["seed"]), config["data"]
     val_src, val_tgt, val_text = _records(int(val["val_seed"]), 0, int(val["val_n"]), size)
@@ -198,6 +201,23 @@ def train_loop(config: dict[str, Any]) -> None:
                 if state["step"] % int(config["checkpoint_every"]) == 0 or done or state["phase"] != phase:
                     _report(pipe, optimizer, phase, state, row, rank, final=state["phase"] is None)
         saved = None   # a new phase builds its own optimizer
+
+
+def start_from_vae(pipe, folder: str) -> dict[str, Any]:
+    """Load the trained VAE of another run's checkpoint (`folder/state.pt`) and return the state of a run
+    that has just finished its VAE phase. The VAE phase does not depend on the transformer's config (its own
+    seed, data and noise streams), so this equals running it again, and its log rows come along."""
+    import torch
+
+    saved = torch.load(os.path.join(os.path.expanduser(folder), "state.pt"), map_location="cpu",
+                       weights_only=False)
+    if not saved.get("vae_stats"):
+        raise ValueError(f"init_from {folder}: that run has not finished its VAE phase")
+    pipe.vae.load_state_dict(saved["vae"])
+    pipe.vae.register_to_config(**saved["vae_stats"])
+    log = [r for r in saved["log"] if r["phase"] == "vae"]
+    return {"phase": "transformer", "step": 0, "log": log, "vae_stats": saved["vae_stats"],
+            "wall_s": log[-1]["wall_s"] if log else 0.0}
 
 
 def _crops(images, crop: int, gen):

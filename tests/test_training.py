@@ -162,3 +162,21 @@ def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
     pipe = FluxKontextPipeline.from_pretrained(str(out), local_files_only=True)
     assert pipe.vae.config.scaling_factor != 1.0     # latent statistics were written into the config
     assert pipe.transformer.config.num_layers == 1
+
+
+def test_start_from_a_trained_vae(tiny, tmp_path):
+    """`init_from`: another run's VAE (weights, latent statistics, log) and a transformer phase at step 0."""
+    from jobs.train import start_from_vae
+
+    log = [{"phase": "vae", "step": 2, "wall_s": 5.0}, {"phase": "transformer", "step": 1, "wall_s": 6.0}]
+    stats = {"shift_factor": 0.25, "scaling_factor": 2.0}
+    torch.save({"vae": tiny.vae.state_dict(), "vae_stats": stats, "log": log}, tmp_path / "state.pt")
+    other = T.build_toy_flux_kontext(T.ToyModelConfig(**{**TINY, "seed": 1}))
+    state = start_from_vae(other, str(tmp_path))
+    assert state == {"phase": "transformer", "step": 0, "log": log[:1], "vae_stats": stats, "wall_s": 5.0}
+    for a, b in zip(other.vae.parameters(), tiny.vae.parameters()):
+        assert torch.equal(a, b)
+    assert other.vae.config.scaling_factor == 2.0
+    torch.save({"vae": tiny.vae.state_dict(), "vae_stats": None, "log": []}, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="not finished its VAE phase"):
+        start_from_vae(other, str(tmp_path))

@@ -67,13 +67,15 @@ def _pct(v: float | None) -> str:
 
 def measured_table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| size | policy | keep | queries | loop s | loop speedup (median [min–max]) | FLOP-predicted "
-           "| efficiency | policy overhead (of loop) | edit s | edit speedup |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| efficiency | loop speedup, CPU time | efficiency, CPU time | policy overhead (of loop) | edit s "
+           "| edit speedup |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['size']}² | {r['policy']} | {r['keep_ratio']:.2f} | {r['active_ratio']:.2f} "
                    f"| {r['loop_s']['median']:.2f} "
                    f"| {_spread(r.get('speedup_loop'))} | {_x(r['predicted_bench'])} "
-                   f"| {_pct(r.get('efficiency'))} | {_pct(r['policy_overhead_share_loop'])} "
+                   f"| {_pct(r.get('efficiency'))} | {_spread(r.get('speedup_loop_cpu'))} "
+                   f"| {_pct(r.get('efficiency_cpu'))} | {_pct(r['policy_overhead_share_loop'])} "
                    f"| {r['edit_s']['median']:.2f} | {_spread(r.get('speedup_edit'))} |")
     return out
 
@@ -122,7 +124,9 @@ def markdown(result: dict[str, Any]) -> str:
              "## Measured on the benchmark model", "",
              "Loop = sum of `StepTrace.seconds` (transformer, sampler, policy); edit = whole edit (text "
              "encoders, VAE encode/decode too). FLOP-predicted = transformer FLOPs of `full` ÷ those of the "
-             "policy's own trace on this model; efficiency = measured loop speedup ÷ FLOP-predicted. Policy "
+             "policy's own trace on this model; efficiency = measured loop speedup ÷ FLOP-predicted. The CPU-time "
+             "columns use the process's CPU time (all threads) instead of wall time: on a shared CPU they grow "
+             "far less with other work (on a GPU they mean little). Policy "
              "overhead = plan + observe + scoring outside them (ToPi's attention statistics), as a share of the "
              "loop. Keep = mean kept fraction of source tokens over steps; queries = mean fraction of noisy "
              "tokens that got queries (SpotEdit). Random weights: the adaptive policies keep what their "

@@ -124,13 +124,19 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
 
     timed = TimedPolicy(policy)
     editor = actors.Editor(pipe, timed)
+    step_cpu: list[float] = []
+    cpu0 = time.process_time()
     with text_lengths(pipe.transformer) as texts:
-        result = editor.edit(image, INSTRUCTION, seed=seed, steps=steps, height=size, width=size)
+        result = editor.edit(image, INSTRUCTION, seed=seed, steps=steps, height=size, width=size,
+                             on_step=lambda _: step_cpu.append(time.process_time()))
+    edit_cpu = time.process_time() - cpu0
     calls = len(texts) // max(1, len(result.trace))
     loop = sum(s.seconds for s in result.trace)
     plan_observe = sum(s.policy_seconds for s in result.trace)
     outside = max(0.0, sum(s.selector_seconds for s in result.trace) - timed.scoring_seconds)
-    return {"edit_s": result.seconds, "loop_s": loop, "policy_s": plan_observe + outside,
+    # process CPU time (all threads): on a shared CPU it grows far less with other work than wall time does
+    return {"edit_s": result.seconds, "loop_s": loop, "edit_cpu_s": edit_cpu,
+            "loop_cpu_s": step_cpu[-1] - timed.loop_cpu_start, "policy_s": plan_observe + outside,
             "plan_observe_s": plan_observe, "scoring_outside_s": outside, "keep_ratio": result.keep_ratio_mean,
             "active_ratio": statistics.mean(s.noisy and (s.noisy if s.active is None else s.active) / s.noisy
                                             for s in result.trace),
@@ -138,7 +144,8 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
 
 
 class TimedPolicy:
-    """The policy, unchanged, except that the editor's token scorer (`RunInfo.token_scores`) is timed.
+    """The policy, unchanged, except that the editor's token scorer (`RunInfo.token_scores`) is timed and
+    the process CPU time at the first plan (the loop's start) is noted.
 
     StepTrace.selector_seconds holds scoring done outside plan/observe (ToPi's attention statistics) and
     scoring done inside observe (SpotEdit's selector, then also in policy_seconds); timing the scorer here
@@ -147,6 +154,7 @@ class TimedPolicy:
     def __init__(self, policy: Any) -> None:
         self._policy = policy
         self.scoring_seconds = 0.0
+        self.loop_cpu_start: float | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._policy, name)
@@ -161,7 +169,23 @@ class TimedPolicy:
                 finally:
                     self.scoring_seconds += time.perf_counter() - t0
             run = dataclasses.replace(run, token_scores=timed)
-        return self._policy.start(run)
+        return _TimedRun(self._policy.start(run), self)
+
+
+class _TimedRun:
+    def __init__(self, run: Any, owner: TimedPolicy) -> None:
+        self._run, self._owner = run, owner
+
+    def __getattr__(self, name: str) -> Any:   # summary(), replace_with_source(), ... as the policy has them
+        return getattr(self._run, name)
+
+    def plan(self, step: Any) -> Any:
+        if self._owner.loop_cpu_start is None:
+            self._owner.loop_cpu_start = time.process_time()
+        return self._run.plan(step)
+
+    def observe(self, step: Any, seen: Any) -> None:
+        self._run.observe(step, seen)
 
 
 def measure(pipe: Any, specs: list[PolicySpec], sizes: list[int], steps: int, reps: int, seed: int = 0,

@@ -55,6 +55,7 @@ def summarise(edits: list[dict[str, Any]], bench_arch: flops.Arch) -> list[dict[
             "keep_ratio": statistics.median(e["keep_ratio"] for e in mine),
             "active_ratio": statistics.median(e["active_ratio"] for e in mine),
             "loop_s": spread(list(loop.values())), "edit_s": spread(list(edit.values())),
+            "loop_cpu_s": spread([e["loop_cpu_s"] for e in mine]),
             "policy_overhead_share_loop": statistics.median(e["policy_s"] / e["loop_s"] for e in mine),
             "policy_overhead_share_edit": statistics.median(e["policy_s"] / e["edit_s"] for e in mine),
             "paper": PAPERS.get(label.split(":")[0]),
@@ -64,11 +65,14 @@ def summarise(edits: list[dict[str, Any]], bench_arch: flops.Arch) -> list[dict[
             row["speedup_loop_without_policy"] = spread(
                 _ratios({r: e["loop_s"] - e["policy_s"] for r, e in full.items()}, work))
             row["speedup_edit"] = spread(_ratios({r: e["edit_s"] for r, e in full.items()}, edit))
+            row["speedup_loop_cpu"] = spread(_ratios({r: e["loop_cpu_s"] for r, e in full.items()},
+                                                     {e["rep"]: e["loop_cpu_s"] for e in mine}))
         predicted = statistics.median(_predicted(bench_arch, e, e["text_tokens"]) for e in mine)
         row["predicted_bench"] = predicted
         if "speedup_loop" in row:
             row["efficiency"] = row["speedup_loop"]["median"] / predicted
             row["efficiency_without_policy"] = row["speedup_loop_without_policy"]["median"] / predicted
+            row["efficiency_cpu"] = row["speedup_loop_cpu"]["median"] / predicted
         row["predicted_real"] = {
             name: statistics.median(_predicted(arch, e, text) for e in mine)
             for name, (arch, text) in flops.REAL.items()}

@@ -41,6 +41,7 @@ def test_bench_writes_json_and_markdown(tmp_path, ray_session):
     assert set(rows) == {(s, p) for s in (32, 48) for p in ("full", "random:ratio=0.5", "tokendrop")}
     for (size, policy), row in rows.items():
         assert {"keep_ratio", "loop_s", "edit_s", "speedup_loop", "speedup_edit", "predicted_bench", "efficiency",
+                "speedup_loop_cpu", "efficiency_cpu", "loop_cpu_s",
                 "policy_overhead_share_loop", "predicted_real"} <= row.keys()
         assert row["reps"] == 2 and row["speedup_loop"]["n"] == 2
         assert row["noisy_tokens"] == (size // 16) ** 2 and row["text_tokens"] == [512]

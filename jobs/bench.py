@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline-model", default="tiny-flux-kontext", help="a named model (actors.MODELS)")
     p.add_argument("--pipeline-input", default=None,
                    help="records for the pipeline measurement (manifest, local or s3://); default: demo images")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for the speed measurement (default: torch's own); on an "
+                        "oversubscribed CPU, 1 avoids threads spin-waiting on each other")
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs of the benchmark task and pipeline actor (default: 1 if CUDA is here, else 0)")
 
@@ -60,6 +63,9 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     from .bench_speed import build_bench_pipeline, default_policies, measure, parse_policy
     from .bench_summary import summarise
 
+    if settings.get("threads"):
+        import torch
+        torch.set_num_threads(settings["threads"])
     info = bench_report.machine()
     info["load_start"] = bench_report.load_average()
     device = default_device()
@@ -90,13 +96,14 @@ def run(args: argparse.Namespace, on_ray: bool = False) -> int:
     from . import bench_report
     from .bench_pipeline import pipeline_overhead
 
-    for name in ("steps", "reps", "pipeline_records", "pipeline_steps"):
-        if getattr(args, name) < 1:
+    for name in ("steps", "reps", "pipeline_records", "pipeline_steps", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     num_gpus = args.num_gpus if args.num_gpus is not None else (1.0 if torch.cuda.is_available() else 0.0)
     settings = {"model": args.model, "layers": args.layers, "single_layers": args.single_layers,
                 "heads": args.heads, "head_dim": args.head_dim, "policies": args.policies,
-                "sizes": _sizes(args.sizes), "steps": args.steps, "reps": args.reps, "seed": args.seed}
+                "sizes": _sizes(args.sizes), "steps": args.steps, "reps": args.reps, "seed": args.seed,
+                "threads": args.threads}
     started = time.perf_counter()
     if on_ray:
         import ray

@@ -79,6 +79,7 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     if "full" in measured["skipped"]:
         raise RuntimeError(f"the reference policy failed: {measured['skipped']['full']}")
     arch = flops.arch_of(pipe.transformer)
+    info["load_end"] = bench_report.load_average()   # where it ran (a worker, under `python -m jobs.bench`)
     return {"machine": info, "bench_arch": asdict(arch), "rows": summarise(measured["edits"], arch),
             "skipped": measured["skipped"], "edits": measured["edits"]}
 
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace, on_ray: bool = False) -> int:
         pipeline = pipeline_overhead(args.pipeline_records, args.pipeline_model, args.pipeline_size,
                                      args.pipeline_steps, num_cpus=_actor_cpus(num_gpus), num_gpus=num_gpus,
                                      input_uri=args.pipeline_input, bare_on_ray=on_ray)
-    result["machine"]["load_end"] = bench_report.load_average()
+    if not on_ray:
+        result["machine"]["load_end"] = bench_report.load_average()   # after the pipeline part, same machine
     result.update(settings=settings, pipeline=pipeline, seconds=time.perf_counter() - started,
                   real_architectures={name: {"arch": asdict(arch), "text_tokens_per_call": list(text)}
                                       for name, (arch, text) in flops.REAL.items()})

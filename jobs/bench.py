@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", dest="policies", action="append", default=[], metavar="NAME[:K=V,...]",
                    help="a policy variant, e.g. random:ratio=0.75 (repeatable; default: every registered policy)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="bench", help="folder for bench.json and bench.md")
+    p.add_argument("--out", default="results/bench", help="folder for bench.json and bench.md")
     p.add_argument("--no-pipeline", action="store_true", help="skip the Ray pipeline overhead measurement")
     p.add_argument("--pipeline-records", type=int, default=6)
     p.add_argument("--pipeline-size", type=int, default=256)

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=6, help="denoising steps per edit")
     p.add_argument("--reps", type=int, default=2, help="repetitions of every policy (A/B with full)")
     p.add_argument("--model", default="flux", choices=["flux", "qwen"], help="benchmark model family")
-    p.add_argument("--layers", type=int, default=1, help="dual-stream layers (Qwen: its layers are --layers + --single-layers, all dual-stream)")
+    p.add_argument("--layers", type=int, default=1,
+                   help="dual-stream layers (Qwen: --layers + --single-layers, all dual-stream)")
     p.add_argument("--single-layers", type=int, default=1, help="single-stream layers (Flux only)")
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=16)

@@ -116,10 +116,13 @@ def _params(module: Any) -> str:
 
 
 def write_card(model_dir: Path, pipe: Any, summary: dict[str, Any], table: dict[str, dict[str, Any]],
-               n: int, steps: int, eval_seconds: float) -> str:
+               n: int, steps: int, eval_seconds: float, note: str = "") -> str:
     from pipeline.toy_data import CATEGORIES
 
-    train, mc = summary["train_config"], summary["model_config"]
+    from actors.training import ToyModelConfig
+
+    train = summary["train_config"]
+    mc = ToyModelConfig.from_mapping(summary["model_config"]).to_dict()   # the defaults the config left out
     log = summary["log"]
     vae_rows = [r for r in log if r["phase"] == "vae"]
     dit_rows = [r for r in log if r["phase"] == "transformer"]
@@ -153,8 +156,9 @@ def write_card(model_dir: Path, pipe: Any, summary: dict[str, Any], table: dict[
         f"as whole words | {len(pipe.tokenizer)} / {len(pipe.tokenizer_2)} tokens |",
         "| scheduler | `FlowMatchEulerDiscreteScheduler`, the real Kontext config (dynamic shift) | – |",
         "",
-        "128 px images give an 8x8 grid of 64 tokens per image; with Kontext's 512 T5 tokens (padded, as the "
-        "pipeline pads at inference) the transformer sees 640 tokens per step.",
+        "128 px images give an 8x8 grid of 64 tokens per image; with the toy's 32-token T5 context (the "
+        "tokenizer's `model_max_length`; our adapter pads prompts to it, diffusers' own `__call__` needs "
+        "`max_sequence_length=32`) the transformer sees 32 + 64 + 64 = 160 tokens per step.",
         "",
         "## Data",
         "",
@@ -181,7 +185,11 @@ def write_card(model_dir: Path, pipe: Any, summary: dict[str, Any], table: dict[
         f"{_fmt(vae_rows[-1]['val'] if vae_rows else None)} dB; transformer train {_fmt(dit_rows[-1]['loss'] if dit_rows else None, 4)}, "
         f"validation {_fmt(dit_rows[-1]['val'] if dit_rows else None, 4)}.",
         "",
+        *([note, ""] if note else []),
         "![loss curves](loss.png)",
+        "",
+        "The validation loss is taken at fixed σ spread evenly over [0.1, 0.9], training σ are logit-normal: the "
+        "two curves differ in where they weigh the noise levels, not by over-fitting (no record is seen twice).",
         "",
         "## Quality on the held-out split (`full` policy)",
         "",
@@ -198,7 +206,17 @@ def write_card(model_dir: Path, pipe: Any, summary: dict[str, Any], table: dict[
             t = table[cat]
             lines.append(f"| {cat} | {t['n']} | {_fmt(t['psnr_bg'])} | {_fmt(t['psnr_edit'])} | "
                          f"{_fmt(t['source_psnr_edit'])} | {_fmt(t['vae_psnr_edit'])} | {_fmt(t['vae_psnr_source'])} |")
+    gains = {c: table[c]["psnr_edit"] - table[c]["source_psnr_edit"] for c in CATEGORIES
+             if c in table and table[c]["psnr_edit"] is not None and table[c]["source_psnr_edit"] is not None}
+    clear = [f"{c} (+{g:.1f})" for c, g in gains.items() if g >= 3]
+    weak = [f"{c} ({g:+.1f})" for c, g in gains.items() if g < 2]
     lines += [
+        "",
+        f"VAE reconstruction PSNR on the held-out sources: **{_fmt(table['all']['vae_psnr_source'])} dB** "
+        f"(its own validation images at the end of training: {_fmt(vae_rows[-1]['val'] if vae_rows else None)} dB).",
+        "",
+        f"Edit PSNR over the no-op, in dB: clear gains (≥ 3 dB) for {', '.join(clear) or 'none'}; "
+        f"little or none (< 2 dB) for {', '.join(weak) or 'none'}.",
         "",
         "## Limits",
         "",
@@ -228,14 +246,19 @@ def run(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
     summary = json.loads((model_dir / "loss.json").read_text())
     pipe = load_pipeline("toy-flux-kontext", path=model_dir, device="cpu")
-    started = time.perf_counter()
-    rows = evaluate(pipe, args.n, seed=args.seed, steps=args.steps, progress=True)
-    seconds = time.perf_counter() - started
+    saved = json.loads((model_dir / "eval.json").read_text()) if (model_dir / "eval.json").exists() else {}
+    if args.reuse_eval and [saved.get(k) for k in ("n", "seed", "steps")] == [args.n, args.seed, args.steps]:
+        rows, seconds = saved["rows"], saved["seconds"]
+    else:
+        started = time.perf_counter()
+        rows = evaluate(pipe, args.n, seed=args.seed, steps=args.steps, progress=True)
+        seconds = time.perf_counter() - started
     table = by_category(rows, KEYS)
     plot_loss(summary["log"], model_dir / "loss.png")
     (model_dir / "eval.json").write_text(json.dumps({"n": args.n, "seed": args.seed, "steps": args.steps,
-                                                     "by_category": table, "rows": rows}, indent=1))
-    write_card(model_dir, pipe, summary, table, args.n, args.steps, seconds)
+                                                     "seconds": seconds, "by_category": table, "rows": rows},
+                                                    indent=1))
+    write_card(model_dir, pipe, summary, table, args.n, args.steps, seconds, note=args.note)
     print(json.dumps({"card": str(model_dir / "MODEL_CARD.md"), "all": table["all"]}))
     return 0
 
@@ -246,6 +269,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out data seed")
     p.add_argument("--steps", type=int, default=28, help="sampling steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--reuse-eval", action="store_true",
+                   help="take the rows of an eval.json with the same n, seed and steps instead of editing again")
+    p.add_argument("--note", default="", help="a paragraph on how the run went (e.g. restarts), put under Training")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {},
     "data": {"seed": 0, "val_seed": 999, "val_n": 16},
     "vae": {"steps": 2500, "batch_size": 8, "lr": 2e-3, "warmup": 50, "crop": 64},
-    "transformer": {"steps": 3000, "batch_size": 16, "lr": 5e-4, "warmup": 100},
+    "transformer": {"steps": 4000, "batch_size": 16, "lr": 5e-4, "warmup": 100},
     "checkpoint_every": 100,
     "report_every": 25,
     "init_from": None,
@@ -350,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
 
         state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
     summary = {"run": name, "storage": storage, "model_config": loop_cfg["model_resolved"],
-               "train_config": {k: cfg[k] for k in ("data", "vae", "transformer", "threads", "scaling")},
+               "train_config": {k: cfg[k] for k in ("data", "vae", "transformer", "threads", "scaling", "init_from")},
                "wall_s": state["wall_s"], "this_call_s": time.perf_counter() - started, "log": state["log"]}
     (out / "loss.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({"output": str(out), "run": name, "wall_s": round(state["wall_s"], 1),

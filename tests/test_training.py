@@ -180,3 +180,48 @@ def test_start_from_a_trained_vae(tiny, tmp_path):
     torch.save({"vae": tiny.vae.state_dict(), "vae_stats": None, "log": []}, tmp_path / "state.pt")
     with pytest.raises(ValueError, match="not finished its VAE phase"):
         start_from_vae(other, str(tmp_path))
+
+
+# ------------------------------------------------------------------ the shipped model
+
+def test_shipped_toy_model_is_small_safetensors_with_its_card():
+    from actors.loading import SHIPPED
+
+    folder = SHIPPED["toy-flux-kontext"]
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 50 * 2 ** 20
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert {p.parent.name for p in weights} >= {"transformer", "vae", "text_encoder", "text_encoder_2"}
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    for name in ("MODEL_CARD.md", "loss.png", "loss.json", "eval.json"):
+        assert (folder / name).is_file(), name
+
+
+@pytest.mark.parametrize("index", [1, 5, 6, 7])   # held-out remove, grayscale, invert, background
+def test_shipped_toy_model_edits_toward_the_target(index):
+    """Loaded by name, nothing downloaded: a held-out edit lands much closer to the exact target than the
+    source is, inside the edited mask, and leaves the background close to the source."""
+    import actors
+    import policies
+    from PIL import Image
+
+    pipe = _shipped()
+    rec = make_record(1, index)
+    result = actors.Editor(pipe, policies.make("full")).edit(Image.fromarray(rec.source), rec.instruction,
+                                                             steps=28, height=128, width=128)
+    edited = np.asarray(result.image)
+    assert T.psnr(edited, rec.target, rec.mask) > T.psnr(rec.source, rec.target, rec.mask) + 3
+    if not rec.mask.all():   # background PSNR as the card and `dropedit report` compute it (PIE-Bench)
+        from pipeline.metrics import background_metrics
+        assert background_metrics(edited, rec.source, rec.mask)["psnr_bg"] > 24
+
+
+_PIPE = {}
+
+
+def _shipped():
+    import actors
+
+    if "pipe" not in _PIPE:
+        _PIPE["pipe"] = actors.load_pipeline("toy-flux-kontext", device="cpu")
+    return _PIPE["pipe"]

@@ -67,6 +67,11 @@ class ModelSpec:
     name: str
     path: str | None = None  # local folder or s3:// prefix (synced once per node); None for built-in tiny models
     options: Mapping[str, Any] = field(default_factory=dict)  # passed to the model adapter
+    label: str | None = None  # what rows and reports call it; needed when a name appears more than once
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -292,20 +297,23 @@ def _parse_models(value: Any) -> tuple[ModelSpec, ...]:
     models = []
     for i, m in enumerate(_list(value, "models")):
         m = _mapping(m, f"models.{i}")
-        _check_keys(m, f"models.{i}", ("name", "path", "options"))
+        _check_keys(m, f"models.{i}", ("name", "path", "options", "label"))
         models.append(
             ModelSpec(
                 name=_string(m.get("name"), f"models.{i}.name"),
                 path=None if m.get("path") is None else _string(m.get("path"), f"models.{i}.path"),
                 options=dict(_mapping(m.get("options") or {}, f"models.{i}.options")),
+                label=None if m.get("label") is None else _string(m.get("label"), f"models.{i}.label"),
             )
         )
         unknown = sorted(set(models[-1].options) - set(MODEL_OPTIONS))
         _require(not unknown, f"models.{i}.options", f"unknown keys {unknown}; accepted: {', '.join(MODEL_OPTIONS)}")
-    # the same name may appear with another path or options (a fine-tuned copy, a LoRA), not twice alike
-    keys = [(m.name, m.path, json.dumps(m.options, sort_keys=True)) for m in models]
-    dup = next((k for k in keys if keys.count(k) > 1), None)
-    _require(dup is None, "models", f"model {dup[0]!r} listed twice with the same path and options" if dup else "")
+    # the same name may appear with another path or options (a fine-tuned copy, a LoRA) under its own label:
+    # the label is the `model` column of the rows, so the entries' results stay apart
+    keys = [m.key for m in models]
+    for i, k in enumerate(keys):
+        _require(keys.count(k) == 1, f"models.{i}.label",
+                 f"{k!r} names more than one model entry; give entries that share a name distinct labels")
     return tuple(models)
 
 
@@ -417,7 +425,8 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
         full_id = None
         for policy, params in variants:
             conf: dict[str, Any] = {
-                "model": model.name,
+                "model": model.key,
+                "model_name": model.name,
                 "model_path": model.path,
                 "model_options": dict(model.options),
                 "policy": policy,

@@ -41,14 +41,12 @@ def work_items(records: list[dict[str, Any]], configs: list[dict[str, Any]],
 def _stages(configs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """(model, configurations) in run order: per model, `full` first, then the rest."""
     out = []
-    # one pool per model *entry*: the same name with another path or options (a fine-tuned copy, a LoRA)
-    # is another model
-    key = lambda c: (c["model"], c["model_path"], json.dumps(c.get("model_options") or {}, sort_keys=True))  # noqa: E731
-    for model in dict.fromkeys(key(c) for c in configs):
-        mine = [c for c in configs if key(c) == model]
+    # one pool per model entry (`model` is the entry's label: a fine-tuned copy or a LoRA has its own)
+    for model in dict.fromkeys(c["model"] for c in configs):
+        mine = [c for c in configs if c["model"] == model]
         for stage in ([c for c in mine if c["policy"] == FULL_POLICY], [c for c in mine if c["policy"] != FULL_POLICY]):
             if stage:
-                out.append((model[0], stage))
+                out.append((mine[0].get("model_name", model), stage))
     return out
 
 

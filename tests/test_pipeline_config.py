@@ -65,7 +65,9 @@ def test_parse_full_config():
         ({"steps": 0}, "steps: must be >= 1"),
         ({"models": [{"name": "a", "path": "  "}]}, "models.0.path: must be a non-empty string"),
         ({"models": [{"path": "/m"}]}, "models.0.name: must be a non-empty string"),
-        ({"models": [{"name": "a", "path": "x"}, {"name": "a", "path": "x"}]}, "model 'a' listed twice"),
+        ({"models": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]},
+         "models.0.label: 'a' names more than one model entry"),
+        ({"models": [{"name": "a", "label": "b"}, {"name": "b"}]}, "models.0.label: 'b' names more than one"),
         ({"models": [{"name": "a", "path": "x", "options": {"dtype": "x"}}]}, "models.0.options: unknown keys ['dtype']"),
         ({"policies": [{"name": "tokendrop", "omega": []}]}, "policies.0.omega: empty list"),
         ({"metrics": {"compute": ["fid"]}}, "metrics.compute.0: got 'fid'; accepted values: background, vs_full, lpips"),
@@ -195,6 +197,19 @@ def test_full_is_added_only_when_vs_full_is_requested():
     assert all(g["full_config_id"] is None for g in grid)
 
 
+def test_one_name_under_two_labels_gives_two_sets_of_configurations():
+    # a fine-tuned copy of a model: same registry name, another folder; rows must stay apart by label
+    grid = expand_grid(cfg(models=[{"name": "tiny", "path": "/a", "label": "base"},
+                                   {"name": "tiny", "path": "/b", "label": "tuned"}], resolutions=[64], seeds=[0]))
+    by_label = {label: [g for g in grid if g["model"] == label] for label in ("base", "tuned")}
+    assert len(by_label["base"]) == len(by_label["tuned"]) == len(grid) // 2 > 0
+    assert {g["model_name"] for g in grid} == {"tiny"}
+    assert {g["model_path"] for g in by_label["tuned"]} == {"/b"}
+    assert not {g["config_id"] for g in by_label["base"]} & {g["config_id"] for g in by_label["tuned"]}
+    tuned_full = {g["config_id"] for g in by_label["tuned"] if g["policy"] == "full"}
+    assert {g["full_config_id"] for g in by_label["tuned"]} == tuned_full   # compared with its own full
+
+
 def test_duplicate_configurations_are_dropped():
     grid = expand_grid(cfg(policies=[{"name": "full"}, {"name": "full"}], seeds=[0, 0]))
     assert len(grid) == 2 * 2  # models x resolutions
@@ -205,3 +220,14 @@ def test_shorthands_and_metric_switches():
     assert [p.name for p in c.policies] == ["full", "tokendrop"] and c.seeds == (3,)
     assert c.metrics.compute == ()
     assert cfg(metrics=None).metrics.compute == ("background", "vs_full", "lpips")  # default: all
+
+
+def test_each_labelled_entry_gets_its_own_stages_and_loads_by_name():
+    from pipeline.graph import _stages
+
+    grid = expand_grid(cfg(models=[{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}],
+                           resolutions=[64], seeds=[0]))
+    stages = _stages(grid)
+    assert [name for name, _ in stages] == ["tiny"] * 4     # full, then the rest, per entry
+    assert [{c["model"] for c in stage} for _, stage in stages] == [{"base"}, {"base"}, {"tuned"}, {"tuned"}]
+    assert [stage[0]["policy"] == "full" for _, stage in stages] == [True, False, True, False]

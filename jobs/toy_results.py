@@ -1,6 +1,7 @@
-"""`python -m jobs.toy_results`: TokenDrop's claims at toy scale, measured on the trained toy model.
+"""`python -m jobs.toy_results`: the seeds' claims at toy scale, measured on the trained toy model.
 
-One command: writes the held-out split (`pipeline.toy_data` seed 1), runs `configs/toy_ablation.yaml` with
+One command: writes the held-out split (`pipeline.toy_data` seed 1), fine-tunes the two Sparse Context copies
+(jobs/toy_sparse_context.py), runs `configs/toy_ablation.yaml` with
 `dropedit run`'s machinery (Ray Data, Parquet, resume) and `dropedit report`, then runs the matched-budget
 random arms, which need one budget per record (the kept-token counts of that record's TokenDrop run, step by
 step; a pipeline configuration holds one budget for all records, so these run in-process with the same
@@ -12,7 +13,10 @@ Claims checked (TokenDrop, Sec. 3.1, 3.2, 4.1, Appendix D.1):
 (b) at matched per-sample budgets, TokenDrop with the regularizer keeps the background better than random
     drop without it, and than adaptive drop without it;
 (c) random drop with the regularizer collapses toward the source (Proposition 1);
-(d) the adaptive keep ratio grows with the edited area.
+(d) the adaptive keep ratio grows with the edited area;
+(e) ToPi and SpotEdit variants on the same split;
+and Sparse Context's (jobs/toy_sparse_context.py): fine-tuning with random reference drop vs without, quality
+vs keep ratio per selection strategy, random vs task-aware selection at identical budgets.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from . import toy_findings, toy_sparse_context
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "toy_ablation.yaml"
@@ -94,15 +100,19 @@ def label(policy: str, params: dict[str, Any]) -> str:
         return "full"
     if policy == "random":
         if params.get("budget") is not None:
-            return f"random, matched budget, {'with' if reg else 'no'} reg"
+            return f"random, budget of TokenDrop ω={params['matched_omega']}, {'with' if reg else 'no'} reg"
         return f"random {params['ratio']:.2f}, {'with' if reg else 'no'} reg"
     if policy == "tokendrop":
         return f"TokenDrop ω={params['omega']}, {'with' if reg else 'no'} reg"
+    if policy == "topi":
+        return f"ToPi τ={params['tau']}, {params.get('mode', 'prune')}"   # rows hold the configured params
+    if policy == "spotedit":
+        return f"SpotEdit τ={params['tau']}, {params.get('fusion', 'spotfusion')}"
     return policy
 
 
 def matched_arms(df: pd.DataFrame, data: Path, out: Path, steps: int) -> pd.DataFrame:
-    """Random drop with each record's own TokenDrop(+reg) budget, with and without the regularizer."""
+    """Random drop with each record's own TokenDrop(+reg) budget (per ω), with and without the regularizer."""
     from PIL import Image
 
     import policies
@@ -112,7 +122,8 @@ def matched_arms(df: pd.DataFrame, data: Path, out: Path, steps: int) -> pd.Data
     done = pd.read_parquet(path) if path.exists() else pd.DataFrame()
     td = df[(df.policy == "tokendrop") & df.reg & (df.status == "ok")]
     todo = [(r, reg) for r in td.itertuples() for reg in (False, True)
-            if done.empty or not ((done.record_id == r.record_id) & (done.reg == reg)).any()]
+            if done.empty or not ((done.record_id == r.record_id) & (done.reg == reg)
+                                  & (done.matched_omega == r.omega)).any()]
     if not todo:
         return done
     index = manifest_index(data)
@@ -125,16 +136,16 @@ def matched_arms(df: pd.DataFrame, data: Path, out: Path, steps: int) -> pd.Data
         policy = policies.make("random", budget=budget, reg=reg)
         result = Editor(pipe, policy).edit(Image.open(data / rec["image"]), rec["instruction"], seed=int(r.seed),
                                            steps=steps, height=int(r.height), width=int(r.width))
-        edited_dir = out / "matched" / ("reg" if reg else "noreg")
+        edited_dir = out / "matched" / f"omega{r.omega}" / ("reg" if reg else "noreg")
         edited_dir.mkdir(parents=True, exist_ok=True)
         out_uri = str(edited_dir / f"{r.record_id}.png")
         result.image.save(out_uri)
-        rows.append({"record_id": r.record_id, "category": r.category, "policy": "random", "reg": reg,
+        rows.append({"record_id": r.record_id, "model": r.model, "category": r.category, "policy": "random", "reg": reg,
                      "policy_params": json.dumps(policy.params(), sort_keys=True), "status": "ok",
                      "output_uri": out_uri, "keep_ratio_mean": result.keep_ratio_mean,
                      "runtime_s": result.seconds, "height": r.height, "width": r.width, "seed": r.seed,
-                     "tokendrop_keep_ratio": r.keep_ratio_mean})
-        print(f"[matched {i + 1}/{len(todo)}] {r.record_id} reg={reg} keep {result.keep_ratio_mean:.2f}",
+                     "tokendrop_keep_ratio": r.keep_ratio_mean, "matched_omega": r.omega})
+        print(f"[matched {i + 1}/{len(todo)}] {r.record_id} ω={r.omega} reg={reg} keep {result.keep_ratio_mean:.2f}",
               file=sys.stderr, flush=True)
         pd.DataFrame(rows).to_parquet(path)
     return pd.DataFrame(rows)
@@ -144,13 +155,26 @@ def fidelity_to_full(df: pd.DataFrame) -> pd.Series:
     """PSNR of each output against the `full` output of the same record (for the in-process rows too)."""
     from actors.training import psnr
 
-    full = {r.record_id: r.output_uri for r in df[(df.policy == "full") & (df.status == "ok")].itertuples()}
+    # each model entry against its own `full` (a fine-tuned copy is another model)
+    full = {(r.model, r.record_id): r.output_uri for r in df[(df.policy == "full") & (df.status == "ok")].itertuples()}
     vals = []
     for r in df.itertuples():
-        if r.policy == "full" or r.record_id not in full or r.status != "ok":
+        ref = full.get((r.model, r.record_id))
+        if r.policy == "full" or ref is None or r.status != "ok":
             vals.append(None)
         else:
-            vals.append(_psnr_or_none(psnr(_load(r.output_uri), _load(full[r.record_id]))))
+            vals.append(_psnr_or_none(psnr(_load(r.output_uri), _load(ref))))
+    return pd.Series(vals, index=df.index, dtype="float64")
+
+
+def active_fraction(df: pd.DataFrame) -> pd.Series:
+    """SpotEdit: mean over steps of the share of noisy tokens that got queries (1 where a step ran fully)."""
+    vals = []
+    for r in df.itertuples():
+        steps = getattr(r, "active_per_step", None)
+        noisy = (int(r.height) // 16) * (int(r.width) // 16)   # Flux: 8x VAE, 2x2 patches
+        listed = isinstance(steps, (list, tuple, np.ndarray)) and len(steps) > 0   # in-process rows: NaN
+        vals.append(float(np.mean(steps)) / noisy if listed else None)
     return pd.Series(vals, index=df.index, dtype="float64")
 
 
@@ -189,10 +213,11 @@ def plots(df: pd.DataFrame, out: Path) -> dict[str, str]:
             ax.plot(g.index, g.values, style, label=f"random, {'with' if reg else 'no'} reg")
         full = df[df.policy == "full"][metric].mean()
         ax.axhline(full, color="k", lw=1, label="full")
-        for reg, marker in ((True, "*"), (False, "P")):
-            part = df[(df.policy == "tokendrop") & (df.reg == reg)]
-            ax.plot(1 - part.keep_ratio_mean.mean(), part[metric].mean(), marker, ms=12,
-                    label=f"TokenDrop, {'with' if reg else 'no'} reg (mean drop)")
+        for omega in sorted(df[df.policy == "tokendrop"].omega.dropna().unique()):
+            for reg, marker in ((True, "*"), (False, "P")):
+                part = df[(df.policy == "tokendrop") & (df.reg == reg) & (df.omega == omega)]
+                ax.plot(1 - part.keep_ratio_mean.mean(), part[metric].mean(), marker, ms=12,
+                        label=f"TokenDrop ω={omega}, {'with' if reg else 'no'} reg (mean drop)")
         ax.set(xlabel="drop ratio (mean over steps)", ylabel="dB",
                title={"psnr_bg": "background PSNR vs source", "psnr_edit": "PSNR inside mask vs target"}[metric])
         ax.grid(alpha=0.3)
@@ -202,18 +227,21 @@ def plots(df: pd.DataFrame, out: Path) -> dict[str, str]:
     fig.savefig(paths["ratio"], dpi=110)
     plt.close(fig)
 
-    td = df[(df.policy == "tokendrop") & df.reg]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for cat, part in td.groupby("category"):
-        ax.scatter(part.mask_fraction, part.keep_ratio_mean, s=18, label=cat)
-    x, y = td.mask_fraction.to_numpy(float), td.keep_ratio_mean.to_numpy(float)
-    if len(x) > 1 and np.ptp(x) > 0:
-        a, b = np.polyfit(x, y, 1)
-        xs = np.linspace(x.min(), x.max(), 10)
-        ax.plot(xs, a * xs + b, "r-", lw=1.5, label="least squares")
-    ax.set(xlabel="edited area (mask fraction)", ylabel="mean keep ratio", title="TokenDrop (ω=0.4, reg): keep ratio vs edit area")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    omegas = sorted(df[df.policy == "tokendrop"].omega.dropna().unique())
+    fig, axes = plt.subplots(1, len(omegas), figsize=(5.5 * len(omegas), 4), squeeze=False)
+    for ax, omega in zip(axes[0], omegas):
+        td = df[(df.policy == "tokendrop") & df.reg & (df.omega == omega)]
+        for cat, part in td.groupby("category"):
+            ax.scatter(part.mask_fraction, part.keep_ratio_mean, s=18, label=cat)
+        x, y = td.mask_fraction.to_numpy(float), td.keep_ratio_mean.to_numpy(float)
+        if len(x) > 1 and np.ptp(x) > 0:
+            a, b = np.polyfit(x, y, 1)
+            xs = np.linspace(x.min(), x.max(), 10)
+            ax.plot(xs, a * xs + b, "r-", lw=1.5, label="least squares")
+        ax.set(xlabel="edited area (mask fraction)", ylabel="mean keep ratio",
+               title=f"TokenDrop (ω={omega}, reg): keep ratio vs edit area")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     paths["area"] = str(out / "keep_vs_area.png")
     fig.savefig(paths["area"], dpi=110)
@@ -246,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
     if not (data / "manifest.jsonl").exists():
         write_dataset(data, args.n, seed=1)
     started = time.perf_counter()
+    losses = {} if args.no_sparse_context else toy_sparse_context.finetune_all(args.threads)   # before Ray starts here
     cfg = load_config(str(args.config), [f"input={data / 'manifest.jsonl'}", f"output={out / 'run'}",
                                          f"steps={args.steps}"], known_policies=policies.REGISTRY)
     init_ray()
@@ -255,54 +284,104 @@ def run(args: argparse.Namespace) -> int:
     params = [json.loads(p) for p in df.policy_params]
     df["reg"] = [bool(p.get("reg", False)) for p in params]
     df["ratio"] = [p.get("ratio") for p in params]
+    df["omega"] = [p.get("omega") for p in params]
     df["budget_free"] = True
     df["label"] = [label(pol, p) for pol, p in zip(df.policy, params)]
     matched = matched_arms(df, data, out, args.steps)
     if not matched.empty:
         matched = matched.assign(budget_free=False, ratio=None,
-                                 label=[label("random", {"budget": 1, "reg": r}) for r in matched.reg])
+                                 label=[label("random", {"budget": 1, "reg": r, "matched_omega": w})
+                                        for r, w in zip(matched.reg, matched.matched_omega)])
         df = pd.concat([df, matched], ignore_index=True)
     df = add_scores(df, data)
     df["psnr_vs_full"] = fidelity_to_full(df)
+    df["active_fraction"] = active_fraction(df)
     df.to_parquet(out / "scored.parquet")
+    sparse = None
+    if not args.no_sparse_context:
+        sc = add_scores(toy_sparse_context.run_grid(data, out, args.steps), data)
+        sc["psnr_vs_full"] = fidelity_to_full(sc)
+        sc.to_parquet(out / "sparse_scored.parquet")
+        bench = Path(args.multiref_bench)
+        sparse = toy_sparse_context.section(sc, losses, Path(args.docs) / "toy-results",
+                                            bench.read_text() if bench.exists() else None)
     seconds = time.perf_counter() - started
-    write_doc(df, Path(args.docs), cfg, seconds)
+    write_doc(df, Path(args.docs), cfg, seconds, sparse)
     print(json.dumps({"doc": str(Path(args.docs) / "toy-results.md"), "rows": len(df), "seconds": round(seconds)}))
     return 0
 
 
-def write_doc(df: pd.DataFrame, docs: Path, cfg: Any, seconds: float) -> None:
+def _per_category(df: pd.DataFrame, omega: float) -> str:
+    td_lab = label("tokendrop", {"omega": omega, "reg": True})
+    m_lab = label("random", {"budget": 1, "reg": False, "matched_omega": omega})
+    cats = df.groupby(["category", "label"]).agg(keep=("keep_ratio_mean", "mean"), bg=("psnr_bg", "mean"),
+                                                 edit=("psnr_edit", "mean")).reset_index()
+    lines = [f"| category | full: edit PSNR | TokenDrop ω={omega}+reg: keep ratio | bg PSNR | edit PSNR | "
+             "random at its budget, no reg: bg PSNR | edit PSNR |", "|---|---|---|---|---|---|---|"]
+    for cat in sorted(df.category.dropna().unique()):
+        def get(lab: str, col: str) -> str:
+            v = cats[(cats.category == cat) & (cats.label == lab)][col]
+            return "–" if v.empty or pd.isna(v.iloc[0]) else f"{v.iloc[0]:.2f}"
+        lines.append(f"| {cat} | {get('full', 'edit')} | {get(td_lab, 'keep')} | {get(td_lab, 'bg')} | "
+                     f"{get(td_lab, 'edit')} | {get(m_lab, 'bg')} | {get(m_lab, 'edit')} |")
+    return "\n".join(lines)
+
+
+def _other_methods(df: pd.DataFrame) -> str:
+    labels = sorted(df[df.policy.isin(["topi", "spotedit"])].label.unique())
+    if not labels:
+        return "No ToPi or SpotEdit rows in this run's grid."
+    cols = dict(COLUMNS)
+    cols["active_fraction"] = "active noisy"
+    return _table(df, ["full"] + labels, cols)
+
+
+def write_doc(df: pd.DataFrame, docs: Path, cfg: Any, seconds: float, sparse: str | None = None) -> None:
     img = docs / "toy-results"
     paths = plots(df, img)
     n = df[df.policy == "full"].record_id.nunique()
     random_labels = [label("random", {"ratio": r, "reg": reg}) for reg in (False, True)
                      for r in sorted(df[df.policy == "random"].ratio.dropna().unique())]
-    td = df[(df.policy == "tokendrop") & df.reg]
-    pr, sr = correlation(td.mask_fraction.to_numpy(float), td.keep_ratio_mean.to_numpy(float))
-    local = td[~td.category.isin(["grayscale", "invert", "background"])]
-    lpr, lsr = correlation(local.mask_fraction.to_numpy(float), local.keep_ratio_mean.to_numpy(float))
-    cats = df.groupby(["category", "label"]).agg(keep=("keep_ratio_mean", "mean"), bg=("psnr_bg", "mean"),
-                                                 edit=("psnr_edit", "mean")).reset_index()
-    per_cat = ["| category | full: edit PSNR | TokenDrop+reg: keep ratio | TokenDrop+reg: bg PSNR | "
-               "TokenDrop+reg: edit PSNR | random matched, no reg: bg PSNR |", "|---|---|---|---|---|---|"]
-    td_lab, m_lab = label("tokendrop", {"omega": 0.4, "reg": True}), label("random", {"budget": 1, "reg": False})
-    for cat in sorted(df.category.dropna().unique()):
-        get = lambda lab, col: cats[(cats.category == cat) & (cats.label == lab)][col]  # noqa: E731
-        f = lambda s: "–" if s.empty or pd.isna(s.iloc[0]) else f"{s.iloc[0]:.2f}"  # noqa: E731
-        per_cat.append(f"| {cat} | {f(get('full', 'edit'))} | {f(get(td_lab, 'keep'))} | {f(get(td_lab, 'bg'))} | "
-                       f"{f(get(td_lab, 'edit'))} | {f(get(m_lab, 'bg'))} |")
-    text = f"""# TokenDrop's claims on the toy model
+    omegas = sorted(df[df.policy == "tokendrop"].omega.dropna().unique())
+    matched, corr, per_cat, verdicts = [], [], [], []
+    for omega in omegas:
+        matched.append(f"### ω = {omega}\n\n" + _table(df, [
+            "full", label("tokendrop", {"omega": omega, "reg": True}),
+            label("random", {"budget": 1, "reg": False, "matched_omega": omega}),
+            label("random", {"budget": 1, "reg": True, "matched_omega": omega}),
+            label("tokendrop", {"omega": omega, "reg": False})]))
+        td = df[(df.policy == "tokendrop") & df.reg & (df.omega == omega)]
+        local = td[~td.category.isin(["grayscale", "invert", "background"])]
+        pr, sr = correlation(td.mask_fraction.to_numpy(float), td.keep_ratio_mean.to_numpy(float))
+        lpr, lsr = correlation(local.mask_fraction.to_numpy(float), local.keep_ratio_mean.to_numpy(float))
+        verdicts.append(toy_findings.keep_vs_area(omega, pr, lpr))
+        corr.append(f"| {omega} | {td.keep_ratio_mean.mean():.3f} | {pr:.2f} | {sr:.2f} | "
+                    f"{local.keep_ratio_mean.mean():.3f} | {lpr:.2f} | {lsr:.2f} |")
+        per_cat.append(f"### ω = {omega}\n\n" + _per_category(df, omega))
+    findings = ([toy_findings.random_drop(df, label)]
+                + [toy_findings.matched_budgets(df, label, omega) for omega in omegas]
+                + [toy_findings.proposition_1(df, label)] + verdicts + [toy_findings.other_methods(df)])
+    nl = "\n"
+    text = f"""# The seeds' claims on the toy model
 
-Measured by `python -m jobs.toy_results` ({seconds / 60:.0f} min on the shared 2-core CPU machine): the trained
+Measured by `python -m jobs.toy_results` ({len(df)} edits, {df.runtime_s.sum() / 60:.0f} min of edit time on the
+shared 2-core CPU machine, one torch thread): the trained
 `toy-flux-kontext` (see `models/toy-flux-kontext/MODEL_CARD.md`) on the held-out split of `pipeline.toy_data`
 (seed 1, {n} records, the 8 categories in turn), 128x128, {cfg.steps} steps, edit seed 0. The grid is
 `configs/toy_ablation.yaml`, run through `dropedit run`'s machinery (its Parquet and report land in
 `results/toy/`); the matched-budget random arms take each record's own per-step kept-token counts from its
-TokenDrop (ω=0.4, with reg) run and run in-process with the same `Editor`. PSNR in dB, means over records:
+TokenDrop (with reg) run and run in-process with the same `Editor`. PSNR in dB, means over records:
 `bg PSNR` is background vs the source (PIE-Bench convention, undefined for grayscale and invert, whose mask is the
 whole image); `edit PSNR vs target` is inside the mask against the exact target; `in-mask PSNR vs source` is
 inside the mask against the source (higher = the edit moved less); `PSNR vs full` compares with the `full`
 output of the same record. The token grid is 8x8 = 64 source tokens, so one token is 1.6% of the image.
+TokenDrop runs its first 2 steps with every token (the Kontext default), so its keep ratio is at least 2/{cfg.steps}.
+
+## Findings
+
+Computed from the tables below by `jobs/toy_findings.py`:
+
+{nl.join(f for f in findings if f)}
 
 ## (a) Random drop: background PSNR against the drop ratio
 
@@ -312,10 +391,10 @@ output of the same record. The token grid is 8x8 = 64 source tokens, so one toke
 
 ## (b) Matched per-sample budgets
 
-{_table(df, ['full', td_lab, m_lab, label('random', {'budget': 1, 'reg': True}), label('tokendrop', {'omega': 0.4, 'reg': False})])}
+The random arms keep exactly as many source tokens per step as TokenDrop (with reg) kept on the same record;
+"TokenDrop, no reg" chooses its own budget (its own x̂0 differs), so compare its keep ratio too.
 
-The matched random arms keep exactly as many source tokens per step as TokenDrop (with reg) kept on the same
-record; "TokenDrop, no reg" chooses its own budget (its own x̂0 differs), so compare its keep ratio too.
+{(nl + nl).join(matched)}
 
 ## (c) Random drop with the regularizer (Proposition 1)
 
@@ -326,14 +405,30 @@ in-mask PSNR vs the source and lower edit PSNR vs the target than the same ratio
 
 ## (d) Adaptive keep ratio against the edited area
 
-TokenDrop (ω=0.4, with reg), one point per record: Pearson r = {pr:.2f}, Spearman ρ = {sr:.2f} over all
-records; over the local edits only (recolor, remove, add, move, resize): r = {lpr:.2f}, ρ = {lsr:.2f}.
+TokenDrop with reg, one point per record; correlation of the mean keep ratio with the mask fraction (Pearson r,
+Spearman ρ), over all records and over the local edits only (recolor, remove, add, move, resize):
+
+| ω | keep ratio, all | r, all | ρ, all | keep ratio, local | r, local | ρ, local |
+|---|---|---|---|---|---|---|
+{nl.join(corr)}
 
 ![keep ratio vs area](toy-results/{Path(paths['area']).name})
 
+## (e) ToPi and SpotEdit on the same split
+
+ToPi (`layers: auto` = the shipped calibration `configs/calibration/toy-flux-kontext.json`, 1 exempt front
+layer, an anchor every 10 steps): its keep ratio is the share of source tokens that layers after the exempt
+front see, on average over steps. SpotEdit (the paper's VAE-feature selector, SpotFusion, condition cache,
+4 full initial steps and the scaled resets): it keeps every source token but lets only the edited noisy tokens
+query; `active noisy` is the mean share of noisy tokens that ran, 1.0 in full steps.
+
+{_other_methods(df)}
+
 ## Per category
 
-{chr(10).join(per_cat)}
+{(nl + nl).join(per_cat)}
+
+{sparse or "## Sparse Context" + nl + nl + "Not run this time (`--no-sparse-context`)."}
 """
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "toy-results.md").write_text(text)
@@ -345,7 +440,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docs", default=str(ROOT / "docs"), help="where toy-results.md and its plots go")
     p.add_argument("--n", type=int, default=64, help="held-out records")
     p.add_argument("--steps", type=int, default=28, help="sampling steps")
-    p.add_argument("--threads", type=int, default=1, help="torch threads in this process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in this process and the fine-tunes")
+    p.add_argument("--no-sparse-context", action="store_true",
+                   help="skip the Sparse Context part (its two fine-tunes take ~30 min on one thread)")
+    p.add_argument("--multiref-bench", default="results/bench_multiref/summary.md",
+                   help="the multi-reference speed table (python -m jobs.bench --references) to quote")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,16 @@ Which tokens a layer sees, per step of a trace (`actors.results.StepTrace`):
   condition image (`source_cached`), the kept source tokens are computed (projections, queries, MLP, output
   head); every layer attends to text + `keys` image tokens (StepTrace.keys; when absent: every noisy token
   and the kept source tokens, the ones without queries coming from SpotEdit's K/V cache).
+Several references (Qwen-Image-Edit-Plus) are one longer source: `total` counts every reference's tokens and `kept`
+what is kept of all of them (`reference_trace` builds a Sparse Context edit with a budget per reference).
 The embedders run on every token passed to the transformer: ToPi and SpotEdit select rows inside it
 (`actors.routing`, from block `from_layer` or 0), TokenDrop before it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 # FLUX.1-Kontext-dev, transformer/config.json (black-forest-labs/FLUX.1-Kontext-dev on the Hugging Face hub);
 # equal to the defaults of diffusers' FluxTransformer2DModel (0.42). Text: T5 padded to max_sequence_length=512,
@@ -43,6 +46,17 @@ QWEN_IMAGE_EDIT: dict[str, Any] = {
     "guidance_embeds": False, "axes_dims_rope": [16, 56, 56],
 }
 QWEN_IMAGE_EDIT_TEXT_TOKENS = (1389, 1377)
+
+# Qwen-Image-Edit-2509 ("Edit-Plus", several reference images), transformer/config.json: the same as
+# Qwen-Image-Edit's (published copy: lightx2v/Qwen-Image-Lightning, Qwen-Image-Edit-2509/config.json).
+QWEN_IMAGE_EDIT_PLUS: dict[str, Any] = dict(QWEN_IMAGE_EDIT)
+# QwenImageEditPlusPipeline shows the text encoder every reference at CONDITION_IMAGE_SIZE = 384² area: a square
+# one becomes 392² after the processor's 28-px rounding -> 28² patches -> 14² = 196 merged vision tokens. Each
+# reference is announced as "Picture i: <|vision_start|><|image_pad|>…<|vision_end|>": 5 text tokens
+# ("Picture", " ", "i", ":", " " with Qwen2's pre-tokenizer, i < 10) + 2 markers. Approximate to a few tokens
+# (the Plus system prompt may not be exactly the 64 dropped ones), which moves the ratios by < 0.1%.
+EDIT_PLUS_VISION_TOKENS = 196
+EDIT_PLUS_PICTURE_TOKENS = 5 + 2
 
 TIMESTEP_CHANNELS = 256   # sinusoidal timestep features fed to TimestepEmbedding (both families)
 
@@ -93,6 +107,28 @@ REAL: dict[str, tuple[Arch, tuple[int, ...]]] = {
     "FLUX.1-Kontext-dev": (arch_from_config(FLUX_KONTEXT_DEV, "FLUX.1-Kontext-dev"), FLUX_KONTEXT_TEXT_TOKENS),
     "Qwen-Image-Edit": (arch_from_config(QWEN_IMAGE_EDIT, "Qwen-Image-Edit"), QWEN_IMAGE_EDIT_TEXT_TOKENS),
 }
+
+
+def edit_plus_text_tokens(references: int, instruction_tokens: int = 13,
+                          vision_tokens: int = EDIT_PLUS_VISION_TOKENS) -> tuple[int, int]:
+    """Text tokens of the two calls of one Qwen-Image-Edit-Plus step (prompt, negative prompt " ") with
+    `references` square reference images; 5 template tokens follow the user content, as for Qwen-Image-Edit."""
+    if references < 1:
+        raise ValueError(f"references must be >= 1, got {references}")
+    images = references * (EDIT_PLUS_PICTURE_TOKENS + vision_tokens)
+    return images + instruction_tokens + 5, images + 1 + 5
+
+
+REAL_MULTI_REFERENCE: dict[str, tuple[Arch, Callable[[int], tuple[int, ...]]]] = {
+    # name -> (architecture, text tokens of each call of one step as a function of the reference count)
+    "Qwen-Image-Edit-Plus": (arch_from_config(QWEN_IMAGE_EDIT_PLUS, "Qwen-Image-Edit-Plus"), edit_plus_text_tokens),
+}
+
+
+def image_tokens(height: int, width: int | None = None) -> int:
+    """Transformer tokens of an image: 8× VAE then 2×2 packing (Flux, Qwen) = one token per 16×16 px."""
+    width = height if width is None else width
+    return (height // 16) * (width // 16)
 
 
 @dataclass(frozen=True)
@@ -181,20 +217,44 @@ def trace_flops(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int], so
 
 
 @dataclass(frozen=True)
-class _FullStep:
+class PlannedStep:
+    """A step as the FLOP model reads a `StepTrace`: noisy tokens, source tokens, kept source tokens."""
+
     noisy: int
     total: int
+    kept: int
     from_layer: int = 0
     active: None = None
 
-    @property
-    def kept(self) -> int:
-        return self.total
 
-
-def full_trace(trace: Iterable[Any]) -> list[_FullStep]:
+def full_trace(trace: Iterable[Any]) -> list[PlannedStep]:
     """The same steps with every token computed: the reference a policy's trace is priced against."""
-    return [_FullStep(noisy=int(s.noisy), total=int(s.total)) for s in trace]
+    return [PlannedStep(noisy=int(s.noisy), total=int(s.total), kept=int(s.total)) for s in trace]
+
+
+def kept_per_reference(reference_tokens: Sequence[int], keep: float | Sequence[float]) -> list[int]:
+    """⌈keep·n⌉ tokens of each reference, a list giving one fraction per reference (the last repeated):
+    the fixed budget of the `sparse_context` policy."""
+    keeps = list(keep) if isinstance(keep, (list, tuple)) else [keep]
+    # the policy takes ⌈fraction·n⌉ in float arithmetic too (policies.sparse_context.top_fraction)
+    return [min(n, math.ceil(keeps[min(i, len(keeps) - 1)] * n)) for i, n in enumerate(reference_tokens)]
+
+
+def reference_trace(noisy: int, reference_tokens: Sequence[int], keep: float | Sequence[float], steps: int,
+                    warmup: int) -> list[PlannedStep]:
+    """A Sparse Context edit: the sequence is text + `noisy` + Σ reference tokens; `warmup` full steps, then
+    the kept tokens of every reference for the other steps."""
+    if steps < 1 or not 0 <= warmup <= steps:
+        raise ValueError(f"need 0 <= warmup <= steps and steps >= 1, got steps={steps}, warmup={warmup}")
+    total = sum(reference_tokens)
+    kept = sum(kept_per_reference(reference_tokens, keep))
+    return [PlannedStep(noisy, total, total if i < warmup else kept) for i in range(steps)]
+
+
+def multi_reference_speedup(arch: Arch, text_tokens: Iterable[int], noisy: int, reference_tokens: Sequence[int],
+                            keep: float | Sequence[float], steps: int, warmup: int) -> float:
+    """FLOP-ideal speedup of a Sparse Context edit with these references over the same edit with none dropped."""
+    return predicted_speedup(arch, reference_trace(noisy, reference_tokens, keep, steps, warmup), text_tokens)
 
 
 def predicted_speedup(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int],

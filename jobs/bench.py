@@ -3,7 +3,9 @@
 Measures every policy (all of `policies.REGISTRY` unless `--policy` is given) on a benchmark-size model of the
 real diffusers classes at the token counts of 1024² and 2048² edits, prices the same traces on the real
 FLUX.1-Kontext-dev and Qwen-Image-Edit configs, and measures the Ray pipeline's overhead against a bare
-`Editor` loop. Writes bench.json and bench.md. As a `ray job submit` entrypoint (`python -m jobs.bench`) the
+`Editor` loop. With `--model qwen-plus --references 1,3` it measures Sparse Context-style policies with one and
+with several reference images in the same run and prints the real Edit-Plus's FLOP-ideal single- vs
+multi-reference table next to them. Writes bench.json and bench.md. As a `ray job submit` entrypoint (`python -m jobs.bench`) the
 measurements run as Ray tasks on a worker with the requested GPUs."""
 from __future__ import annotations
 
@@ -20,7 +22,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1024,2048", help="square edit sizes in pixels, comma-separated")
     p.add_argument("--steps", type=int, default=6, help="denoising steps per edit")
     p.add_argument("--reps", type=int, default=2, help="repetitions of every policy (A/B with full)")
-    p.add_argument("--model", default="flux", choices=["flux", "qwen"], help="benchmark model family")
+    p.add_argument("--model", default="flux", choices=["flux", "qwen", "qwen-plus"],
+                   help="benchmark model family (qwen-plus: Qwen-Image-Edit-Plus, several reference images)")
+    p.add_argument("--references", default="1",
+                   help="reference images per edit, comma-separated counts measured in the same run (e.g. 1,3). "
+                        "Counts above 1 need --model qwen-plus: in this engine FLUX.1-Kontext and Qwen-Image-Edit "
+                        "take one reference image (diffusers' Kontext pipeline has a single image input). The "
+                        "first reference is the edited image, at the edit size; Edit-Plus encodes the others at "
+                        "~1024² area (4096 tokens each) whatever --sizes says, as diffusers does")
     p.add_argument("--layers", type=int, default=1,
                    help="dual-stream layers (Qwen: --layers + --single-layers, all dual-stream)")
     p.add_argument("--single-layers", type=int, default=1, help="single-stream layers (Flux only)")
@@ -54,6 +63,19 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _references(text: str, model: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(dict.fromkeys(int(v) for v in text.split(",") if v.strip()))
+    except ValueError:
+        raise ValueError(f"--references must be comma-separated integers, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--references must be counts >= 1, got {text!r}")
+    if max(counts) > 1 and model != "qwen-plus":
+        raise ValueError(f"--references {text} needs --model qwen-plus (Qwen-Image-Edit-Plus); {model} takes one "
+                         "reference image in this engine")
+    return counts
+
+
 def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     """Build the benchmark model, time every policy, summarise. Runs here or inside a Ray task."""
     import policies
@@ -62,7 +84,7 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
 
     from . import bench_report
     from .bench_speed import build_bench_pipeline, default_policies, measure, parse_policy
-    from .bench_summary import summarise
+    from .bench_summary import real_pricing, summarise
 
     if settings.get("threads"):
         import torch
@@ -76,13 +98,25 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     if not any(s.label == "full" for s in specs):
         specs.insert(0, parse_policy("full"))   # the A side of every A/B pair
     measured = measure(pipe, specs, settings["sizes"], settings["steps"], settings["reps"], settings["seed"],
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+                       log=lambda m: print(m, file=sys.stderr, flush=True),
+                       references=tuple(settings.get("references", (1,))))
     if "full" in measured["skipped"]:
         raise RuntimeError(f"the reference policy failed: {measured['skipped']['full']}")
     arch = flops.arch_of(pipe.transformer)
     info["load_end"] = bench_report.load_average()   # where it ran (a worker, under `python -m jobs.bench`)
-    return {"machine": info, "bench_arch": asdict(arch), "rows": summarise(measured["edits"], arch),
+    rows = summarise(measured["edits"], arch, real_pricing(settings["model"]))
+    return {"machine": info, "bench_arch": asdict(arch), "rows": rows,
             "skipped": measured["skipped"], "edits": measured["edits"]}
+
+
+def multi_reference_pricing(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The FLOP-ideal single- vs multi-reference table for the real Edit-Plus: at the run's sizes and 1024²,
+    for 1 and 3 references and the run's counts, with the run's Sparse Context budgets."""
+    from .bench_summary import EDIT_PLUS_DEFAULT_STEPS, analytic_multi_reference, sparse_context_budgets
+
+    return analytic_multi_reference(
+        sorted({*settings["sizes"], 1024}), sorted({*settings["references"], 1, 3}),
+        sparse_context_budgets(settings["policies"]), sorted({settings["steps"], EDIT_PLUS_DEFAULT_STEPS}))
 
 
 def _remote(fn: Any, num_gpus: float) -> Any:
@@ -93,10 +127,9 @@ def _remote(fn: Any, num_gpus: float) -> Any:
 def run(args: argparse.Namespace, on_ray: bool = False) -> int:
     import torch
 
-    from actors import flops
-
     from . import bench_report
     from .bench_pipeline import pipeline_overhead
+    from .bench_summary import real_pricing
 
     for name in ("steps", "reps", "pipeline_records", "pipeline_steps", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -105,7 +138,7 @@ def run(args: argparse.Namespace, on_ray: bool = False) -> int:
     settings = {"model": args.model, "layers": args.layers, "single_layers": args.single_layers,
                 "heads": args.heads, "head_dim": args.head_dim, "policies": args.policies,
                 "sizes": _sizes(args.sizes), "steps": args.steps, "reps": args.reps, "seed": args.seed,
-                "threads": args.threads}
+                "threads": args.threads, "references": list(_references(args.references, args.model))}
     started = time.perf_counter()
     if on_ray:
         import ray
@@ -123,9 +156,12 @@ def run(args: argparse.Namespace, on_ray: bool = False) -> int:
                                      input_uri=args.pipeline_input, bare_on_ray=on_ray)
     if not on_ray:
         result["machine"]["load_end"] = bench_report.load_average()   # after the pipeline part, same machine
+    if args.model == "qwen-plus":
+        result["multi_reference"] = multi_reference_pricing(settings)
     result.update(settings=settings, pipeline=pipeline, seconds=time.perf_counter() - started,
-                  real_architectures={name: {"arch": asdict(arch), "text_tokens_per_call": list(text)}
-                                      for name, (arch, text) in flops.REAL.items()})
+                  real_architectures={name: {"arch": asdict(arch), "text_tokens_per_call": {
+                                          n: list(text(n)) for n in settings["references"]}}
+                                      for name, (arch, text) in real_pricing(args.model).items()})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=1, default=str))

@@ -65,13 +65,23 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def _multi(rows: list[dict[str, Any]]) -> bool:
+    return any(r.get("references", 1) != 1 for r in rows)
+
+
+def _where(r: dict[str, Any], multi: bool) -> str:
+    """The size cell, and the reference count's cell when the run has several."""
+    return f"{r['size']}² | {r.get('references', 1)}" if multi else f"{r['size']}²"
+
+
 def measured_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| size | policy | keep | queries | loop s | loop speedup (median [min–max]) | FLOP-predicted "
-           "| efficiency | loop speedup, CPU time | efficiency, CPU time | policy overhead (of loop) | edit s "
-           "| edit speedup |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    multi = _multi(rows)
+    out = [f"| size{' | refs' if multi else ''} | policy | keep | queries | loop s | loop speedup (median [min–max]) "
+           "| FLOP-predicted | efficiency | loop speedup, CPU time | efficiency, CPU time | policy overhead (of loop) "
+           "| edit s | edit speedup |",
+           "|---|" + "---|" * multi + "---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['size']}² | {r['policy']} | {r['keep_ratio']:.2f} | {r['active_ratio']:.2f} "
+        out.append(f"| {_where(r, multi)} | {r['policy']} | {r['keep_ratio']:.2f} | {r['active_ratio']:.2f} "
                    f"| {r['loop_s']['median']:.2f} "
                    f"| {_spread(r.get('speedup_loop'))} | {_x(r['predicted_bench'])} "
                    f"| {_pct(r.get('efficiency'))} | {_spread(r.get('speedup_loop_cpu'))} "
@@ -81,12 +91,67 @@ def measured_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def real_table(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
-    out = ["| size | policy | keep | " + " | ".join(f"{n} (FLOP-predicted)" for n in names) + " | papers report |",
-           "|---|---|---|" + "---|" * len(names) + "---|"]
+    multi = _multi(rows)
+    out = [f"| size{' | refs' if multi else ''} | policy | keep | "
+           + " | ".join(f"{n} (FLOP-predicted)" for n in names) + " | papers report |",
+           "|---|" + "---|" * multi + "---|---|" + "---|" * len(names) + "---|"]
     for r in rows:
         real = " | ".join(_x(r["predicted_real"][n]) for n in names)
-        out.append(f"| {r['size']}² | {r['policy']} | {r['keep_ratio']:.2f} | {real} | {r['paper'] or '–'} |")
+        out.append(f"| {_where(r, multi)} | {r['policy']} | {r['keep_ratio']:.2f} | {real} | {r['paper'] or '–'} |")
     return out
+
+
+def multi_reference_table(rows: list[dict[str, Any]], real: str) -> list[str]:
+    """One line per (size, policy, reference count), the counts of a policy next to each other. Each speedup is
+    against `full` with the same references in the same repetition; "pruned steps" compares only the steps in
+    which the policy dropped tokens (Sparse Context: after its warm-up), the steady state of a long edit."""
+    out = ["| size | policy | refs | reference tokens → kept (pruned step) | loop speedup | loop speedup, CPU time "
+           "| FLOP-predicted loop, bench model | pruned-step speedup | pruned-step speedup, CPU time "
+           f"| FLOP-predicted pruned step, bench model | FLOP-predicted loop, {real} "
+           f"| FLOP-predicted pruned step, {real} |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    labels = list(dict.fromkeys(r["policy"] for r in rows if r["policy"] != "full"))   # full: the A side
+    ordered = sorted((r for r in rows if r["policy"] != "full"),
+                     key=lambda r: (r["size"], labels.index(r["policy"]), r.get("references", 1)))
+    for r in ordered:
+        kept = f"{r['source_tokens']} → {r['kept_pruned']}" if r.get("kept_pruned") is not None \
+            else f"{r['source_tokens']}"
+        out.append(f"| {r['size']}² | {r['policy']} | {r.get('references', 1)} | {kept} "
+                   f"| {_spread(r.get('speedup_loop'))} | {_spread(r.get('speedup_loop_cpu'))} "
+                   f"| {_x(r['predicted_bench'])} | {_spread(r.get('speedup_pruned_step'))} "
+                   f"| {_spread(r.get('speedup_pruned_step_cpu'))} "
+                   f"| {_x(r.get('predicted_pruned_step_bench'))} | {_x(r['predicted_real'].get(real))} "
+                   f"| {_x((r.get('predicted_pruned_step_real') or {}).get(real))} |")
+    return out
+
+
+def analytic_table(priced: list[dict[str, Any]]) -> list[str]:
+    """The FLOP-ideal Sparse Context speedups on the real Edit-Plus (`bench_summary.analytic_multi_reference`)."""
+    steps = sorted({int(n) for p in priced for n in p["edit"]})
+    out = ["| architecture | size | keep | warm-up | refs | text + noisy + reference tokens → kept "
+           "| per pruned step | " + " | ".join(f"{n}-step edit" for n in steps) + " |",
+           "|---|---|---|---|---|---|---|" + "---|" * len(steps)]
+    for p in priced:
+        edit = {int(n): v for n, v in p["edit"].items()}
+        out.append(f"| {p['arch']} | {p['size']}² | {p['keep']:g} | {p['warmup']} | {p['references']} "
+                   f"| {'/'.join(map(str, p['text_tokens']))} + {p['noisy_tokens']} + {p['reference_tokens']} "
+                   f"→ {p['kept_tokens']} | {_x(p['per_pruned_step'])} | "
+                   + " | ".join(_x(edit.get(n)) for n in steps) + " |")
+    return out
+
+
+def multi_reference_lines(result: dict[str, Any]) -> list[str]:
+    names = list(result["real_architectures"])
+    return ["## Sparse Context: single vs multi-reference", "",
+            "Measured: each reference count's speedup is against `full` with the same references in the same "
+            "repetition. Reference tokens: all references' tokens (the first at the edit size, the others at "
+            "~1024² area as Edit-Plus encodes them).", "",
+            *multi_reference_table(result["rows"], names[0]), "",
+            "FLOP-ideal on the real architecture (`actors/flops.py`): sequence = text + noisy + Σ reference tokens, "
+            "the `warm-up` steps full, then ⌈keep·n⌉ tokens of every reference; text = the prompt's and the "
+            "negative prompt's (true CFG: two calls per step), 196 vision tokens per reference. Per pruned step = "
+            "the limit of a long edit; papers report ~2× (one reference) and ~4× (several) wall-clock on GPUs.", "",
+            *analytic_table(result["multi_reference"]), ""]
 
 
 def pipeline_lines(p: dict[str, Any] | None) -> list[str]:
@@ -139,6 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
               "`actors/flops.py`), for the traces measured above (same token counts, same per-step keeps). "
               "Papers report wall-clock on GPUs, with their own step counts and keep ratios.", "",
               *real_table(result["rows"], names), "",
+              *(multi_reference_lines(result) if result.get("multi_reference") else []),
               "## Pipeline overhead", "", *pipeline_lines(result.get("pipeline")), "",
               "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in m.items()]

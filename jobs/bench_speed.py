@@ -13,7 +13,7 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import PIL.Image
@@ -61,6 +61,9 @@ def default_policies(registry: dict[str, type]) -> list[PolicySpec]:
     return [PolicySpec(name) for name in registry]
 
 
+FAMILIES = ("flux", "qwen", "qwen-plus")   # qwen-plus: QwenImageEditPlusPipeline, several reference images
+
+
 def build_bench_pipeline(family: str, layers: int, single_layers: int, heads: int, head_dim: int,
                          device: torch.device, dtype: torch.dtype) -> Any:
     """The tiny pipeline of the real classes with a benchmark-size transformer (text encoders and VAE tiny)."""
@@ -69,11 +72,11 @@ def build_bench_pipeline(family: str, layers: int, single_layers: int, heads: in
     if family == "flux":
         pipe = tiny_models.build_tiny_flux_kontext(num_layers=layers, num_single_layers=single_layers,
                                                    num_attention_heads=heads, attention_head_dim=head_dim)
-    elif family == "qwen":
-        pipe = tiny_models.build_tiny_qwen_image_edit(num_layers=layers + single_layers,
+    elif family in ("qwen", "qwen-plus"):
+        pipe = tiny_models.build_tiny_qwen_image_edit(plus=family == "qwen-plus", num_layers=layers + single_layers,
                                                       num_attention_heads=heads, attention_head_dim=head_dim)
     else:
-        raise ValueError(f"--model must be flux or qwen, got {family!r}")
+        raise ValueError(f"--model must be one of {', '.join(FAMILIES)}, got {family!r}")
     if pipe.transformer.dtype != dtype:   # (a same-dtype cast only makes diffusers warn)
         pipe = pipe.to(dtype=dtype)
     pipe = pipe.to(device)
@@ -92,6 +95,12 @@ def bench_image(size: int, seed: int = 0) -> PIL.Image.Image:
     return PIL.Image.fromarray(img.clip(0, 255).astype(np.uint8))
 
 
+def reference_images(size: int, count: int, seed: int = 0) -> list[PIL.Image.Image]:
+    """The references after the edited image (count − 1 of them), each its own picture. Edit-Plus encodes them
+    at ~1024² area whatever their size, as diffusers does."""
+    return [bench_image(size, seed + i) for i in range(1, count)]
+
+
 @contextlib.contextmanager
 def text_lengths(transformer: torch.nn.Module) -> Iterator[list[int]]:
     """Text tokens of every transformer call made inside the block (what the FLOP model prices)."""
@@ -107,10 +116,17 @@ def text_lengths(transformer: torch.nn.Module) -> Iterator[list[int]]:
         handle.remove()
 
 
-def trace_rows(trace: list[Any]) -> list[dict[str, Any]]:
+def trace_rows(trace: list[Any], cpu_seconds: Sequence[float | None] = ()) -> list[dict[str, Any]]:
+    cpu = list(cpu_seconds) + [None] * (len(trace) - len(cpu_seconds))
     return [{"kept": s.kept, "total": s.total, "noisy": s.noisy, "from_layer": s.from_layer,
-             "active": s.active, "keys": getattr(s, "keys", None), "seconds": s.seconds,
-             "policy_seconds": s.policy_seconds, "selector_seconds": s.selector_seconds} for s in trace]
+             "active": s.active, "keys": getattr(s, "keys", None), "seconds": s.seconds, "cpu_seconds": c,
+             "policy_seconds": s.policy_seconds, "selector_seconds": s.selector_seconds} for s, c in zip(trace, cpu)]
+
+
+def step_cpu_seconds(start: float, ends: Sequence[float]) -> list[float]:
+    """Process CPU time of every step, from the loop's start and the CPU clock at the end of each step."""
+    marks = [start, *ends]
+    return [b - a for a, b in zip(marks, marks[1:])]
 
 
 def source_cached(policy: Any) -> bool:
@@ -119,7 +135,8 @@ def source_cached(policy: Any) -> bool:
     return bool(getattr(context, "source", False))
 
 
-def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: int, seed: int) -> dict[str, Any]:
+def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: int, seed: int,
+             references: Sequence[PIL.Image.Image] = ()) -> dict[str, Any]:
     import actors
 
     timed = TimedPolicy(policy)
@@ -128,7 +145,7 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
     cpu0 = time.process_time()
     with text_lengths(pipe.transformer) as texts:
         result = editor.edit(image, INSTRUCTION, seed=seed, steps=steps, height=size, width=size,
-                             on_step=lambda _: step_cpu.append(time.process_time()))
+                             references=references, on_step=lambda _: step_cpu.append(time.process_time()))
     edit_cpu = time.process_time() - cpu0
     calls = len(texts) // max(1, len(result.trace))
     loop = sum(s.seconds for s in result.trace)
@@ -140,7 +157,8 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
             "plan_observe_s": plan_observe, "scoring_outside_s": outside, "keep_ratio": result.keep_ratio_mean,
             "active_ratio": statistics.mean(s.noisy and (s.noisy if s.active is None else s.active) / s.noisy
                                             for s in result.trace),
-            "text_tokens": texts[:calls], "source_cached": source_cached(policy), "trace": trace_rows(result.trace)}
+            "text_tokens": texts[:calls], "source_cached": source_cached(policy),
+            "trace": trace_rows(result.trace, step_cpu_seconds(timed.loop_cpu_start, step_cpu))}
 
 
 class TimedPolicy:
@@ -189,8 +207,10 @@ class _TimedRun:
 
 
 def measure(pipe: Any, specs: list[PolicySpec], sizes: list[int], steps: int, reps: int, seed: int = 0,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Edits per (size, policy, repetition), with the reason for every policy that could not run."""
+            log: Callable[[str], None] = print, references: tuple[int, ...] = (1,)) -> dict[str, Any]:
+    """Edits per (size, reference count, policy, repetition), with the reason for every policy that could
+    not run. Within a repetition every reference count is measured in turn, so that the single- and the
+    multi-reference speedups are taken close together in time."""
     import policies
 
     built, skipped = {}, {}
@@ -202,24 +222,27 @@ def measure(pipe: Any, specs: list[PolicySpec], sizes: list[int], steps: int, re
     edits: list[dict[str, Any]] = []
     for size in sizes:
         image = bench_image(size, seed)
+        refs = {n: reference_images(size, n, seed) for n in references}
         if size == sizes[0]:
             # one untimed edit (library loading, kernel selection); the A/B pairing absorbs what is left
             warm = time.perf_counter()
-            one_edit(pipe, policies.make("full"), image, size, 1, seed)
+            one_edit(pipe, policies.make("full"), image, size, 1, seed, refs[max(references)])
             log(f"{size}²: warm-up {time.perf_counter() - warm:.1f} s")
         for rep in range(reps):
-            labels = [label for label in built if label not in skipped]
-            shift = rep % max(1, len(labels))
-            for label in labels[shift:] + labels[:shift]:
-                try:
-                    row = one_edit(pipe, built[label], image, size, steps, seed)
-                except Exception as err:  # noqa: BLE001 - a policy that fails on this model is reported, not fatal
-                    skipped[label] = f"failed at {size}²: {type(err).__name__}: {err}"
-                    log(f"{size}² {label}: skipped ({skipped[label]})")
-                    continue
-                edits.append({"size": size, "policy": label, "rep": rep, **row})
-                log(f"{size}² rep {rep} {label}: loop {row['loop_s']:.2f} s, edit {row['edit_s']:.2f} s, "
-                    f"keep {row['keep_ratio']:.2f}")
+            for count in references:
+                labels = [label for label in built if label not in skipped]
+                shift = rep % max(1, len(labels))
+                for label in labels[shift:] + labels[:shift]:
+                    where = f"{size}²" + (f" ×{count} refs" if references != (1,) else "")
+                    try:
+                        row = one_edit(pipe, built[label], image, size, steps, seed, refs[count])
+                    except Exception as err:  # noqa: BLE001 - a policy that fails on this model is reported, not fatal
+                        skipped[label] = f"failed at {where}: {type(err).__name__}: {err}"
+                        log(f"{where} {label}: skipped ({skipped[label]})")
+                        continue
+                    edits.append({"size": size, "references": count, "policy": label, "rep": rep, **row})
+                    log(f"{where} rep {rep} {label}: loop {row['loop_s']:.2f} s, edit {row['edit_s']:.2f} s, "
+                        f"keep {row['keep_ratio']:.2f}")
     return {"edits": edits, "skipped": skipped, "policies": [s.label for s in specs]}
 
 

@@ -86,3 +86,60 @@ def test_cluster_entrypoint_measures_inside_a_ray_task(tmp_path, ray_session):
     result = json.loads((out / "bench.json").read_text())
     assert [r["policy"] for r in result["rows"]] == ["full", "random"]
     assert result["bench_arch"]["single_layers"] == 0 and result["pipeline"] is None
+
+
+def test_bench_with_several_references_on_edit_plus(tmp_path):
+    """`--references 1,2` on Qwen-Image-Edit-Plus: a row per (reference count, policy), each A/B against
+    `full` with the same references; traces, text lengths and the real-architecture pricing follow the count."""
+    import math
+
+    from actors import flops
+    from actors.tiny_models import build_tiny_qwen_vl_processor
+    from jobs.bench_speed import bench_image
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE
+
+    out = tmp_path / "bench"
+    policies_ = ["sparse_context:strategy=random,keep=0.25,warmup_steps=1",
+                 "sparse_context:strategy=residual,keep=0.1,warmup_steps=1"]
+    code = cli.main(["bench", "--model", "qwen-plus", "--references", "1,2", "--sizes", "32", "--steps", "2",
+                     "--reps", "1", "--layers", "1", "--single-layers", "0", "--no-pipeline", "--threads", "1",
+                     *[a for p in policies_ for a in ("--policy", p)], "--out", str(out)])
+    assert code == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert result["settings"]["references"] == [1, 2] and not result["skipped"]
+    rows = {(r["references"], r["policy"]): r for r in result["rows"]}
+    assert set(rows) == {(n, p) for n in (1, 2) for p in ["full", *policies_]}
+    extra = flops.image_tokens(1024)   # Edit-Plus encodes the second reference at ~1024² area
+    for (count, policy), row in rows.items():
+        assert row["noisy_tokens"] == 4 and row["source_tokens"] == 4 + (count - 1) * extra
+        assert row["speedup_loop"]["n"] == 1 and set(row["predicted_real"]) == {"Qwen-Image-Edit-Plus"}
+    edits = {(e["references"], e["policy"]): e for e in result["edits"]}
+    kept = edits[(2, policies_[0])]["trace"][1]["kept"]
+    assert kept == math.ceil(0.25 * 4) + math.ceil(0.25 * extra)
+    assert edits[(2, policies_[1])]["trace"][1]["kept"] == math.ceil(0.1 * 4) + math.ceil(0.1 * extra)
+    assert rows[(2, policies_[0])]["predicted_real"]["Qwen-Image-Edit-Plus"] \
+        > rows[(1, policies_[0])]["predicted_real"]["Qwen-Image-Edit-Plus"]
+    # the text encoder's lengths follow flops.edit_plus_text_tokens, here with the tiny processor's vision tokens
+    processor = build_tiny_qwen_vl_processor()
+    side = round(math.sqrt(CONDITION_IMAGE_SIZE))
+    vision = int(processor.image_processor(images=[bench_image(side)])["image_grid_thw"].prod()) // 4
+    instruction = len(processor.tokenizer("make the circle red").input_ids)
+    for count in (1, 2):
+        assert tuple(rows[(count, "full")]["text_tokens"]) == flops.edit_plus_text_tokens(count, instruction, vision)
+    # the analytic table: the real Edit-Plus at 1024², 1 and 3 references, the run's budgets
+    priced = {(p["size"], p["references"], p["keep"]): p for p in result["multi_reference"]}
+    assert {(1024, n, k) for n in (1, 2, 3) for k in (0.25, 0.1)} <= set(priced)
+    for keep in (0.25, 0.1):
+        assert priced[(1024, 3, keep)]["per_pruned_step"] > priced[(1024, 1, keep)]["per_pruned_step"] > 1
+        assert priced[(1024, 3, keep)]["reference_tokens"] == 3 * extra
+    md = (out / "bench.md").read_text()
+    assert "## Sparse Context: single vs multi-reference" in md
+    assert f"| 32² | 2 | {policies_[0]} |" in md and "| Qwen-Image-Edit-Plus | 1024² | 0.1 | 1 | 3 |" in md
+
+
+def test_several_references_need_edit_plus(tmp_path, capsys):
+    assert cli.main(["bench", "--references", "1,3", "--out", str(tmp_path)]) == 2
+    assert "qwen-plus" in capsys.readouterr().err
+    assert bench._references("1, 3,3", "qwen-plus") == (1, 3)
+    with pytest.raises(ValueError, match=">= 1"):
+        bench._references("0", "qwen-plus")

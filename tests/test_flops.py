@@ -1,6 +1,8 @@
 """The FLOP model (actors/flops.py): hand counts of one layer of each real architecture, torch's own FLOP
 counter on tiny transformers of the real classes, and the properties a speedup needs."""
+import dataclasses
 import inspect
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -176,3 +178,83 @@ def test_active_rows_match_the_routed_transformer():
 def test_step_without_noisy_count_is_refused():
     with pytest.raises(ValueError, match="noisy"):
         flops.step_flops(FLUX, SimpleNamespace(noisy=0, total=4, kept=4), FLUX_TEXT)
+
+
+# --- several reference images (Qwen-Image-Edit-Plus, Sparse Context) ---------------------------------------
+
+def _qwen_call_by_hand(arch: flops.Arch, text: int, image: int) -> int:
+    """One whole Qwen-Image call on `text` + `image` tokens, in FLOPs: every layer as above, the image and text
+    embedders (in_channels→d, joint_attention_dim→d), the timestep MLP (256→d→d), norm_out's AdaLN (d→2d) and
+    proj_out (d→patch²·out) on every image row."""
+    d = arch.dim
+    layers = arch.num_layers * _dual_layer_by_hand(d, text, image)
+    embed = 2 * (image * arch.in_channels * d + text * arch.text_dim * d + 256 * d + d * d)
+    head = 2 * (d * 2 * d + image * d * arch.out_channels)
+    return layers + embed + head
+
+
+def test_kept_tokens_follow_the_policy_budget_per_reference():
+    assert flops.kept_per_reference([16, 64, 64], 0.25) == [4, 16, 16]
+    assert flops.kept_per_reference([10, 10, 10], [0.5, 0.15]) == [5, 2, 2]   # ⌈1.5⌉, last fraction repeated
+    trace = flops.reference_trace(20, [16, 64, 64], 0.1, steps=5, warmup=2)
+    assert [(s.noisy, s.total, s.kept) for s in trace] == [(20, 144, 144)] * 2 + [(20, 144, 2 + 7 + 7)] * 3
+    with pytest.raises(ValueError):
+        flops.reference_trace(20, [16], 0.1, steps=2, warmup=3)
+
+
+@pytest.mark.parametrize("references,keep", [(1, 0.25), (3, 0.25), (3, 0.1)])
+def test_multi_reference_speedup_by_hand(references, keep):
+    """Sequence = text + noisy + Σ reference tokens; warm-up steps full, then ⌈keep·n⌉ per reference."""
+    arch = flops.Arch(family="qwen", dim=8, dual_layers=2, single_layers=0, in_channels=64, out_channels=64,
+                      text_dim=16)
+    texts, noisy, per_ref, steps, warmup = (30, 21), 64, 64, 6, 2
+    total = references * per_ref
+    kept = references * math.ceil(keep * per_ref)
+    full = steps * sum(_qwen_call_by_hand(arch, t, noisy + total) for t in texts)
+    mine = sum(warmup * _qwen_call_by_hand(arch, t, noisy + total)
+               + (steps - warmup) * _qwen_call_by_hand(arch, t, noisy + kept) for t in texts)
+    got = flops.multi_reference_speedup(arch, texts, noisy, [per_ref] * references, keep, steps, warmup)
+    assert got == pytest.approx(full / mine, rel=1e-12)
+
+
+def test_multi_reference_call_equals_torch_flop_counter():
+    """A Qwen-Image call with three references of different sizes, a subset of each kept (rows and their RoPE
+    positions gathered by the engine's hook), costs what call_flops says for text + noisy + Σ kept."""
+    from actors.qwen_hooks import RowSelection, gathered_positions
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+                                            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                            axes_dims_rope=(4, 6, 6)).eval()
+    text, noisy, grids = 7, 20, [(4, 5), (4, 4), (3, 6)]
+    refs = [h * w for h, w in grids]
+    kept = [torch.tensor([0, 3, 9]), torch.tensor([1, 2]), torch.tensor([0, 5, 6, 17])]
+    offsets = [noisy + sum(refs[:i]) for i in range(len(refs))]
+    rows = torch.cat([torch.arange(noisy)] + [k + o for k, o in zip(kept, offsets)])
+    selection = RowSelection(rows=rows)
+    with gathered_positions(model, selection):
+        counted = _counted(lambda: model(
+            hidden_states=torch.randn(1, len(rows), 64), encoder_hidden_states=torch.randn(1, text, 32),
+            encoder_hidden_states_mask=torch.ones(1, text), timestep=torch.tensor([0.5]),
+            img_shapes=[[(1, 4, 5)] + [(1, h, w) for h, w in grids]], return_dict=False))
+    assert flops.call_flops(flops.arch_of(model), text, noisy, sum(refs), sum(len(k) for k in kept)).total == counted
+
+
+def test_edit_plus_text_tokens_and_the_multi_reference_gain():
+    plus, text_of = flops.REAL_MULTI_REFERENCE["Qwen-Image-Edit-Plus"]
+    assert plus == dataclasses.replace(QWEN, name="Qwen-Image-Edit-Plus")   # Edit-2509 = Edit's transformer
+    one, three = text_of(1), text_of(3)
+    assert one == (7 + 196 + 13 + 5, 7 + 196 + 1 + 5)
+    assert three[0] - one[0] == three[1] - one[1] == 2 * (7 + 196)
+    with pytest.raises(ValueError):
+        text_of(0)
+    # at 1024² every reference is 4096 tokens: the same keep saves more of a longer sequence
+    tokens = flops.image_tokens(1024)
+    assert tokens == 4096 and flops.image_tokens(512, 1024) == 2048
+    for keep in (0.25, 0.1):
+        gains = [flops.multi_reference_speedup(plus, text_of(n), tokens, [tokens] * n, keep, 50, 2) for n in (1, 2, 3)]
+        assert 1 < gains[0] < gains[1] < gains[2]
+        # a step can never gain more than its sequence shrinks, squared (attention); the linears bound it lower
+        seq = lambda kept: one[0] + tokens + kept   # noqa: E731
+        assert gains[0] < (seq(tokens) / seq(math.ceil(keep * tokens))) ** 2

@@ -52,3 +52,18 @@ def load_lora(pipe: Any, directory: str | Path, fuse: bool = True) -> Any:
         pipe.fuse_lora(adapter_names=[ADAPTER])
         pipe.unload_lora_weights()   # the fused weights stay; the adapter modules go
     return pipe
+
+
+def adapter_state(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's tensors under the module's own (peft) names: what a training checkpoint must hold
+    besides the untouched base weights."""
+    return {k: v for k, v in transformer.state_dict().items() if "lora_" in k}
+
+
+def load_adapter_state(transformer: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put `adapter_state`'s tensors back into a transformer that has the same adapter added."""
+    result = transformer.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise ValueError(f"adapter state does not fit this transformer: unexpected {result.unexpected_keys[:3]}, "
+                         f"missing {missing[:3]}")

@@ -32,6 +32,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontex
 from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
+from .reference_drop import key_mask, sample_reference_keep
 from .tiny_models import FLUX_KONTEXT_SCHEDULER_CONFIG, TEXT_DIM, _seeded
 from .tiny_tokenizers import build_clip_tokenizer, build_t5_tokenizer
 
@@ -179,14 +180,21 @@ def sample_sigmas(batch: int, num_tokens: int, generator: torch.Generator | None
 def flow_matching_loss(transformer: FluxTransformer2DModel, z_src: torch.Tensor, z_tgt: torch.Tensor,
                        prompt_embeds: torch.Tensor, pooled: torch.Tensor, text_ids: torch.Tensor,
                        noisy_ids: torch.Tensor, source_ids: torch.Tensor, sigmas: torch.Tensor,
-                       noise: torch.Tensor) -> torch.Tensor:
-    """‖v_θ(z_t, σ, z_src, c) − (ε − z_tgt)‖², mean over batch, tokens and channels."""
+                       noise: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """‖v_θ(z_t, σ, z_src, c) − (ε − z_tgt)‖², mean over batch, tokens and channels.
+
+    `keep` (bool, batch x source tokens) drops reference tokens per sample (Sparse Context's training): the
+    dropped ones are hidden as attention keys in every layer, which for the noisy tokens - all the loss sees -
+    equals gathering the kept ones, while samples keep different counts in one batch."""
     s = sigmas.to(z_tgt.dtype).view(-1, 1, 1)
     z_t = (1 - s) * z_tgt + s * noise
+    attention = None
+    if keep is not None:
+        attention = {"attention_mask": key_mask(keep.to(z_t.device), prompt_embeds.shape[1], z_t.shape[1])}
     v = transformer(hidden_states=torch.cat([z_t, z_src], dim=1), timestep=sigmas.to(z_tgt.dtype),
                     guidance=None, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
                     txt_ids=text_ids, img_ids=torch.cat([noisy_ids, source_ids], dim=0),
-                    return_dict=False)[0][:, : z_t.shape[1]]
+                    joint_attention_kwargs=attention, return_dict=False)[0][:, : z_t.shape[1]]
     return F.mse_loss(v.float(), (noise - z_tgt).float())
 
 
@@ -251,22 +259,50 @@ def encode_batch(pipe: FluxKontextPipeline, sources: np.ndarray, targets: np.nda
 
 def transformer_step(pipe: FluxKontextPipeline, optimizer: torch.optim.Optimizer, batch: Batch,
                      generator: torch.Generator, grad_clip: float = 1.0,
-                     model: torch.nn.Module | None = None) -> float:
+                     model: torch.nn.Module | None = None,
+                     reference_drop: tuple[float, float] | None = None) -> float:
     """One optimizer step of the flow-matching loss; returns the loss. `model` is the (possibly
-    DDP-wrapped) transformer to call; it defaults to `pipe.transformer`."""
+    DDP-wrapped) transformer to call; it defaults to `pipe.transformer`. `reference_drop` = (low, high):
+    per sample a drop ratio ~ U[low, high] of the reference tokens, dropped at random."""
     model = model or pipe.transformer
     model.train()
     device = batch.z_tgt.device
-    noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(batch.z_tgt.shape[1])) * 2 * pipe.vae_scale_factor, device)
-    sigmas = sample_sigmas(batch.z_tgt.shape[0], batch.z_tgt.shape[1], generator).to(device)
+    b, n = batch.z_tgt.shape[:2]
+    noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(n)) * 2 * pipe.vae_scale_factor, device)
+    sigmas = sample_sigmas(b, n, generator).to(device)
     noise = torch.randn(batch.z_tgt.shape, generator=generator).to(device, batch.z_tgt.dtype)
+    # drawn after σ and ε, so a run with the drop sees the same σ and ε as one without it
+    keep = None
+    if reference_drop is not None:
+        keep = sample_reference_keep(b, batch.z_src.shape[1], *reference_drop, generator=generator)
     loss = flow_matching_loss(model, batch.z_src, batch.z_tgt, batch.prompt_embeds, batch.pooled,
-                              batch.text_ids, noisy_ids, source_ids, sigmas, noise)
+                              batch.text_ids, noisy_ids, source_ids, sigmas, noise, keep=keep)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # only what trains (all of it, or a LoRA adapter's matrices)
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
     return float(loss.detach())
+
+
+@torch.no_grad()
+def validation_loss(pipe: FluxKontextPipeline, batch: Batch, drop_ratio: float = 0.0, seed: int = 12345) -> float:
+    """Flow-matching loss of `batch` at fixed σ (0.1 … 0.9 across the batch), fixed noise and, for
+    `drop_ratio` > 0, a fixed random set of exactly round(ratio·n) dropped reference tokens per sample:
+    comparable across steps, runs and models."""
+    pipe.transformer.eval()
+    device = batch.z_tgt.device
+    n, tokens = batch.z_tgt.shape[:2]
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = torch.linspace(0.1, 0.9, n)
+    noise = torch.randn(batch.z_tgt.shape, generator=gen).to(device, batch.z_tgt.dtype)
+    keep = None
+    if drop_ratio > 0:
+        keep = sample_reference_keep(n, batch.z_src.shape[1], drop_ratio, drop_ratio,
+                                     generator=torch.Generator().manual_seed(seed + 1))
+    noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(tokens)) * 2 * pipe.vae_scale_factor, device)
+    return float(flow_matching_loss(pipe.transformer, batch.z_src, batch.z_tgt, batch.prompt_embeds, batch.pooled,
+                                    batch.text_ids, noisy_ids, source_ids, sigmas.to(device), noise, keep=keep))
 
 
 def vae_step(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, pixels: torch.Tensor,

@@ -9,6 +9,12 @@ Re-running the same command resumes from the latest checkpoint in `storage_path/
 restores it); `--fresh` starts over under a new run name. Checkpoints hold the model, the optimizer and the
 loss log; rank 0 also mirrors the log to `storage_path/name/loss.csv` as it goes. At the end the trained
 pipeline is written with `save_pretrained` (safetensors) to `output`, with `loss.json` beside it.
+
+Fine-tuning (Sparse Context): `init_from` a saved pipeline folder (e.g. models/toy-flux-kontext) starts the
+transformer phase from that model; `transformer.reference_drop: [lo, hi]` drops per sample a share ~ U[lo, hi]
+of the reference tokens at random; `lora_rank: R` trains a LoRA adapter on the attention projections instead
+of all weights, and then `output` receives the adapter alone (load it with
+`actors.load_pipeline(name, path=BASE, lora=output)`).
 """
 from __future__ import annotations
 
@@ -40,10 +46,19 @@ DEFAULTS: dict[str, Any] = {
     "transformer": {"steps": 4000, "batch_size": 16, "lr": 5e-4, "warmup": 100},
     "checkpoint_every": 100,
     "report_every": 25,
-    "init_from": None,
+    "init_from": None,     # a run's checkpoint folder (its trained VAE) or a saved pipeline folder (fine-tuning)
+    "lora_rank": None,     # None: full fine-tuning; R: a rank-R LoRA adapter, base weights frozen
+    "lora_alpha": None,    # None: = rank (scale 1)
+    "lora_targets": None,  # None: actors.lora.DEFAULT_TARGETS (the attention projections)
 }
+# transformer keys of the fine-tuning options; absent from a config = off / default
+DEFAULTS["transformer"].update({
+    "reference_drop": None,         # [lo, hi]: per sample a drop ratio ~ U[lo, hi] of the reference tokens
+    "val_drop": 0.5,                # validation is also logged at this fixed drop ratio (None: not)
+    "val_drop_sweep": [0.0, 0.25, 0.5, 0.75, 0.9],   # ratios evaluated once at the end (loss.json)
+})
 PHASES = ("vae", "transformer")
-LOG_FIELDS = ("phase", "step", "loss", "val", "lr", "seconds", "wall_s")
+LOG_FIELDS = ("phase", "step", "loss", "val", "val_drop", "lr", "seconds", "wall_s")
 
 
 def load_config(path: str | None, overrides: list[str] = ()) -> dict[str, Any]:
@@ -112,23 +127,25 @@ def train_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     model_cfg = T.ToyModelConfig.from_mapping(config["model_resolved"])
     size = model_cfg.image_size
-    pipe = T.build_toy_flux_kontext(model_cfg)
-    state: dict[str, Any] = {"phase": PHASES[0], "step": 0, "log": [], "wall_s": 0.0, "vae_stats": None}
+    init = config.get("init_from")
+    pipe = load_init_pipeline(init, model_cfg) if is_pipeline_folder(init) else T.build_toy_flux_kontext(model_cfg)
+    lora = add_lora_from_config(pipe, config)
+    state: dict[str, Any] = {"phase": PHASES[0], "step": 0, "log": [], "wall_s": 0.0, "vae_stats": None,
+                             "val_sweep": None}
 
     checkpoint = ray.train.get_checkpoint()
     saved = None
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             saved = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
-        pipe.vae.load_state_dict(saved["vae"])
-        pipe.transformer.load_state_dict(saved["transformer"])
-        if saved["vae_config"]:
-            pipe.vae.register_to_config(**saved["vae_config"])
-        state = {k: saved[k] for k in state}
+        restore_weights(pipe, saved, lora)
+        state = {k: saved.get(k, v) for k, v in state.items()}
         if state["phase"] is None and state["step"] < int(config["transformer"]["steps"]):
             state["phase"] = "transformer"   # a finished run given more steps trains on
-    elif config.get("init_from"):
-        state = start_from_vae(pipe, config["init_from"])
+    elif is_pipeline_folder(init):
+        state = {**state, **start_from_pipeline(pipe)}
+    elif init:
+        state = {**state, **start_from_vae(pipe, init)}
     pipe.to(device)
     data_seed, val = int(config["data"]["seed"]), config["data"]
     val_src, val_tgt, val_text = _records(int(val["val_seed"]), 0, int(val["val_n"]), size)
@@ -143,7 +160,8 @@ def train_loop(config: dict[str, Any]) -> None:
         else:
             pipe.vae.eval()
             module = ray.train.torch.prepare_model(pipe.transformer)
-            params = pipe.transformer.parameters()
+            # all weights, or only the adapter's (add_lora froze the rest)
+            params = [p for p in pipe.transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=float(pc["lr"]), weight_decay=0.0)
         if saved is not None and saved.get("optimizer_phase") == phase:
             optimizer.load_state_dict(saved["optimizer"])
@@ -170,7 +188,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 loss = T.vae_step(module, optimizer, T.to_pixels(imgs).to(device))["loss"]
             else:
                 batch = _to(T.encode_batch(pipe, src, tgt, text), device)
-                loss = T.transformer_step(pipe, optimizer, batch, gen, model=module)
+                loss = T.transformer_step(pipe, optimizer, batch, gen, model=module,
+                                          reference_drop=drop_range(pc.get("reference_drop")))
             recent.append(loss)
             state["step"] = step + 1
             done = state["step"] >= int(pc["steps"])
@@ -179,15 +198,21 @@ def train_loop(config: dict[str, Any]) -> None:
                 state["wall_s"] += now - t_last
                 seconds = (now - t_last) / len(recent)
                 t_last = now
-                v = _validate(pipe, phase, val_batch, device)
+                v = _validate(pipe, phase, val_batch)
                 row = {"phase": phase, "step": state["step"], "loss": float(np.mean(recent)), "val": v,
                        "lr": lr, "seconds": seconds, "wall_s": state["wall_s"]}
+                if phase == "transformer":
+                    row["val_drop"] = _validate_drop(pipe, val_batch, pc.get("val_drop"))
+                    if done:
+                        state["val_sweep"] = {f"{r:g}": T.validation_loss(pipe, val_batch, float(r))
+                                              for r in pc.get("val_drop_sweep") or ()}
                 recent = []
                 state["log"].append(row)
                 if rank == 0:
                     _write_log(log_path, state["log"])
                     eta = (int(pc["steps"]) - state["step"]) * seconds
-                    print(f"[{phase} {state['step']}/{pc['steps']}] loss {row['loss']:.4f} val {v:.4f} "
+                    at_drop = "" if row.get("val_drop") is None else f" val@drop {row['val_drop']:.4f}"
+                    print(f"[{phase} {state['step']}/{pc['steps']}] loss {row['loss']:.4f} val {v:.4f}{at_drop} "
                           f"lr {lr:.2e} {seconds:.2f} s/step, phase eta {eta / 60:.1f} min", flush=True)
                 if phase == "vae" and done:
                     # latent statistics -> shift/scale, as the real FLUX VAE config carries them
@@ -199,7 +224,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 elif done:
                     state["phase"] = None
                 if state["step"] % int(config["checkpoint_every"]) == 0 or done or state["phase"] != phase:
-                    _report(pipe, optimizer, phase, state, row, rank, final=state["phase"] is None)
+                    _report(pipe, optimizer, phase, state, row, rank, final=state["phase"] is None, lora=lora)
         saved = None   # a new phase builds its own optimizer
 
 
@@ -220,6 +245,97 @@ def start_from_vae(pipe, folder: str) -> dict[str, Any]:
             "wall_s": log[-1]["wall_s"] if log else 0.0}
 
 
+def is_pipeline_folder(folder: str | None) -> bool:
+    """A folder written by `save_pretrained` (as opposed to a run's checkpoint folder)."""
+    return bool(folder) and (Path(os.path.expanduser(folder)) / "model_index.json").is_file()
+
+
+def load_init_pipeline(folder: str, model_cfg: Any) -> Any:
+    """The pipeline to fine-tune, in fp32 on the CPU (the worker moves it); its transformer must be the one the
+    config's model section describes, so that the config says what was trained."""
+    import torch
+
+    import actors
+
+    pipe = actors.load_pipeline("toy-flux-kontext", path=os.path.expanduser(folder), device="cpu",
+                                dtype=torch.float32)
+    want = {"num_layers": model_cfg.num_layers, "num_single_layers": model_cfg.num_single_layers,
+            "num_attention_heads": model_cfg.num_attention_heads,
+            "attention_head_dim": model_cfg.attention_head_dim, "axes_dims_rope": list(model_cfg.axes_dims_rope)}
+    have = {k: list(v) if isinstance(v, (list, tuple)) else v
+            for k, v in ((k, pipe.transformer.config[k]) for k in want)}
+    if have != want or pipe.vae.config.sample_size != model_cfg.image_size:
+        raise ValueError(f"init_from {folder}: its transformer {have} (images {pipe.vae.config.sample_size}) "
+                         f"is not the config's model {want} (images {model_cfg.image_size})")
+    return pipe
+
+
+def start_from_pipeline(pipe: Any) -> dict[str, Any]:
+    """The state of a fine-tuning run from a saved pipeline: transformer phase at step 0, the folder's VAE and
+    its latent statistics as they are, and a log and wall time of its own."""
+    vae = pipe.vae.config
+    stats = {"shift_factor": float(vae.shift_factor), "scaling_factor": float(vae.scaling_factor)}
+    return {"phase": "transformer", "step": 0, "log": [], "vae_stats": stats, "wall_s": 0.0}
+
+
+def add_lora_from_config(pipe: Any, config: dict[str, Any]) -> bool:
+    """Add the config's LoRA adapter to the transformer (freezing its base weights); False when there is none."""
+    if not config.get("lora_rank"):
+        return False
+    import torch
+
+    from actors.lora import DEFAULT_TARGETS, add_lora
+
+    # peft's random A matrices: seeded by the run's data seed, without touching the process' global generator
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config["data"]["seed"]))
+        add_lora(pipe.transformer, rank=int(config["lora_rank"]), alpha=config.get("lora_alpha"),
+                 targets=config.get("lora_targets") or DEFAULT_TARGETS)
+    return True
+
+
+def restore_weights(pipe: Any, saved: dict[str, Any], lora: bool) -> None:
+    """A checkpoint's weights back into `pipe`: with LoRA the transformer entry holds the adapter only."""
+    from actors.lora import load_adapter_state
+
+    pipe.vae.load_state_dict(saved["vae"])
+    if lora:
+        load_adapter_state(pipe.transformer, saved["transformer"])
+    else:
+        pipe.transformer.load_state_dict(saved["transformer"])
+    if saved["vae_config"]:
+        pipe.vae.register_to_config(**saved["vae_config"])
+
+
+def drop_range(value: Any) -> tuple[float, float] | None:
+    """`transformer.reference_drop` as (low, high), or None when off."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"transformer.reference_drop must be [low, high] or null, got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"transformer.reference_drop must satisfy 0 <= low <= high <= 1, got {value!r}")
+    return low, high
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Fail in the driver, before any worker starts, on fine-tuning options that cannot work."""
+    drop_range(cfg["transformer"].get("reference_drop"))
+    for ratio in [cfg["transformer"].get("val_drop"), *(cfg["transformer"].get("val_drop_sweep") or ())]:
+        if ratio is not None and not 0.0 <= float(ratio) <= 1.0:
+            raise ValueError(f"transformer.val_drop / val_drop_sweep take ratios in [0, 1], got {ratio!r}")
+    init = cfg.get("init_from")
+    if init and not is_pipeline_folder(init) and not (Path(os.path.expanduser(init)) / "state.pt").is_file():
+        raise ValueError(f"init_from {init}: neither a saved pipeline (model_index.json) "
+                         "nor a run checkpoint (state.pt)")
+    if cfg.get("lora_rank") is not None:
+        if int(cfg["lora_rank"]) < 1:
+            raise ValueError(f"lora_rank must be a positive integer, got {cfg['lora_rank']!r}")
+        if not is_pipeline_folder(init):
+            raise ValueError("lora_rank needs init_from = a saved pipeline folder: an adapter adapts a trained base")
+
+
 def _crops(images, crop: int, gen):
     """One random crop per image, aligned to the VAE's 8 px grid so that latents stay in phase."""
     import torch
@@ -237,7 +353,7 @@ def _to(batch, device):
     return batch
 
 
-def _validate(pipe, phase: str, val_batch, device) -> float:
+def _validate(pipe, phase: str, val_batch) -> float:
     """VAE: reconstruction PSNR (dB) of the fixed validation images; transformer: flow-matching loss on
     the fixed validation batch at fixed σ and noise (comparable across steps and runs)."""
     import numpy as np
@@ -250,32 +366,37 @@ def _validate(pipe, phase: str, val_batch, device) -> float:
             pipe.vae.eval()
             recon = pipe.vae.decode(pipe.vae.encode(val_batch).latent_dist.mode(), return_dict=False)[0]
             return float(np.mean([T.psnr(a, b) for a, b in zip(T.to_uint8(recon), T.to_uint8(val_batch))]))
-        pipe.transformer.eval()
-        gen = torch.Generator().manual_seed(12345)
-        n, tokens = val_batch.z_tgt.shape[:2]
-        sigmas = torch.linspace(0.1, 0.9, n)
-        noise = torch.randn(val_batch.z_tgt.shape, generator=gen).to(device)
-        side = int(math.isqrt(tokens)) * 2 * pipe.vae_scale_factor
-        noisy_ids, source_ids = T.image_ids(pipe, side, device)
-        return float(T.flow_matching_loss(pipe.transformer, val_batch.z_src, val_batch.z_tgt, val_batch.prompt_embeds,
-                                          val_batch.pooled, val_batch.text_ids, noisy_ids, source_ids,
-                                          sigmas.to(device), noise))
+    return T.validation_loss(pipe, val_batch)
+
+
+def _validate_drop(pipe, val_batch, ratio: float | None) -> float | None:
+    """The validation loss with a fixed share of the reference tokens dropped (None when not asked for)."""
+    from actors import training as T
+
+    return None if ratio is None else T.validation_loss(pipe, val_batch, float(ratio))
 
 
 def _report(pipe, optimizer, optimizer_phase: str, state: dict[str, Any], row: dict[str, Any], rank: int,
-            final: bool) -> None:
+            final: bool, lora: bool = False) -> None:
+    """A checkpoint: state.pt (weights, optimizer, log), plus with LoRA the adapter alone in `lora/` (loadable
+    as it is), and at the end the full pipeline in `model/` (full fine-tuning)."""
     import torch
     import ray.train
 
-    metrics = {k: v for k, v in row.items()}
+    from actors.lora import adapter_state, save_lora
+
+    metrics = {k: v for k, v in row.items() if v is not None}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            torch.save({**state, "vae": pipe.vae.state_dict(), "transformer": pipe.transformer.state_dict(),
+            weights = adapter_state(pipe.transformer) if lora else pipe.transformer.state_dict()
+            torch.save({**state, "vae": pipe.vae.state_dict(), "transformer": weights,
                         "vae_config": state["vae_stats"], "optimizer": optimizer.state_dict(),
                         "optimizer_phase": optimizer_phase},
                        os.path.join(tmp, "state.pt"))
-            if final:
+            if lora:
+                save_lora(pipe, os.path.join(tmp, "lora"))
+            elif final:
                 pipe.save_pretrained(os.path.join(tmp, "model"), safe_serialization=True)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
@@ -318,6 +439,10 @@ def run(args: argparse.Namespace) -> int:
     from .ablate import init_ray
 
     cfg = load_config(args.config, args.overrides)
+    check_config(cfg)
+    if cfg.get("init_from") and "://" not in cfg["init_from"]:
+        # workers may run elsewhere (another directory, another node of a shared file system)
+        cfg["init_from"] = os.path.abspath(os.path.expanduser(cfg["init_from"]))
     storage = cfg["storage_path"]
     storage = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
     name = cfg["name"] + (time.strftime("-%Y%m%d-%H%M%S") if args.fresh else "")
@@ -339,22 +464,27 @@ def run(args: argparse.Namespace) -> int:
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     out = Path(cfg["output"])
+    lora = bool(cfg.get("lora_rank"))
     with result.checkpoint.as_directory() as d:
-        model_dir = Path(d) / "model"
+        model_dir = Path(d) / ("lora" if lora else "model")
         if not model_dir.is_dir():
-            raise RuntimeError(f"the last checkpoint ({result.checkpoint.path}) holds no final model")
+            raise RuntimeError(f"the last checkpoint ({result.checkpoint.path}) holds no final {model_dir.name}")
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(model_dir, out)
         import torch
 
         state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    keys = ("data", "vae", "transformer", "threads", "scaling", "init_from", "lora_rank", "lora_alpha", "lora_targets")
     summary = {"run": name, "storage": storage, "model_config": loop_cfg["model_resolved"],
-               "train_config": {k: cfg[k] for k in ("data", "vae", "transformer", "threads", "scaling", "init_from")},
-               "wall_s": state["wall_s"], "this_call_s": time.perf_counter() - started, "log": state["log"]}
+               "train_config": {k: cfg[k] for k in keys},
+               "load": {"name": "toy-flux-kontext", "path": cfg["init_from"] if lora else str(out),
+                        "lora": str(out) if lora else None},
+               "wall_s": state["wall_s"], "this_call_s": time.perf_counter() - started,
+               "val_sweep": state.get("val_sweep"), "log": state["log"]}
     (out / "loss.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({"output": str(out), "run": name, "wall_s": round(state["wall_s"], 1),
-                      "final": state["log"][-1] if state["log"] else None}))
+                      "final": state["log"][-1] if state["log"] else None, "val_sweep": state.get("val_sweep")}))
     return 0
 
 

@@ -143,13 +143,20 @@ def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
     sets = [f"storage_path={tmp_path / 'runs'}", f"output={tmp_path / 'model'}", "name=ci",
             f"model={json.dumps(model)}", "vae.steps=2", "vae.batch_size=2", "vae.crop=32",
             "transformer.steps=2", "transformer.batch_size=2", "transformer.warmup=1",
+            "transformer.reference_drop=[0.0, 0.9]", "transformer.val_drop_sweep=[0.0, 0.75]",
             "data.val_n=2", "report_every=1", "checkpoint_every=1"]
     args = ["configs/train_toy.yaml"] + [x for s in sets for x in ("--set", s)]
     assert train.main(args) == 0
     out = tmp_path / "model"
     assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
-    first = json.loads((out / "loss.json").read_text())["log"]
+    summary = json.loads((out / "loss.json").read_text())
+    first = summary["log"]
     assert [(r["phase"], r["step"]) for r in first] == [("vae", 1), ("vae", 2), ("transformer", 1), ("transformer", 2)]
+    # validation with and without the drop, every report of the transformer phase, and a sweep at the end
+    assert all(math.isfinite(r["val_drop"]) and r["val_drop"] != r["val"] for r in first[2:])
+    sweep = summary["val_sweep"]
+    assert list(sweep) == ["0", "0.75"] and sweep["0"] == pytest.approx(first[-1]["val"])
+    assert sweep["0.75"] != sweep["0"]
 
     assert train.main(args + ["--set", "transformer.steps=3"]) == 0
     log = json.loads((out / "loss.json").read_text())["log"]
@@ -180,6 +187,83 @@ def test_start_from_a_trained_vae(tiny, tmp_path):
     torch.save({"vae": tiny.vae.state_dict(), "vae_stats": None, "log": []}, tmp_path / "state.pt")
     with pytest.raises(ValueError, match="not finished its VAE phase"):
         start_from_vae(other, str(tmp_path))
+
+
+def test_transformer_step_drops_reference_tokens_per_sample(tiny):
+    """A few steps with `reference_drop` on: finite losses, weights that move, and a loss that is the
+    gathered-reference loss of the very σ, ε and keep masks the step draws (not the full-context loss)."""
+    from actors.reference_drop import sample_reference_keep
+
+    pipe = T.build_toy_flux_kontext(T.ToyModelConfig(**TINY))
+    src, tgt, text = _records(4)
+    batch = T.encode_batch(pipe, src, tgt, text)
+    b, n = batch.z_tgt.shape[:2]
+    noisy_ids, source_ids = T.image_ids(pipe, 64, torch.device("cpu"))
+    # the step's draws, replayed from the same seed: σ, then ε, then the keep masks
+    g = torch.Generator().manual_seed(7)
+    sigmas, noise = T.sample_sigmas(b, n, g), torch.randn(batch.z_tgt.shape, generator=g)
+    keep = sample_reference_keep(b, n, 0.0, 0.95, g)
+    with torch.no_grad():
+        gathered = np.mean([float(T.flow_matching_loss(
+            pipe.transformer, batch.z_src[i:i + 1, keep[i]], batch.z_tgt[i:i + 1], batch.prompt_embeds[i:i + 1],
+            batch.pooled[i:i + 1], batch.text_ids, noisy_ids, source_ids[keep[i]], sigmas[i:i + 1],
+            noise[i:i + 1])) for i in range(b)])
+        full = float(T.flow_matching_loss(pipe.transformer, batch.z_src, batch.z_tgt, batch.prompt_embeds,
+                                          batch.pooled, batch.text_ids, noisy_ids, source_ids, sigmas, noise))
+    before = [p.detach().clone() for p in pipe.transformer.parameters()]
+    opt = torch.optim.AdamW(pipe.transformer.parameters(), lr=3e-3)
+    losses = [T.transformer_step(pipe, opt, batch, torch.Generator().manual_seed(7 + i), reference_drop=(0.0, 0.95))
+              for i in range(4)]
+    assert losses[0] == pytest.approx(gathered, rel=1e-5) and abs(losses[0] - full) > 1e-4
+    assert all(math.isfinite(x) for x in losses)
+    assert max(float((p.detach() - q).abs().max()) for p, q in zip(pipe.transformer.parameters(), before)) > 1e-3
+
+
+def test_validation_loss_at_a_fixed_drop_is_fixed_and_differs_from_no_drop(tiny):
+    src, tgt, text = _records(3)
+    batch = T.encode_batch(tiny, src, tgt, text)
+    none, half = T.validation_loss(tiny, batch), T.validation_loss(tiny, batch, 0.5)
+    assert none == T.validation_loss(tiny, batch, 0.0) and half == T.validation_loss(tiny, batch, 0.5)
+    assert half != none and math.isfinite(half)
+
+
+def test_fine_tuning_starts_from_a_saved_pipeline(tmp_path):
+    """`init_from` a save_pretrained folder: its weights and latent statistics, the transformer phase at step 0,
+    and a model section that must describe it."""
+    from jobs.train import is_pipeline_folder, load_init_pipeline, start_from_pipeline
+
+    tiny = T.build_toy_flux_kontext(T.ToyModelConfig(**{**TINY, "seed": 3}))
+    tiny.vae.register_to_config(shift_factor=0.125, scaling_factor=1.5)
+    tiny.save_pretrained(tmp_path / "base")
+    assert is_pipeline_folder(str(tmp_path / "base")) and not is_pipeline_folder(str(tmp_path))
+    pipe = load_init_pipeline(str(tmp_path / "base"), T.ToyModelConfig(**TINY))
+    for a, b in zip(pipe.transformer.parameters(), tiny.transformer.parameters()):
+        assert torch.equal(a, b)
+    assert start_from_pipeline(pipe) == {"phase": "transformer", "step": 0, "log": [], "wall_s": 0.0,
+                                         "vae_stats": {"shift_factor": 0.125, "scaling_factor": 1.5}}
+    with pytest.raises(ValueError, match="is not the config's model"):
+        load_init_pipeline(str(tmp_path / "base"), T.ToyModelConfig(**{**TINY, "num_layers": 2}))
+
+
+def test_fine_tuning_options_are_checked_before_training(tmp_path):
+    from jobs.train import check_config, load_config
+
+    with pytest.raises(ValueError, match="reference_drop"):
+        check_config(load_config(None, ["transformer.reference_drop=[0.8, 0.2]"]))
+    with pytest.raises(ValueError, match="reference_drop"):
+        check_config(load_config(None, ["transformer.reference_drop=0.5"]))
+    with pytest.raises(ValueError, match="lora_rank needs init_from"):
+        check_config(load_config(None, ["lora_rank=4"]))
+    with pytest.raises(ValueError, match="neither a saved pipeline"):
+        check_config(load_config(None, [f"init_from={tmp_path}"]))
+    check_config(load_config("configs/finetune_toy_drop.yaml"))
+    drop, nodrop = load_config("configs/finetune_toy_drop.yaml"), load_config("configs/finetune_toy_nodrop.yaml")
+    assert drop["transformer"].pop("reference_drop") == [0.0, 0.95]
+    assert nodrop["transformer"].pop("reference_drop") is None
+    for cfg in (drop, nodrop):   # the two runs differ in the drop only (and where they write)
+        for key in ("name", "output"):
+            cfg.pop(key)
+    assert drop == nodrop and drop["init_from"] == "models/toy-flux-kontext"
 
 
 # ------------------------------------------------------------------ the shipped model

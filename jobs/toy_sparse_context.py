@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,16 +168,24 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 
 
 def _loss_line(label: str, summary: dict[str, Any]) -> str:
-    return f"- `{label}`: " + ", ".join(f"{k} = {v}" for k, v in summary.items()
-                                        if not isinstance(v, (dict, list))) + "\n"
+    """One fine-tune: steps, wall time and its validation loss at each reference-drop ratio."""
+    steps = summary.get("train_config", {}).get("transformer", {}).get("steps", "?")
+    sweep = summary.get("val_sweep") or {}
+    losses = " / ".join(f"{float(v):.3f}" for v in sweep.values())
+    return (f"- `{label}`: {steps} steps in {float(summary.get('wall_s', float('nan'))) / 60:.0f} min; validation "
+            f"flow-matching loss with {' / '.join(sweep)} of the source tokens dropped: {losses}\n")
 
 
 def section(df: pd.DataFrame, losses: dict[str, dict[str, Any]], img: Path, bench: str | None) -> str:
     """The doc section for `docs/toy-results.md`."""
     plot(df, img / "sparse_context.png")
     n = df[df.policy == "full"].record_id.nunique()
-    speed = bench or ("Not measured in this run: `python -m jobs.bench` with `--references` writes it "
-                      "(see `docs/benchmark.md`).")
+    if bench:   # the bench's own summary, its headings nested under this section
+        speed = ("Timed by the benchmark, not on the toy model (a Kontext model takes one reference): "
+                 "quoted from its summary.\n\n" + re.sub(r"^#+ ", "#### ", bench.strip(), flags=re.M))
+    else:
+        speed = ("Not measured for this run: `dropedit bench --model qwen-plus --references 1,3 ...` writes it "
+                 "(see `docs/benchmark.md`), then re-run this command.")
     return f"""## Sparse Context (seed 003)
 
 Three models on the same {n} held-out records: `toy` is the shipped model; `toy-ft-nodrop` and `toy-ft-drop`

@@ -47,3 +47,10 @@ def test_a_missing_copy_is_left_out_not_invented():
     df = _rows()
     assert "toy-ft-nodrop" not in sc.quality_table(df, "psnr_edit")
     assert sc._fmt(float("nan")) == "–"            # an undefined mean is shown as such, not as a number
+
+
+def test_loss_line_reports_the_drop_sweep():
+    line = sc._loss_line("toy-ft-drop", {"train_config": {"transformer": {"steps": 600}}, "wall_s": 606.2,
+                                         "val_sweep": {"0": 0.2153, "0.5": 0.2786}})
+    assert line == ("- `toy-ft-drop`: 600 steps in 10 min; validation flow-matching loss with 0 / 0.5 of the "
+                    "source tokens dropped: 0.215 / 0.279\n")

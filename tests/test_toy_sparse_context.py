@@ -54,3 +54,15 @@ def test_loss_line_reports_the_drop_sweep():
                                          "val_sweep": {"0": 0.2153, "0.5": 0.2786}})
     assert line == ("- `toy-ft-drop`: 600 steps in 10 min; validation flow-matching loss with 0 / 0.5 of the "
                     "source tokens dropped: 0.215 / 0.279\n")
+
+
+def test_findings_need_both_copies_and_follow_the_numbers():
+    df = _rows()
+    assert "missing" in sc.findings(df)
+    nodrop = df[df.model == "toy"].assign(model="toy-ft-nodrop")
+    text = sc.findings(pd.concat([df, nodrop], ignore_index=True))
+    # toy-ft-drop is toy + 1 dB on random only: random helps, the others do not gain
+    assert "`random` selection: **helps** (edit PSNR +1.00 dB at keep 0.50, +1.00 dB at keep 0.25)" in text
+    assert "`saliency` selection: **no consistent effect** (edit PSNR +0.00 dB at keep 0.50" in text
+    # the spread shrinks on toy-ft-drop (random moves up toward the others): 3.0 -> 2.0 dB
+    assert "Decoupling" in text and "**reproduces**" in text and "`toy-ft-drop` 2.00 dB" in text

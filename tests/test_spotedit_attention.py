@@ -137,7 +137,10 @@ def test_fusion_blend_and_cache_update_are_exact(flux_pipe, image_factory):
             k0, v0 = before[i]
             assert torch.equal(layer.noisy_k[:, skipped], fuse(k0, layer.source_k[:, : model.n], alpha)[:, skipped])
             assert torch.equal(layer.noisy_v[:, skipped], fuse(v0, layer.source_v[:, : model.n], alpha)[:, skipped])
-            assert not torch.equal(layer.noisy_k[:, active], k0[:, active])   # active rows: this call's keys
+            # active rows hold this call's keys: in layer 0 they come from the same inputs as before (equal up to
+            # rounding of the smaller matmul), deeper they have seen the fused context, so they moved
+            moved = (layer.noisy_k[:, active] - k0[:, active]).abs().max()
+            assert moved <= TOL if i == 0 else moved > 100 * TOL
     assert torch.equal(fuse(torch.tensor([4.0]), torch.tensor([8.0]), 0.25), torch.tensor([7.0]))
 
 

@@ -13,9 +13,14 @@ import pandas as pd
 Label = Callable[..., str]
 
 
-def _mean(df: pd.DataFrame, label: str, col: str) -> float:
-    v = pd.to_numeric(df[df.label == label][col], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+def finite_mean(values: pd.Series) -> float:
+    """Mean of the finite values (an identical image's PSNR is infinite, a missing one None); NaN if none."""
+    v = pd.to_numeric(values, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
     return float(v.mean()) if len(v) else float("nan")
+
+
+def _mean(df: pd.DataFrame, label: str, col: str) -> float:
+    return finite_mean(df[df.label == label][col])
 
 
 def _verdict(ok: bool) -> str:

@@ -192,8 +192,8 @@ def _table(df: pd.DataFrame, labels: list[str], cols: dict[str, str] = COLUMNS) 
             continue
         cells = []
         for c in cols:
-            v = pd.to_numeric(part[c], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
-            cells.append("–" if v.empty else f"{v.mean():.3f}" if c == "keep_ratio_mean" else f"{v.mean():.2f}")
+            v = toy_findings.finite_mean(part[c])
+            cells.append("–" if math.isnan(v) else f"{v:.3f}" if c == "keep_ratio_mean" else f"{v:.2f}")
         lines.append(f"| {lab} | {len(part)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .toy_findings import finite_mean
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "toy_sparse_context.yaml"
 FINETUNES = {"toy-ft-nodrop": ROOT / "configs" / "finetune_toy_nodrop.yaml",
@@ -89,8 +91,7 @@ METRICS = {"psnr_bg": "bg PSNR", "psnr_edit": "edit PSNR vs target", "psnr_vs_fu
 
 
 def _mean(part: pd.DataFrame, col: str) -> float:
-    v = pd.to_numeric(part[col], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
-    return float(v.mean()) if len(v) else float("nan")
+    return finite_mean(part[col])
 
 
 def _fmt(v: float, digits: int = 2) -> str:

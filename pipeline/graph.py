@@ -46,7 +46,7 @@ def _stages(configs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any
         mine = [c for c in configs if c["model"] == model]
         for stage in ([c for c in mine if c["policy"] == FULL_POLICY], [c for c in mine if c["policy"] != FULL_POLICY]):
             if stage:
-                out.append((mine[0].get("model_name", model), stage))
+                out.append((mine[0]["model_name"], stage))
     return out
 
 

@@ -61,8 +61,6 @@ def test_bench_writes_json_and_markdown(tmp_path, ray_session):
 
 def test_policy_that_fails_on_the_model_is_skipped_with_its_reason(tmp_path):
     # ToPi's defaults exempt 10 layers: a 2-layer model has none left to prune
-    if "topi" not in policies.REGISTRY:
-        pytest.skip("ToPi is not registered")
     out = tmp_path / "bench"
     code = cli.main(["bench", "--sizes", "32", "--steps", "2", "--reps", "1", "--layers", "1",
                      "--single-layers", "1", "--policy", "topi", "--no-pipeline", "--out", str(out)])

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from actors import flops
@@ -73,7 +74,11 @@ def _tiny_flux():
 
 
 def _counted(fn) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    """FLOPs as torch counts the ops that really run. Attention goes through SDPA's math backend, which
+    torch decomposes into the two batched matmuls Q·Kᵀ and A·V: the counter then sees plain matmuls, so the
+    check does not depend on whether this torch has a FLOP formula for the fused CPU kernel (torch 2.14
+    counts none for it)."""
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
@@ -260,3 +265,10 @@ def test_edit_plus_text_tokens_and_the_multi_reference_gain():
         # a step can never gain more than its sequence shrinks, squared (attention); the linears bound it lower
         seq = lambda kept: one[0] + tokens + kept   # noqa: E731
         assert gains[0] < (seq(tokens) / seq(math.ceil(keep * tokens))) ** 2
+
+
+def test_the_counter_sees_attention_as_two_matmuls():
+    """The independent count above includes attention: one SDPA call is Q·Kᵀ plus A·V, 2·(2·n·m·d)."""
+    q, k = torch.randn(1, 2, 9, 16), torch.randn(1, 2, 13, 16)
+    counted = _counted(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k))
+    assert counted == 2 * (2 * 9 * 13 * 16 * 2)

@@ -43,7 +43,8 @@ class ModelAdapter(Protocol):
     family: str
 
     def prepare(self, images: list[PIL.Image.Image], instruction: str, *, seed: int, steps: int,
-                guidance_scale: float | None, height: int | None, width: int | None) -> EditInputs: ...
+                guidance_scale: float | None, height: int | None, width: int | None,
+                max_sequence_length: int = 512) -> EditInputs: ...
 
     def attach(self, inputs: EditInputs) -> contextlib.AbstractContextManager[None]: ...
 

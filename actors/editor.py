@@ -18,6 +18,7 @@ from .adapter import EditInputError, ModelAdapter
 from .architecture import describe
 from .attention_stats import AttentionCollector, collecting_attention
 from .flux_kontext import FluxKontextAdapter
+from .model_defaults import defaults_of
 from .qwen_image_edit import QwenImageEditAdapter
 from .results import EditResult, StepTrace
 from .routing import Routing, routed_blocks
@@ -65,20 +66,39 @@ class Editor:
         self.pipe = pipe
         self.policy = policy
         self.adapter = adapter_for(pipe)
+        self.defaults = defaults_of(pipe)   # what the model's saved files say (toy model: 32 tokens, 128x128)
+
+    def _sizes(self, height: int | None, width: int | None, notes: list[str]) -> tuple[int | None, int | None]:
+        """The model's own size when none is asked for; a note when the asked size is outside its training."""
+        if height is None and width is None and self.defaults.default_size is not None:
+            return self.defaults.default_size
+        if height is not None and width is not None:
+            problem = self.defaults.size_problem(int(height), int(width))
+            if problem:
+                notes.append(problem)
+        return height, width
 
     @torch.no_grad()
     def edit(self, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int = 0, steps: int = 28,
              guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
-             references: Sequence[PIL.Image.Image | str | Path] = (),
+             references: Sequence[PIL.Image.Image | str | Path] = (), max_sequence_length: int | None = None,
              on_step: Callable[[StepTrace], None] | None = None) -> EditResult:
+        """One edit. `max_sequence_length` (text tokens) defaults to the model's saved default, else
+        diffusers' 512; `height`/`width` to the model's trained size, else the adapter's (Kontext: its
+        preferred resolution of the image's aspect)."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise EditInputError("the instruction is empty")
         if int(steps) < 1:
             raise EditInputError(f"steps must be >= 1, got {steps}")
         images = [open_image(image)] + [open_image(r) for r in references]
         started = time.perf_counter()
+        notes: list[str] = []
+        height, width = self._sizes(height, width, notes)
         inputs = self.adapter.prepare(images, instruction, seed=int(seed), steps=int(steps),
-                                      guidance_scale=guidance_scale, height=height, width=width)
+                                      guidance_scale=guidance_scale, height=height, width=width,
+                                      max_sequence_length=int(max_sequence_length or
+                                                              self.defaults.max_sequence_length))
+        inputs.notes[:0] = notes
         device = inputs.latents.device
         transformer = self.pipe.transformer
         arch = describe(transformer)
@@ -146,4 +166,5 @@ class Editor:
         return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels, trace=trace, height=inputs.height, width=inputs.width,
                           seconds=time.perf_counter() - started, latents=z[0].float().cpu(),
                           source_latents=aligned[0].float().cpu(), notes=inputs.notes,
-                          policy_summary=dict(getattr(policy_run, "summary", dict)()))
+                          policy_summary=dict(getattr(policy_run, "summary", dict)()),
+                          policy_params=policy_run.applied())

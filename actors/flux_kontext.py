@@ -17,12 +17,6 @@ from diffusers.pipelines.flux.pipeline_flux_kontext import (
 from .adapter import EditInputError, EditInputs, fresh_scheduler, no_hooks, round_size
 
 
-def t5_length(pipe) -> int:
-    """T5 prompt length: diffusers' 512, or less where the tokenizer says its model was trained on less
-    (the toy model: 32). FLUX's own and the tiny tokenizers say 512, so for them nothing changes."""
-    return min(512, int(getattr(pipe.tokenizer_2, "model_max_length", 512)))
-
-
 class FluxKontextAdapter:
     family = "flux"
     default_guidance = 3.5
@@ -43,7 +37,8 @@ class FluxKontextAdapter:
             raise EditInputError("give both height and width, or neither")
         return round_size(int(height), int(width), multiple_of, notes)
 
-    def prepare(self, images, instruction, *, seed, steps, guidance_scale, height, width) -> EditInputs:
+    def prepare(self, images, instruction, *, seed, steps, guidance_scale, height, width,
+                max_sequence_length: int = 512) -> EditInputs:
         if len(images) != 1:
             raise EditInputError(f"FLUX.1-Kontext edits one image, got {len(images)} references")
         pipe, notes = self.pipe, []
@@ -52,7 +47,7 @@ class FluxKontextAdapter:
         pixels = pipe.image_processor.preprocess(pipe.image_processor.resize(images[0], h, w), h, w)
         prompt_embeds, pooled, text_ids = pipe.encode_prompt(
             prompt=instruction, prompt_2=None, device=device, num_images_per_prompt=1,
-            max_sequence_length=t5_length(pipe))
+            max_sequence_length=max_sequence_length)
         generator = torch.Generator("cpu").manual_seed(seed)
         latents, source, latent_ids, source_ids = pipe.prepare_latents(
             pixels, 1, pipe.transformer.config.in_channels // 4, h, w, prompt_embeds.dtype, device,

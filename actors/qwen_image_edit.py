@@ -49,7 +49,8 @@ class QwenImageEditAdapter:
         proc = self.pipe.image_processor
         return proc.preprocess(proc.resize(image, h, w), h, w).unsqueeze(2)
 
-    def prepare(self, images, instruction, *, seed, steps, guidance_scale, height, width) -> EditInputs:
+    def prepare(self, images, instruction, *, seed, steps, guidance_scale, height, width,
+                max_sequence_length: int = 512) -> EditInputs:
         pipe, notes = self.pipe, []
         if not self.plus and len(images) != 1:
             raise EditInputError(
@@ -71,12 +72,12 @@ class QwenImageEditAdapter:
                 notes.append(f"source encoded at {w}x{h}; diffusers would encode it at {cw}x{ch}")
 
         embeds, mask = pipe.encode_prompt(image=prompt_image, prompt=instruction, device=device,
-                                          num_images_per_prompt=1, max_sequence_length=512)
+                                          num_images_per_prompt=1, max_sequence_length=max_sequence_length)
         gs = self.default_guidance if guidance_scale is None else float(guidance_scale)
         negative = None
         if gs > 1:
             negative = pipe.encode_prompt(image=prompt_image, prompt=NEGATIVE_PROMPT, device=device,
-                                          num_images_per_prompt=1, max_sequence_length=512)
+                                          num_images_per_prompt=1, max_sequence_length=max_sequence_length)
         generator = torch.Generator("cpu").manual_seed(seed)
         latents, source = pipe.prepare_latents(
             pixels, 1, pipe.transformer.config.in_channels // 4, h, w, embeds.dtype, device, generator)

@@ -47,7 +47,15 @@ class EditResult:
     source_latents: torch.Tensor   # packed latents of the first reference [num_noisy, C], on CPU
     notes: list[str] = field(default_factory=list)
     policy_summary: dict = field(default_factory=dict)   # what the policy's run reported, if anything
+    policy_params: dict = field(default_factory=dict)    # every parameter the policy applied, defaults resolved
 
     @property
     def keep_ratio_mean(self) -> float:
+        """Share of source tokens that entered the transformer, averaged over steps."""
         return float(np.mean([s.keep_ratio for s in self.trace])) if self.trace else 1.0
+
+    @property
+    def query_ratio_mean(self) -> float:
+        """Share of noisy tokens whose queries were computed (SpotEdit skips the rest), averaged over steps."""
+        shares = [1.0 if s.active is None or not s.noisy else s.active / s.noisy for s in self.trace]
+        return float(np.mean(shares)) if shares else 1.0

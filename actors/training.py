@@ -13,9 +13,9 @@ The model is a `FluxKontextPipeline` of the real classes (`FluxTransformer2DMode
 
 The text encoders stay frozen at their seeded random weights: a 1-layer T5 keeps token identity through its
 residual path, and the trainable `context_embedder` and attention learn to read it (as FLUX freezes its own
-encoders). The T5 context is 32 tokens, not FLUX's 512: the tokenizer says so (`model_max_length`) and our
-adapter pads prompts to that length, so the transformer is trained on the very sequence it sees at inference
-(the longest toy instruction is 11 tokens). 512 padded tokens would make 80% of every sequence padding and
+encoders). The T5 context is 32 tokens, not FLUX's 512: the saved model says so (`dropedit.json`,
+`max_sequence_length`) and our editor pads prompts to that length by default, so the transformer is trained
+on the very sequence it sees at inference (the longest toy instruction is 11 tokens). 512 padded tokens would make 80% of every sequence padding and
 the training 4-5x slower; diffusers' own `__call__` needs `max_sequence_length=32` for this model. The toy
 transformer has no guidance embedding: it is not guidance-distilled, so `guidance_scale` has no effect on it.
 """
@@ -36,7 +36,7 @@ from .reference_drop import key_mask, sample_reference_keep
 from .tiny_models import FLUX_KONTEXT_SCHEDULER_CONFIG, TEXT_DIM, _seeded
 from .tiny_tokenizers import build_clip_tokenizer, build_t5_tokenizer
 
-T5_LENGTH = 32   # the toy's T5 context (tokenizer_2.model_max_length); the adapter pads prompts to it
+T5_LENGTH = 32   # the toy's T5 context; saved with the model as its `max_sequence_length` (dropedit.json)
 
 
 @dataclass(frozen=True)

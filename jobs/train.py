@@ -483,6 +483,13 @@ def run(args: argparse.Namespace) -> int:
                "wall_s": state["wall_s"], "this_call_s": time.perf_counter() - started,
                "val_sweep": state.get("val_sweep"), "log": state["log"]}
     (out / "loss.json").write_text(json.dumps(summary, indent=1))
+    if not lora:   # what the model was trained on becomes its edit defaults (actors.model_defaults)
+        from actors.model_defaults import ModelDefaults, write_defaults
+        from actors.training import T5_LENGTH
+
+        size = int(loop_cfg["model_resolved"].get("image_size", 128))
+        write_defaults(out, ModelDefaults(T5_LENGTH, ((size, size),)),
+                       f"trained on {T5_LENGTH}-token T5 prompts at {size}x{size} (MODEL_CARD.md)")
     print(json.dumps({"output": str(out), "run": name, "wall_s": round(state["wall_s"], 1),
                       "final": state["log"][-1] if state["log"] else None, "val_sweep": state.get("val_sweep")}))
     return 0

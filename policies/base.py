@@ -88,6 +88,7 @@ class PolicyRun(Protocol):
 
     def plan(self, step: Step) -> Plan: ...
     def observe(self, step: Step, seen: Seen) -> None: ...
+    def applied(self) -> dict[str, Any]: ...   # every parameter as this edit uses it, defaults resolved
 
 
 class Policy(Protocol):

@@ -33,6 +33,9 @@ class SensitivityRun:
             self.total[layer] += float(stats.mass.double().sum()) / stats.calls   # mean over CFG calls
         self.steps += 1
 
+    def applied(self) -> dict[str, Any]:
+        return {}
+
     def summary(self) -> dict[str, Any]:
         """Per-layer sensitivity of this edit, averaged over its steps."""
         return {"context_sensitivity": (self.total / max(self.steps, 1)).tolist(), "steps": self.steps}

@@ -13,6 +13,9 @@ class FullRun:
     def observe(self, step: Step, seen: Seen) -> None:
         pass
 
+    def applied(self) -> dict[str, Any]:
+        return {}
+
 
 class Full:
     name = "full"

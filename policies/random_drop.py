@@ -33,6 +33,9 @@ class RandomRun:
     def observe(self, step: Step, seen: Seen) -> None:
         pass
 
+    def applied(self) -> dict[str, Any]:
+        return self.policy.params()
+
 
 class RandomDrop:
     name = "random"

@@ -91,6 +91,9 @@ class SparseContextRun:
         floor = top_fraction(scores, self.policy.min_keep)
         return keep | floor
 
+    def applied(self) -> dict[str, Any]:
+        return self.policy.params()
+
     def summary(self) -> dict[str, Any]:
         if self.keep is None:
             return {"kept_per_reference": None}

@@ -79,6 +79,9 @@ class SpotEditRun:
     def replace_with_source(self) -> torch.Tensor | None:
         return self.final
 
+    def applied(self) -> dict[str, Any]:
+        return {**self.policy.params(), "reset_steps": sorted(self.resets), "dilate": self.dilate}
+
     def summary(self) -> dict[str, Any]:
         return {"reset_steps": sorted(self.resets), "dilate": self.dilate,
                 "replaced": 0 if self.final is None else int(self.final.sum())}

@@ -63,13 +63,18 @@ class TokenDropRun:
         diff = difference_map(seen.x0, seen.source[: grid[0] * grid[1]], grid)
         self.keep_aligned = adaptive_keep(diff, self.omega, self.policy.kernel, self.policy.blur_sigma)
 
+    def applied(self) -> dict[str, Any]:
+        return {**self.policy.params(), "omega": self.omega, "full_steps": self.full_steps}
+
 
 class TokenDrop:
     name = "tokendrop"
 
     def __init__(self, omega: float | None = None, full_steps: int | None = None, reg: bool = True,
                  kernel: int = 11, blur_sigma: float = 1.0) -> None:
-        self.omega = None if omega is None else as_float("omega", omega)
+        # D is min-max normalised and std(D) <= 0.5: beyond |ω| = 1 the threshold leaves [0, 1] for most
+        # maps and every token is kept (or none); the paper uses 0.1-0.4 and plots small ω.
+        self.omega = None if omega is None else as_float("omega", omega, lo=-1.0, hi=1.0)
         self.full_steps = None if full_steps is None else as_int("full_steps", full_steps, lo=0)
         self.regularize = as_bool("reg", reg)
         self.kernel = as_int("kernel", kernel, lo=1)

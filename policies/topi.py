@@ -66,6 +66,9 @@ class ToPiRun:
         self.anchors.append(step.index)
         self.kept_after_anchor.append(int(self.keep.sum()))
 
+    def applied(self) -> dict[str, Any]:
+        return {**self.policy.params(), "layers": list(self.layers), "layer_source": self.layer_source}
+
     def summary(self) -> dict[str, Any]:
         return {"layers": list(self.layers), "layer_source": self.layer_source, "anchors": self.anchors,
                 "kept_after_anchor": self.kept_after_anchor}

@@ -43,3 +43,35 @@ def test_qwen_full_matches_diffusers_at_its_default_size(qwen_pipe, image_factor
     ref = _reference(qwen_pipe, image, "make it blue", 5, 2, true_cfg_scale=4.0, negative_prompt=" ")
     assert (ours.height, ours.width) == ref.shape[:2]
     assert np.abs(ours.pixels - ref).max() <= TOL
+
+
+def test_flux_text_length_is_diffusers_default_whatever_the_tokenizer_says(flux_pipe, image_factory, monkeypatch):
+    """diffusers pads T5 prompts to max_sequence_length=512 even when the tokenizer says less: so do we."""
+    monkeypatch.setattr(flux_pipe.tokenizer_2, "model_max_length", 64)
+    image = image_factory(64, 64, seed=3)
+    ours = actors.Editor(flux_pipe, policies.make("full")).edit(image, "make it blue", seed=1, steps=2,
+                                                                 height=64, width=64)
+    ref = _reference(flux_pipe, image, "make it blue", 1, 2, height=64, width=64, max_area=64 * 64,
+                     _auto_resize=False, guidance_scale=3.5)
+    assert np.abs(ours.pixels - ref).max() <= TOL
+
+
+def test_toy_model_carries_its_defaults_and_matches_diffusers_given_them(image_factory):
+    """The shipped toy model says (dropedit.json) it reads 32 T5 tokens at 128x128: with no options our edit
+    uses them, and equals diffusers called with the same max_sequence_length; the default matters."""
+    pipe = actors.load_pipeline("toy-flux-kontext")
+    image = image_factory(128, 128, seed=5)
+    ours = actors.Editor(pipe, policies.make("full")).edit(image, "remove the red circle", seed=2, steps=2)
+    assert (ours.width, ours.height) == (128, 128)
+    call = dict(height=128, width=128, max_area=128 * 128, _auto_resize=False)
+    ref = _reference(pipe, image, "remove the red circle", 2, 2, max_sequence_length=32, **call)
+    assert np.abs(ours.pixels - ref).max() <= TOL
+    at_512 = _reference(pipe, image, "remove the red circle", 2, 2, **call)
+    assert np.abs(ours.pixels - at_512).max() > 10 * TOL
+
+
+def test_toy_model_warns_outside_its_trained_size(image_factory):
+    pipe = actors.load_pipeline("toy-flux-kontext")
+    result = actors.Editor(pipe, policies.make("full")).edit(image_factory(64, 64), "invert the colors", steps=1,
+                                                             height=64, width=64)
+    assert any("trained at 128x128 only" in n for n in result.notes)

@@ -15,7 +15,8 @@ import policies
 from pipeline import storage as st
 from pipeline.images import load_image, record_image, record_mask
 from pipeline.metrics import Lpips, background_metrics, fidelity_metrics
-from pipeline.records import STATUS_OK, base_row, error_row, rows_to_table, utcnow, validate_record
+from pipeline.records import (STATUS_OK, EditRecord, base_row, error_row, policy_params_json, rows_to_table, utcnow,
+                              validate_record)
 
 from .editor import Editor
 from .loading import load_pipeline
@@ -104,11 +105,13 @@ class EditActor:
         st.write_bytes(out_uri, png_bytes(result.image), self.storage)
         st.write_bytes(image_uri(self.output, "masks", config["config_id"], record.id),
                        png_bytes(mask_overlay(source, result)), self.storage)
+        self._write_inputs(record, source, mask)
         row = base_row(record, config, self.run_id)
         row.update(self._metrics(result, source, mask, config, record.id))
         row.update(
             output_uri=out_uri, status=STATUS_OK, runtime_s=result.seconds,
-            keep_ratio_mean=result.keep_ratio_mean,
+            policy_applied=policy_params_json(result.policy_params),
+            keep_ratio_mean=result.keep_ratio_mean, query_ratio_mean=result.query_ratio_mean,
             keep_ratio_per_step=[s.keep_ratio for s in result.trace],
             tokens_processed=sum(s.kept for s in result.trace),
             keys_per_step=[s.noisy + s.kept if s.keys is None else s.keys for s in result.trace],
@@ -119,6 +122,18 @@ class EditActor:
             selector_s=sum(s.selector_seconds for s in result.trace),
             device=self.device, started_at=started, finished_at=utcnow())
         return row
+
+    def _write_inputs(self, record: EditRecord, source: PIL.Image.Image, mask: np.ndarray | None) -> None:
+        """Source, mask and target of the record beside the results, once, for reports to show."""
+        stem = st.join_uri(self.output, "inputs", safe_name(record.id))
+        if st.exists(f"{stem}.png", self.storage):
+            return
+        if mask is not None:
+            st.write_bytes(f"{stem}_mask.png", png_bytes(PIL.Image.fromarray(mask.astype(np.uint8) * 255)),
+                           self.storage)
+        if record.target:
+            st.write_bytes(f"{stem}_target.png", png_bytes(load_image(record.target, self.storage)), self.storage)
+        st.write_bytes(f"{stem}.png", png_bytes(source), self.storage)   # last: its presence means "all done"
 
     def _metrics(self, result: EditResult, source: PIL.Image.Image, mask: np.ndarray | None,
                  config: dict[str, Any], record_id: str) -> dict[str, Any]:

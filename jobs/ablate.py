@@ -1,13 +1,15 @@
-"""`dropedit run CONFIG` / `python -m jobs.ablate CONFIG`: run an ablation grid on Ray, write Parquet.
+"""`dropedit run CONFIG` / `python -m jobs.ablate CONFIG`: run an ablation grid on Ray, write Parquet and the
+report.
 
 As the `ray job submit` entrypoint it joins the cluster it is submitted to; on a laptop it starts a
-local Ray. `dropedit run` then writes the report next to the results."""
+local Ray. The configuration is checked (policies, sizes, output) before Ray or any model starts."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+import tempfile
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,19 +32,38 @@ def init_ray() -> None:
         ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False)
 
 
+def write_run_report(results: str, output: str, storage) -> str:
+    """The report beside the results: `OUTPUT/report` (for object storage, written locally and uploaded)."""
+    from pipeline import storage as st
+
+    from . import report
+
+    if "://" not in output:
+        out = os.path.join(output, "report")
+        report.write_report(results, out, storage=storage)
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        report.write_report(results, tmp, storage=storage)
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as f:
+                st.write_bytes(st.join_uri(output, "report", name), f.read(), storage)
+    return st.join_uri(output, "report")
+
+
 def run(args: argparse.Namespace) -> int:
     import policies
-    from pipeline.config import load_config
+    from pipeline.config import expand_grid, load_config
     from pipeline.graph import run_ablation
 
+    from .preflight import check_run
+
     cfg = load_config(args.config, args.overrides, known_policies=policies.REGISTRY)
+    check_run(cfg, expand_grid(cfg))
     init_ray()
     summary = run_ablation(cfg)
     print(json.dumps(summary))
     if not args.no_report:
-        from . import report
-        out = os.path.join(cfg.output, "report") if "://" not in cfg.output else "report"
-        report.write_report(summary["results"], out, storage=cfg.storage)
+        print(json.dumps({"report": write_run_report(summary["results"], cfg.output, cfg.storage)}))
     return 0
 
 
@@ -50,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.ablate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    args.no_report = True
-    return run(args)
+    try:
+        return run(args)
+    except (ValueError, OSError) as err:   # bad input: say what, not a traceback
+        print(f"jobs.ablate: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

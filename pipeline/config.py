@@ -401,6 +401,13 @@ def config_id(conf: Mapping[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def config_label(policy: str, params: Mapping[str, Any]) -> str:
+    """A short name for tables and plots: the policy and the parameters the configuration set."""
+    def text(value: Any) -> str:
+        return json.dumps(_canonical(value), separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
+    return " ".join([policy] + [f"{k}={text(v)}" for k, v in params.items()])
+
+
 def expand_policy(spec: PolicySpec) -> list[dict[str, Any]]:
     """Parameter dicts of one policy: the product over its list-valued parameters."""
     keys = list(spec.params)
@@ -438,6 +445,7 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
                 "guidance_scale": cfg.guidance_scale,
             }
             conf["config_id"] = config_id(conf)
+            conf["label"] = config_label(policy, params)
             if policy == FULL_POLICY and full_id is None:
                 full_id = conf["config_id"]
             conf["full_config_id"] = full_id

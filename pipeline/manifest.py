@@ -1,7 +1,8 @@
 """Read our own manifest format (JSONL, JSON array or Parquet; local or s3://).
 
 One record per row: ``id``, ``image`` (URI), ``instruction``, optional ``mask``
-(PNG URI, white = edited), ``category``, ``references`` (list of URIs).  Relative
+(PNG URI, white = edited), ``category``, ``references`` (list of URIs), optional ``target``
+(the exact expected output, PNG URI; shown in reports).  Relative
 URIs are resolved against the manifest's directory.  Problems with one row
 (unparseable line, missing id, duplicate id) become that record's ``error`` so it
 turns into an error row downstream; only an unreadable manifest raises.
@@ -78,9 +79,10 @@ def _to_record(row: Any, lineno: int, base: str, error: str | None) -> dict[str,
         rec["image"] = st.resolve_uri(image, base)
     elif image is not None and rec["error"] is None:
         rec["error"] = f"row {lineno}: 'image' must be a URI string"
-    mask = row.get("mask")
-    if isinstance(mask, str) and mask:
-        rec["mask"] = st.resolve_uri(mask, base)
+    for key in ("mask", "target"):
+        value = row.get(key)
+        if isinstance(value, str) and value:
+            rec[key] = st.resolve_uri(value, base)
     refs = row.get("references") or []
     if isinstance(refs, str):
         refs = [refs]

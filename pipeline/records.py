@@ -33,6 +33,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "mask_shape",  # [height, width] of the run-list grid (PIE-Bench: [512, 512])
     "category",
     "references",  # list of extra reference image URIs (multi-reference models)
+    "target",  # URI of the exact expected output, where the data set has one (toy data); shown in reports
     "error",  # set by a reader that already knows the record is bad
 )
 
@@ -47,6 +48,7 @@ RECORD_SCHEMA = pa.schema(
         pa.field("mask_shape", pa.list_(pa.int32())),
         pa.field("category", pa.string()),
         pa.field("references", pa.list_(pa.string())),
+        pa.field("target", pa.string()),
         pa.field("error", pa.string()),
     ]
 )
@@ -78,6 +80,7 @@ class EditRecord:
     mask_shape: tuple[int, int] | None = None
     category: str | None = None
     references: tuple[str, ...] = field(default_factory=tuple)
+    target: str | None = None
 
     @property
     def has_mask(self) -> bool:
@@ -126,6 +129,9 @@ def validate_record(rec: Mapping[str, Any]) -> EditRecord:
     if isinstance(refs, str) or not all(isinstance(r, str) and r for r in refs):
         raise RecordError(f"record {rid}: 'references' must be a list of URIs")
     category = rec.get("category")
+    target = rec.get("target") or None
+    if target is not None and not isinstance(target, str):
+        raise RecordError(f"record {rid}: 'target' must be a URI string, got {type(target).__name__}")
     return EditRecord(
         id=str(rid),
         instruction=instruction.strip(),
@@ -136,6 +142,7 @@ def validate_record(rec: Mapping[str, Any]) -> EditRecord:
         mask_shape=shape,  # type: ignore[arg-type]
         category=None if category is None else str(category),
         references=tuple(refs),
+        target=target,
     )
 
 
@@ -148,7 +155,9 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("config_id", pa.string(), nullable=False),
         pa.field("model", pa.string()),
         pa.field("policy", pa.string()),
-        pa.field("policy_params", pa.string()),  # JSON, sorted keys
+        pa.field("policy_params", pa.string()),  # JSON, sorted keys: what the configuration set
+        pa.field("policy_applied", pa.string()),  # JSON: every parameter the edit applied, defaults resolved
+        pa.field("label", pa.string()),  # the configuration's name for tables and plots, e.g. "tokendrop omega=0.4"
         pa.field("height", pa.int32()),
         pa.field("width", pa.int32()),
         pa.field("seed", pa.int64()),
@@ -162,6 +171,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("runtime_s", pa.float64()),
         pa.field("keep_ratio_mean", pa.float64()),
         pa.field("keep_ratio_per_step", pa.list_(pa.float32())),
+        pa.field("query_ratio_mean", pa.float64()),  # noisy tokens whose queries were computed (SpotEdit < 1)
         pa.field("tokens_processed", pa.int64()),
         pa.field("keys_per_step", pa.list_(pa.int32())),    # image tokens every attention layer saw as keys
         pa.field("from_layer_per_step", pa.list_(pa.int32())),  # ToPi: layers before it saw every token
@@ -208,6 +218,7 @@ def base_row(record: Mapping[str, Any] | EditRecord, config: Mapping[str, Any], 
         model=config.get("model"),
         policy=config.get("policy"),
         policy_params=policy_params_json(config.get("policy_params")),
+        label=config.get("label"),
         height=config.get("height"),
         width=config.get("width"),
         seed=config.get("seed"),

@@ -75,6 +75,12 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
     assert pruned["psnr_vs_full"].notna().all() and pruned["lpips_vs_full"].isna().all()
     assert ok["lpips_status"].str.contains("unavailable").all()  # no backbone weights here: no number
     assert all(len(v) == 3 for v in ok["keep_ratio_per_step"])
+    assert set(ok["label"]) == {"full", "tokendrop omega=0.2 full_steps=1"}
+    applied = json.loads(pruned["policy_applied"].iloc[0])   # defaults the config did not set, as applied
+    assert applied["omega"] == 0.2 and applied["kernel"] == 11 and applied["reg"] is True
+    assert (ok["query_ratio_mean"] == 1).all()
+    for suffix in ("", "_mask"):   # inputs beside the results, for reports
+        assert st.exists(f"{s3_prefix}/out/inputs/good-0{suffix}.png")
     for uri in ok["output_uri"]:
         assert uri.startswith("s3://") and st.exists(uri)
         assert st.exists(uri.replace("/images/", "/masks/"))
@@ -87,7 +93,7 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
 
     files = write_report(f"{s3_prefix}/out/results", str(tmp_path / "report"))
     md = open(files["markdown"]).read()
-    assert "tokendrop" in md and "speedup_vs_full" in md
+    assert "tokendrop" in md and "speedup_median" in md
     for key in ("contact_sheet", "speedup_vs_psnr_bg.png", "keep_ratio_per_step.png"):
         assert PIL.Image.open(files[key]).size[0] > 0
 

@@ -1,0 +1,58 @@
+"""Checks a run config can do before any model work: each configuration's policy builds, each model is
+asked only for sizes it was trained at, and the output lands where the user will look for it."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def check_policies(configs: list[dict[str, Any]]) -> None:
+    import policies
+
+    for conf in configs:
+        try:
+            policies.make(conf["policy"], **conf["policy_params"])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"configuration {conf.get('label') or conf['policy']!r}: {err}") from None
+
+
+def check_sizes(configs: list[dict[str, Any]]) -> None:
+    """Refuse sizes outside what a model's saved files say it was trained at (the toy model: 128x128)."""
+    from actors.loading import SHIPPED
+    from actors.model_defaults import read_defaults
+
+    for conf in configs:
+        folder = conf.get("model_path") or SHIPPED.get(conf["model_name"])
+        problem = read_defaults(folder).size_problem(conf["height"], conf["width"])
+        if problem:
+            raise ValueError(f"model {conf['model']!r} at resolution {conf['width']}x{conf['height']}: {problem}; "
+                             "change `resolutions` in the config")
+
+
+def ray_job_working_dir() -> str | None:
+    """The working_dir of the `ray job submit` this process is the entrypoint of, if any."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        return (json.loads(raw).get("runtime_env") or {}).get("working_dir")
+    except (ValueError, AttributeError):
+        return None
+
+
+def check_output(output: str) -> None:
+    """Under `ray job submit --working-dir`, a relative output would be written inside Ray's temporary copy
+    of the working directory, where nobody looks and which Ray deletes: refuse it with the way out."""
+    if "://" in output or os.path.isabs(os.path.expanduser(output)):
+        return
+    if ray_job_working_dir():
+        raise ValueError(f"output {output!r} is relative, and this job runs in Ray's temporary copy of the "
+                         "working directory: pass an absolute path or s3:// URI, e.g. "
+                         "`--set output=$PWD/results` on the submitting machine")
+
+
+def check_run(cfg: Any, configs: list[dict[str, Any]]) -> None:
+    check_output(cfg.output)
+    check_policies(configs)
+    check_sizes(configs)

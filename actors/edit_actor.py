@@ -13,6 +13,7 @@ import pyarrow as pa
 
 import policies
 from pipeline import storage as st
+from pipeline.storage import safe_name
 from pipeline.images import load_image, record_image, record_mask
 from pipeline.metrics import Lpips, background_metrics, fidelity_metrics
 from pipeline.records import (STATUS_OK, EditRecord, base_row, error_row, policy_params_json, rows_to_table, utcnow,
@@ -21,11 +22,6 @@ from pipeline.records import (STATUS_OK, EditRecord, base_row, error_row, policy
 from .editor import Editor
 from .loading import load_pipeline
 from .results import EditResult
-
-
-def safe_name(record_id: str) -> str:
-    """A record id as one path component."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(record_id)) or "_"
 
 
 def image_uri(output: str, kind: str, config_id: str, record_id: str) -> str:

@@ -1,21 +1,28 @@
-"""`dropedit report RESULTS [--out DIR]`: the paper-style table, plots and a contact sheet from the Parquet."""
+"""`dropedit report RESULTS [--out DIR]`: the table, plots and a labelled grid from the results Parquet.
+
+Parts: names of configurations (report_labels), paired speedups and their caveats (report_speed), reasons
+for missing metrics (report_notes), plots (report_plots), the image grid (report_grid)."""
 from __future__ import annotations
 
 import argparse
 import os
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from .report_labels import config_labels, config_order
+from .report_notes import missing_metric_lines
+from .report_speed import STATS, speed_notes, speedup_stats
 
 GROUP = ["model", "policy", "policy_params", "height", "width"]
 METRICS = ["psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full"]
+TABLE_FIELDS = ("model", "height", "width")   # a table row spans seeds: only these may go into its name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="results folder (local or s3://), e.g. results/results")
     p.add_argument("--out", default="report", help="local folder for the report")
-    p.add_argument("--sheet-records", type=int, default=4, help="records on the contact sheet")
+    p.add_argument("--sheet-records", type=int, default=4, help="records (rows) on the image grid")
 
 
 def load_results(results: str, storage: Any = None) -> pd.DataFrame:
@@ -27,109 +34,87 @@ def load_results(results: str, storage: Any = None) -> pd.DataFrame:
     return latest_rows(table).to_pandas()
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model x policy x size: runtime, speedup vs full, keep ratio, background and fidelity metrics.
+def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """`table_label` names a table row (any seed); `config_label` one configuration (adds seed, steps)."""
+    df = df.copy()
+    df["table_label"] = config_labels(df, TABLE_FIELDS)
+    df["config_label"] = config_labels(df)
+    return df
 
-    The speedup compares medians of the denoising loop's time (`loop_s`): whole-edit runtimes also hold
-    encoding, decoding and, for an actor's first edit, its warm-up. Results written before `loop_s`
-    existed fall back to `runtime_s`.
-    """
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x policy x size: edits, errors, times, paired speedup vs full, keep ratio and metrics.
+
+    The speedup is the median over records of full's time / this configuration's time on the same record,
+    seed and steps (`loop_s`, the denoising loop; `runtime_s` where missing), with p25, p75 and n."""
+    df = df if "table_label" in df else _with_labels(df)
     ok = df[df["status"] == "ok"].copy()
     if "loop_s" not in ok or ok["loop_s"].isna().all():
         ok["loop_s"] = ok["runtime_s"]
     agg = ok.groupby(GROUP, dropna=False).agg(
-        edits=("record_id", "count"), runtime_s=("runtime_s", "mean"), loop_s=("loop_s", "median"),
-        keep_ratio=("keep_ratio_mean", "mean"), **{m: (m, "mean") for m in METRICS}).reset_index()
-    errors = df[df["status"] != "ok"].groupby(GROUP, dropna=False).size().rename("errors")
-    agg = agg.merge(errors.reset_index(), on=GROUP, how="left").fillna({"errors": 0})
-    full = agg[agg["policy"] == "full"].set_index(["model", "height", "width"])["loop_s"]
-    agg["speedup_vs_full"] = [
-        full.get((m, h, w), np.nan) / r if r else np.nan
-        for m, h, w, r in zip(agg["model"], agg["height"], agg["width"], agg["loop_s"])]
-    cols = GROUP + ["edits", "errors", "runtime_s", "loop_s", "speedup_vs_full", "keep_ratio"] + METRICS
-    return agg[cols].sort_values(GROUP).reset_index(drop=True)
+        label=("table_label", "first"), edits=("record_id", "count"), runtime_s=("runtime_s", "mean"),
+        loop_s=("loop_s", "median"), keep_ratio=("keep_ratio_mean", "mean"),
+        **{m: (m, "mean") for m in METRICS}).reset_index()
+    errors = df[df["status"] != "ok"].groupby(GROUP, dropna=False).agg(
+        errors=("record_id", "count"), error_label=("table_label", "first")).reset_index()
+    agg = agg.merge(errors, on=GROUP, how="outer")   # a configuration whose every edit failed still shows
+    agg["label"] = agg["label"].fillna(agg["error_label"])
+    agg = agg.fillna({"errors": 0, "edits": 0}).astype({"errors": int, "edits": int})
+    agg = agg.merge(speedup_stats(df, GROUP)[GROUP + STATS], on=GROUP, how="left")
+    agg["speedup_n"] = agg["speedup_n"].fillna(0).astype(int)   # no pair is a count of 0, not a missing number
+    cols = ["label"] + GROUP + ["edits", "errors", "runtime_s", "loop_s"] + STATS + ["keep_ratio"] + METRICS
+    order = {label: i for i, label in enumerate(config_order(agg, "label"))}
+    agg = agg.sort_values(["model", "height", "width", "label"],
+                          key=lambda col: col.map(order) if col.name == "label" else col)
+    return agg[cols].reset_index(drop=True)
 
 
-def _plots(df: pd.DataFrame, table: pd.DataFrame, out: str) -> list[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for policy, part in table.groupby("policy"):
-        ax.scatter(part["speedup_vs_full"], part["psnr_bg"], label=policy)
-    ax.set_xlabel("speedup vs full (same run)")
-    ax.set_ylabel("background PSNR (dB)")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(os.path.join(out, "speedup_vs_psnr_bg.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ok = df[df["status"] == "ok"]
-    for (policy, params), part in ok.groupby(["policy", "policy_params"]):
-        steps = np.array([np.asarray(v, float) for v in part["keep_ratio_per_step"]], dtype=object)
-        length = min(len(s) for s in steps)
-        ax.plot(np.mean([s[:length] for s in steps], axis=0), label=f"{policy} {params}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("kept source tokens (fraction)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(os.path.join(out, "keep_ratio_per_step.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    return paths
+def markdown(table: pd.DataFrame, df: pd.DataFrame) -> str:
+    """summary.md: the table (n/a = not computed), why each n/a, and how far to trust the speedups."""
+    shown = table.drop(columns=["policy", "policy_params"]).astype(object)
+    shown = shown.where(shown.notna(), None)   # tabulate prints None as missingval, NaN as "nan"
+    parts = ["# dropedit report", "", shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a"), ""]
+    notes = missing_metric_lines(df, METRICS, "table_label")
+    if notes:
+        parts += ["## Metrics not computed (n/a above)", "",
+                  "No number is filled in; means are over the edits that have the metric.", "", *notes, ""]
+    stats = speedup_stats(df, GROUP + ["table_label"]).rename(columns={"table_label": "label"})
+    order = {label: i for i, label in enumerate(config_order(table, "label"))}
+    stats = stats.sort_values("label", key=lambda col: col.map(order))
+    parts += ["## Speedups", *_paragraphs(speed_notes(stats)), ""]
+    return "\n".join(parts)
 
 
-def contact_sheet(df: pd.DataFrame, out: str, n_records: int, storage: Any = None) -> str | None:
-    """Rows of records; columns: full output, then each policy's output and its keep mask."""
-    from PIL import Image
-
-    from pipeline import storage as st
-    from pipeline.images import image_from_bytes
-
-    ok = df[df["status"] == "ok"].sort_values(["policy", "policy_params"])
-    records = list(dict.fromkeys(ok["record_id"]))[:n_records]
-    if not records:
-        return None
-    configs = list(dict.fromkeys(zip(ok["config_id"], ok["policy"])))
-    configs.sort(key=lambda c: c[1] != "full")
-    tile = 128
-    sheet = Image.new("RGB", (tile * 2 * len(configs), tile * len(records)), "white")
-    for r, record in enumerate(records):
-        for c, (config_id, _) in enumerate(configs):
-            row = ok[(ok["record_id"] == record) & (ok["config_id"] == config_id)]
-            if row.empty:
-                continue
-            uri = row["output_uri"].iloc[0]
-            for k, u in enumerate((uri, uri.replace("/images/", "/masks/"))):
-                try:
-                    im = image_from_bytes(st.read_bytes(u, storage), u)
-                except Exception:   # noqa: BLE001 - a missing tile stays blank
-                    continue
-                sheet.paste(im.resize((tile, tile)), ((2 * c + k) * tile, r * tile))
-    path = os.path.join(out, "contact_sheet.png")
-    sheet.save(path)
-    return path
+def _paragraphs(lines: list[str]) -> list[str]:
+    # bullets stay one list; every other line is its own paragraph
+    out: list[str] = []
+    for line in lines:
+        out += [line] if line.startswith("- ") and out and out[-1].startswith("- ") else ["", line]
+    return out
 
 
 def write_report(results: str, out: str, storage: Any = None, sheet_records: int = 4) -> dict[str, str]:
+    """Write summary.md/.csv, the two plots, the labelled grid and the keep-mask sheet; return their paths."""
+    from .report_grid import write_grids
+    from .report_plots import keep_ratio_plot, speedup_plot
+
     os.makedirs(out, exist_ok=True)
-    df = load_results(results, storage)
+    df = _with_labels(load_results(results, storage))
     table = summary_table(df)
-    md = os.path.join(out, "summary.md")
-    with open(md, "w") as f:
-        f.write(table.to_markdown(index=False, floatfmt=".4g") + "\n")
-    table.to_csv(os.path.join(out, "summary.csv"), index=False)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    files = {"markdown": md, "csv": os.path.join(out, "summary.csv")}
-    for p in _plots(df, table, out):
-        files[os.path.basename(p)] = p
-    sheet = contact_sheet(df, out, sheet_records, storage)
-    if sheet:
-        files["contact_sheet"] = sheet
+    files = {"markdown": os.path.join(out, "summary.md"), "csv": os.path.join(out, "summary.csv")}
+    text = markdown(table, df)
+    with open(files["markdown"], "w") as f:
+        f.write(text)
+    table.to_csv(files["csv"], index=False)
+    print(text.replace("  \n", "\n"))
+    order = config_order(table, "label")
+    for path in (speedup_plot(table, order, out), keep_ratio_plot(df, order, out, "table_label")):
+        files[os.path.basename(path)] = path
+    grids = write_grids(df, results, out, sheet_records, storage)
+    if "images" in grids:
+        files["contact_sheet"] = grids["images"]
+    if "masks" in grids:
+        files["masks"] = grids["masks"]
     return files
 
 

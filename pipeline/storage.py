@@ -411,3 +411,8 @@ def localize_model_path(path: str, cache_dir: str, storage: StorageLike = None) 
     if is_s3(path):
         return sync_prefix_to_local(path, cache_dir, storage)
     return os.path.abspath(_strip_file_scheme(path))
+
+
+def safe_name(record_id: str) -> str:
+    """A record id as one path component."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(record_id)) or "_"

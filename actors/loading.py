@@ -63,7 +63,7 @@ def load_pipeline(name: str, path: str | Path | None = None, device: str | torch
     if path is not None:
         if not Path(path).is_dir():
             raise EditInputError(f"model path {str(path)!r} is not a local folder")
-        pipe = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        pipe = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
     elif build is not None:
         pipe = build()
         if pipe.transformer.dtype != dtype:

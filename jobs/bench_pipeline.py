@@ -26,7 +26,7 @@ def demo_records(count: int, folder: Path) -> str:
     out = folder / "bench_manifest.jsonl"
     with out.open("w") as f:
         for i in range(count):
-            rec = {k: v for k, v in demo[i % len(demo)].items() if k != "mask"}
+            rec = {k: v for k, v in demo[i % len(demo)].items() if k not in ("mask", "target")}
             rec["id"] = f"{rec['id']}-{i}"
             rec["image"] = str((DEMO_MANIFEST.parent / rec["image"]).resolve())
             f.write(json.dumps(rec) + "\n")

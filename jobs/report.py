@@ -8,10 +8,11 @@ import argparse
 import os
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .report_labels import config_labels, config_order
-from .report_notes import missing_metric_lines
+from .report_notes import identical_lines, missing_metric_lines
 from .report_speed import STATS, speed_notes, speedup_stats
 
 GROUP = ["model", "policy", "policy_params", "height", "width"]
@@ -22,7 +23,7 @@ TABLE_FIELDS = ("model", "height", "width")   # a table row spans seeds: only th
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="results folder (local or s3://), e.g. results/results")
     p.add_argument("--out", default="report", help="local folder for the report")
-    p.add_argument("--sheet-records", type=int, default=4, help="records (rows) on the image grid")
+    p.add_argument("--sheet-records", type=int, default=8, help="records (rows) on the image grid")
 
 
 def load_results(results: str, storage: Any = None) -> pd.DataFrame:
@@ -42,6 +43,12 @@ def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def finite_mean(values: pd.Series) -> float:
+    """Mean over finite values: an output identical to its reference has PSNR = ∞ (counted in the notes)."""
+    finite = values[np.isfinite(values.astype(float))]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per model x policy x size: edits, errors, times, paired speedup vs full, keep ratio and metrics.
 
@@ -54,7 +61,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     agg = ok.groupby(GROUP, dropna=False).agg(
         label=("table_label", "first"), edits=("record_id", "count"), runtime_s=("runtime_s", "mean"),
         loop_s=("loop_s", "median"), keep_ratio=("keep_ratio_mean", "mean"),
-        **{m: (m, "mean") for m in METRICS}).reset_index()
+        **{m: (m, finite_mean) for m in METRICS}).reset_index()
     errors = df[df["status"] != "ok"].groupby(GROUP, dropna=False).agg(
         errors=("record_id", "count"), error_label=("table_label", "first")).reset_index()
     agg = agg.merge(errors, on=GROUP, how="outer")   # a configuration whose every edit failed still shows
@@ -74,7 +81,7 @@ def markdown(table: pd.DataFrame, df: pd.DataFrame) -> str:
     shown = table.drop(columns=["policy", "policy_params"]).astype(object)
     shown = shown.where(shown.notna(), None)   # tabulate prints None as missingval, NaN as "nan"
     parts = ["# dropedit report", "", shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a"), ""]
-    notes = missing_metric_lines(df, METRICS, "table_label")
+    notes = missing_metric_lines(df, METRICS, "table_label") + identical_lines(df, "table_label")
     if notes:
         parts += ["## Metrics not computed (n/a above)", "",
                   "No number is filled in; means are over the edits that have the metric.", "", *notes, ""]
@@ -93,7 +100,7 @@ def _paragraphs(lines: list[str]) -> list[str]:
     return out
 
 
-def write_report(results: str, out: str, storage: Any = None, sheet_records: int = 4) -> dict[str, str]:
+def write_report(results: str, out: str, storage: Any = None, sheet_records: int = 8) -> dict[str, str]:
     """Write summary.md/.csv, the two plots, the labelled grid and the keep-mask sheet; return their paths."""
     from .report_grid import write_grids
     from .report_plots import keep_ratio_plot, speedup_plot

@@ -14,7 +14,8 @@ from .report_labels import config_order
 
 BACKGROUND = ("psnr_bg", "ssim_bg", "mse_bg")
 VS_FULL = ("psnr_vs_full", "ssim_vs_full", "lpips_vs_full")
-NO_MASK = "no ground-truth mask for these records (or `background` not in metrics.compute)"
+NO_MASK = ("no background to score: the record has no ground-truth mask, or its mask covers the whole image "
+           "(a global edit such as grayscale), or `background` is not in metrics.compute")
 NO_FULL = "no `full` output of the same record to compare with (or `vs_full` not in metrics.compute)"
 Entry = tuple[str, int, int]   # (configuration, edits without the metric, ok edits)
 # lpips_status joins per-target messages as "bg: ...; vs_full: ..." (actors/edit_actor.py)
@@ -67,6 +68,24 @@ def missing_metric_lines(df: pd.DataFrame, metrics: list[str], label_col: str = 
             for reason, k in nan.apply(lambda r: row_reason(r, metric), axis=1).value_counts(sort=False).items():
                 found[(metric, reason)].append((label, int(k), len(ok)))
     return _merge_lines(found, n_configs=len(labels))
+
+
+def identical_lines(df: pd.DataFrame, label_col: str = "config_label") -> list[str]:
+    """PSNR is infinite where an output equals its reference exactly (e.g. a policy that kept every token
+    matches `full`): such edits are left out of the table's mean, and this says how many."""
+    lines = []
+    for metric in ("psnr_vs_full", "psnr_bg"):
+        if metric not in df:
+            continue
+        ok = df[(df["status"] == "ok") & df[metric].notna()]
+        for label in config_order(ok, label_col):
+            values = ok.loc[ok[label_col] == label, metric]
+            k = int((values == float("inf")).sum())
+            if k:
+                lines.append(f"- `{metric}` of {label}: {k} of {len(values)} edits are identical to the reference "
+                             "(PSNR = ∞); the mean is over the others" + (" (none left: n/a)" if k == len(values)
+                                                                            else "") + ".")
+    return lines
 
 
 def _merge_lines(found: dict[tuple[str, str], list[Entry]], n_configs: int) -> list[str]:

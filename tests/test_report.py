@@ -3,6 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import PIL.Image
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -124,7 +125,7 @@ def test_missing_metrics_get_a_sentence_with_their_reason_and_no_number(tmp_path
            f"(3 of 3 edits). Why: LPIPS {LPIPS_WHY}." in notes
     assert "`psnr_vs_full`, `ssim_vs_full`, `lpips_vs_full`: n/a for full (3 of 3 edits). " \
            "Why: full is the reference." in notes
-    assert "- `psnr_bg`, `lpips_bg`: n/a for every configuration (1 of 3 edits each). Why: no ground-truth mask" \
+    assert "- `psnr_bg`, `lpips_bg`: n/a for every configuration (1 of 3 edits each). Why: no background to score: the record has no ground-truth mask" \
         in notes                                                          # r2 has no mask
     assert "`ssim_bg`, `mse_bg`: n/a for every configuration" in notes   # never written by this fake run
 
@@ -199,3 +200,22 @@ def test_wrap_keeps_to_width_and_line_count(text, lines):
     out = report_grid.wrap(text, fnt, 150, 2)
     assert len(out) == lines and all(fnt.getlength(line) <= 150 for line in out)
     assert out[-1].endswith("…") == (lines == 2)
+
+
+def test_outputs_identical_to_full_leave_the_psnr_mean_finite_and_are_counted(tmp_path):
+    results = make_results(tmp_path, TIMES)
+    df = load_results(results)
+    first_a = df.index[(df["config_id"] == "a") & (df["record_id"] == "r0")][0]
+    df.loc[first_a, "psnr_vs_full"] = float("inf")   # policy a kept every token on r0: equals full exactly
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f"{results}/part-0.parquet")
+    table = summary_table(_with_labels(load_results(results)))
+    assert _row(table, "tokendrop", "0.4")["psnr_vs_full"] == pytest.approx(25.0)   # finite: over r1, r2
+    md = open(write_report(results, str(tmp_path / "rep"))["markdown"]).read()
+    assert "1 of 3 edits are identical to the reference (PSNR = ∞)" in md
+
+
+def test_whole_image_mask_is_named_as_a_reason():
+    from jobs.report_notes import row_reason
+
+    reason = row_reason(pd.Series({"policy": "full", "psnr_bg": float("nan")}), "psnr_bg")
+    assert "covers the whole image" in reason

@@ -1,15 +1,30 @@
 """The seam between a pruning policy and the sampling loop.
 
-A `Policy` is an immutable, validated set of hyper-parameters. `Policy.start` returns a fresh
-`PolicyRun` for one edit: every mask, score or random generator lives on that object, so two
-records, two actors or two threads never share policy state.
+A `Policy` is an immutable set of hyper-parameters, declared as pydantic fields and validated on
+construction. `Policy.start` returns a fresh `PolicyRun` for one edit: every mask, score or random
+generator lives on that object, so two records, two actors or two threads never share policy state.
+A policy says which engine mechanisms its plans use in `needs`; the engine installs those and no others.
+
+A new policy is one module, registered where it is defined:
+
+    class KeepCorners(Policy, name="keep_corners"):      # registered in REGISTRY as "keep_corners"
+        size: Annotated[Integer, Field(ge=1)] = 1         # a parameter (types in policies.params)
+        def start(self, run: RunInfo) -> PolicyRun: ...   # its plans use no mechanism: needs = Needs()
+
+`policies.make("keep_corners", size=2)` builds it once the module is imported
+(tests/test_policy_registration.py runs one).
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar
 
+import pydantic
 import torch
+from pydantic import ConfigDict
+
+from .params import PolicyError, policy_error
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,7 @@ class CachedContext:
     """Noisy tokens without queries (`Plan.active_noisy`) and source tokens that are not recomputed still
     serve as keys and values, from a per-edit K/V cache that every full step refreshes (SpotEdit).
 
-    As a policy's `context` attribute it says what full steps must cache; in a plan, what this step uses.
+    In a policy's `needs.query_skip` it says what full steps must cache; in a plan, what this step uses.
     """
 
     noisy: bool = True             # inactive noisy tokens keep their cached K/V (False: they are absent)
@@ -81,60 +96,77 @@ class Seen:
     attention: dict[int, Any] = field(default_factory=dict)   # layer -> actors.attention_stats.LayerStats
 
 
-class PolicyRun(Protocol):
-    """May also define `summary() -> dict`: what the edit's result should carry (e.g. calibration scores),
-    and `replace_with_source() -> bool tensor | None`: noisy tokens overwritten by the source latent before
-    decoding (SpotEdit's final replacement)."""
+@dataclass(frozen=True)
+class Needs:
+    """Engine mechanisms a policy's plans use; the engine installs these and no others.
+    Gathering source tokens at the transformer's input (Plan.keep_source, from layer 0) needs nothing."""
 
+    layer_routing: bool = False               # plans with from_layer > 0 (and merge): ToPi Mode B
+    attention_stats: bool = False             # plans with attention_layers
+    query_skip: CachedContext | None = None   # plans with active_noisy; what full steps cache (SpotEdit)
+    token_scores: bool = False                # uses RunInfo.token_scores (SpotSelector, VAE-decoder features)
+
+
+class PolicyRun(abc.ABC):
+    """One edit's state: the plan of each step, and what the policy learns from the step it ran."""
+
+    @abc.abstractmethod
     def plan(self, step: Step) -> Plan: ...
-    def observe(self, step: Step, seen: Seen) -> None: ...
-    def applied(self) -> dict[str, Any]: ...   # every parameter as this edit uses it, defaults resolved
+
+    def observe(self, step: Step, seen: Seen) -> None:
+        return None   # default: nothing to learn
+
+    @abc.abstractmethod
+    def applied(self) -> dict[str, Any]:
+        """Every parameter as this edit uses it, defaults resolved."""
+
+    def summary(self) -> dict[str, Any]:
+        return {}     # what the edit's result should carry (e.g. calibration scores)
+
+    def replace_with_source(self) -> torch.Tensor | None:
+        return None   # bool over noisy tokens overwritten by the source latent before decoding (SpotEdit)
 
 
-class Policy(Protocol):
-    name: str
-    regularize: bool   # apply TokenDrop's source-consistency closed form where tokens were dropped
-    # optional `context: CachedContext | None`: what the K/V cache keeps at full steps (SpotEdit)
-
-    def params(self) -> dict[str, Any]: ...
-    def start(self, run: RunInfo) -> PolicyRun: ...
+# name -> policy class; filled by `Policy` subclasses declared with `name=...` as their modules are imported
+REGISTRY: dict[str, type[Policy]] = {}
 
 
-class PolicyError(ValueError):
-    """A policy name or parameter that cannot be accepted; the message names the accepted values."""
+class Policy(pydantic.BaseModel):
+    """Immutable validated hyper-parameters; subclasses declare them as fields and implement `start`."""
 
+    # extra="forbid": an unknown parameter is an error, not silently ignored
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
-def as_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
-        return value.lower() in {"true", "1", "yes", "on"}
-    raise PolicyError(f"parameter {name!r} must be a boolean (true/false), got {value!r}")
+    name: ClassVar[str]
+    needs: ClassVar[Needs] = Needs()   # or a property where it depends on the parameters
 
+    def __init_subclass__(cls, name: str | None = None, **kw: Any) -> None:
+        """`class X(Policy, name="x")` registers X in REGISTRY under "x" (no name: not registered)."""
+        super().__init_subclass__(**kw)
+        if name is None:
+            return
+        taken = REGISTRY.get(name)
+        # the same class defined again (a module reloaded) replaces itself; any other class is refused
+        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise PolicyError(f"policy name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+        cls.name = name
+        REGISTRY[name] = cls
 
-def as_float(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-             hi_open: bool = False) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise PolicyError(f"parameter {name!r} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or out != out:
-        raise PolicyError(f"parameter {name!r} must be a number, got {value!r}")
-    if lo is not None and out < lo or hi is not None and (out > hi or hi_open and out >= hi):
-        bracket = ")" if hi_open else "]"
-        raise PolicyError(f"parameter {name!r} must lie in [{lo}, {hi}{bracket}, got {value!r}")
-    return out
+    def __init__(self, **params: Any) -> None:
+        try:
+            super().__init__(**params)
+        except pydantic.ValidationError as err:
+            raise policy_error(type(self), err) from None
 
+    @property
+    def regularize(self) -> bool:
+        """TokenDrop's source-consistency sampler where tokens were dropped: the policy's `reg` parameter."""
+        return bool(getattr(self, "reg", False))
 
-def as_int(name: str, value: Any, lo: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise PolicyError(f"parameter {name!r} must be an integer, got {value!r}")
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise PolicyError(f"parameter {name!r} must be an integer, got {value!r}") from None
-    if out != float(value):
-        raise PolicyError(f"parameter {name!r} must be an integer, got {value!r}")
-    if lo is not None and out < lo:
-        raise PolicyError(f"parameter {name!r} must be >= {lo}, got {value!r}")
-    return out
+    def params(self) -> dict[str, Any]:
+        """Every parameter, JSON-friendly, in declared order (Parquet's `policy_params`)."""
+        return self.model_dump(mode="json")
+
+    @abc.abstractmethod
+    def start(self, run: RunInfo) -> PolicyRun:
+        """A fresh run for one edit."""

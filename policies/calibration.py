@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
-from .base import Plan, PolicyError, RunInfo, Seen, Step
+from .base import Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 
 FORMAT = "dropedit.topi-calibration/1"
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "calibration"
@@ -17,7 +17,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "calibration"
 PAPER_LAYERS = {("FluxTransformer2DModel", 57): (13, 18, 31), ("QwenImageTransformer2DModel", 60): (35, 37, 42)}
 
 
-class SensitivityRun:
+class SensitivityRun(PolicyRun):
     """Full context at every step; every layer reports Σ_h Σ_noisy i Σ_source j A (Eq. 4's inner sum)."""
 
     def __init__(self, run: RunInfo) -> None:
@@ -41,14 +41,12 @@ class SensitivityRun:
         return {"context_sensitivity": (self.total / max(self.steps, 1)).tolist(), "steps": self.steps}
 
 
-class ContextSensitivity:
-    """A calibration pass, not a pruning policy: it drops nothing and only measures."""
+class ContextSensitivity(Policy):
+    """A calibration pass, not a pruning policy: it drops nothing and only measures (so it is not
+    registered: `policies.make` does not offer it)."""
 
-    name = "calibration"
-    regularize = False
-
-    def params(self) -> dict[str, Any]:
-        return {}
+    name: ClassVar[str] = "calibration"
+    needs = Needs(attention_stats=True)
 
     def start(self, run: RunInfo) -> SensitivityRun:
         return SensitivityRun(run)

@@ -3,29 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Plan, RunInfo, Seen, Step
+from .base import Plan, Policy, PolicyRun, RunInfo, Step
 
 
-class FullRun:
+class FullRun(PolicyRun):
     def plan(self, step: Step) -> Plan:
         return Plan()
-
-    def observe(self, step: Step, seen: Seen) -> None:
-        pass
 
     def applied(self) -> dict[str, Any]:
         return {}
 
 
-class Full:
-    name = "full"
-    regularize = False
-
-    def __init__(self) -> None:
-        pass
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
+class Full(Policy, name="full"):
     def start(self, run: RunInfo) -> FullRun:
         return FullRun()

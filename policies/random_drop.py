@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
-from .base import Plan, PolicyError, RunInfo, Seen, Step, as_bool, as_float, as_int
+from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Step
+from .params import Count, Integer, Number
 
 
-class RandomRun:
+class RandomRun(PolicyRun):
     def __init__(self, policy: "RandomDrop", run: RunInfo) -> None:
         self.policy, self.run = policy, run
         self.generator = torch.Generator("cpu").manual_seed(run.seed * 1_000_003 + policy.seed)
@@ -30,31 +32,16 @@ class RandomRun:
         keep[torch.randperm(total, generator=self.generator)[:kept]] = True
         return Plan(keep_source=keep.to(self.run.device))
 
-    def observe(self, step: Step, seen: Seen) -> None:
-        pass
-
     def applied(self) -> dict[str, Any]:
         return self.policy.params()
 
 
-class RandomDrop:
-    name = "random"
-
-    def __init__(self, ratio: float = 0.5, budget: Sequence[int] | None = None, full_steps: int = 0,
-                 reg: bool = False, seed: int = 0) -> None:
-        self.ratio = as_float("ratio", ratio, 0.0, 1.0, hi_open=True)
-        if budget is not None:
-            if isinstance(budget, (str, bytes)) or not isinstance(budget, Sequence):
-                raise PolicyError(f"parameter 'budget' must be a list of kept-token counts, one per step, got {budget!r}")
-            budget = [as_int("budget[]", b, lo=0) for b in budget]
-        self.budget = budget
-        self.full_steps = as_int("full_steps", full_steps, lo=0)
-        self.regularize = as_bool("reg", reg)
-        self.seed = as_int("seed", seed)
-
-    def params(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "budget": self.budget, "full_steps": self.full_steps,
-                "reg": self.regularize, "seed": self.seed}
+class RandomDrop(Policy, name="random"):
+    ratio: Annotated[Number, Field(ge=0.0, lt=1.0)] = 0.5   # drops ceil(ratio * L) source tokens per step
+    budget: tuple[Count, ...] | None = None   # kept source tokens per step (another run's trace), not ratio
+    full_steps: Count = 0
+    reg: bool = False
+    seed: Integer = 0
 
     def start(self, run: RunInfo) -> RandomRun:
         if self.budget is not None and len(self.budget) != run.steps:

@@ -15,14 +15,17 @@ repeated); with `adaptive`, each reference keeps the smallest set holding `mass`
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, get_args
 
 import torch
+from pydantic import BeforeValidator, Field, field_serializer
 
-from .base import Plan, PolicyError, RunInfo, Seen, Step, as_bool, as_float, as_int
+from .base import Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
+from .params import Fraction, Integer, Seed, layer_numbers
 from .topi_select import minimal_mass_set
 
-STRATEGIES = ("random", "residual", "attention", "saliency")
+Strategy = Literal["random", "residual", "attention", "saliency"]
+STRATEGIES = get_args(Strategy)
 
 
 def saliency(source: torch.Tensor) -> torch.Tensor:
@@ -40,7 +43,7 @@ def top_fraction(scores: torch.Tensor, fraction: float) -> torch.Tensor:
     return keep
 
 
-class SparseContextRun:
+class SparseContextRun(PolicyRun):
     def __init__(self, policy: "SparseContext", run: RunInfo) -> None:
         self.policy, self.run = policy, run
         self.sizes = [h * w for h, w in run.source_grids]
@@ -104,39 +107,46 @@ class SparseContextRun:
         return {"kept_per_reference": out, "tokens_per_reference": self.sizes}
 
 
-class SparseContext:
-    name = "sparse_context"
+def _fractions(value: Any) -> list[Any]:
+    """One fraction for every reference, or a list of them (one per reference, the last repeated)."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise PolicyError("parameter 'keep' needs at least one fraction")
+    return values
 
-    def __init__(self, strategy: str = "residual", keep: float | Sequence[float] = 0.5,
-                 adaptive: bool = False, mass: float = 0.9, min_keep: float = 0.1, warmup_steps: int = 2,
-                 layers: str | Sequence[int] | None = None, reg: bool = False, seed: int = 0) -> None:
-        if strategy not in STRATEGIES:
-            raise PolicyError(f"parameter 'strategy' must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        self.strategy = strategy
-        values = keep if isinstance(keep, (list, tuple)) else [keep]
-        if not values:
-            raise PolicyError("parameter 'keep' needs at least one fraction")
-        self.keep = [as_float("keep", v, lo=0.0, hi=1.0) for v in values]
-        self.adaptive = as_bool("adaptive", adaptive)
-        self.mass = as_float("mass", mass, lo=0.0, hi=1.0)
-        self.min_keep = as_float("min_keep", min_keep, lo=0.0, hi=1.0)
-        self.warmup_steps = as_int("warmup_steps", warmup_steps, lo=1)   # selection needs one observed step
-        self.regularize = as_bool("reg", reg)
-        self.seed = as_int("seed", seed, lo=0)
-        if layers is None or layers == "all":
-            self.layers = None
-        else:
-            parts = layers.split(",") if isinstance(layers, str) else layers
-            try:
-                self.layers = tuple(sorted({as_int("layers", p, lo=0) for p in parts}))
-            except PolicyError:
-                raise PolicyError(f"parameter 'layers' must be 'all' or layer numbers, got {layers!r}") from None
 
-    def params(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "keep": self.keep if len(self.keep) > 1 else self.keep[0],
-                "adaptive": self.adaptive, "mass": self.mass, "min_keep": self.min_keep,
-                "warmup_steps": self.warmup_steps, "layers": "all" if self.layers is None else list(self.layers),
-                "reg": self.regularize, "seed": self.seed}
+def _layers(value: Any) -> tuple[int, ...] | None:
+    """"all" (or None) is every layer: None; else layer numbers, as a list or "1,3"."""
+    if value is None or value == "all":
+        return None
+    numbers = layer_numbers(value)
+    if numbers is None:
+        raise PolicyError(f"parameter 'layers' must be 'all' or layer numbers, got {value!r}")
+    return numbers
+
+
+class SparseContext(Policy, name="sparse_context"):
+    strategy: Strategy = "residual"
+    keep: Annotated[tuple[Fraction, ...], BeforeValidator(_fractions)] = (0.5,)
+    adaptive: bool = False           # budget from the score: the smallest set holding `mass` of it
+    mass: Fraction = 0.9
+    min_keep: Fraction = 0.1         # adaptive never keeps fewer than this share
+    warmup_steps: Annotated[Integer, Field(ge=1)] = 2   # selection needs one observed step
+    layers: Annotated[tuple[int, ...] | None, BeforeValidator(_layers)] = None   # for attention; None: all
+    reg: bool = False
+    seed: Seed = 0
+
+    @property
+    def needs(self) -> Needs:  # type: ignore[override]
+        return Needs(attention_stats=self.strategy == "attention")   # only attention reads statistics
+
+    @field_serializer("keep")
+    def _keep_out(self, keep: tuple[float, ...]) -> float | list[float]:
+        return keep[0] if len(keep) == 1 else list(keep)
+
+    @field_serializer("layers")
+    def _layers_out(self, layers: tuple[int, ...] | None) -> str | list[int]:
+        return "all" if layers is None else list(layers)
 
     def start(self, run: RunInfo) -> SparseContextRun:
         return SparseContextRun(self, run)

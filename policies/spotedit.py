@@ -12,16 +12,20 @@ it was when last computed, and its latent moves on the straight line toward it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field
 
-from .base import CachedContext, Plan, PolicyError, RunInfo, Seen, Step, as_bool, as_float, as_int
+from .base import CachedContext, Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
+from .params import Count, Integer, Number, sorted_unique
 
-FUSIONS = ("spotfusion", "static", "none")
-SELECTORS = ("lpips_vae", "l2", "cosine")
+Fusion = Literal["spotfusion", "static", "none"]   # recursive blend toward the source / cache as is / naive skip
+Selector = Literal["lpips_vae", "l2", "cosine"]     # distances of x̂0 to the source (actors.spot_selector)
+FUSIONS, SELECTORS = get_args(Fusion), get_args(Selector)
 PAPER_STEPS = 50
 OFFICIAL_RESETS = (13, 22, 31)        # the official code's reset steps for 50 steps (both families)
 OFFICIAL_DILATE = {"flux": 0, "qwen": 1}
@@ -46,7 +50,7 @@ def dilate_edited(unchanged: torch.Tensor, grid: tuple[int, int], radius: int) -
     return ~grown.flatten()
 
 
-class SpotEditRun:
+class SpotEditRun(PolicyRun):
     def __init__(self, policy: "SpotEdit", run: RunInfo) -> None:
         if run.token_scores is None:
             raise PolicyError("policy 'spotedit' needs the editor's token scorer (RunInfo.token_scores)")
@@ -63,10 +67,9 @@ class SpotEditRun:
         if self.is_full(step.index) or self.unchanged is None or not bool(self.unchanged.any()):
             return Plan()
         self.final = self.unchanged
-        p = self.policy
-        alpha = fusion_alpha(step.sigma) if p.fusion == "spotfusion" else None
-        return Plan(active_noisy=~self.unchanged,
-                    context=CachedContext(noisy=p.fusion != "none", source=p.condition_cache, alpha=alpha))
+        alpha = fusion_alpha(step.sigma) if self.policy.fusion == "spotfusion" else None
+        context = dataclasses.replace(self.policy.needs.query_skip, alpha=alpha)
+        return Plan(active_noisy=~self.unchanged, context=context)
 
     def observe(self, step: Step, seen: Seen) -> None:
         following = step.index + 1
@@ -87,36 +90,26 @@ class SpotEditRun:
                 "replaced": 0 if self.final is None else int(self.final.sum())}
 
 
-class SpotEdit:
-    name = "spotedit"
-    regularize = False
+class SpotEdit(Policy, name="spotedit"):
+    tau: Number = 0.2                       # score <= tau is non-edited, on the selector's raw scale
+    selector: Selector = "lpips_vae"
+    fusion: Fusion = "spotfusion"
+    condition_cache: bool = True            # source tokens' K/V cached at full steps, not recomputed
+    initial_steps: Annotated[Integer, Field(ge=1)] = 4   # the first x̂0 needs a full step
+    # None: the official 13, 22, 31 of 50, scaled to the step count; () = no reset
+    reset_steps: Annotated[tuple[Count, ...], AfterValidator(sorted_unique)] | None = None
+    dilate: Count | None = None             # None: the official value for the family (Kontext 0, Qwen 1)
 
-    def __init__(self, tau: float = 0.2, selector: str = "lpips_vae", fusion: str = "spotfusion",
-                 condition_cache: bool = True, initial_steps: int = 4, reset_steps: list[int] | None = None,
-                 dilate: int | None = None) -> None:
-        self.tau = as_float("tau", tau)
-        if selector not in SELECTORS:
-            raise PolicyError(f"parameter 'selector' must be one of {', '.join(SELECTORS)}, got {selector!r}")
-        if fusion not in FUSIONS:
-            raise PolicyError(f"parameter 'fusion' must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-        self.selector, self.fusion = selector, fusion
-        self.condition_cache = as_bool("condition_cache", condition_cache)
-        self.initial_steps = as_int("initial_steps", initial_steps, lo=1)   # the first x̂0 needs a full step
-        if reset_steps is not None:
-            if isinstance(reset_steps, (str, bytes)) or not hasattr(reset_steps, "__iter__"):
-                raise PolicyError(f"parameter 'reset_steps' must be a list of step indices, "
-                                  f"got {reset_steps!r}")
-            reset_steps = tuple(sorted({as_int("reset_steps", s, lo=0) for s in reset_steps}))
-        self.reset_steps = reset_steps
-        self.dilate = None if dilate is None else as_int("dilate", dilate, lo=0)
+    @property
+    def needs(self) -> Needs:  # type: ignore[override]
         # what full steps cache: the non-edited context (unless naive skip) and the source tokens
-        self.context = CachedContext(noisy=fusion != "none", source=self.condition_cache)
+        return Needs(query_skip=CachedContext(noisy=self.fusion != "none", source=self.condition_cache),
+                     token_scores=True)
 
-    def params(self) -> dict[str, Any]:
-        return {"tau": self.tau, "selector": self.selector, "fusion": self.fusion,
-                "condition_cache": self.condition_cache, "initial_steps": self.initial_steps,
-                "reset_steps": None if self.reset_steps is None else list(self.reset_steps),
-                "dilate": self.dilate}
+    @property
+    def context(self) -> CachedContext | None:
+        """engine transition: actors/editor.py still reads `policy.context`; removed with the new engine."""
+        return self.needs.query_skip
 
     def start(self, run: RunInfo) -> SpotEditRun:
         return SpotEditRun(self, run)

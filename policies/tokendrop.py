@@ -4,12 +4,14 @@ threshold = triangle(D_t) - ω·std(D_t); all tokens during the first `full_step
 regularized sampler (`reg`, on by default), which stands in for the dropped tokens."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torchvision.transforms.functional as TF
+from pydantic import Field, field_validator
 
-from .base import Plan, PolicyError, RunInfo, Seen, Step, as_bool, as_float, as_int
+from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
+from .params import Count, Integer, Number
 from .triangle import triangle_threshold
 
 # The paper's settings per model family: (ω, full steps).
@@ -39,7 +41,7 @@ def adaptive_keep(diff: torch.Tensor, omega: float, kernel: int = 11, sigma: flo
     return d > triangle_threshold(d) - omega * float(std)
 
 
-class TokenDropRun:
+class TokenDropRun(PolicyRun):
     def __init__(self, policy: "TokenDrop", run: RunInfo) -> None:
         defaults = PAPER_DEFAULTS.get(run.family, PAPER_DEFAULTS["flux"])
         self.omega = defaults[0] if policy.omega is None else policy.omega
@@ -67,24 +69,21 @@ class TokenDropRun:
         return {**self.policy.params(), "omega": self.omega, "full_steps": self.full_steps}
 
 
-class TokenDrop:
-    name = "tokendrop"
+class TokenDrop(Policy, name="tokendrop"):
+    # D is min-max normalised and std(D) <= 0.5: beyond |ω| = 1 the threshold leaves [0, 1] for most
+    # maps and every token is kept (or none); the paper uses 0.1-0.4 and plots small ω.
+    omega: Number | None = Field(None, ge=-1.0, le=1.0)   # None: the paper's value for the model family
+    full_steps: Count | None = None                        # None: the paper's value for the model family
+    reg: bool = True
+    kernel: Annotated[Integer, Field(ge=1)] = 11
+    blur_sigma: Annotated[Number, Field(gt=0.0)] = 1.0
 
-    def __init__(self, omega: float | None = None, full_steps: int | None = None, reg: bool = True,
-                 kernel: int = 11, blur_sigma: float = 1.0) -> None:
-        # D is min-max normalised and std(D) <= 0.5: beyond |ω| = 1 the threshold leaves [0, 1] for most
-        # maps and every token is kept (or none); the paper uses 0.1-0.4 and plots small ω.
-        self.omega = None if omega is None else as_float("omega", omega, lo=-1.0, hi=1.0)
-        self.full_steps = None if full_steps is None else as_int("full_steps", full_steps, lo=0)
-        self.regularize = as_bool("reg", reg)
-        self.kernel = as_int("kernel", kernel, lo=1)
-        if self.kernel % 2 == 0:
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, kernel: int) -> int:
+        if kernel % 2 == 0:   # a Gaussian kernel needs a centre
             raise PolicyError(f"parameter 'kernel' must be odd, got {kernel!r}")
-        self.blur_sigma = as_float("blur_sigma", blur_sigma, lo=1e-6)
-
-    def params(self) -> dict[str, Any]:
-        return {"omega": self.omega, "full_steps": self.full_steps, "reg": self.regularize,
-                "kernel": self.kernel, "blur_sigma": self.blur_sigma}
+        return kernel
 
     def start(self, run: RunInfo) -> TokenDropRun:
         return TokenDropRun(self, run)

@@ -7,33 +7,32 @@ the full context and the remaining layers on the kept tokens and their positions
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, get_args
 
 import torch
+from pydantic import BeforeValidator, Field, PrivateAttr
 
-from .base import Plan, PolicyError, RunInfo, Seen, Step, as_bool, as_float, as_int
+from .base import Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 from .calibration import auto_layers, calibrated_layers, read_calibration
-from .topi_select import LAYER_CHOICES, SCORES, choose_layers, minimal_mass_set, token_scores
+from .params import Count, Integer, Number, Seed, layer_numbers
+from .topi_select import LAYER_CHOICES, Score, choose_layers, minimal_mass_set, token_scores
 
-MODES = ("prune", "merge")
-
-
-def _explicit_layers(value: Any) -> tuple[int, ...] | None:
-    """A list of layer numbers, or a comma-separated string of them; None when `value` is not one."""
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.strip("[]").split(",") if p.strip()]
-        if not parts or not all(p.lstrip("-").isdigit() for p in parts):
-            return None
-        value = parts
-    if isinstance(value, (list, tuple)):
-        try:
-            return tuple(sorted({as_int("layers", v, lo=0) for v in value}))
-        except PolicyError:
-            raise PolicyError(f"parameter 'layers' must list layer numbers >= 0, got {value!r}") from None
-    return None
+Mode = Literal["prune", "merge"]   # prune: drop the tokens; merge: average each into its nearest kept one
+MODES = get_args(Mode)
 
 
-class ToPiRun:
+def _layers(value: Any) -> str | tuple[int, ...]:
+    """A word (auto, first, ...) or a calibration file's path stays a string; numbers become a sorted tuple."""
+    numbers = layer_numbers(value)
+    if numbers is not None:
+        return numbers
+    if not isinstance(value, str):
+        raise PolicyError(f"parameter 'layers' must be {', '.join(LAYER_CHOICES)}, a calibration "
+                          f"file or a list of layer numbers, got {value!r}")
+    return value
+
+
+class ToPiRun(PolicyRun):
     def __init__(self, policy: "ToPi", run: RunInfo) -> None:
         if policy.exempt_layers >= run.num_layers:
             raise PolicyError(f"exempt_layers={policy.exempt_layers} leaves no layer to prune on a "
@@ -74,33 +73,35 @@ class ToPiRun:
                 "kept_after_anchor": self.kept_after_anchor}
 
 
-class ToPi:
-    name = "topi"
+class ToPi(Policy, name="topi"):
+    needs = Needs(layer_routing=True, attention_stats=True)
 
-    def __init__(self, tau: float = 0.85, interval: int = 10, exempt_layers: int = 10,
-                 layers: str | Sequence[int] = "auto", top_m: int = 3, score: str = "influence",
-                 mode: str = "prune", static: bool = False, reg: bool = False, seed: int = 0) -> None:
-        self.tau = as_float("tau", tau, lo=0.0, hi=1.0)
-        self.interval = as_int("interval", interval, lo=1)
-        self.exempt_layers = as_int("exempt_layers", exempt_layers, lo=0)
-        self.top_m = as_int("top_m", top_m, lo=1)
-        self.static = as_bool("static", static)
-        self.regularize = as_bool("reg", reg)
-        self.seed = as_int("seed", seed, lo=0)
-        if score not in SCORES:
-            raise PolicyError(f"parameter 'score' must be one of {', '.join(SCORES)}, got {score!r}")
-        if mode not in MODES:
-            raise PolicyError(f"parameter 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
-        self.score, self.mode = score, mode
-        self.explicit = _explicit_layers(layers)
-        self.calibration = None
-        if self.explicit is None:
-            if not isinstance(layers, str):
-                raise PolicyError(f"parameter 'layers' must be {', '.join(LAYER_CHOICES)}, a calibration "
-                                  f"file or a list of layer numbers, got {layers!r}")
-            if layers not in LAYER_CHOICES:
-                self.calibration = read_calibration(layers)   # a file: read once, checked per edit
-        self.layers = layers if self.explicit is None else list(self.explicit)
+    tau: Annotated[Number, Field(ge=0.0, le=1.0)] = 0.85   # share of the total score the kept tokens hold
+    interval: Annotated[Integer, Field(ge=1)] = 10          # steps between anchors
+    exempt_layers: Count = 10                               # layers that run on every token
+    layers: Annotated[str | tuple[int, ...], BeforeValidator(_layers)] = "auto"
+    top_m: Annotated[Integer, Field(ge=1)] = 3              # layers for first / last / random
+    score: Score = "influence"
+    mode: Mode = "prune"
+    static: bool = False                                    # one anchor (step 0) instead of every interval
+    reg: bool = False
+    seed: Seed = 0                                          # for layers=random
+
+    _calibration: dict[str, Any] | None = PrivateAttr(None)
+
+    def model_post_init(self, context: Any) -> None:
+        if isinstance(self.layers, str) and self.layers not in LAYER_CHOICES:
+            self._calibration = read_calibration(self.layers)   # a file: read once, checked per edit
+
+    @property
+    def explicit(self) -> tuple[int, ...] | None:
+        """The layers given as numbers, else None."""
+        return self.layers if isinstance(self.layers, tuple) else None
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The calibration document when `layers` names a file, else None."""
+        return self._calibration
 
     def resolve_layers(self, run: RunInfo) -> tuple[tuple[int, ...], str]:
         if self.explicit is not None:
@@ -110,11 +111,6 @@ class ToPi:
         if self.layers == "auto":
             return auto_layers(run)
         return choose_layers(self.layers, run.num_layers, self.top_m, self.seed), self.layers
-
-    def params(self) -> dict[str, Any]:
-        return {"tau": self.tau, "interval": self.interval, "exempt_layers": self.exempt_layers,
-                "layers": self.layers, "top_m": self.top_m, "score": self.score, "mode": self.mode,
-                "static": self.static, "reg": self.regularize, "seed": self.seed}
 
     def start(self, run: RunInfo) -> ToPiRun:
         return ToPiRun(self, run)

@@ -6,11 +6,12 @@ as `actors.attention_stats.LayerStats` provides them.
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, get_args
 
 import torch
 
-SCORES = ("influence", "attention", "similarity")
+Score = Literal["influence", "attention", "similarity"]
+SCORES = get_args(Score)
 LAYER_CHOICES = ("auto", "first", "last", "random", "all")
 
 

@@ -3,7 +3,7 @@
 A step whose plan leaves some noisy tokens without queries gathers the active noisy tokens (and the source
 tokens that are recomputed) at the transformer's input through the routing seam (`actors.routing`, from
 layer 0: hidden rows, rotary rows, Qwen's `modulate_index`), so that every projection and MLP runs on them
-alone. When the policy keeps a K/V cache (`policy.context`), partial-attention processors
+alone. When the policy keeps a K/V cache (`policy.needs.query_skip`), partial-attention processors
 (`actors.spot_attention`) complete the keys and values from it; without one, tokens without queries are
 simply absent. The velocity of the active tokens is scattered back; the others keep their last velocity.
 """
@@ -18,15 +18,9 @@ import torch
 from policies.base import CachedContext, Plan
 
 from .adapter import EditInputs
+from .families import family as family_named
 from .routing import Routing
-from .spot_attention import SpotCall, SpotKV, flux_key_rotary, qwen_key_rotary, spot_attention
-
-
-def _key_rotary(transformer: torch.nn.Module, family: str, inputs: EditInputs) -> Any:
-    c = inputs.cond
-    if family == "flux":
-        return flux_key_rotary(transformer, torch.cat([c["latent_ids"], c["source_ids"]]))
-    return qwen_key_rotary(transformer, c["img_shapes"], inputs.latents.device)
+from .spot_attention import SpotCall, SpotKV, spot_attention
 
 
 class ActiveNoisy:
@@ -35,7 +29,8 @@ class ActiveNoisy:
         self.transformer, self.family = transformer, family
         self.n, self.s = inputs.latents.shape[1], inputs.source.shape[1]
         self.kv = None if context is None else SpotKV(
-            num_noisy=self.n, num_source=self.s, key_rotary=_key_rotary(transformer, family, inputs),
+            num_noisy=self.n, num_source=self.s,
+            key_rotary=family_named(family).key_rotary(transformer, inputs.cond, inputs.latents.device),
             cache_noisy=context.noisy, cache_source=context.source)
         self.index: torch.Tensor | None = None    # active noisy tokens of this step; None = all
         self.source_rows = self.s                 # source tokens entering the transformer this step

@@ -1,8 +1,9 @@
 """Attention statistics that no attention backend returns: Σ_i A_ij over noisy queries i, per head and
 source key j, and the value norms ‖v_j‖ per head (ToPi Eq. 4 and 9).
 
-A processor wrapper sits on every attention module for one edit. On the layers a step asks for, it
-recomputes the joint (post-norm, post-RoPE) q, k, v exactly as the stock processor does, computes the
+A processor wrapper (the family's, `actors.families`) sits on every attention module for one edit. On the
+layers a step asks for, it recomputes the joint (post-norm, post-RoPE) q, k, v exactly as the stock
+processor does, computes the
 softmax of the noisy queries against all keys in chunks of queries (never the full matrix), and then
 calls the wrapped processor unchanged, so the layer's output is the stock one.
 """
@@ -14,10 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
-from diffusers.models.embeddings import apply_rotary_emb
-from diffusers.models.transformers.transformer_flux import _get_qkv_projections
-from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
 
+from .families import family
 from .routing import transformer_layers
 
 
@@ -112,88 +111,12 @@ class AttentionCollector:
         self.seconds += time.perf_counter() - started
 
 
-def flux_joint_qkv(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
-                   image_rotary_emb: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v of FluxAttnProcessor over [text, image], after qk-norm and RoPE."""
-    q, k, v, eq, ek, ev = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
-    q, k, v = (t.unflatten(-1, (-1, attn.head_dim)) for t in (q, k, v))
-    q, k = attn.norm_q(q), attn.norm_k(k)
-    if attn.added_kv_proj_dim is not None:
-        eq, ek, ev = (t.unflatten(-1, (-1, attn.head_dim)) for t in (eq, ek, ev))
-        q = torch.cat([attn.norm_added_q(eq), q], dim=1)
-        k = torch.cat([attn.norm_added_k(ek), k], dim=1)
-        v = torch.cat([ev, v], dim=1)
-    if image_rotary_emb is not None:
-        q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1)
-        k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
-    return q, k, v
-
-
-def qwen_joint_qkv(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                   image_rotary_emb: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v of QwenDoubleStreamAttnProcessor2_0 over [text, image], after qk-norm and RoPE."""
-    head_dim = attn.inner_dim // attn.heads
-    split = lambda t: t.unflatten(-1, (-1, head_dim))   # noqa: E731
-    iq, ik, iv = split(attn.to_q(hidden_states)), split(attn.to_k(hidden_states)), split(attn.to_v(hidden_states))
-    tq = split(attn.add_q_proj(encoder_hidden_states))
-    tk = split(attn.add_k_proj(encoder_hidden_states))
-    tv = split(attn.add_v_proj(encoder_hidden_states))
-    iq = attn.norm_q(iq) if attn.norm_q is not None else iq
-    ik = attn.norm_k(ik) if attn.norm_k is not None else ik
-    tq = attn.norm_added_q(tq) if attn.norm_added_q is not None else tq
-    tk = attn.norm_added_k(tk) if attn.norm_added_k is not None else tk
-    if image_rotary_emb is not None:
-        img_freqs, txt_freqs = image_rotary_emb
-        iq, ik = apply_rotary_emb_qwen(iq, img_freqs, use_real=False), apply_rotary_emb_qwen(ik, img_freqs, use_real=False)
-        tq, tk = apply_rotary_emb_qwen(tq, txt_freqs, use_real=False), apply_rotary_emb_qwen(tk, txt_freqs, use_real=False)
-    return torch.cat([tq, iq], dim=1), torch.cat([tk, ik], dim=1), torch.cat([tv, iv], dim=1)
-
-
-class FluxStatsProcessor:
-    """Wraps a Flux attention processor; reports statistics when its layer is asked for."""
-
-    def __init__(self, inner: Any, layer: int, collector: AttentionCollector) -> None:
-        self.inner, self.layer, self.collector = inner, layer, collector
-
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> Any:
-        c = self.collector
-        if encoder_hidden_states is not None:
-            c.text_len = encoder_hidden_states.shape[1]
-        if self.layer in c.layers:
-            q, k, v = flux_joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
-            image = hidden_states if encoder_hidden_states is not None else hidden_states[:, c.text_len:]
-            c.record(self.layer, q, k, v, image, None)   # Flux's pipelines never pass an attention mask
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-
-
-class QwenStatsProcessor:
-    """Wraps a Qwen double-stream attention processor; reports statistics when its layer is asked for."""
-
-    def __init__(self, inner: Any, layer: int, collector: AttentionCollector) -> None:
-        self.inner, self.layer, self.collector = inner, layer, collector
-
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 encoder_hidden_states_mask: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> Any:
-        c = self.collector
-        if self.layer in c.layers:
-            c.text_len = encoder_hidden_states.shape[1]
-            q, k, v = qwen_joint_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
-            key_mask = None
-            if encoder_hidden_states_mask is not None:
-                image = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
-                key_mask = torch.cat([encoder_hidden_states_mask.bool(), image], dim=1)
-            c.record(self.layer, q, k, v, hidden_states, key_mask)
-        return self.inner(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
-                          attention_mask, image_rotary_emb)
-
-
 @contextlib.contextmanager
-def collecting_attention(transformer: torch.nn.Module, family: str,
+def collecting_attention(transformer: torch.nn.Module, family_name: str,
                          collector: AttentionCollector) -> Iterator[None]:
-    """Wrap every attention processor for one edit; restore the originals afterwards, whatever happens."""
-    wrapper = FluxStatsProcessor if family == "flux" else QwenStatsProcessor
+    """Wrap every attention processor for one edit with the family's statistics processor; restore the
+    originals afterwards, whatever happens."""
+    wrapper = family(family_name).stats_processor
     originals = []
     try:
         for layer, block in enumerate(transformer_layers(transformer)):

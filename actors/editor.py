@@ -1,25 +1,27 @@
-"""Our own sampling loop over a diffusers editing pipeline: the policy chooses the source tokens of each
-step, the adapter runs the transformer on them, the regularized sampler takes the step."""
+"""Our own sampling loop over a diffusers editing pipeline: prepare → step → finish.
+
+Each step the policy plans, the mechanisms its policy declared (`actors.mechanisms`) turn the plan into
+what the transformer call does, the adapter runs the transformer on the chosen tokens, the regularized
+sampler takes the step and the policy observes x̂0. Everything of one edit lives on its `EditState`."""
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
 
-from policies import Policy, RunInfo, Seen, Step
+from policies import Policy, PolicyRun, RunInfo, Seen, Step
 
-from .active_noisy import ActiveNoisy
-from .adapter import EditInputError, ModelAdapter
+from .adapter import EditInputError, EditInputs, ModelAdapter
 from .architecture import describe
-from .attention_stats import AttentionCollector, collecting_attention
-from .flux_kontext import FluxKontextAdapter
+from .families import family_of
+from .mechanisms import Mechanism, StepCall, check_plan, mechanisms_for
 from .model_defaults import defaults_of
-from .qwen_image_edit import QwenImageEditAdapter
 from .results import EditResult, StepTrace
 from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
@@ -27,12 +29,7 @@ from .spot_selector import TimedScorer
 
 
 def adapter_for(pipe: Any) -> ModelAdapter:
-    if isinstance(pipe, FluxKontextPipeline):
-        return FluxKontextAdapter(pipe)
-    if isinstance(pipe, (QwenImageEditPipeline, QwenImageEditPlusPipeline)):
-        return QwenImageEditAdapter(pipe)
-    raise TypeError(f"unsupported pipeline {type(pipe).__name__}; accepted: FluxKontextPipeline, "
-                    "QwenImageEditPipeline, QwenImageEditPlusPipeline")
+    return family_of(pipe).adapter(pipe)
 
 
 def open_image(image: PIL.Image.Image | str | Path) -> PIL.Image.Image:
@@ -57,6 +54,33 @@ def _split_masks(keep: torch.Tensor | None, grids: Sequence[tuple[int, int]]) ->
         out.append(part)
         start += h * w
     return tuple(out)
+
+
+@dataclass
+class EditState:
+    """Everything one edit holds between its steps; nothing of it outlives the edit."""
+
+    inputs: EditInputs
+    run: RunInfo
+    policy_run: PolicyRun
+    mechanisms: list[Mechanism]
+    routing: Routing
+    scorer: TimedScorer | None
+    transformer: torch.nn.Module
+    started: float
+    trace: list[StepTrace] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def attached(self, adapter: ModelAdapter) -> Iterator[None]:
+        """The adapter's hooks, the routing hooks where a mechanism routes, and every mechanism's own."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(adapter.attach(self.inputs))
+            if any(m.uses_routing for m in self.mechanisms):
+                stack.enter_context(routed_blocks(self.transformer, self.routing))
+            for mechanism in self.mechanisms:
+                stack.enter_context(mechanism.attached())
+            yield
+        self.routing.clear()
 
 
 class Editor:
@@ -99,72 +123,81 @@ class Editor:
                                       max_sequence_length=int(max_sequence_length or
                                                               self.defaults.max_sequence_length))
         inputs.notes[:0] = notes
-        device = inputs.latents.device
-        transformer = self.pipe.transformer
-        arch = describe(transformer)
-        scorer = TimedScorer(self.pipe, self.adapter.family, inputs.height, inputs.width, inputs.aligned_source[0])
-        run = RunInfo(family=self.adapter.family, noisy_grid=inputs.noisy_grid,
-                      source_grids=inputs.source_grids, steps=len(inputs.timesteps),
-                      sigmas=inputs.sigmas.detach().cpu(), seed=int(seed), device=device,
-                      num_layers=arch["num_layers"], architecture=arch["class"], config_hash=arch["config_hash"],
-                      token_scores=scorer)
-        policy_run = self.policy.start(run)
-        spot = ActiveNoisy(transformer, self.adapter.family, inputs, getattr(self.policy, "context", None))
-        sigmas = [float(s) for s in inputs.sigmas]
-        total, num_noisy = run.num_source, run.num_noisy
-        source = inputs.source[0]
-        aligned = inputs.aligned_source
-        routing = Routing(family=self.adapter.family, num_noisy=num_noisy)
-        collector = AttentionCollector(num_noisy=num_noisy)
-        z, trace = inputs.latents, []
-        with self.adapter.attach(inputs), spot.attached(), routed_blocks(transformer, routing), \
-                collecting_attention(transformer, self.adapter.family, collector):
+        state = self._prepare(inputs, int(seed), started)
+        z = inputs.latents
+        with state.attached(self.adapter):
             for i, t in enumerate(inputs.timesteps):
-                step = Step(index=i, sigma=sigmas[i], sigma_next=sigmas[i + 1])
-                t0 = time.perf_counter()
-                plan = policy_run.plan(step)
-                keep = plan.keep_source
-                policy_seconds = time.perf_counter() - t0
-                kept = None if keep is None or bool(keep.all()) else torch.nonzero(keep).flatten().to(device)
-                index, from_layer = kept, 0
-                if kept is not None and plan.from_layer > 0:
-                    # ToPi Mode B: every token through the first layers, the kept ones after
-                    rows = torch.cat([torch.arange(num_noisy, device=device), kept + num_noisy])
-                    routing.set(rows, plan.from_layer, plan.merge)
-                    index, from_layer = None, plan.from_layer
-                else:
-                    routing.clear()
-                if spot.route(plan, routing, kept, device):
-                    index = None   # SpotEdit: active noisy tokens (and their positions) from layer 0
-                collector.request(plan.attention_layers)
-                v = spot.velocity(self.adapter.velocity(inputs, z, t, index))
-                attention, stats_seconds = collector.take()
-                x0 = clean_estimate(z, v, step.sigma)
-                euler = inputs.scheduler.step(v, t, z, return_dict=False)[0]
-                dropped = None if kept is None else ~keep[:num_noisy].to(device)
-                z = regularized_step(euler, x0, aligned, dropped, step.sigma, step.sigma_next,
-                                     self.policy.regularize)
-                _synchronize(device)   # so that the policy's time is its own, not the transformer's
-                t1 = time.perf_counter()
-                policy_run.observe(step, Seen(x0=x0[0], source=source, velocity=v[0], attention=attention))
-                _synchronize(device)
-                t2 = time.perf_counter()
-                policy_seconds += t2 - t1
-                entry = StepTrace(index=i, sigma=step.sigma, kept=total if kept is None else int(kept.numel()),
-                                  total=total, seconds=t2 - t0, policy_seconds=policy_seconds,
-                                  keep_masks=_split_masks(None if kept is None else keep, inputs.source_grids),
-                                  from_layer=from_layer, noisy=num_noisy, active=spot.active, keys=spot.keys,
-                                  active_mask=spot.active_mask(inputs.noisy_grid),
-                                  selector_seconds=stats_seconds + scorer.take())
-                trace.append(entry)
+                z = self._step(state, i, t, z)
                 if on_step is not None:
-                    on_step(entry)
-        routing.clear()
-        z = spot.replace(z, aligned, getattr(policy_run, "replace_with_source", lambda: None)())
-        pixels = self.adapter.decode(inputs, z)
+                    on_step(state.trace[-1])
+        return self._finish(state, z)
+
+    def _prepare(self, inputs: EditInputs, seed: int, started: float) -> EditState:
+        """The policy's run and the mechanisms it declared, for this edit only."""
+        transformer, family, needs = self.pipe.transformer, self.adapter.family, self.policy.needs
+        arch = describe(transformer)
+        scorer = TimedScorer(self.pipe, family, inputs.height, inputs.width, inputs.aligned_source[0]) \
+            if needs.token_scores else None
+        run = RunInfo(family=family, noisy_grid=inputs.noisy_grid, source_grids=inputs.source_grids,
+                      steps=len(inputs.timesteps), sigmas=inputs.sigmas.detach().cpu(), seed=seed,
+                      device=inputs.latents.device, num_layers=arch["num_layers"], architecture=arch["class"],
+                      config_hash=arch["config_hash"], token_scores=scorer)
+        policy_run = self.policy.start(run)
+        routing = Routing(family=family, num_noisy=run.num_noisy)
+        mechanisms = mechanisms_for(needs, transformer, family, inputs, routing, policy_run)
+        return EditState(inputs, run, policy_run, mechanisms, routing, scorer, transformer, started)
+
+    def _step(self, state: EditState, i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Plan, call the transformer through the mechanisms, take the (regularized) step, observe."""
+        inputs, sigmas, device = state.inputs, state.run.sigmas, z.device
+        step = Step(index=i, sigma=float(sigmas[i]), sigma_next=float(sigmas[i + 1]))
+        t0 = time.perf_counter()
+        plan = state.policy_run.plan(step)
+        check_plan(plan, self.policy.needs, self.policy.name)
+        keep = plan.keep_source
+        policy_seconds = time.perf_counter() - t0
+        kept = None if keep is None or bool(keep.all()) else torch.nonzero(keep).flatten().to(device)
+        call = StepCall(plan=plan, kept=kept, input_index=kept)
+        state.routing.clear()
+        for mechanism in state.mechanisms:
+            mechanism.before_call(call)
+        v = self.adapter.velocity(inputs, z, t, call.input_index)
+        for mechanism in state.mechanisms:
+            v = mechanism.after_call(call, v)
+        x0 = clean_estimate(z, v, step.sigma)
+        euler = inputs.scheduler.step(v, t, z, return_dict=False)[0]
+        dropped = None if kept is None else ~keep[: state.run.num_noisy].to(device)
+        z = regularized_step(euler, x0, inputs.aligned_source, dropped, step.sigma, step.sigma_next,
+                             self.policy.regularize)
+        _synchronize(device)   # so that the policy's time is its own, not the transformer's
+        t1 = time.perf_counter()
+        state.policy_run.observe(step, Seen(x0=x0[0], source=inputs.source[0], velocity=v[0],
+                                            attention=call.attention))
         _synchronize(device)
-        return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels, trace=trace, height=inputs.height, width=inputs.width,
-                          seconds=time.perf_counter() - started, latents=z[0].float().cpu(),
-                          source_latents=aligned[0].float().cpu(), notes=inputs.notes,
-                          policy_summary=dict(getattr(policy_run, "summary", dict)()),
-                          policy_params=policy_run.applied())
+        t2 = time.perf_counter()
+        state.trace.append(self._trace(state, call, step, t2 - t0, policy_seconds + t2 - t1))
+        return z
+
+    @staticmethod
+    def _trace(state: EditState, call: StepCall, step: Step, seconds: float, policy_seconds: float) -> StepTrace:
+        total = state.run.num_source
+        scoring = state.scorer.take() if state.scorer is not None else 0.0
+        return StepTrace(index=step.index, sigma=step.sigma, kept=total if call.kept is None else int(call.kept.numel()),
+                         total=total, seconds=seconds, policy_seconds=policy_seconds,
+                         keep_masks=_split_masks(None if call.kept is None else call.plan.keep_source,
+                                                 state.inputs.source_grids),
+                         from_layer=call.from_layer, noisy=state.run.num_noisy, active=call.active, keys=call.keys,
+                         active_mask=call.active_mask, selector_seconds=call.selector_seconds + scoring)
+
+    def _finish(self, state: EditState, z: torch.Tensor) -> EditResult:
+        """The mechanisms' last word on the latent (SpotEdit's replacement), then decoding."""
+        for mechanism in state.mechanisms:
+            z = mechanism.finish(z)
+        inputs = state.inputs
+        pixels = self.adapter.decode(inputs, z)
+        _synchronize(z.device)
+        return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels,
+                          trace=state.trace, height=inputs.height, width=inputs.width,
+                          seconds=time.perf_counter() - state.started, latents=z[0].float().cpu(),
+                          source_latents=inputs.aligned_source[0].float().cpu(), notes=inputs.notes,
+                          policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied())

@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
+from .families import family
+
 ROUTE_HOOK = "dropedit_block_route"
 
 
@@ -106,14 +108,7 @@ class BlockRoute(ModelHook):
         cache = self.routing._cache
         if cache.get("source") is not emb[0]:   # a new transformer call (e.g. the other CFG branch)
             cache["source"] = emb[0]
-            if self.routing.family == "flux":
-                # (cos, sin), each [text + image, D]: text rows stay, image rows are gathered
-                text = kwargs["encoder_hidden_states"].shape[1]
-                index = torch.cat([torch.arange(text, device=rows.device), rows + text])
-                cache["rotary"] = tuple(t.index_select(0, index) for t in emb)
-            else:
-                image_freqs, text_freqs = emb   # Qwen: (image rows, text rows)
-                cache["rotary"] = (image_freqs.index_select(0, rows), text_freqs)
+            cache["rotary"] = family(self.routing.family).gather_rotary(emb, rows, kwargs)
         return cache["rotary"]
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .families import family
+
 METRICS = ("lpips_vae", "l2", "cosine")
 PATCH = 2   # both families pack 2×2 latent pixels into one token
 
@@ -73,27 +75,9 @@ class SpotSelector:
     @torch.no_grad()
     def features(self, packed: torch.Tensor) -> list[torch.Tensor]:
         """Early decoder activations of packed latents [N, C], each [1, C_l, h_l, w_l]."""
-        pipe, vae = self.pipe, self.pipe.vae
-        param = next(vae.decoder.parameters())
-        z = pipe._unpack_latents(packed[None], self.height, self.width, pipe.vae_scale_factor)
-        z = z.to(device=param.device, dtype=param.dtype)
-        dec = vae.decoder
-        if self.family == "qwen":
-            # [1, C, 1, H, W]; the decoder's input is post_quant_conv of the de-normalised latent
-            mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z)
-            std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z)
-            x = vae.post_quant_conv(z * std + mean)
-            f0 = dec.conv_in(x)
-            f1 = dec.mid_block(f0, None, [0])
-            f2 = dec.up_blocks[0](f1, None, [0])
-            return [f[:, :, -1] for f in (f0, f1, f2)]   # one frame
-        x = z / vae.config.scaling_factor + vae.config.shift_factor
-        if getattr(vae, "post_quant_conv", None) is not None:
-            x = vae.post_quant_conv(x)
-        f0 = dec.conv_in(x)
-        f1 = dec.mid_block(f0, None)
-        f2 = dec.up_blocks[0](f1, None)
-        return [f0, f1, f2]
+        fam, param = family(self.family), next(self.pipe.vae.decoder.parameters())
+        z = fam.unpack(self.pipe, packed[None], self.height, self.width)
+        return fam.decoder_features(self.pipe, z.to(device=param.device, dtype=param.dtype))
 
 
 class TimedScorer:

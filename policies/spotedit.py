@@ -106,10 +106,5 @@ class SpotEdit(Policy, name="spotedit"):
         return Needs(query_skip=CachedContext(noisy=self.fusion != "none", source=self.condition_cache),
                      token_scores=True)
 
-    @property
-    def context(self) -> CachedContext | None:
-        """engine transition: actors/editor.py still reads `policy.context`; removed with the new engine."""
-        return self.needs.query_skip
-
     def start(self, run: RunInfo) -> SpotEditRun:
         return SpotEditRun(self, run)

@@ -10,10 +10,10 @@ import torch
 
 import actors
 from actors.routing import Routing, routed_blocks
-from actors.spot_attention import (
-    FluxSpotProcessor, QwenSpotProcessor, SpotCall, SpotKV, attention_modules, flux_key_rotary, fuse,
-    qwen_key_rotary, spot_attention,
-)
+from actors.families import family
+from actors.families.flux_kontext.attention import FluxSpotProcessor
+from actors.families.qwen_image_edit.attention import QwenSpotProcessor
+from actors.spot_attention import SpotCall, SpotKV, attention_modules, fuse, spot_attention
 
 TOL = 1e-5
 
@@ -33,8 +33,7 @@ class Model:
 
     def kv(self, **flags):
         c, tr = self.inputs.cond, self.pipe.transformer
-        table = (flux_key_rotary(tr, torch.cat([c["latent_ids"], c["source_ids"]])) if self.family == "flux"
-                 else qwen_key_rotary(tr, c["img_shapes"], self.inputs.latents.device))
+        table = family(self.family).key_rotary(tr, c, self.inputs.latents.device)
         return SpotKV(num_noisy=self.n, num_source=self.s, key_rotary=table, **flags)
 
     def __call__(self, active=None, source=True):

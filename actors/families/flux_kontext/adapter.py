@@ -14,7 +14,8 @@ from diffusers.pipelines.flux.pipeline_flux_kontext import (
     retrieve_timesteps,
 )
 
-from .adapter import EditInputError, EditInputs, fresh_scheduler, no_hooks, round_size
+from ...adapter import EditInputError, EditInputs, fresh_scheduler, no_hooks, round_size
+from .vae import unpack
 
 
 class FluxKontextAdapter:
@@ -100,7 +101,7 @@ class FluxKontextAdapter:
     def decode(self, inputs: EditInputs, z: torch.Tensor) -> np.ndarray:
         """Float RGB in [0, 1], [H, W, 3], exactly as diffusers post-processes it."""
         pipe = self.pipe
-        latents = pipe._unpack_latents(z, inputs.height, inputs.width, pipe.vae_scale_factor)
+        latents = unpack(pipe, z, inputs.height, inputs.width)
         latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
         image = pipe.vae.decode(latents.to(pipe.vae.dtype), return_dict=False)[0]
         return pipe.image_processor.postprocess(image, output_type="np")[0]

@@ -17,8 +17,9 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import (
 )
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE, VAE_IMAGE_SIZE
 
-from .adapter import EditInputError, EditInputs, fresh_scheduler, round_size
-from .qwen_hooks import RowSelection, gathered_positions
+from ...adapter import EditInputError, EditInputs, fresh_scheduler, round_size
+from .positions import RowSelection, gathered_positions
+from .vae import unpack
 
 NEGATIVE_PROMPT = " "   # the model card's negative prompt for true classifier-free guidance
 
@@ -140,7 +141,7 @@ class QwenImageEditAdapter:
     def decode(self, inputs: EditInputs, z: torch.Tensor) -> np.ndarray:
         """Float RGB in [0, 1], [H, W, 3], exactly as diffusers post-processes it."""
         pipe, vae = self.pipe, self.pipe.vae
-        latents = pipe._unpack_latents(z, inputs.height, inputs.width, pipe.vae_scale_factor).to(vae.dtype)
+        latents = unpack(pipe, z, inputs.height, inputs.width).to(vae.dtype)
         mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(latents)
         inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(latents)
         image = vae.decode(latents / inv_std + mean, return_dict=False)[0][:, :, 0]

@@ -61,3 +61,14 @@ def gathered_positions(transformer: torch.nn.Module, selection: RowSelection) ->
         registries[0].remove_hook(ROPE_HOOK, recurse=False)
         for registry in registries[1:]:
             registry.remove_hook(MODULATE_HOOK, recurse=False)
+
+
+def key_rotary(transformer: torch.nn.Module, img_shapes: list, device: torch.device) -> torch.Tensor:
+    """Rotary rows of every image token [noisy, source] (independent of the text length)."""
+    return transformer.pos_embed(img_shapes, max_txt_seq_len=1, device=device)[0]
+
+
+def gather_rotary(emb: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor, kwargs: dict[str, Any]) -> tuple:
+    """The block's (image rows, text rows) with the image rows gathered."""
+    image_freqs, text_freqs = emb
+    return image_freqs.index_select(0, rows), text_freqs

@@ -1,0 +1,89 @@
+"""Flux attention, as `FluxAttnProcessor` computes it, for the processors our mechanisms install.
+
+`joint_qkv` is the one place that reproduces the stock q/k/v (projections, q/k norms, text stream first);
+the statistics processor rotates all of it, the partial-attention processor completes the image keys and
+values from its cache before rotating. Dual-stream blocks get the text in `encoder_hidden_states`;
+single-stream blocks carry [text, image] in `hidden_states`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_flux import _get_qkv_projections
+
+from ..common import key_rows
+
+
+def joint_qkv(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v over [text, image] ([B, N, H, D]) after the q/k norms, before RoPE."""
+    q, k, v, eq, ek, ev = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+    q, k, v = (t.unflatten(-1, (-1, attn.head_dim)) for t in (q, k, v))
+    q, k = attn.norm_q(q), attn.norm_k(k)
+    if attn.added_kv_proj_dim is not None:
+        eq, ek, ev = (t.unflatten(-1, (-1, attn.head_dim)) for t in (eq, ek, ev))
+        q = torch.cat([attn.norm_added_q(eq), q], dim=1)
+        k = torch.cat([attn.norm_added_k(ek), k], dim=1)
+        v = torch.cat([ev, v], dim=1)
+    return q, k, v
+
+
+def rotate(x: torch.Tensor, emb: Any) -> torch.Tensor:
+    return x if emb is None else apply_rotary_emb(x, emb, sequence_dim=1)
+
+
+class FluxStatsProcessor:
+    """Wraps a Flux attention processor; reports statistics when its layer is asked for."""
+
+    def __init__(self, inner: Any, layer: int, collector: Any) -> None:
+        self.inner, self.layer, self.collector = inner, layer, collector
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> Any:
+        c = self.collector
+        if encoder_hidden_states is not None:
+            c.text_len = encoder_hidden_states.shape[1]   # single-stream blocks cannot see it
+        if self.layer in c.layers:
+            q, k, v = joint_qkv(attn, hidden_states, encoder_hidden_states)
+            q, k = rotate(q, image_rotary_emb), rotate(k, image_rotary_emb)
+            image = hidden_states if encoder_hidden_states is not None else hidden_states[:, c.text_len:]
+            c.record(self.layer, q, k, v, image, None)   # Flux's pipelines never pass an attention mask
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+
+class FluxSpotProcessor:
+    """Partial attention (SpotEdit) for dual- and single-stream blocks: the image keys and values are
+    completed from the edit's `SpotKV`; queries keep the positions of the tokens that entered."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, kv: Any, layer: int) -> None:
+        self.kv, self.layer = kv, layer
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> Any:
+        query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states)
+        text = encoder_hidden_states.shape[1] if encoder_hidden_states is not None \
+            else hidden_states.shape[1] - self.kv.image_queries()
+        img_k, img_v, rows = self.kv.assemble(self.layer, key[:, text:], value[:, text:])
+        key = torch.cat([key[:, :text], img_k], dim=1)
+        value = torch.cat([value[:, :text], img_v], dim=1)
+        if image_rotary_emb is not None:
+            key_emb = image_rotary_emb
+            if self.kv.call.active is not None:
+                key_emb = tuple(torch.cat([e[:text], key_rows(full, rows)])
+                                for e, full in zip(image_rotary_emb, self.kv.key_rotary))
+            query, key = rotate(query, image_rotary_emb), rotate(key, key_emb)
+        out = dispatch_attention_fn(query, key, value, attn_mask=attention_mask,
+                                    backend=self._attention_backend, parallel_config=self._parallel_config)
+        out = out.flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return out
+        text_out, img_out = out.split_with_sizes([text, out.shape[1] - text], dim=1)
+        img_out = attn.to_out[1](attn.to_out[0](img_out.contiguous()))
+        return img_out, attn.to_add_out(text_out.contiguous())

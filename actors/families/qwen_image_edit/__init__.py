@@ -1,0 +1,20 @@
+"""Qwen-Image-Edit and Edit-Plus: everything the engine needs to know about this family, in one place."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..family import Family
+from . import attention, positions, vae
+from .adapter import QwenImageEditAdapter
+
+
+def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> Any:
+    return positions.key_rotary(transformer, cond["img_shapes"], device)
+
+
+QWEN_IMAGE_EDIT = Family(
+    name="qwen", adapter=QwenImageEditAdapter, stats_processor=attention.QwenStatsProcessor,
+    spot_processor=attention.QwenSpotProcessor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
+    unpack=vae.unpack, decoder_features=vae.decoder_features)

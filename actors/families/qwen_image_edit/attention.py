@@ -1,0 +1,105 @@
+"""Qwen-Image attention, as `QwenDoubleStreamAttnProcessor2_0` computes it, for our processors.
+
+`stream_qkv` is the one place that reproduces the stock q/k/v of both streams (projections, q/k norms);
+the statistics processor rotates and joins them [text, image], the partial-attention processor completes
+the image keys and values from its cache first. The joint mask is the text mask followed by ones.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
+
+from ..common import key_rows
+
+QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def stream_qkv(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> tuple[QKV, QKV]:
+    """((text q, k, v), (image q, k, v)), each [B, N, H, D], after the q/k norms, before RoPE."""
+    head_dim = attn.inner_dim // attn.heads
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.unflatten(-1, (-1, head_dim))
+
+    iq, ik, iv = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)), heads(attn.to_v(hidden_states))
+    tq, tk = heads(attn.add_q_proj(encoder_hidden_states)), heads(attn.add_k_proj(encoder_hidden_states))
+    tv = heads(attn.add_v_proj(encoder_hidden_states))
+    iq = attn.norm_q(iq) if attn.norm_q is not None else iq
+    ik = attn.norm_k(ik) if attn.norm_k is not None else ik
+    tq = attn.norm_added_q(tq) if attn.norm_added_q is not None else tq
+    tk = attn.norm_added_k(tk) if attn.norm_added_k is not None else tk
+    return (tq, tk, tv), (iq, ik, iv)
+
+
+def rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    return apply_rotary_emb_qwen(x, freqs, use_real=False)
+
+
+def joint_mask(text_mask: torch.Tensor | None, image_tokens: int) -> torch.Tensor | None:
+    """Key mask over [text, image]: the text mask, then every image token."""
+    if text_mask is None:
+        return None
+    image = torch.ones(text_mask.shape[0], image_tokens, dtype=torch.bool, device=text_mask.device)
+    return torch.cat([text_mask.bool(), image], dim=1)
+
+
+class QwenStatsProcessor:
+    """Wraps a Qwen double-stream attention processor; reports statistics when its layer is asked for."""
+
+    def __init__(self, inner: Any, layer: int, collector: Any) -> None:
+        self.inner, self.layer, self.collector = inner, layer, collector
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 encoder_hidden_states_mask: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> Any:
+        c = self.collector
+        if self.layer in c.layers:
+            c.text_len = encoder_hidden_states.shape[1]
+            (tq, tk, tv), (iq, ik, iv) = stream_qkv(attn, hidden_states, encoder_hidden_states)
+            if image_rotary_emb is not None:
+                img_freqs, txt_freqs = image_rotary_emb
+                iq, ik, tq, tk = rotate(iq, img_freqs), rotate(ik, img_freqs), rotate(tq, txt_freqs), rotate(tk, txt_freqs)
+            q, k, v = torch.cat([tq, iq], 1), torch.cat([tk, ik], 1), torch.cat([tv, iv], 1)
+            c.record(self.layer, q, k, v, hidden_states, joint_mask(encoder_hidden_states_mask, hidden_states.shape[1]))
+        return self.inner(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
+                          attention_mask, image_rotary_emb)
+
+
+class QwenSpotProcessor:
+    """Partial attention (SpotEdit) for Qwen-Image double-stream blocks over the edit's `SpotKV`."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, kv: Any, layer: int) -> None:
+        self.kv, self.layer = kv, layer
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None,
+                 encoder_hidden_states_mask: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None,
+                 image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if encoder_hidden_states is None or attention_mask is not None:
+            raise ValueError("QwenSpotProcessor takes the text stream and no external attention_mask")
+        (txt_q, txt_k, txt_v), (img_q, img_k, img_v) = stream_qkv(attn, hidden_states, encoder_hidden_states)
+        img_k, img_v, rows = self.kv.assemble(self.layer, img_k, img_v)
+        if image_rotary_emb is not None:
+            img_freqs, txt_freqs = image_rotary_emb
+            key_freqs = img_freqs if self.kv.call.active is None else key_rows(self.kv.key_rotary, rows)
+            img_q, img_k = rotate(img_q, img_freqs), rotate(img_k, key_freqs)
+            txt_q, txt_k = rotate(txt_q, txt_freqs), rotate(txt_k, txt_freqs)
+        mask = joint_mask(encoder_hidden_states_mask, img_k.shape[1])   # over the complete keys
+        seq_txt = encoder_hidden_states.shape[1]
+        out = dispatch_attention_fn(
+            torch.cat([txt_q, img_q], 1), torch.cat([txt_k, img_k], 1), torch.cat([txt_v, img_v], 1),
+            attn_mask=None if mask is None else mask[:, None, None, :], dropout_p=0.0, is_causal=False,
+            backend=self._attention_backend, parallel_config=self._parallel_config)
+        out = out.flatten(2, 3).to(img_q.dtype)
+        img_out = attn.to_out[0](out[:, seq_txt:].contiguous())
+        if len(attn.to_out) > 1:
+            img_out = attn.to_out[1](img_out)
+        return img_out, attn.to_add_out(out[:, :seq_txt].contiguous())

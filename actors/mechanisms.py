@@ -1,0 +1,144 @@
+"""The engine's mechanisms: what a plan may use beyond gathering source tokens at the transformer's input.
+
+A policy declares the mechanisms its plans use (`Policy.needs`); the editor installs those, and only those,
+for one edit. Each step, every installed mechanism turns its part of the plan into what the transformer
+call does (`before_call`), may post-process the velocity and report what happened (`after_call`), and may
+change the final latent (`finish`). The step loop only iterates over them: a new mechanism is a class here
+(its technique in a file of its own), a field of `Needs`, and a line in `mechanisms_for`.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, ContextManager
+
+import numpy as np
+import torch
+
+from policies import Needs, Plan, PolicyRun
+
+from .active_noisy import ActiveNoisy
+from .adapter import EditInputs
+from .attention_stats import AttentionCollector, collecting_attention
+from .routing import Routing
+
+
+@dataclass
+class StepCall:
+    """One step's plan as the transformer call runs it; mechanisms fill in their part."""
+
+    plan: Plan
+    kept: torch.Tensor | None          # source rows in the context (ascending); None = every source token
+    input_index: torch.Tensor | None   # source rows the adapter gathers at the input; None = all (or routed)
+    from_layer: int = 0                # layers before it saw every source token
+    attention: dict[int, Any] = field(default_factory=dict)   # layer -> LayerStats, when asked for
+    selector_seconds: float = 0.0      # token scoring inside the transformer call
+    active: int | None = None          # noisy tokens with queries; None = all
+    keys: int | None = None            # image tokens every layer attended to; None = all
+    active_mask: np.ndarray | None = None
+
+
+class Mechanism:
+    """No-op defaults; a mechanism overrides what it does."""
+
+    uses_routing = False   # needs the per-block routing hooks (actors.routing)
+
+    def attached(self) -> ContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def before_call(self, call: StepCall) -> None:
+        return None
+
+    def after_call(self, call: StepCall, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+    def finish(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+class LayerRouting(Mechanism):
+    """ToPi's Mode B: every token through the first `plan.from_layer` layers, the kept ones after."""
+
+    uses_routing = True
+
+    def __init__(self, routing: Routing, num_noisy: int) -> None:
+        self.routing, self.num_noisy = routing, num_noisy
+
+    def before_call(self, call: StepCall) -> None:
+        if call.kept is None or call.plan.from_layer <= 0:
+            return
+        noisy = torch.arange(self.num_noisy, device=call.kept.device)
+        self.routing.set(torch.cat([noisy, call.kept + self.num_noisy]), call.plan.from_layer, call.plan.merge)
+        call.input_index, call.from_layer = None, call.plan.from_layer
+
+
+class AttentionStats(Mechanism):
+    """Attention statistics on the layers a plan asks for (ToPi's scores, attention-based selection)."""
+
+    def __init__(self, transformer: torch.nn.Module, family: str, num_noisy: int) -> None:
+        self.transformer, self.family = transformer, family
+        self.collector = AttentionCollector(num_noisy=num_noisy)
+
+    def attached(self) -> ContextManager[Any]:
+        return collecting_attention(self.transformer, self.family, self.collector)
+
+    def before_call(self, call: StepCall) -> None:
+        self.collector.request(call.plan.attention_layers)
+
+    def after_call(self, call: StepCall, v: torch.Tensor) -> torch.Tensor:
+        call.attention, seconds = self.collector.take()
+        call.selector_seconds += seconds
+        return v
+
+
+class QuerySkip(Mechanism):
+    """SpotEdit: queries only for the active noisy tokens, the others from a K/V cache; the policy's
+    final replacement by the source latent."""
+
+    uses_routing = True
+
+    def __init__(self, transformer: torch.nn.Module, family: str, inputs: EditInputs, needs: Needs,
+                 routing: Routing, policy_run: PolicyRun) -> None:
+        self.spot = ActiveNoisy(transformer, family, inputs, needs.query_skip)
+        self.routing, self.policy_run = routing, policy_run
+        self.aligned, self.grid = inputs.aligned_source, inputs.noisy_grid
+
+    def attached(self) -> ContextManager[Any]:
+        return self.spot.attached()
+
+    def before_call(self, call: StepCall) -> None:
+        if self.spot.route(call.plan, self.routing, call.kept, self.aligned.device):
+            call.input_index = None   # active noisy tokens (and their positions) are gathered from layer 0
+
+    def after_call(self, call: StepCall, v: torch.Tensor) -> torch.Tensor:
+        call.active, call.keys = self.spot.active, self.spot.keys
+        call.active_mask = self.spot.active_mask(self.grid)
+        return self.spot.velocity(v)
+
+    def finish(self, z: torch.Tensor) -> torch.Tensor:
+        return self.spot.replace(z, self.aligned, self.policy_run.replace_with_source())
+
+
+def mechanisms_for(needs: Needs, transformer: torch.nn.Module, family: str, inputs: EditInputs,
+                   routing: Routing, policy_run: PolicyRun) -> list[Mechanism]:
+    """The mechanisms a policy declared, in the order they configure a call."""
+    out: list[Mechanism] = []
+    num_noisy = inputs.latents.shape[1]
+    if needs.layer_routing:
+        out.append(LayerRouting(routing, num_noisy))
+    if needs.query_skip is not None:
+        out.append(QuerySkip(transformer, family, inputs, needs, routing, policy_run))
+    if needs.attention_stats:
+        out.append(AttentionStats(transformer, family, num_noisy))
+    return out
+
+
+def check_plan(plan: Plan, needs: Needs, policy: str) -> None:
+    """A plan may only use what its policy declared: anything else would be silently ignored."""
+    uses = (("layer_routing", plan.from_layer > 0, needs.layer_routing),
+            ("attention_stats", bool(plan.attention_layers), needs.attention_stats),
+            ("query_skip", plan.active_noisy is not None, needs.query_skip is not None))
+    missing = [name for name, used, declared in uses if used and not declared]
+    if missing:
+        raise RuntimeError(f"policy {policy!r} made a plan that needs {', '.join(missing)}, "
+                           "which its `needs` does not declare")

@@ -42,7 +42,7 @@ def mean_scores(rows: list[dict[str, Any]]) -> list[float]:
 
 
 def _run_local(actor_args: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list[dict], dict]:
-    from actors.calibration_actor import CalibrationActor
+    from pipeline.calibration_stage import CalibrationActor
 
     actor = CalibrationActor(**actor_args)
     rows = []
@@ -56,7 +56,7 @@ def _run_local(actor_args: dict[str, Any], records: list[dict[str, Any]]) -> tup
 def _run_ray(actor_args: dict[str, Any], records: list[dict[str, Any]], workers: int) -> tuple[list[dict], dict]:
     import ray
 
-    from actors.calibration_actor import CalibrationActor
+    from pipeline.calibration_stage import CalibrationActor
 
     from .ablate import init_ray
 

@@ -1,8 +1,9 @@
-"""Run configuration: YAML -> validated dataclasses -> the ablation grid.
+"""Run configuration: YAML -> validated pydantic models -> the ablation grid.
 
 Errors name the offending key (dotted path) and, where there is a fixed set, the
-accepted values.  Credentials are refused anywhere in the config: S3 access comes
-only from the standard AWS credential chain.
+accepted values (pipeline.validation turns pydantic's errors into such lines).
+Credentials are refused anywhere in the config: S3 access comes only from the
+standard AWS credential chain.
 
 Grid: models x policies (every list-valued policy parameter is a grid axis) x
 resolutions x seeds.  To pass a list as ONE parameter value, wrap it in another
@@ -18,34 +19,24 @@ import copy
 import hashlib
 import itertools
 import json
-import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Collection, Mapping, Sequence
+from typing import Annotated, Any, Collection, Literal, Mapping, Sequence, get_args
 
 import yaml
+from pydantic import (BeforeValidator, Field, StrictInt, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from pipeline import storage as st
+from pipeline.assignments import AssignmentError, parse_assignment
+from pipeline.validation import FieldError, NonEmptyStr, Number, Section, describe, empty_if_none, one_or_more
 
 FULL_POLICY = "full"
-METRIC_GROUPS = ("background", "vs_full", "lpips")
-LPIPS_NETS = ("alex", "squeeze", "vgg")
-INPUT_FORMATS = ("auto", "manifest", "pie", "gedit", "imgedit")
-TOP_LEVEL_KEYS = (
-    "run_id",
-    "input",
-    "output",
-    "models",
-    "policies",
-    "resolutions",
-    "seeds",
-    "steps",
-    "guidance_scale",
-    "storage",
-    "actors",
-    "metrics",
-    "model_cache_dir",
-)
-REQUIRED_KEYS = ("input", "output", "models", "policies")
+MetricGroup = Literal["background", "vs_full", "lpips"]
+LpipsNet = Literal["alex", "squeeze", "vgg"]
+InputFormat = Literal["auto", "manifest", "pie", "gedit", "imgedit"]
+METRIC_GROUPS = get_args(MetricGroup)
+LPIPS_NETS = get_args(LpipsNet)
+INPUT_FORMATS = get_args(InputFormat)
+MODEL_OPTIONS = ("lora",)   # lora: folder (or s3:// prefix) of a LoRA adapter saved by actors.lora.save_lora
 
 
 class ConfigError(ValueError):
@@ -54,66 +45,164 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------- sections
 
+OneOrMore = BeforeValidator(one_or_more)
+NotEmpty = Field(min_length=1)
+EmptyIfNone = BeforeValidator(empty_if_none)
+Options = Annotated[dict[str, Any], EmptyIfNone]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegative = Annotated[Number, Field(ge=0)]
 
-@dataclass(frozen=True)
-class InputConfig:
-    uri: str
-    format: str = "auto"
-    options: Mapping[str, Any] = field(default_factory=dict)  # reader kwargs (image_root, ...)
+
+def _resolution(value: Any) -> tuple[int, int]:
+    # An int is a square size; [height, width] a rectangle.  Multiples of 16 fit the
+    # VAE (8x) times the 2x2 patchify of both Flux and Qwen-Image.
+    sides = value if isinstance(value, (list, tuple)) else [value, value]
+    if len(sides) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+        raise ValueError(f"must be an integer or [height, width], got {value!r}")
+    if any(v < 16 or v % 16 for v in sides):
+        raise ValueError(f"must be a multiple of 16 (at least 16), got {value!r}")
+    return sides[0], sides[1]
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    path: str | None = None  # local folder or s3:// prefix (synced once per node); None for built-in tiny models
-    options: Mapping[str, Any] = field(default_factory=dict)  # passed to the model adapter
-    label: str | None = None  # what rows and reports call it; needed when a name appears more than once
+Resolution = Annotated[tuple[int, int], BeforeValidator(_resolution)]
+
+
+class InputConfig(Section):
+    uri: NonEmptyStr
+    format: InputFormat = "auto"
+    options: Options = {}  # reader kwargs (image_root, ...)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uri_shorthand(cls, data: Any) -> Any:
+        return {"uri": data} if isinstance(data, str) else data  # just the URI, format detected
+
+
+class ModelSpec(Section):
+    name: NonEmptyStr
+    path: NonEmptyStr | None = None  # local folder or s3:// prefix (synced once per node); None: built-in tiny models
+    options: Options = {}  # passed to the model adapter
+    label: NonEmptyStr | None = None  # what rows and reports call it; needed when a name appears more than once
 
     @property
     def key(self) -> str:
         return self.label or self.name
 
-
-@dataclass(frozen=True)
-class PolicySpec:
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)  # list values = grid axes
-
-
-@dataclass(frozen=True)
-class ActorConfig:
-    num_gpus: float = 1.0
-    num_cpus: float = 1.0
-    min_size: int = 1
-    max_size: int = 1
-    batch_size: int = 1
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(MODEL_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; accepted: {', '.join(MODEL_OPTIONS)}")
+        return options
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
-    compute: tuple[str, ...] = METRIC_GROUPS
-    lpips_weights: str | None = None  # torchvision backbone .pth (file or folder)
-    lpips_net: str = "alex"
+class PolicySpec(Section):
+    name: NonEmptyStr
+    params: dict[str, Any] = {}  # list values = grid axes
+
+    def __init__(self, name: str | None = None, params: Mapping[str, Any] | None = None, **data: Any) -> None:
+        # positional, as the grid and callers write it: PolicySpec("full", {}); pydantic calls it too, with
+        # keywords, for each policy of a config (a missing name arrives as None and is refused as such)
+        super().__init__(name=name, params=dict(params or {}), **data)
 
 
-@dataclass(frozen=True)
-class RunConfig:
+def _policy_entries(value: Any) -> Any:
+    """YAML writes a policy as ``{name, **params}`` or a bare name; the model keeps params apart."""
+    entries = []
+    for i, entry in enumerate(one_or_more(value)):
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if isinstance(entry, Mapping):
+            params = {k: v for k, v in entry.items() if k != "name"}
+            for key, axis in params.items():
+                if isinstance(axis, list) and not axis:
+                    raise FieldError(f"{i}.{key}", "empty list expands to no configurations")
+            entry = {**({"name": entry["name"]} if "name" in entry else {}), "params": params}
+        entries.append(entry)
+    return entries
+
+
+class ActorConfig(Section):
+    num_gpus: NonNegative = 1.0
+    num_cpus: NonNegative = 1.0
+    min_size: PositiveInt = 1
+    max_size: PositiveInt = 1  # defaults to min_size: one number sizes a fixed pool
+    batch_size: PositiveInt = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_defaults_to_min(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or "max_size" in data:
+            return data
+        size = data.get("min_size")
+        ok = isinstance(size, int) and size >= 1  # a bad min_size is reported once, not again as max_size
+        return {**data, "max_size": size} if ok else data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ActorConfig":
+        if self.max_size < self.min_size:
+            raise FieldError("max_size", f"must be >= actors.min_size ({self.min_size})")
+        return self
+
+
+class MetricsConfig(Section):
+    # ``compute: []`` switches every metric off; a missing key means all of them.
+    compute: Annotated[tuple[MetricGroup, ...], OneOrMore] = METRIC_GROUPS
+    lpips_weights: NonEmptyStr | None = None  # torchvision backbone .pth (file or folder)
+    lpips_net: LpipsNet = "alex"
+
+    @field_validator("compute")
+    @classmethod
+    def _once_each(cls, compute: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(compute))
+
+
+def _text(value: Any) -> Any:
+    return None if value is None else str(value)  # run_id: 7 names the run "7"
+
+
+class RunConfig(Section):
+    # field order is the order "accepted keys" lists them in
+    run_id: Annotated[NonEmptyStr | None, BeforeValidator(_text)] = None
     input: InputConfig
-    output: str
-    models: tuple[ModelSpec, ...]
-    policies: tuple[PolicySpec, ...]
-    resolutions: tuple[tuple[int, int], ...] = ((1024, 1024),)  # (height, width)
-    seeds: tuple[int, ...] = (0,)
-    steps: int = 28
-    guidance_scale: float = 2.5
-    storage: st.StorageConfig = field(default_factory=st.StorageConfig)
-    actors: ActorConfig = field(default_factory=ActorConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    model_cache_dir: str = "~/.cache/dropedit/models"
-    run_id: str | None = None
+    output: NonEmptyStr
+    models: Annotated[tuple[ModelSpec, ...], OneOrMore, NotEmpty]
+    policies: Annotated[tuple[PolicySpec, ...], BeforeValidator(_policy_entries), NotEmpty]
+    resolutions: Annotated[tuple[Resolution, ...], OneOrMore, NotEmpty] = ((1024, 1024),)  # (height, width)
+    seeds: Annotated[tuple[StrictInt, ...], OneOrMore, NotEmpty] = (0,)
+    steps: PositiveInt = 28
+    guidance_scale: NonNegative = 2.5
+    storage: Annotated[st.StorageConfig, EmptyIfNone] = st.StorageConfig()
+    actors: Annotated[ActorConfig, EmptyIfNone] = ActorConfig()
+    metrics: Annotated[MetricsConfig, EmptyIfNone] = MetricsConfig()
+    model_cache_dir: NonEmptyStr = "~/.cache/dropedit/models"
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_keys(cls, models: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+        # the same name may appear with another path or options (a fine-tuned copy, a LoRA) under its own
+        # label: the label is the `model` column of the rows, so the entries' results stay apart
+        keys = [m.key for m in models]
+        for i, key in enumerate(keys):
+            if keys.count(key) > 1:
+                raise FieldError(f"{i}.label", f"{key!r} names more than one model entry; "
+                                               "give entries that share a name distinct labels")
+        return models
+
+    @field_validator("policies")
+    @classmethod
+    def _known_policies(cls, policies: tuple[PolicySpec, ...], info: ValidationInfo) -> tuple[PolicySpec, ...]:
+        # here, not in PolicySpec: a model with its own __init__ is validated without the context
+        known = (info.context or {}).get("known_policies")
+        for i, policy in enumerate(policies):
+            if known is not None and policy.name not in known:
+                raise FieldError(f"{i}.name", f"unknown policy {policy.name!r}; "
+                                              f"accepted values: {', '.join(sorted(known))}")
+        return policies
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
 # ---------------------------------------------------------------------- loading
@@ -133,61 +222,45 @@ def load_config(
     return parse_config(apply_overrides(raw, overrides), known_policies=known_policies)
 
 
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``a.b=VALUE`` -> (["a", "b"], yaml-parsed VALUE)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {item!r}: bad dotted key {key!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        value = float(value)  # YAML 1.1 reads "1e-3" as a string; users mean a number
-    return key.split("."), value
-
-
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``key=value`` applied (numeric parts index lists)."""
+    """Return a copy of ``raw`` with each dotted ``key=value`` applied (numeric parts index lists)."""
     out = copy.deepcopy(dict(raw))
     for item in overrides:
-        parts, value = parse_override(item)
-        node: Any = out
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            where = ".".join(parts[: depth + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"--set {where}: no list item {part!r} (length {len(node)})")
-                idx = int(part)
-                if last:
-                    node[idx] = value
-                else:
-                    node = node[idx]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    if node.get(part) is None:
-                        node[part] = {}  # new (or empty) section
-                    elif not isinstance(node[part], (dict, list)):
-                        raise ConfigError(f"--set {item}: {where} is a scalar, cannot set a key in it")
-                    node = node[part]
-            else:
-                raise ConfigError(f"--set {where}: parent is a scalar, cannot set a key in it")
+        try:
+            key, value = parse_assignment(item)
+        except AssignmentError as exc:
+            raise ConfigError(str(exc)) from None
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: bad dotted key {key!r}")
+        _assign(out, parts, value, item)
     return out
+
+
+def _assign(node: Any, parts: list[str], value: Any, item: str) -> None:
+    for depth, part in enumerate(parts):
+        last, where = depth == len(parts) - 1, ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {where}: no list item {part!r} (length {len(node)})")
+            part = int(part)  # type: ignore[assignment]
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {where}: parent is a scalar, cannot set a key in it")
+        if last:
+            node[part] = value
+            return
+        if isinstance(node, dict) and node.get(part) is None:
+            node[part] = {}  # new (or empty) section
+        elif not isinstance(node[part], (dict, list)):
+            raise ConfigError(f"--set {item}: {where} is a scalar, cannot set a key in it")
+        node = node[part]
 
 
 # ------------------------------------------------------------------- validation
 
 
 def _reject_credentials(node: Any, path: str = "") -> None:
+    # before pydantic sees the config: its errors echo input values, and a secret must never be echoed
     if isinstance(node, Mapping):
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
@@ -202,182 +275,15 @@ def _reject_credentials(node: Any, path: str = "") -> None:
             _reject_credentials(value, f"{path}.{i}")
 
 
-def _require(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
-
-
-def _mapping(value: Any, key: str) -> Mapping[str, Any]:
-    _require(isinstance(value, Mapping), key, f"must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _check_keys(data: Mapping[str, Any], key: str, accepted: Sequence[str]) -> None:
-    for k in data:
-        if k not in accepted:
-            where = f"{key}.{k}" if key else str(k)
-            raise ConfigError(f"{where}: unknown key; accepted keys: {', '.join(accepted)}")
-
-
-def _int(value: Any, key: str, minimum: int | None = None) -> int:
-    _require(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
-    if minimum is not None:
-        _require(value >= minimum, key, f"must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _number(value: Any, key: str, minimum: float | None = None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    _require(ok, key, f"must be a number, got {value!r}")
-    if minimum is not None:
-        _require(value >= minimum, key, f"must be >= {minimum}, got {value}")
-    return float(value)
-
-
-def _string(value: Any, key: str) -> str:
-    _require(isinstance(value, str) and value.strip() != "", key, f"must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _list(value: Any, key: str) -> list[Any]:
-    if not isinstance(value, list):
-        value = [value]  # a scalar means a one-element list
-    _require(len(value) > 0, key, "must not be empty")
-    return value
-
-
 def parse_config(raw: Mapping[str, Any], known_policies: Collection[str] | None = None) -> RunConfig:
     """Validate a raw config mapping; ``known_policies`` (if given) restricts policy names."""
-    raw = _mapping(raw, "config")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: must be a mapping, got {type(raw).__name__}")
     _reject_credentials(raw)
-    _check_keys(raw, "", TOP_LEVEL_KEYS)
-    for key in REQUIRED_KEYS:
-        _require(key in raw, key, "is required")
     try:
-        storage = st.StorageConfig.from_mapping(raw.get("storage"))
-    except (st.StorageConfigError, TypeError) as exc:
-        raise ConfigError(str(exc)) from None
-    resolutions = _list(raw.get("resolutions", [1024]), "resolutions")
-    seeds = _list(raw.get("seeds", [0]), "seeds")
-    return RunConfig(
-        input=_parse_input(raw["input"]),
-        output=_string(raw["output"], "output"),
-        models=_parse_models(raw["models"]),
-        policies=_parse_policies(raw["policies"], known_policies),
-        resolutions=tuple(_resolution(r, f"resolutions.{i}") for i, r in enumerate(resolutions)),
-        seeds=tuple(_int(s, f"seeds.{i}") for i, s in enumerate(seeds)),
-        steps=_int(raw.get("steps", 28), "steps", 1),
-        guidance_scale=_number(raw.get("guidance_scale", 2.5), "guidance_scale", 0),
-        storage=storage,
-        actors=_parse_actors(raw.get("actors") or {}),
-        metrics=_parse_metrics(raw.get("metrics") or {}),
-        model_cache_dir=_string(raw.get("model_cache_dir", RunConfig.model_cache_dir), "model_cache_dir"),
-        run_id=None if raw.get("run_id") is None else _string(str(raw["run_id"]), "run_id"),
-    )
-
-
-def _parse_input(inp: Any) -> InputConfig:
-    if isinstance(inp, str):
-        inp = {"uri": inp}  # shorthand: just the URI, format detected
-    inp = _mapping(inp, "input")
-    _check_keys(inp, "input", ("uri", "format", "options"))
-    fmt = inp.get("format", "auto")
-    _require(fmt in INPUT_FORMATS, "input.format", f"got {fmt!r}; accepted values: {', '.join(INPUT_FORMATS)}")
-    return InputConfig(
-        uri=_string(inp.get("uri"), "input.uri"),
-        format=fmt,
-        options=dict(_mapping(inp.get("options") or {}, "input.options")),
-    )
-
-
-MODEL_OPTIONS = ("lora",)   # lora: folder (or s3:// prefix) of a LoRA adapter saved by actors.lora.save_lora
-
-
-def _parse_models(value: Any) -> tuple[ModelSpec, ...]:
-    models = []
-    for i, m in enumerate(_list(value, "models")):
-        m = _mapping(m, f"models.{i}")
-        _check_keys(m, f"models.{i}", ("name", "path", "options", "label"))
-        models.append(
-            ModelSpec(
-                name=_string(m.get("name"), f"models.{i}.name"),
-                path=None if m.get("path") is None else _string(m.get("path"), f"models.{i}.path"),
-                options=dict(_mapping(m.get("options") or {}, f"models.{i}.options")),
-                label=None if m.get("label") is None else _string(m.get("label"), f"models.{i}.label"),
-            )
-        )
-        unknown = sorted(set(models[-1].options) - set(MODEL_OPTIONS))
-        _require(not unknown, f"models.{i}.options", f"unknown keys {unknown}; accepted: {', '.join(MODEL_OPTIONS)}")
-    # the same name may appear with another path or options (a fine-tuned copy, a LoRA) under its own label:
-    # the label is the `model` column of the rows, so the entries' results stay apart
-    keys = [m.key for m in models]
-    for i, k in enumerate(keys):
-        _require(keys.count(k) == 1, f"models.{i}.label",
-                 f"{k!r} names more than one model entry; give entries that share a name distinct labels")
-    return tuple(models)
-
-
-def _parse_policies(value: Any, known: Collection[str] | None) -> tuple[PolicySpec, ...]:
-    policies = []
-    for i, p in enumerate(_list(value, "policies")):
-        if isinstance(p, str):
-            p = {"name": p}
-        p = _mapping(p, f"policies.{i}")
-        name = _string(p.get("name"), f"policies.{i}.name")
-        if known is not None:
-            _require(
-                name in known,
-                f"policies.{i}.name",
-                f"unknown policy {name!r}; accepted values: {', '.join(sorted(known))}",
-            )
-        params = {k: v for k, v in p.items() if k != "name"}
-        for k, v in params.items():
-            _require(not (isinstance(v, list) and not v), f"policies.{i}.{k}", "empty list expands to no configurations")
-        policies.append(PolicySpec(name=name, params=params))
-    return tuple(policies)
-
-
-def _parse_actors(value: Any) -> ActorConfig:
-    act = _mapping(value, "actors")
-    _check_keys(act, "actors", tuple(ActorConfig.__dataclass_fields__))
-    actors = ActorConfig(
-        num_gpus=_number(act.get("num_gpus", 1), "actors.num_gpus", 0),
-        num_cpus=_number(act.get("num_cpus", 1), "actors.num_cpus", 0),
-        min_size=_int(act.get("min_size", 1), "actors.min_size", 1),
-        max_size=_int(act.get("max_size", act.get("min_size", 1)), "actors.max_size", 1),
-        batch_size=_int(act.get("batch_size", 1), "actors.batch_size", 1),
-    )
-    _require(actors.max_size >= actors.min_size, "actors.max_size", f"must be >= actors.min_size ({actors.min_size})")
-    return actors
-
-
-def _parse_metrics(value: Any) -> MetricsConfig:
-    met = _mapping(value, "metrics")
-    _check_keys(met, "metrics", tuple(MetricsConfig.__dataclass_fields__))
-    # ``compute: []`` switches every metric off; a missing key means all of them.
-    compute = [] if met.get("compute") == [] else _list(met.get("compute", list(METRIC_GROUPS)), "metrics.compute")
-    for i, c in enumerate(compute):
-        _require(c in METRIC_GROUPS, f"metrics.compute.{i}", f"got {c!r}; accepted values: {', '.join(METRIC_GROUPS)}")
-    net = met.get("lpips_net", "alex")
-    _require(net in LPIPS_NETS, "metrics.lpips_net", f"got {net!r}; accepted values: {', '.join(LPIPS_NETS)}")
-    weights = met.get("lpips_weights")
-    return MetricsConfig(
-        compute=tuple(dict.fromkeys(compute)),
-        lpips_weights=None if weights is None else _string(weights, "metrics.lpips_weights"),
-        lpips_net=net,
-    )
-
-
-def _resolution(value: Any, key: str) -> tuple[int, int]:
-    # An int is a square size; [height, width] a rectangle.  Multiples of 16 fit the
-    # VAE (8x) times the 2x2 patchify of both Flux and Qwen-Image.
-    if isinstance(value, list):
-        _require(len(value) == 2, key, f"must be an integer or [height, width], got {value!r}")
-        h, w = (_int(v, key, 16) for v in value)
-    else:
-        h = w = _int(value, key, 16)
-    _require(h % 16 == 0 and w % 16 == 0, key, f"must be a multiple of 16, got {value!r}")
-    return h, w
+        return RunConfig.model_validate(dict(raw), context={"known_policies": known_policies})
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, RunConfig)) from None
 
 
 # ------------------------------------------------------------------------- grid

@@ -4,10 +4,8 @@ For each model, the `full` configurations run first, so that the other configura
 find the reference output that their fidelity metrics compare to."""
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -27,15 +25,10 @@ def results_uri(cfg: RunConfig) -> str:
 
 def work_items(records: list[dict[str, Any]], configs: list[dict[str, Any]],
                done: set[tuple[str, str]]) -> list[dict[str, Any]]:
-    """One item per (record, configuration) pair without an `ok` row yet."""
-    items = []
-    for conf in configs:
-        conf_json = json.dumps(conf, sort_keys=True, default=str)
-        for rec in records:
-            if (conf["config_id"], str(rec.get("id"))) in done:
-                continue
-            items.append({**{k: rec.get(k) for k in RECORD_FIELDS}, "config_json": conf_json})
-    return items
+    """One item per (record, configuration) pair without an `ok` row yet: the record's columns and the
+    configuration's id (the configurations themselves go to the actors once, not with every item)."""
+    return [{**{k: rec.get(k) for k in RECORD_FIELDS}, "config_id": conf["config_id"]}
+            for conf in configs for rec in records if (conf["config_id"], str(rec.get("id"))) not in done]
 
 
 def _stages(configs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -52,16 +45,14 @@ def _stages(configs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any
 
 def run_ablation(cfg: RunConfig) -> dict[str, Any]:
     """Run every missing (record, configuration) pair; returns counts for the caller to print."""
-    from actors.edit_actor import EditActor   # the actor pulls in torch/diffusers: only where it runs
+    from .edit_stage import EditActor   # pulls in torch/diffusers: only where a run starts
 
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
     records = read_records(cfg.input.uri, cfg.input.format, cfg.storage, **dict(cfg.input.options))
     configs = expand_grid(cfg)
     done = completed_pairs(results_uri(cfg), cfg.storage)
     fs, results_path = st.filesystem_for(results_uri(cfg), cfg.storage)
-    storage = asdict(cfg.storage)
-    metrics = {"compute": list(cfg.metrics.compute), "lpips_weights": cfg.metrics.lpips_weights,
-               "lpips_net": cfg.metrics.lpips_net}
+    storage, metrics = cfg.storage.model_dump(), cfg.metrics.model_dump()
     submitted = 0
     for model, stage in _stages(configs):
         items = work_items(records, stage, done)
@@ -72,7 +63,8 @@ def run_ablation(cfg: RunConfig) -> dict[str, Any]:
         ds = ray.data.from_items(items).map_batches(
             EditActor,
             fn_constructor_kwargs=dict(model=model, model_path=model_path, output=cfg.output, run_id=run_id,
-                                       storage=storage, metrics=metrics, cache_dir=cfg.model_cache_dir,
+                                       configs={c["config_id"]: c for c in stage}, storage=storage,
+                                       metrics=metrics, cache_dir=cfg.model_cache_dir,
                                        model_options=model_options),
             batch_size=actors.batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size,

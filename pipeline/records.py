@@ -1,17 +1,18 @@
-"""Input records (one edit request) and the Arrow schema of the output rows.
+"""Input records (one edit request) and output rows: each declared once, with its Arrow types.
 
-Input records travel through Ray Data as plain dicts with a fixed set of keys
-(``RECORD_FIELDS``, all present, ``None`` when unused) so every block has the same
-schema.  ``validate_record`` turns such a dict into an ``EditRecord`` or raises a
-``RecordError`` whose message becomes the ``error`` column of an error row:
-bad input never crashes the job.
+An input record is declared by ``EditRecord``'s fields; ``RECORD_FIELDS`` and the Arrow
+``RECORD_SCHEMA`` are derived from them.  Records travel through Ray Data as plain dicts
+with every one of those keys (``None`` when unused) so every block has the same schema.
+``validate_record`` turns such a dict into an ``EditRecord`` or raises a ``RecordError``
+whose message becomes the ``error`` column of an error row: bad input never crashes the job.
+An output row is declared once by ``OUTPUT_SCHEMA``; ``OUTPUT_COLUMNS`` is derived from it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -22,65 +23,27 @@ class RecordError(ValueError):
     """A problem with one input record; its message is the row's error reason."""
 
 
-# Keys every input record dict carries (readers fill the ones they don't use with None).
-RECORD_FIELDS: tuple[str, ...] = (
-    "id",
-    "image",  # URI (s3:// or local), or None when image_bytes is given
-    "image_bytes",  # embedded encoded image (GEdit-Bench parquet)
-    "instruction",
-    "mask",  # URI of a PNG, white = edited region
-    "mask_rle",  # PIE-Bench [start, length, ...] run list (decoded by images.record_mask)
-    "mask_shape",  # [height, width] of the run-list grid (PIE-Bench: [512, 512])
-    "category",
-    "references",  # list of extra reference image URIs (multi-reference models)
-    "target",  # URI of the exact expected output, where the data set has one (toy data); shown in reports
-    "error",  # set by a reader that already knows the record is bad
-)
-
-RECORD_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string()),
-        pa.field("image", pa.string()),
-        pa.field("image_bytes", pa.binary()),
-        pa.field("instruction", pa.string()),
-        pa.field("mask", pa.string()),
-        pa.field("mask_rle", pa.list_(pa.int64())),
-        pa.field("mask_shape", pa.list_(pa.int32())),
-        pa.field("category", pa.string()),
-        pa.field("references", pa.list_(pa.string())),
-        pa.field("target", pa.string()),
-        pa.field("error", pa.string()),
-    ]
-)
+def _column(arrow_type: pa.DataType, default: Any = None, *, required: bool = False) -> Any:
+    # the field's Arrow type rides in its metadata, so the schema is read off the class
+    meta = {"arrow": arrow_type}
+    return field(metadata=meta) if required else field(default=default, metadata=meta)
 
 
-def new_record(**values: Any) -> dict[str, Any]:
-    """A record dict with every key of ``RECORD_FIELDS`` (unknown keys are an error)."""
-    unknown = set(values) - set(RECORD_FIELDS)
-    if unknown:
-        raise KeyError(f"unknown record keys: {sorted(unknown)}")
-    rec: dict[str, Any] = {k: None for k in RECORD_FIELDS}
-    rec["references"] = []
-    rec.update(values)
-    if rec["references"] is None:
-        rec["references"] = []
-    return rec
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EditRecord:
-    """A validated edit request."""
+    """An edit request: field order and Arrow types are the input record's columns."""
 
-    id: str
-    instruction: str
-    image: str | None = None
-    image_bytes: bytes | None = None
-    mask: str | None = None
-    mask_rle: tuple[int, ...] | None = None
-    mask_shape: tuple[int, int] | None = None
-    category: str | None = None
-    references: tuple[str, ...] = field(default_factory=tuple)
-    target: str | None = None
+    id: str = _column(pa.string(), required=True)
+    image: str | None = _column(pa.string())  # URI (s3:// or local), or None when image_bytes is given
+    image_bytes: bytes | None = _column(pa.binary())  # embedded encoded image (GEdit-Bench parquet)
+    instruction: str = _column(pa.string(), required=True)
+    mask: str | None = _column(pa.string())  # URI of a PNG, white = edited region
+    mask_rle: tuple[int, ...] | None = _column(pa.list_(pa.int64()))  # PIE-Bench [start, length, ...] run list
+    mask_shape: tuple[int, int] | None = _column(pa.list_(pa.int32()))  # [height, width] of the run-list grid
+    category: str | None = _column(pa.string())
+    references: tuple[str, ...] = _column(pa.list_(pa.string()), ())  # extra reference image URIs (multi-reference)
+    target: str | None = _column(pa.string())  # URI of the exact expected output (toy data); shown in reports
+    error: str | None = _column(pa.string())  # a reader's reason the record is bad (validate_record refuses it)
 
     @property
     def has_mask(self) -> bool:
@@ -91,8 +54,24 @@ class EditRecord:
         d["mask_rle"] = list(self.mask_rle) if self.mask_rle is not None else None
         d["mask_shape"] = list(self.mask_shape) if self.mask_shape is not None else None
         d["references"] = list(self.references)
-        d["error"] = None
         return d
+
+
+# Keys every input record dict carries (readers fill the ones they don't use with None).
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EditRecord))
+RECORD_SCHEMA = pa.schema([pa.field(f.name, f.metadata["arrow"]) for f in fields(EditRecord)])
+
+
+def new_record(**values: Any) -> dict[str, Any]:
+    """A record dict with every key of ``RECORD_FIELDS`` (unknown keys are an error)."""
+    unknown = set(values) - set(RECORD_FIELDS)
+    if unknown:
+        raise KeyError(f"unknown record keys: {sorted(unknown)}")
+    rec: dict[str, Any] = {k: None for k in RECORD_FIELDS}
+    rec.update(values)
+    if rec["references"] is None:
+        rec["references"] = []
+    return rec
 
 
 def validate_record(rec: Mapping[str, Any]) -> EditRecord:
@@ -209,7 +188,8 @@ def policy_params_json(params: Mapping[str, Any] | None) -> str:
 
 def base_row(record: Mapping[str, Any] | EditRecord, config: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     """Identifying columns of a row; every other column is ``None``."""
-    rec = record.to_dict() if isinstance(record, EditRecord) else dict(record)
+    keys = ("id", "category", "instruction")
+    rec = record if isinstance(record, Mapping) else {k: getattr(record, k) for k in keys}
     row: dict[str, Any] = {name: None for name in OUTPUT_COLUMNS}
     row.update(
         run_id=run_id,

@@ -24,11 +24,13 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Annotated, Any, Callable, Mapping, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+from pydantic import Field, ValidationError, field_validator
+
+from pipeline.validation import Section, describe
 
 T = TypeVar("T")
 
@@ -56,22 +58,30 @@ class StorageConfigError(ValueError):
     """A storage section that cannot be used (unknown key, credentials, bad URL)."""
 
 
-@dataclass(frozen=True)
-class StorageConfig:
+class StorageConfig(Section):
     """Where S3 lives.  Every field falls back to the standard AWS env vars."""
 
     endpoint_url: str | None = None  # e.g. http://127.0.0.1:5000; else AWS_ENDPOINT_URL(_S3)
     region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION
     connect_timeout_s: float | None = None
     request_timeout_s: float | None = None
-    retries: int = 4  # attempts of our own retry loop (on top of the SDK's)
+    retries: Annotated[int, Field(ge=1)] = 4  # attempts of our own retry loop (on top of the SDK's)
     retry_base_delay_s: float = 0.25
 
-    def __post_init__(self) -> None:
-        if self.endpoint_url:
-            _split_endpoint(self.endpoint_url)  # validates early, with a clear message
-        if self.retries < 1:
-            raise StorageConfigError(f"storage.retries must be >= 1, got {self.retries}")
+    def __init__(self, **data: Any) -> None:
+        # A StorageConfigError with readable lines, built directly or as a run config's section (pydantic
+        # calls a custom __init__ for nested models too; pipeline.validation keeps the lines as they are).
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise StorageConfigError(describe(exc, StorageConfig, "storage")) from None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _valid_endpoint(cls, endpoint_url: str | None) -> str | None:
+        if endpoint_url:
+            _split_endpoint(endpoint_url)  # validates early, with a clear message
+        return endpoint_url
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> "StorageConfig":
@@ -90,13 +100,7 @@ class StorageConfig:
                 "standard AWS credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY env "
                 "vars, ~/.aws/credentials, or an instance profile)"
             )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise StorageConfigError(
-                f"storage.{unknown[0]}: unknown key; accepted keys: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(data))
+        return cls(**{str(k): v for k, v in data.items()})
 
 
 StorageLike = StorageConfig | Mapping[str, Any] | None

@@ -1,4 +1,4 @@
-"""ToPi calibration inside an actor: full-context edits whose every layer reports its context sensitivity.
+"""ToPi calibration as a Ray Data stage: full-context edits whose every layer reports its context sensitivity.
 
 The same callable runs in-process for small sets and as a Ray Data actor pool for large ones; a record
 that cannot be edited comes back with its reason instead of scores, and the rest go on.
@@ -10,14 +10,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import storage as st
-from pipeline.images import record_image
-from pipeline.records import validate_record
+from actors.architecture import describe
+from actors.editor import Editor
+from actors.loading import load_pipeline
 from policies.calibration import ContextSensitivity
 
-from .architecture import describe
-from .editor import Editor
-from .loading import load_pipeline
+from . import storage as st
+from .images import record_image
+from .records import validate_record
 
 OUTPUT = pa.schema([("id", pa.string()), ("scores", pa.list_(pa.float64())), ("steps", pa.int64()),
                     ("architecture", pa.string()), ("error", pa.string())])

@@ -1,10 +1,12 @@
-"""The Ray Data actor: one model per actor, loaded once; turns work items (record + configuration) into
-output rows. Anything that goes wrong with one item becomes that item's error row."""
+"""The Ray Data stage of an ablation: one model per actor, loaded once; turns work items (a record and the
+id of one of the stage's configurations) into output rows. Anything that goes wrong with one item becomes
+that item's error row.
+
+It sits in pipeline/ (it moves records, images and rows) and calls down into actors/ for the model."""
 from __future__ import annotations
 
 import io
-import json
-import re
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -12,16 +14,16 @@ import PIL.Image
 import pyarrow as pa
 
 import policies
-from pipeline import storage as st
-from pipeline.storage import safe_name
-from pipeline.images import load_image, record_image, record_mask
-from pipeline.metrics import Lpips, background_metrics, fidelity_metrics
-from pipeline.records import (STATUS_OK, EditRecord, base_row, error_row, policy_params_json, rows_to_table, utcnow,
-                              validate_record)
+from actors.editor import Editor
+from actors.loading import load_pipeline
+from actors.results import EditResult
 
-from .editor import Editor
-from .loading import load_pipeline
-from .results import EditResult
+from . import storage as st
+from .images import load_image, record_image, record_mask
+from .metrics import Lpips, background_metrics, fidelity_metrics
+from .records import (STATUS_OK, EditRecord, base_row, error_row, policy_params_json, rows_to_table, utcnow,
+                      validate_record)
+from .storage import safe_name
 
 
 def image_uri(output: str, kind: str, config_id: str, record_id: str) -> str:
@@ -48,11 +50,16 @@ def mask_overlay(source: PIL.Image.Image, result: EditResult) -> PIL.Image.Image
 
 
 class EditActor:
-    """`map_batches` callable (class-based, so the model is loaded once per actor)."""
+    """`map_batches` callable (class-based, so the model is loaded once per actor).
+
+    `configs` (config_id -> configuration dict of pipeline.config.expand_grid) travels once per actor; each
+    work item names its configuration by `config_id` (a dict column of per-policy parameters would not
+    survive Arrow: absent keys come back as nulls and mixed types fail)."""
 
     def __init__(self, model: str, model_path: str | None, output: str, run_id: str,
-                 storage: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-                 cache_dir: str = "~/.cache/dropedit/models", model_options: dict[str, Any] | None = None) -> None:
+                 configs: dict[str, dict[str, Any]], storage: dict[str, Any] | None = None,
+                 metrics: dict[str, Any] | None = None, cache_dir: str = "~/.cache/dropedit/models",
+                 model_options: dict[str, Any] | None = None) -> None:
         self.storage = st.StorageConfig.from_mapping(storage)
         path = st.localize_model_path(model_path, cache_dir, self.storage) if model_path else None
         options = dict(model_options or {})
@@ -62,7 +69,7 @@ class EditActor:
         if lora:
             lora = st.localize_model_path(lora, cache_dir, self.storage)
         self.pipe = load_pipeline(model, path=path, lora=lora)
-        self.output, self.run_id = output, run_id
+        self.output, self.run_id, self.configs = output, run_id, configs
         metrics = metrics or {}
         self.compute = set(metrics.get("compute", ("background", "vs_full", "lpips")))
         self.lpips = Lpips(metrics.get("lpips_weights"), metrics.get("lpips_net", "alex"),
@@ -80,14 +87,14 @@ class EditActor:
         return rows_to_table([self._row(item) for item in batch.to_pylist()])
 
     def _row(self, item: dict[str, Any]) -> dict[str, Any]:
-        config = json.loads(item.pop("config_json"))
+        config = self.configs[item.pop("config_id")]
         started = utcnow()
         try:
             return self._edit(item, config, started)
         except Exception as err:   # noqa: BLE001 - one bad item must not stop the job
             return error_row(item, config, err, run_id=self.run_id, device=self.device, started_at=started)
 
-    def _edit(self, item: dict[str, Any], config: dict[str, Any], started) -> dict[str, Any]:
+    def _edit(self, item: dict[str, Any], config: dict[str, Any], started: datetime) -> dict[str, Any]:
         record = validate_record(item)
         source = record_image(record, self.storage)
         mask = record_mask(record, source.size, self.storage)

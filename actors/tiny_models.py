@@ -29,6 +29,7 @@ from diffusers import (
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
+    CLIPTokenizer,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLImageProcessor,
@@ -36,6 +37,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
     T5Config,
     T5EncoderModel,
+    T5Tokenizer,
 )
 
 from actors.tiny_tokenizers import build_clip_tokenizer, build_qwen2_tokenizer, build_t5_tokenizer
@@ -101,9 +103,21 @@ def build_tiny_flux_kontext(seed: int = 0, *, num_layers: int = 2, num_single_la
     The transformer's depth and width can be changed (the speed benchmark builds wider, deeper ones); the
     defaults build the tiny test model, bit for bit as before."""
     tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
+    return FluxKontextPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_KONTEXT_SCHEDULER_CONFIG),
+        vae=_tiny_flux_vae(seed),
+        text_encoder=_tiny_clip_encoder(tokenizer, seed),
+        tokenizer=tokenizer,
+        text_encoder_2=_tiny_t5_encoder(tokenizer_2, seed),
+        tokenizer_2=tokenizer_2,
+        transformer=_tiny_flux_transformer(seed, num_layers, num_single_layers, num_attention_heads,
+                                           attention_head_dim),
+    )
 
+
+def _tiny_clip_encoder(tokenizer: CLIPTokenizer, seed: int) -> CLIPTextModel:
     with _seeded(seed):
-        text_encoder = CLIPTextModel(
+        return CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=len(tokenizer),
                 hidden_size=TEXT_DIM,
@@ -118,8 +132,11 @@ def build_tiny_flux_kontext(seed: int = 0, *, num_layers: int = 2, num_single_la
                 pad_token_id=tokenizer.pad_token_id,
             )
         ).eval()
+
+
+def _tiny_t5_encoder(tokenizer_2: T5Tokenizer, seed: int) -> T5EncoderModel:
     with _seeded(seed):
-        text_encoder_2 = T5EncoderModel(
+        return T5EncoderModel(
             T5Config(
                 vocab_size=len(tokenizer_2),
                 d_model=TEXT_DIM,
@@ -136,8 +153,12 @@ def build_tiny_flux_kontext(seed: int = 0, *, num_layers: int = 2, num_single_la
                 decoder_start_token_id=tokenizer_2.pad_token_id,
             )
         ).eval()
+
+
+def _tiny_flux_transformer(seed: int, num_layers: int, num_single_layers: int, num_attention_heads: int,
+                           attention_head_dim: int) -> FluxTransformer2DModel:
     with _seeded(seed):
-        transformer = FluxTransformer2DModel(
+        return FluxTransformer2DModel(
             patch_size=1,
             in_channels=64,  # 16 latent channels packed 2x2
             num_layers=num_layers,
@@ -149,8 +170,11 @@ def build_tiny_flux_kontext(seed: int = 0, *, num_layers: int = 2, num_single_la
             guidance_embeds=True,  # Kontext-dev is guidance-distilled
             axes_dims_rope=rope_axes(attention_head_dim),  # (4, 6, 6) for 16, like (16, 56, 56) for 128
         ).eval()
+
+
+def _tiny_flux_vae(seed: int) -> AutoencoderKL:
     with _seeded(seed):
-        vae = AutoencoderKL(
+        return AutoencoderKL(
             in_channels=3,
             out_channels=3,
             down_block_types=("DownEncoderBlock2D",) * 4,
@@ -165,16 +189,6 @@ def build_tiny_flux_kontext(seed: int = 0, *, num_layers: int = 2, num_single_la
             use_quant_conv=False,
             use_post_quant_conv=False,
         ).eval()
-
-    return FluxKontextPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_KONTEXT_SCHEDULER_CONFIG),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer_2,
-        transformer=transformer,
-    )
 
 
 def build_tiny_qwen_vl_processor() -> Qwen2VLProcessor:

@@ -2,7 +2,7 @@
 
 DIR gets `manifest.jsonl` (id, image, instruction, mask, category, target; paths relative to DIR) and the
 PNGs under `source/`, `target/`, `mask/`. Record i of seed S is always the same record (see
-`pipeline.toy_data`); the held-out split of the toy model is seed 1.
+`toy.data`); the held-out split of the toy model is seed 1.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import sys
 from collections import Counter
 
-from pipeline.toy_data import CATEGORIES, write_dataset
+from toy.data import CATEGORIES, write_dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

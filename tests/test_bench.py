@@ -6,7 +6,7 @@ import pytest
 
 import policies
 from jobs import bench, cli
-from jobs.bench_speed import default_policies, parse_policy
+from bench.speed import default_policies, parse_policy
 
 TINY = ["--sizes", "32,48", "--steps", "3", "--reps", "2", "--layers", "1", "--single-layers", "1"]
 
@@ -91,9 +91,9 @@ def test_bench_with_several_references_on_edit_plus(tmp_path):
     `full` with the same references; traces, text lengths and the real-architecture pricing follow the count."""
     import math
 
-    from actors import flops
+    from bench import flops
     from actors.tiny_models import build_tiny_qwen_vl_processor
-    from jobs.bench_speed import bench_image
+    from bench.speed import bench_image
     from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE
 
     out = tmp_path / "bench"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline import toy_data as td
+from toy import data as td
 from pipeline.manifest import read_manifest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

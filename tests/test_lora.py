@@ -38,10 +38,10 @@ TINY = dict(image_size=64, num_layers=1, num_single_layers=1, num_attention_head
 
 def _base(folder):
     """A tiny toy model saved as a pipeline folder: the base an adapter is trained on."""
-    from actors import training as T
-    from pipeline.toy_data import vocabulary
+    from toy.data import vocabulary
+    from toy.model import ToyModelConfig, build_toy_flux_kontext
 
-    T.build_toy_flux_kontext(T.ToyModelConfig(**TINY, words=tuple(vocabulary()))).save_pretrained(folder)
+    build_toy_flux_kontext(ToyModelConfig(**TINY, words=tuple(vocabulary()))).save_pretrained(folder)
     return folder
 
 
@@ -49,7 +49,7 @@ def _batch(pipe, n=2):
     import numpy as np
 
     from actors import training as T
-    from pipeline.toy_data import make_record
+    from toy.data import make_record
 
     recs = [make_record(0, i, 64) for i in range(n)]
     return T.encode_batch(pipe, np.stack([r.source for r in recs]), np.stack([r.target for r in recs]),

@@ -7,7 +7,8 @@ import torch
 import actors
 from actors import training as T
 from actors.reference_drop import key_mask, sample_reference_keep
-from pipeline.toy_data import make_record, vocabulary
+from toy.data import make_record, vocabulary
+from toy.model import ToyModelConfig, build_toy_flux_kontext
 
 TINY = dict(image_size=64, num_layers=1, num_single_layers=1, num_attention_heads=1, attention_head_dim=16,
             axes_dims_rope=(4, 6, 6), vae_channels=(8, 8, 8, 8), vae_groups=4, words=tuple(vocabulary()))
@@ -66,7 +67,7 @@ def _loss_and_grads(model: torch.nn.Module, compute) -> tuple[float, list[torch.
 def test_training_loss_with_drop_equals_gathering_the_kept_references():
     """`flow_matching_loss(keep=...)` on a batch whose samples keep different counts: loss and gradients equal
     the mean over samples of the loss with each sample's kept reference tokens (and their ids) gathered."""
-    pipe = T.build_toy_flux_kontext(T.ToyModelConfig(**TINY))
+    pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
     recs = [make_record(0, i, 64) for i in range(3)]
     batch = T.encode_batch(pipe, np.stack([r.source for r in recs]), np.stack([r.target for r in recs]),
                            [r.instruction for r in recs])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import toy_data as td
+from toy import data as td
 from pipeline.manifest import read_manifest
 from pipeline.images import record_image, record_mask
 from pipeline.records import validate_record

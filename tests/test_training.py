@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from actors import training as T
-from pipeline.toy_data import make_record, vocabulary
+from pipeline.metrics import psnr
+from toy.data import make_record, vocabulary
+from toy.model import T5_LENGTH, ToyModelConfig, build_toy_flux_kontext
+from toy.vae import VaeLoss, set_latent_normalisation, vae_step
 
 TINY = dict(image_size=64, num_layers=1, num_single_layers=1, num_attention_heads=1, attention_head_dim=16,
             axes_dims_rope=(4, 6, 6), vae_channels=(8, 8, 8, 8), vae_groups=4, words=tuple(vocabulary()))
@@ -17,7 +20,7 @@ TINY = dict(image_size=64, num_layers=1, num_single_layers=1, num_attention_head
 
 @pytest.fixture(scope="module")
 def tiny():
-    return T.build_toy_flux_kontext(T.ToyModelConfig(**TINY))
+    return build_toy_flux_kontext(ToyModelConfig(**TINY))
 
 
 def _records(n, size=64, seed=0):
@@ -27,9 +30,9 @@ def _records(n, size=64, seed=0):
 
 def test_config_rejects_unknown_keys_and_bad_rope():
     with pytest.raises(ValueError, match="unknown model keys"):
-        T.ToyModelConfig.from_mapping({"layers": 3})
+        ToyModelConfig.from_mapping({"layers": 3})
     with pytest.raises(ValueError, match="must sum"):
-        T.build_toy_flux_kontext(T.ToyModelConfig(**{**TINY, "axes_dims_rope": (4, 4, 4)}))
+        build_toy_flux_kontext(ToyModelConfig(**{**TINY, "axes_dims_rope": (4, 4, 4)}))
 
 
 def test_toy_words_are_single_tokens(tiny):
@@ -49,7 +52,7 @@ def test_latents_and_text_match_the_pipeline(tiny):
     torch.testing.assert_close(noisy, latent_ids)
     torch.testing.assert_close(source, image_ids)
     embeds, pooled, ids = T.encode_text(tiny, text)
-    assert embeds.shape == (2, T.T5_LENGTH, 32) and pooled.shape == (2, 32) and ids.shape == (T.T5_LENGTH, 3)
+    assert embeds.shape == (2, T5_LENGTH, 32) and pooled.shape == (2, 32) and ids.shape == (T5_LENGTH, 3)
     # the uint8 round trip is the pipeline's own post-processing
     assert np.array_equal(T.to_uint8(pixels), src)
 
@@ -58,7 +61,7 @@ def test_editor_sees_what_training_sees(tiny):
     """The adapter pads prompts to the toy's 32-token T5 context and passes no guidance, as in training."""
     from PIL import Image
 
-    from actors.flux_kontext import FluxKontextAdapter
+    from actors.families.flux_kontext.adapter import FluxKontextAdapter
 
     src, _, text = _records(1)
     inputs = FluxKontextAdapter(tiny).prepare([Image.fromarray(src[0])], text[0], seed=0, steps=2,
@@ -66,7 +69,7 @@ def test_editor_sees_what_training_sees(tiny):
     embeds, pooled, _ = T.encode_text(tiny, text)
     torch.testing.assert_close(inputs.cond["prompt_embeds"], embeds)
     torch.testing.assert_close(inputs.cond["pooled"], pooled)
-    assert inputs.cond["guidance"] is None and embeds.shape[1] == T.T5_LENGTH == 32
+    assert inputs.cond["guidance"] is None and embeds.shape[1] == T5_LENGTH == 32
 
 
 class _Oracle(torch.nn.Module):
@@ -110,17 +113,17 @@ def test_transformer_and_vae_steps_learn_a_fixed_batch(tiny):
     losses = [T.transformer_step(tiny, opt, batch, torch.Generator().manual_seed(0)) for _ in range(12)]
     assert losses[-1] < losses[0]           # same noise every step: a fixed objective that must go down
     assert all(math.isfinite(x) for x in losses)
-    vae_loss = T.VaeLoss(tiny.vae)
+    vae_loss = VaeLoss(tiny.vae)
     vopt = torch.optim.AdamW(tiny.vae.parameters(), lr=3e-3)
     pixels = T.to_pixels(src)
-    vl = [T.vae_step(vae_loss, vopt, pixels)["loss"] for _ in range(8)]
+    vl = [vae_step(vae_loss, vopt, pixels)["loss"] for _ in range(8)]
     assert vl[-1] < vl[0]
 
 
 def test_latent_normalisation_gives_unit_statistics(tiny):
     src, tgt, _ = _records(4)
     pixels = T.to_pixels(np.concatenate([src, tgt]))
-    T.set_latent_normalisation(tiny, pixels)
+    set_latent_normalisation(tiny, pixels)
     z = T.encode_latents(tiny, pixels)
     assert abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-3
 
@@ -130,8 +133,8 @@ def test_psnr():
     b = a.copy()
     b[0, 0] = 255
     mask = np.zeros((4, 4), bool)
-    assert T.psnr(a, a) == float("inf")
-    assert T.psnr(a, b, mask) != T.psnr(a, b, mask) and T.psnr(a, b, ~mask) == pytest.approx(10 * math.log10(16))
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, b, mask) != psnr(a, b, mask) and psnr(a, b, ~mask) == pytest.approx(10 * math.log10(16))
 
 
 def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
@@ -173,12 +176,12 @@ def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
 
 def test_start_from_a_trained_vae(tiny, tmp_path):
     """`init_from`: another run's VAE (weights, latent statistics, log) and a transformer phase at step 0."""
-    from jobs.train import start_from_vae
+    from toy.train_loop import start_from_vae
 
     log = [{"phase": "vae", "step": 2, "wall_s": 5.0}, {"phase": "transformer", "step": 1, "wall_s": 6.0}]
     stats = {"shift_factor": 0.25, "scaling_factor": 2.0}
     torch.save({"vae": tiny.vae.state_dict(), "vae_stats": stats, "log": log}, tmp_path / "state.pt")
-    other = T.build_toy_flux_kontext(T.ToyModelConfig(**{**TINY, "seed": 1}))
+    other = build_toy_flux_kontext(ToyModelConfig(**{**TINY, "seed": 1}))
     state = start_from_vae(other, str(tmp_path))
     assert state == {"phase": "transformer", "step": 0, "log": log[:1], "vae_stats": stats, "wall_s": 5.0}
     for a, b in zip(other.vae.parameters(), tiny.vae.parameters()):
@@ -194,7 +197,7 @@ def test_transformer_step_drops_reference_tokens_per_sample(tiny):
     gathered-reference loss of the very σ, ε and keep masks the step draws (not the full-context loss)."""
     from actors.reference_drop import sample_reference_keep
 
-    pipe = T.build_toy_flux_kontext(T.ToyModelConfig(**TINY))
+    pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
     src, tgt, text = _records(4)
     batch = T.encode_batch(pipe, src, tgt, text)
     b, n = batch.z_tgt.shape[:2]
@@ -230,23 +233,23 @@ def test_validation_loss_at_a_fixed_drop_is_fixed_and_differs_from_no_drop(tiny)
 def test_fine_tuning_starts_from_a_saved_pipeline(tmp_path):
     """`init_from` a save_pretrained folder: its weights and latent statistics, the transformer phase at step 0,
     and a model section that must describe it."""
-    from jobs.train import is_pipeline_folder, load_init_pipeline, start_from_pipeline
+    from toy.train_loop import is_pipeline_folder, load_init_pipeline, start_from_pipeline
 
-    tiny = T.build_toy_flux_kontext(T.ToyModelConfig(**{**TINY, "seed": 3}))
+    tiny = build_toy_flux_kontext(ToyModelConfig(**{**TINY, "seed": 3}))
     tiny.vae.register_to_config(shift_factor=0.125, scaling_factor=1.5)
     tiny.save_pretrained(tmp_path / "base")
     assert is_pipeline_folder(str(tmp_path / "base")) and not is_pipeline_folder(str(tmp_path))
-    pipe = load_init_pipeline(str(tmp_path / "base"), T.ToyModelConfig(**TINY))
+    pipe = load_init_pipeline(str(tmp_path / "base"), ToyModelConfig(**TINY))
     for a, b in zip(pipe.transformer.parameters(), tiny.transformer.parameters()):
         assert torch.equal(a, b)
     assert start_from_pipeline(pipe) == {"phase": "transformer", "step": 0, "log": [], "wall_s": 0.0,
                                          "vae_stats": {"shift_factor": 0.125, "scaling_factor": 1.5}}
     with pytest.raises(ValueError, match="is not the config's model"):
-        load_init_pipeline(str(tmp_path / "base"), T.ToyModelConfig(**{**TINY, "num_layers": 2}))
+        load_init_pipeline(str(tmp_path / "base"), ToyModelConfig(**{**TINY, "num_layers": 2}))
 
 
 def test_fine_tuning_options_are_checked_before_training(tmp_path):
-    from jobs.train import check_config, load_config
+    from toy.train_loop import check_config, load_config
 
     with pytest.raises(ValueError, match="reference_drop"):
         check_config(load_config(None, ["transformer.reference_drop=[0.8, 0.2]"]))
@@ -294,7 +297,7 @@ def test_shipped_toy_model_edits_toward_the_target(index):
     result = actors.Editor(pipe, policies.make("full")).edit(Image.fromarray(rec.source), rec.instruction,
                                                              steps=28, height=128, width=128)
     edited = np.asarray(result.image)
-    assert T.psnr(edited, rec.target, rec.mask) > T.psnr(rec.source, rec.target, rec.mask) + 3
+    assert psnr(edited, rec.target, rec.mask) > psnr(rec.source, rec.target, rec.mask) + 3
     if not rec.mask.all():   # background PSNR as the card and `dropedit report` compute it (PIE-Bench)
         from pipeline.metrics import background_metrics
         assert background_metrics(edited, rec.source, rec.mask)["psnr_bg"] > 24

@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .assignments import parse_assignments
+from pipeline.assignments import parse_assignments
 
 INSTRUCTION = "make the circle red"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable, Iterable
 
-from actors import flops
-
-from .bench_speed import spread
+from . import flops
+from .speed import spread
 
 # What each paper reports (wall-clock, their GPUs, their step counts): shown next to our FLOP pricing.
 PAPERS: dict[str, str] = {
@@ -155,7 +154,7 @@ def sparse_context_budgets(labels: Iterable[str]) -> list[tuple[float, int]]:
     read through the policy's own parameter parsing; (0.25, 2) and (0.1, 2) when there is none."""
     import policies
 
-    from .bench_speed import parse_policy
+    from .speed import parse_policy
 
     budgets = []
     for label in labels:

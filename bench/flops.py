@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 # FLUX.1-Kontext-dev, transformer/config.json (black-forest-labs/FLUX.1-Kontext-dev on the Hugging Face hub);
 # equal to the defaults of diffusers' FluxTransformer2DModel (0.42). Text: T5 padded to max_sequence_length=512,
-# which is what FluxKontextPipeline (and actors.flux_kontext) passes. One transformer call per step (guidance
+# which is what FluxKontextPipeline (and actors.families.flux_kontext) passes. One transformer call per step (guidance
 # is distilled into the `guidance` embedding, no CFG).
 FLUX_KONTEXT_DEV: dict[str, Any] = {
     "_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": 64, "out_channels": None,

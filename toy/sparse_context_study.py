@@ -1,4 +1,4 @@
-"""Sparse Context at toy scale (seed 003), the part of `python -m jobs.toy_results` that trains.
+"""Sparse Context at toy scale (seed 003), the part of the toy study (`toy.results`) that trains.
 
 1. Fine-tunes the shipped toy model twice, from the same weights on the same data for the same steps, with
    and without random reference-token drop (`python -m jobs.train`; skipped when the output exists).
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .toy_findings import finite_mean
+from toy.findings import finite_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "toy_sparse_context.yaml"
@@ -36,7 +36,7 @@ STRATEGIES = ("random", "residual", "attention", "saliency")
 
 def finetune(config: Path, threads: int) -> dict[str, Any]:
     """Train one copy unless its pipeline folder exists; returns its `loss.json` summary."""
-    from .train import load_config
+    from toy.train_loop import load_config
 
     out = Path(load_config(str(config))["output"])
     if not (out / "model_index.json").exists():
@@ -54,9 +54,8 @@ def run_grid(data: Path, out: Path, steps: int) -> pd.DataFrame:
     """The grid's rows (resumable), with the selection parameters as columns."""
     import policies
     from pipeline.config import load_config
+    from jobs.report import load_results   # (a jobs module: the layer rule wants it below toy/)
     from pipeline.graph import run_ablation
-
-    from .report import load_results
 
     cfg = load_config(str(CONFIG), [f"input={data / 'manifest.jsonl'}", f"output={out / 'sparse'}",
                                     f"steps={steps}"], known_policies=policies.REGISTRY)
@@ -208,27 +207,9 @@ def section(df: pd.DataFrame, losses: dict[str, dict[str, Any]], img: Path, benc
     """The doc section for `docs/toy-results.md`."""
     plot(df, img / "sparse_context.png")
     n = df[df.policy == "full"].record_id.nunique()
-    if bench:   # the bench's own summary, its headings nested under this section
-        speed = ("Timed by the benchmark, not on the toy model (a Kontext model takes one reference): "
-                 "quoted from its summary.\n\n" + re.sub(r"^#+ ", "#### ", bench.strip(), flags=re.M))
-    else:
-        speed = ("Not measured for this run: `dropedit bench --model qwen-plus --references 1,3 ...` writes it "
-                 "(see `docs/benchmark.md`), then re-run this command.")
     return f"""## Sparse Context (seed 003)
 
-Three models on the same {n} held-out records: `toy` is the shipped model; `toy-ft-nodrop` and `toy-ft-drop`
-continue its training from the same weights, on the same data, for the same number of steps, and differ only
-in the random reference drop (`configs/finetune_toy_nodrop.yaml`, `configs/finetune_toy_drop.yaml`: per
-sample a ratio from U[0, 0.95], the dropped source tokens masked out of every attention). The fine-tunes:
-
-{''.join(_loss_line(k, v) for k, v in losses.items())}
-`sparse_context` runs 2 full warm-up steps, then keeps one fixed subset of the 64 source tokens for the
-other {int(df.steps.dropna().iloc[0]) - 2} steps: `random` (the training distribution), `residual`
-(|x̂0 − z_src| at the end of warm-up), `attention` (attention mass from noisy queries at warm-up),
-`saliency` (the source latent's norm about its mean). Every strategy keeps exactly ⌈keep·64⌉ tokens, so
-the budgets are identical. PSNR in dB, means over records; `PSNR vs its full` compares with the same model's
-`full` output.
-
+{_setup(df, losses, n)}
 ### Findings
 
 Computed from the tables below. `residual` and `saliency` keep spatially clustered sets (the edited region,
@@ -264,5 +245,32 @@ the rule may matter more.
 
 ### Speed: single vs multi-reference
 
-{speed}
+{_speed(bench)}
 """
+
+
+def _setup(df: pd.DataFrame, losses: dict[str, dict[str, Any]], n: int) -> str:
+    """The section's opening: the three models, the fine-tunes' losses, the strategies and budgets."""
+    return f"""\
+Three models on the same {n} held-out records: `toy` is the shipped model; `toy-ft-nodrop` and `toy-ft-drop`
+continue its training from the same weights, on the same data, for the same number of steps, and differ only
+in the random reference drop (`configs/finetune_toy_nodrop.yaml`, `configs/finetune_toy_drop.yaml`: per
+sample a ratio from U[0, 0.95], the dropped source tokens masked out of every attention). The fine-tunes:
+
+{''.join(_loss_line(k, v) for k, v in losses.items())}
+`sparse_context` runs 2 full warm-up steps, then keeps one fixed subset of the 64 source tokens for the
+other {int(df.steps.dropna().iloc[0]) - 2} steps: `random` (the training distribution), `residual`
+(|x̂0 − z_src| at the end of warm-up), `attention` (attention mass from noisy queries at warm-up),
+`saliency` (the source latent's norm about its mean). Every strategy keeps exactly ⌈keep·64⌉ tokens, so
+the budgets are identical. PSNR in dB, means over records; `PSNR vs its full` compares with the same model's
+`full` output.
+"""
+
+
+def _speed(bench: str | None) -> str:
+    """The multi-reference speed table of the benchmark's summary when there is one, its headings nested here."""
+    if bench:
+        return ("Timed by the benchmark, not on the toy model (a Kontext model takes one reference): "
+                "quoted from its summary.\n\n" + re.sub(r"^#+ ", "#### ", bench.strip(), flags=re.M))
+    return ("Not measured for this run: `dropedit bench --model qwen-plus --references 1,3 ...` writes it "
+            "(see `docs/benchmark.md`), then re-run this command.")

@@ -1,4 +1,4 @@
-"""The FLOP model (actors/flops.py): hand counts of one layer of each real architecture, torch's own FLOP
+"""The FLOP model (bench/flops.py): hand counts of one layer of each real architecture, torch's own FLOP
 counter on tiny transformers of the real classes, and the properties a speedup needs."""
 import dataclasses
 import inspect
@@ -11,7 +11,7 @@ from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from actors import flops
+from bench import flops
 
 FLUX, FLUX_TEXT = flops.REAL["FLUX.1-Kontext-dev"]
 QWEN, QWEN_TEXT = flops.REAL["Qwen-Image-Edit"]
@@ -225,7 +225,7 @@ def test_multi_reference_speedup_by_hand(references, keep):
 def test_multi_reference_call_equals_torch_flop_counter():
     """A Qwen-Image call with three references of different sizes, a subset of each kept (rows and their RoPE
     positions gathered by the engine's hook), costs what call_flops says for text + noisy + Σ kept."""
-    from actors.qwen_hooks import RowSelection, gathered_positions
+    from actors.families.qwen_image_edit.positions import RowSelection, gathered_positions
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

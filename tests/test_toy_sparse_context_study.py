@@ -1,7 +1,7 @@
 """The Sparse Context toy study's tables: labels, identical-budget comparison, the kept share of the reference."""
 import pandas as pd
 
-from jobs import toy_sparse_context as sc
+from toy import sparse_context_study as sc
 
 
 def _rows() -> pd.DataFrame:

@@ -92,7 +92,7 @@ def pipeline_overhead(records: int, model: str, size: int, steps: int, num_cpus:
     """Bare loop first (as a Ray task with the actor's resources when `bare_on_ray`), then the Ray graph."""
     import ray
 
-    from jobs.ablate import init_ray   # (a jobs module: the layer rule wants it below bench/)
+    from pipeline.ray_session import init_ray
 
     with tempfile.TemporaryDirectory(prefix="dropedit-bench-") as tmp:
         uri = input_uri or demo_records(records, Path(tmp))

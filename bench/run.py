@@ -72,7 +72,7 @@ def benchmark(settings: dict[str, Any], out: str | Path, num_gpus: float, pipeli
     if on_ray:
         import ray
 
-        from jobs.ablate import init_ray   # (a jobs module: the layer rule wants it below bench/)
+        from pipeline.ray_session import init_ray
         init_ray()
         result = ray.get(_remote(measure_speed, num_gpus).remote(settings))
     else:

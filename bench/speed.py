@@ -131,8 +131,8 @@ def step_cpu_seconds(start: float, ends: Sequence[float]) -> list[float]:
 
 def source_cached(policy: Any) -> bool:
     """Does the policy serve the source tokens' K/V from a cache in partial steps (SpotEdit's condition cache)?"""
-    context = getattr(policy, "context", None)
-    return bool(getattr(context, "source", False))
+    context = policy.needs.query_skip
+    return context is not None and context.source
 
 
 def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: int, seed: int,

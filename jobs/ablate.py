@@ -19,24 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the report after the run")
 
 
-def init_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()   # inside `ray job submit`: the cluster's own
-    else:
-        # Some Ray Data plans stall with fewer than 4 logical CPUs, even on a 2-core machine.
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False)
-
-
 def write_run_report(results: str, output: str, storage) -> str:
     """The report beside the results: `OUTPUT/report` (for object storage, written locally and uploaded)."""
     from pipeline import storage as st
 
-    from . import report
+    import report
 
     if "://" not in output:
         out = os.path.join(output, "report")
@@ -54,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import policies
     from pipeline.config import expand_grid, load_config
     from pipeline.graph import run_ablation
+    from pipeline.ray_session import init_ray
 
     from .preflight import check_run
 

@@ -58,7 +58,7 @@ def _run_ray(actor_args: dict[str, Any], records: list[dict[str, Any]], workers:
 
     from pipeline.calibration_stage import CalibrationActor
 
-    from .ablate import init_ray
+    from pipeline.ray_session import init_ray
 
     init_ray()
     items = [{k: rec.get(k) for k in RECORD_FIELDS} for rec in records]

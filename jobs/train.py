@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from toy.train_loop import check_config, fit, load_config
 
-    from .ablate import init_ray
+    from pipeline.ray_session import init_ray
 
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)   # in the driver, before any worker starts

@@ -11,7 +11,7 @@ import PIL.Image
 import pyarrow.dataset as pads
 import pytest
 
-from jobs.report import write_report
+from report import write_report
 from pipeline import storage as st
 from pipeline.config import parse_config
 from pipeline.graph import run_ablation

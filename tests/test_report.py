@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.storage import safe_name
-from jobs import report_grid
-from jobs.report import _with_labels, load_results, summary_table, write_report
-from jobs.report_notes import lpips_reason
-from jobs.report_plots import keep_ratio_figure, speedup_figure
-from jobs.report_speed import trust_problems
+from report import grid as report_grid
+from report.notes import lpips_reason
+from report.plots import keep_ratio_figure, speedup_figure
+from report.speed import trust_problems
+from report.tables import _with_labels, load_results, summary_table, write_report
 from pipeline.records import base_row, rows_to_table
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -215,7 +215,7 @@ def test_outputs_identical_to_full_leave_the_psnr_mean_finite_and_are_counted(tm
 
 
 def test_whole_image_mask_is_named_as_a_reason():
-    from jobs.report_notes import row_reason
+    from report.notes import row_reason
 
     reason = row_reason(pd.Series({"policy": "full", "psnr_bg": float("nan")}), "psnr_bg")
     assert "covers the whole image" in reason

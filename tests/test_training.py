@@ -57,15 +57,21 @@ def test_latents_and_text_match_the_pipeline(tiny):
     assert np.array_equal(T.to_uint8(pixels), src)
 
 
-def test_editor_sees_what_training_sees(tiny):
-    """The adapter pads prompts to the toy's 32-token T5 context and passes no guidance, as in training."""
+def test_editor_sees_what_training_sees(tiny, tmp_path):
+    """Saved as the training job saves it (`dropedit.json`: the toy's 32-token T5 context), the model gives the
+    editor that prompt length; the adapter pads prompts to it and passes no guidance, as in training."""
     from PIL import Image
 
     from actors.families.flux_kontext.adapter import FluxKontextAdapter
+    from actors.loading import load_pipeline
+    from actors.model_defaults import ModelDefaults, defaults_of, write_defaults
 
+    tiny.save_pretrained(tmp_path)
+    write_defaults(tmp_path, ModelDefaults(T5_LENGTH, ((64, 64),)), "as the training job writes it")
+    length = defaults_of(load_pipeline("toy-flux-kontext", path=tmp_path)).max_sequence_length
     src, _, text = _records(1)
     inputs = FluxKontextAdapter(tiny).prepare([Image.fromarray(src[0])], text[0], seed=0, steps=2,
-                                              guidance_scale=None, height=64, width=64)
+                                              guidance_scale=None, height=64, width=64, max_sequence_length=length)
     embeds, pooled, _ = T.encode_text(tiny, text)
     torch.testing.assert_close(inputs.cond["prompt_embeds"], embeds)
     torch.testing.assert_close(inputs.cond["pooled"], pooled)
@@ -152,6 +158,7 @@ def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
     assert train.main(args) == 0
     out = tmp_path / "model"
     assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((out / "dropedit.json").read_text())["max_sequence_length"] == T5_LENGTH   # edit defaults
     summary = json.loads((out / "loss.json").read_text())
     first = summary["log"]
     assert [(r["phase"], r["step"]) for r in first] == [("vae", 1), ("vae", 2), ("transformer", 1), ("transformer", 2)]

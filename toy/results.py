@@ -289,8 +289,8 @@ def _claims_grid(config: str | Path, data: Path, out: Path, steps: int) -> tuple
     """TokenDrop's claims: the ablation grid through the pipeline (and its report), the matched-budget arms
     in-process, every row scored; also written to `out/scored.parquet`. Returns the rows and the grid's config."""
     import policies
-    from jobs.ablate import init_ray                       # (jobs modules: the layer rule wants them
-    from jobs.report import load_results, write_report     #  below toy/)
+    from pipeline.ray_session import init_ray
+    from report import load_results, write_report
     from pipeline.config import load_config
     from pipeline.graph import run_ablation
 

@@ -54,7 +54,7 @@ def run_grid(data: Path, out: Path, steps: int) -> pd.DataFrame:
     """The grid's rows (resumable), with the selection parameters as columns."""
     import policies
     from pipeline.config import load_config
-    from jobs.report import load_results   # (a jobs module: the layer rule wants it below toy/)
+    from report import load_results
     from pipeline.graph import run_ablation
 
     cfg = load_config(str(CONFIG), [f"input={data / 'manifest.jsonl'}", f"output={out / 'sparse'}",

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pandas as pd
 
-from .report_labels import config_order
+from .labels import config_order
 
 BACKGROUND = ("psnr_bg", "ssim_bg", "mse_bg")
 VS_FULL = ("psnr_vs_full", "ssim_vs_full", "lpips_vs_full")
@@ -18,7 +18,7 @@ NO_MASK = ("no background to score: the record has no ground-truth mask, or its 
            "(a global edit such as grayscale), or `background` is not in metrics.compute")
 NO_FULL = "no `full` output of the same record to compare with (or `vs_full` not in metrics.compute)"
 Entry = tuple[str, int, int]   # (configuration, edits without the metric, ok edits)
-# lpips_status joins per-target messages as "bg: ...; vs_full: ..." (actors/edit_actor.py)
+# lpips_status joins per-target messages as "bg: ...; vs_full: ..." (pipeline/edit_stage.py)
 _PART = re.compile(r"; (?=(?:bg|vs_full): )")
 
 

@@ -185,7 +185,7 @@ FILES = {"images": "contact_sheet.png", "masks": "masks.png"}
 def write_grids(df: pd.DataFrame, results: str, out: str, n_records: int = 4, storage: Any = None,
                 label_col: str = "config_label") -> dict[str, str]:
     """contact_sheet.png (outputs) and masks.png (keep masks) for the first `n_records` edited records."""
-    from .report_labels import config_order
+    from .labels import config_order
 
     ok = df[df["status"] == "ok"]
     records = list(dict.fromkeys(ok["record_id"]))[:n_records]

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 import PIL.Image
 import torch
+from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift, retrieve_timesteps
 
 
 class EditInputError(ValueError):
@@ -65,9 +66,16 @@ def round_size(height: int, width: int, multiple_of: int, notes: list[str]) -> t
     return h, w
 
 
-def fresh_scheduler(pipe: Any) -> Any:
-    """A scheduler of the pipeline's class and config that no other edit touches."""
-    return type(pipe.scheduler).from_config(pipe.scheduler.config)
+def flow_schedule(pipe: Any, image_seq_len: int, steps: int, device: Any) -> tuple[Any, torch.Tensor]:
+    """A scheduler that no other edit touches, set up as both pipelines' `__call__` do: sigmas linear from 1
+    to 1/steps, shifted by mu for the noisy sequence length (`calculate_shift`, the same in both)."""
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    c = scheduler.config
+    mu = calculate_shift(image_seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                         c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+    timesteps, _ = retrieve_timesteps(scheduler, steps, device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    scheduler.set_begin_index(0)
+    return scheduler, timesteps
 
 
 @contextlib.contextmanager

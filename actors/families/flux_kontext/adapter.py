@@ -8,13 +8,9 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.pipelines.flux.pipeline_flux_kontext import (
-    PREFERRED_KONTEXT_RESOLUTIONS,
-    calculate_shift,
-    retrieve_timesteps,
-)
+from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
 
-from ...adapter import EditInputError, EditInputs, fresh_scheduler, no_hooks, round_size
+from ...adapter import EditInputError, EditInputs, flow_schedule, no_hooks, round_size
 from .vae import unpack
 
 
@@ -53,17 +49,7 @@ class FluxKontextAdapter:
         latents, source, latent_ids, source_ids = pipe.prepare_latents(
             pixels, 1, pipe.transformer.config.in_channels // 4, h, w, prompt_embeds.dtype, device,
             generator)
-        scheduler = fresh_scheduler(pipe)
-        mu = calculate_shift(
-            latents.shape[1],
-            scheduler.config.get("base_image_seq_len", 256),
-            scheduler.config.get("max_image_seq_len", 4096),
-            scheduler.config.get("base_shift", 0.5),
-            scheduler.config.get("max_shift", 1.15),
-        )
-        timesteps, _ = retrieve_timesteps(
-            scheduler, steps, device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler, timesteps = flow_schedule(pipe, latents.shape[1], steps, device)
         guidance = None
         if pipe.transformer.config.guidance_embeds:
             gs = self.default_guidance if guidance_scale is None else float(guidance_scale)

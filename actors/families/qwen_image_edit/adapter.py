@@ -10,14 +10,10 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import QwenImageEditPlusPipeline
-from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import (
-    calculate_dimensions,
-    calculate_shift,
-    retrieve_timesteps,
-)
+from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE, VAE_IMAGE_SIZE
 
-from ...adapter import EditInputError, EditInputs, fresh_scheduler, round_size
+from ...adapter import EditInputError, EditInputs, flow_schedule, round_size
 from .positions import RowSelection, gathered_positions
 from .vae import unpack
 
@@ -85,17 +81,7 @@ class QwenImageEditAdapter:
 
         f = pipe.vae_scale_factor * 2
         grids = tuple((sh // f, sw // f) for sh, sw in sizes)
-        scheduler = fresh_scheduler(pipe)
-        mu = calculate_shift(
-            latents.shape[1],
-            scheduler.config.get("base_image_seq_len", 256),
-            scheduler.config.get("max_image_seq_len", 4096),
-            scheduler.config.get("base_shift", 0.5),
-            scheduler.config.get("max_shift", 1.15),
-        )
-        timesteps, _ = retrieve_timesteps(
-            scheduler, steps, device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler, timesteps = flow_schedule(pipe, latents.shape[1], steps, device)
         guidance = None
         if pipe.transformer.config.guidance_embeds:
             guidance = torch.full([1], gs, device=device, dtype=torch.float32)

@@ -243,6 +243,13 @@ def _tiny_qwen_vl_encoder(processor: Qwen2VLProcessor, seed: int) -> Qwen2_5_VLF
         return Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
+def build_tiny_qwen_vl(seed: int = 0) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor]:
+    """The tiny Qwen-Image-Edit's Qwen2.5-VL (text + vision) and its processor, on their own: a VLM to run offline
+    (e.g. the judge's tests)."""
+    processor = build_tiny_qwen_vl_processor()
+    return _tiny_qwen_vl_encoder(processor, seed), processor
+
+
 def build_tiny_qwen_image_edit(
     seed: int = 0, plus: bool = False, *, num_layers: int = 2, num_attention_heads: int = 2,
     attention_head_dim: int = 16,
@@ -289,6 +296,7 @@ __all__ = [
     "QWEN_IMAGE_SCHEDULER_CONFIG",
     "build_tiny_flux_kontext",
     "build_tiny_qwen_image_edit",
+    "build_tiny_qwen_vl",
     "build_tiny_qwen_vl_processor",
     "rope_axes",
 ]

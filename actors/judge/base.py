@@ -9,10 +9,10 @@ from typing import Protocol, runtime_checkable
 
 import PIL.Image
 
-# GEdit-Bench resizes every image to about 512x512 pixels of area (aspect kept) before the judge sees it: the
-# scores then do not depend on the editor's output size, and a request stays small.
+# GEdit-Bench's scoring script resizes the source to about 512x512 pixels of area (aspect kept, sides truncated
+# to integers) and the edited image to the source's size before the judge sees them: the scores then do not
+# depend on the editor's output size, and a request stays small.
 JUDGE_AREA = 512 * 512
-_MULTIPLE = 32  # sides rounded to a multiple of 32, as GEdit's resize does
 
 
 @runtime_checkable
@@ -31,8 +31,8 @@ def resize_to_area(image: PIL.Image.Image, area: int | None = JUDGE_AREA) -> PIL
     if area is None:
         return image
     ratio = image.width / image.height
-    width = max(_MULTIPLE, round(math.sqrt(area * ratio) / _MULTIPLE) * _MULTIPLE)
-    height = max(_MULTIPLE, round(math.sqrt(area / ratio) / _MULTIPLE) * _MULTIPLE)
+    width = max(1, int(math.sqrt(area * ratio)))
+    height = max(1, int(math.sqrt(area * ratio) / ratio))
     if (width, height) == image.size:
         return image
     return image.resize((width, height), PIL.Image.Resampling.LANCZOS)

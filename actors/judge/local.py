@@ -21,15 +21,19 @@ _CHAT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|
 
 
 class LocalJudge:
-    """Qwen2.5-VL judge on CUDA when present (bfloat16 there, float32 on CPU)."""
+    """Qwen2.5-VL judge on CUDA when present (bfloat16 there, float32 on CPU). `device_map="auto"` spreads a model
+    too big for one GPU (the 72B GEdit uses) over all visible ones instead."""
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, dtype: torch.dtype | None = None,
-                 max_new_tokens: int = 512, area: int | None = JUDGE_AREA) -> None:
+                 max_new_tokens: int = 512, area: int | None = JUDGE_AREA, device_map: str | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, local_files_only=True).to(self.device).eval()
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            path, dtype=dtype, local_files_only=True, device_map=device_map)
+        self.model = (model if device_map else model.to(self.device)).eval()
+        if device_map:  # inputs go where the embeddings are
+            self.device = self.model.get_input_embeddings().weight.device
         self.max_new_tokens = max_new_tokens
         self.area = area
 

@@ -55,13 +55,15 @@ def _judge_viescore(judge: Judge, result: dict, source: PIL.Image.Image, edited:
 
 def judge_edit(judge: Judge, source: PIL.Image.Image, edited: PIL.Image.Image, instruction: str,
                protocol: Protocol = "viescore", category: str | None = None) -> dict:
-    """Judge one edit. viescore: two questions (SC on [source, edited], PQ on [edited]) -> sc, pq, overall
-    on 0-10. imgedit: one rubric question for `category` on [source, edited] -> three 1-5 scores and their mean.
+    """Judge one edit. viescore: two questions (SC on [source, edited], PQ on [edited], the edited image at the
+    source's size) -> sc, pq, overall on 0-10. imgedit: one rubric question for `category` on [source, edited] -> three 1-5 scores and their mean.
 
     Keys: protocol, category, status, sc_scores, pq_scores, sc, pq, overall, imgedit_scores, imgedit_avg,
     judge_raw ({question name: raw answer})."""
     if protocol == "viescore":
         result = _empty(protocol, category)
+        if edited.size != source.size:  # as GEdit's scorer: the judge compares the two at one size
+            edited = edited.convert("RGB").resize(source.size, PIL.Image.Resampling.LANCZOS)
         _judge_viescore(judge, result, source, edited, instruction)
     elif protocol == "imgedit":
         if category is None:

@@ -37,7 +37,7 @@ def test_parameters_are_validated():
     with pytest.raises(policies.PolicyError, match="reset_steps"):
         policies.make("spotedit", reset_steps=5)
     p = policies.make("spotedit", reset_steps=[9, 3, 3], condition_cache="false")
-    assert p.params()["reset_steps"] == [3, 9] and p.context.source is False and p.context.noisy
+    assert p.params()["reset_steps"] == [3, 9] and p.needs.query_skip.source is False and p.needs.query_skip.noisy
 
 
 def _run(policy, scores, steps=8, family="flux"):

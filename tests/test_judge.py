@@ -100,8 +100,11 @@ class _Handler(BaseHTTPRequestHandler):
         server.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         if server.failures_left > 0:
             server.failures_left -= 1
-            self.send_response(503)
+            message = json.dumps({"error": f"try later, {self.headers.get('Authorization')}"}).encode()
+            self.send_response(server.fail_code)
+            self.send_header("Content-Length", str(len(message)))
             self.end_headers()
+            self.wfile.write(message)
             return
         answer = server.answers[min(len(server.seen) - 1, len(server.answers) - 1)]
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
@@ -115,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.seen, httpd.failures_left = [], 0
+    httpd.seen, httpd.failures_left, httpd.fail_code = [], 0, 503
     httpd.answers = ['{"score": [8, 6], "reasoning": "ok"}', '```json\n{"score": [9, 4]}\n```']
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -174,6 +177,15 @@ def test_endpoint_always_failing_gives_a_status_not_a_number(server: ThreadingHT
     assert result["sc"] is result["pq"] is result["overall"] is result["sc_scores"] is None
 
 
+def test_endpoint_does_not_retry_a_refused_request(server: ThreadingHTTPServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPEDIT_TEST_JUDGE_KEY", "wrong")
+    server.failures_left, server.fail_code = 10, 401
+    result = judge_edit(_judge(server), _image((0, 0, 0)), _image((9, 9, 9)), "x")
+    assert result["status"].startswith("sc: request: HTTP 401") and len(server.seen) == 1
+    assert result["overall"] is None and "wrong" not in result["status"]
+
+
 def test_endpoint_connection_refused_and_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -184,7 +196,8 @@ def test_endpoint_connection_refused_and_missing_key(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("DROPEDIT_NO_SUCH_KEY", raising=False)
     keyed = EndpointJudge(f"http://127.0.0.1:{port}/v1", "m", api_key_env="DROPEDIT_NO_SUCH_KEY")
     result = judge_edit(keyed, _image((0, 0, 0)), _image((1, 1, 1)), "x")
-    assert "DROPEDIT_NO_SUCH_KEY" in result["status"] and result["overall"] is None
+    assert result["status"].startswith("sc: request: environment variable DROPEDIT_NO_SUCH_KEY")
+    assert "; pq" not in result["status"] and result["overall"] is None
 
 
 def test_malformed_answer_keeps_raw_and_gives_status(server: ThreadingHTTPServer,

@@ -68,6 +68,11 @@ class EndpointJudge:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
+    def _scrubbed(self, text: str) -> str:
+        """A server's error text with our key blanked out (some echo what they were sent)."""
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return text.replace(key, "***") if key else text
+
     def _post(self, body: bytes) -> dict:
         url = self.base_url.rstrip("/") + "/chat/completions"
         request = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
@@ -75,7 +80,7 @@ class EndpointJudge:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as error:
-            detail = error.read(200).decode("utf-8", "replace")
+            detail = self._scrubbed(error.read(200).decode("utf-8", "replace"))
             if error.code in RETRY_STATUSES:
                 raise _Retryable(f"HTTP {error.code}", _retry_after_s(error.headers.get("Retry-After"))) from None
             raise JudgeError("request", f"HTTP {error.code} from {url}: {' '.join(detail.split())}") from None

@@ -21,7 +21,7 @@ from actors.judge.prompts import (
     viescore_sc_prompt,
 )
 
-Protocol = Literal["viescore", "imgedit"]
+JudgeProtocol = Literal["viescore", "imgedit"]
 
 
 def _empty(protocol: str, category: str | None) -> dict:
@@ -46,17 +46,18 @@ def _judge_viescore(judge: Judge, result: dict, source: PIL.Image.Image, edited:
                     instruction: str) -> None:
     result["sc_scores"] = _ask(judge, result, "sc", [source, edited], viescore_sc_prompt(instruction), 2,
                                VIESCORE_RANGE)
-    if result["status"].startswith("sc: unreachable"):
-        return  # the endpoint is gone: a second question would only spend another round of retries
+    if "sc" not in result["judge_raw"]:
+        return  # no answer at all (unreachable, refused): a second question would fail the same way, slowly
     result["pq_scores"] = _ask(judge, result, "pq", [edited], viescore_pq_prompt(), 2, VIESCORE_RANGE)
     if result["sc_scores"] is not None and result["pq_scores"] is not None:
         result["sc"], result["pq"], result["overall"] = viescore(result["sc_scores"], result["pq_scores"])
 
 
 def judge_edit(judge: Judge, source: PIL.Image.Image, edited: PIL.Image.Image, instruction: str,
-               protocol: Protocol = "viescore", category: str | None = None) -> dict:
+               protocol: JudgeProtocol = "viescore", category: str | None = None) -> dict:
     """Judge one edit. viescore: two questions (SC on [source, edited], PQ on [edited], the edited image at the
-    source's size) -> sc, pq, overall on 0-10. imgedit: one rubric question for `category` on [source, edited] -> three 1-5 scores and their mean.
+    source's size) -> sc, pq, overall on 0-10. imgedit: one rubric question for `category` on [source, edited]
+    -> three 1-5 scores and their mean.
 
     Keys: protocol, category, status, sc_scores, pq_scores, sc, pq, overall, imgedit_scores, imgedit_avg,
     judge_raw ({question name: raw answer})."""

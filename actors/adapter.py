@@ -42,6 +42,9 @@ class EditInputs:
 
 class ModelAdapter(Protocol):
     family: str
+    default_steps: int        # the family's paper protocol, used when an edit gives none
+    default_guidance: float
+    resize_filter: str        # PIL filter name for the source resize ("bicubic", "lanczos")
 
     def prepare(self, images: list[PIL.Image.Image], instruction: str, *, seed: int, steps: int,
                 guidance_scale: float | None, height: int | None, width: int | None,
@@ -64,6 +67,13 @@ def round_size(height: int, width: int, multiple_of: int, notes: list[str]) -> t
     if (h, w) != (height, width):
         notes.append(f"size {width}x{height} rounded to {w}x{h} (multiple of {multiple_of})")
     return h, w
+
+
+def resize(image: PIL.Image.Image, height: int, width: int, filter_name: str) -> PIL.Image.Image:
+    """The source at (height, width) with the named PIL filter; unchanged when it already has that size."""
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), getattr(PIL.Image.Resampling, filter_name.upper()))
 
 
 def flow_schedule(pipe: Any, image_seq_len: int, steps: int, device: Any) -> tuple[Any, torch.Tensor]:

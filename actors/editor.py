@@ -92,6 +92,15 @@ class Editor:
         self.adapter = adapter_for(pipe)
         self.defaults = defaults_of(pipe)   # what the model's saved files say (toy model: 32 tokens, 128x128)
 
+    @property
+    def default_steps(self) -> int:
+        """Steps when an edit gives none: the model's saved default, else the family's paper protocol."""
+        return self.defaults.steps or self.adapter.default_steps
+
+    @property
+    def default_guidance(self) -> float:
+        return self.adapter.default_guidance
+
     def _sizes(self, height: int | None, width: int | None, notes: list[str]) -> tuple[int | None, int | None]:
         """The model's own size when none is asked for; a note when the asked size is outside its training."""
         if height is None and width is None and self.defaults.default_size is not None:
@@ -103,15 +112,17 @@ class Editor:
         return height, width
 
     @torch.no_grad()
-    def edit(self, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int = 0, steps: int = 28,
+    def edit(self, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int = 0, steps: int | None = None,
              guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
              references: Sequence[PIL.Image.Image | str | Path] = (), max_sequence_length: int | None = None,
              on_step: Callable[[StepTrace], None] | None = None) -> EditResult:
-        """One edit. `max_sequence_length` (text tokens) defaults to the model's saved default, else
-        diffusers' 512; `height`/`width` to the model's trained size, else the adapter's (Kontext: its
-        preferred resolution of the image's aspect)."""
+        """One edit. `steps` and `guidance_scale` default to the family's paper protocol (Kontext 28 steps,
+        guidance 3.5; Qwen-Image-Edit 50 steps, true CFG 4.0); `max_sequence_length` (text tokens) to the
+        model's saved default, else diffusers' 512; `height`/`width` to the model's trained size, else the
+        adapter's (Kontext: its preferred resolution of the image's aspect)."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise EditInputError("the instruction is empty")
+        steps = self.default_steps if steps is None else steps
         if int(steps) < 1:
             raise EditInputError(f"steps must be >= 1, got {steps}")
         images = [open_image(image)] + [open_image(r) for r in references]

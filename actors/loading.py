@@ -32,6 +32,23 @@ MODELS: dict[str, tuple[type, Callable[[], Any] | None]] = {
 SHIPPED: dict[str, Path] = {"toy-flux-kontext": Path(__file__).resolve().parents[1] / "models" / "toy-flux-kontext"}
 
 
+def protocol_of(name: str, path: str | Path | None = None) -> dict[str, Any] | None:
+    """The sampling protocol an edit with `name` runs when the config gives none, without loading it: the
+    family adapter's `default_steps`/`default_guidance`/`resize_filter` (the papers' settings), the steps
+    overridden by the model's saved `dropedit.json`. None for an unknown name."""
+    from .families import PIPELINES
+    from .model_defaults import read_defaults
+
+    if name not in MODELS:
+        return None
+    cls = MODELS[name][0]
+    fam = next(f for c, f in PIPELINES if c is cls)
+    adapter = fam.adapter
+    saved = read_defaults(path if path is not None else SHIPPED.get(name))
+    return {"family": fam.name, "steps": saved.steps or adapter.default_steps,
+            "guidance_scale": adapter.default_guidance, "resize_filter": adapter.resize_filter}
+
+
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 

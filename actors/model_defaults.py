@@ -20,6 +20,7 @@ DIFFUSERS_MAX_SEQUENCE_LENGTH = 512   # FluxKontextPipeline / QwenImageEditPipel
 class ModelDefaults:
     max_sequence_length: int = DIFFUSERS_MAX_SEQUENCE_LENGTH
     sizes: tuple[tuple[int, int], ...] = ()    # (height, width) the model was trained at; () = any
+    steps: int | None = None                   # sampling steps the model was evaluated with; None = the family's
 
     @property
     def default_size(self) -> tuple[int, int] | None:
@@ -42,7 +43,9 @@ def read_defaults(folder: str | Path | None) -> ModelDefaults:
         return ModelDefaults()
     raw = json.loads(path.read_text())
     sizes = tuple((int(h), int(w)) for h, w in raw.get("sizes", ()))
-    return ModelDefaults(int(raw.get("max_sequence_length", DIFFUSERS_MAX_SEQUENCE_LENGTH)), sizes)
+    steps = raw.get("steps")
+    return ModelDefaults(int(raw.get("max_sequence_length", DIFFUSERS_MAX_SEQUENCE_LENGTH)), sizes,
+                         None if steps is None else int(steps))
 
 
 def defaults_of(pipe: Any) -> ModelDefaults:

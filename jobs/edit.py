@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", action="append", default=[], help="extra reference image (Qwen Edit-Plus)")
     p.add_argument("--instruction", required=True, help="the edit instruction")
     p.add_argument("--out", required=True, help="output image file (.png, .jpg, ...); its folder must exist")
-    p.add_argument("--steps", type=int, default=28, help="denoising steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps; default: the model's (Kontext 28, Qwen-Image-Edit 50)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="guidance; default: the model's (Kontext 3.5, Qwen true CFG 4.0)")
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     height, width = _size(args.size)
     if not args.instruction.strip():
         raise ValueError("the instruction is empty")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     check_output(args.out)
     for image in [args.image, *args.reference]:
@@ -125,13 +126,16 @@ def run(args: argparse.Namespace) -> int:
     check_size(args.model_path or SHIPPED.get(args.model), height, width, args.any_size)
     pipe = actors.load_pipeline(args.model, path=args.model_path)
     editor = actors.Editor(pipe, policy)
-    with tqdm(total=args.steps, desc=f"{args.model}/{args.policy}", unit="step", file=sys.stderr) as bar:
-        result = editor.edit(args.image, args.instruction, seed=args.seed, steps=args.steps,
+    steps = editor.default_steps if args.steps is None else args.steps
+    with tqdm(total=steps, desc=f"{args.model}/{args.policy}", unit="step", file=sys.stderr) as bar:
+        result = editor.edit(args.image, args.instruction, seed=args.seed, steps=steps,
                              guidance_scale=args.guidance_scale, height=height, width=width,
                              references=args.reference, max_sequence_length=args.max_sequence_length,
                              on_step=lambda _: bar.update())
     result.image.save(args.out)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(json.dumps(summary(args, result, str(pipe.device)), default=str))
+    line = summary(args, result, str(pipe.device))
+    line["guidance_scale"] = editor.default_guidance if args.guidance_scale is None else args.guidance_scale
+    print(json.dumps(line, default=str))
     return 0

@@ -171,8 +171,10 @@ class RunConfig(Section):
     policies: Annotated[tuple[PolicySpec, ...], BeforeValidator(_policy_entries), NotEmpty]
     resolutions: Annotated[tuple[Resolution, ...], OneOrMore, NotEmpty] = ((1024, 1024),)  # (height, width)
     seeds: Annotated[tuple[StrictInt, ...], OneOrMore, NotEmpty] = (0,)
-    steps: PositiveInt = 28
-    guidance_scale: NonNegative = 2.5
+    # None: the model family's paper protocol (Kontext 28 steps, guidance 3.5; Qwen-Image-Edit 50 steps, true
+    # CFG 4.0), resolved per model in expand_grid so that rows and config_ids carry what ran
+    steps: PositiveInt | None = None
+    guidance_scale: NonNegative | None = None
     storage: Annotated[st.StorageConfig, EmptyIfNone] = st.StorageConfig()
     actors: Annotated[ActorConfig, EmptyIfNone] = ActorConfig()
     metrics: Annotated[MetricsConfig, EmptyIfNone] = MetricsConfig()
@@ -329,13 +331,29 @@ def grid_policies(cfg: RunConfig) -> list[PolicySpec]:
     return policies
 
 
+def sampling(cfg: RunConfig, model: ModelSpec) -> tuple[int | None, float | None]:
+    """(steps, guidance_scale) the model entry runs: the config's, else its family's paper protocol
+    (`actors.loading.protocol_of`, imported only when a value is unset). An unknown model name keeps None
+    (preflight refuses the name)."""
+    steps, guidance = cfg.steps, cfg.guidance_scale
+    if steps is None or guidance is None:
+        from actors.loading import protocol_of
+
+        proto = protocol_of(model.name, model.path) or {}
+        steps = proto.get("steps") if steps is None else steps
+        guidance = proto.get("guidance_scale") if guidance is None else guidance
+    return steps, guidance
+
+
 def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
     """All configurations (one dict each), ``full`` ones first, duplicates dropped."""
     variants = [(p.name, params) for p in grid_policies(cfg) for params in expand_policy(p)]
     variants.sort(key=lambda v: v[0] != FULL_POLICY)  # stable: reference outputs first
     out: dict[str, dict[str, Any]] = {}
+    protocols = {model.key: sampling(cfg, model) for model in cfg.models}
     for model, (h, w), seed in itertools.product(cfg.models, cfg.resolutions, cfg.seeds):
         full_id = None
+        steps, guidance = protocols[model.key]
         for policy, params in variants:
             conf: dict[str, Any] = {
                 "model": model.key,
@@ -347,8 +365,8 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
                 "height": h,
                 "width": w,
                 "seed": seed,
-                "steps": cfg.steps,
-                "guidance_scale": cfg.guidance_scale,
+                "steps": steps,
+                "guidance_scale": guidance,
             }
             conf["config_id"] = config_id(conf)
             conf["label"] = config_label(policy, params)

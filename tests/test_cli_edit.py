@@ -75,7 +75,7 @@ def test_help_names_every_model_and_policy():
     text = proc.stdout
     for name in (*edit.MODEL_NAMES, *edit.POLICY_NAMES):
         assert name in text, name
-    assert "(default: 28)" in text
+    assert "default: the model's (Kontext 28, Qwen-Image-Edit 50)" in text
 
 
 def test_spotedit_that_skips_reports_its_computed_query_share(tmp_path, image_factory):

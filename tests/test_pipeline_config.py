@@ -231,3 +231,26 @@ def test_each_labelled_entry_gets_its_own_stages_and_loads_by_name():
     assert [name for name, _ in stages] == ["tiny"] * 4     # full, then the rest, per entry
     assert [{c["model"] for c in stage} for _, stage in stages] == [{"base"}, {"base"}, {"tuned"}, {"tuned"}]
     assert [stage[0]["policy"] == "full" for _, stage in stages] == [True, False, True, False]
+
+
+def test_unset_steps_and_guidance_follow_the_model_family_protocol():
+    raw = {**BASE, "models": [{"name": "tiny-flux-kontext"}, {"name": "tiny-qwen-image-edit"}],
+           "policies": [{"name": "full"}], "resolutions": [64], "seeds": [0]}
+    unset = parse_config({k: v for k, v in raw.items() if k not in ("steps", "guidance_scale")})
+    assert unset.steps is None and unset.guidance_scale is None
+    by_model = {g["model"]: g for g in expand_grid(unset)}
+    assert (by_model["tiny-flux-kontext"]["steps"], by_model["tiny-flux-kontext"]["guidance_scale"]) == (28, 3.5)
+    assert (by_model["tiny-qwen-image-edit"]["steps"], by_model["tiny-qwen-image-edit"]["guidance_scale"]) == (50, 4.0)
+    # unset resolves to the same configuration (and id) as writing the protocol's values out
+    explicit = parse_config({**raw, "models": [{"name": "tiny-flux-kontext"}], "steps": 28, "guidance_scale": 3.5})
+    assert expand_grid(explicit)[0]["config_id"] == by_model["tiny-flux-kontext"]["config_id"]
+    # one set, the other from the protocol
+    half = parse_config({**raw, "steps": 8, "guidance_scale": None})
+    assert {(g["steps"], g["guidance_scale"]) for g in expand_grid(half)} == {(8, 3.5), (8, 4.0)}
+
+
+def test_explicit_sampling_settings_keep_their_config_ids():
+    # the id a config with explicit steps/guidance had before protocol defaults existed
+    grid = expand_grid(cfg())
+    assert all((g["steps"], g["guidance_scale"]) == (28, 2.5) for g in grid)
+    assert grid[0]["config_id"] == "87caabd7c433"   # computed before unset meant "the model's protocol"

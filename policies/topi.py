@@ -2,7 +2,8 @@
 
 Anchor steps (every `interval` steps from the first; only the first with `static`) run the full context
 and report attention statistics on the representative layers; the policy then keeps the smallest set of
-source tokens holding τ of the total score (Eq. 10). Other steps run the first `exempt_layers` layers on
+source tokens holding τ of the total score (Eq. 10; `select=mass`), or the ⌈keep·S⌉ highest-scoring ones
+(`select=topk`: the fixed 50 % Top-K at which the paper's Tables 2, 3 and 5 compare methods). Other steps run the first `exempt_layers` layers on
 the full context and the remaining layers on the kept tokens and their positions (Mode B).
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pydantic import BeforeValidator, Field, PrivateAttr
 
 from .base import Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 from .calibration import auto_layers, calibrated_layers, read_calibration
-from .params import Count, Integer, Number, Seed, layer_numbers
-from .topi_select import LAYER_CHOICES, Score, choose_layers, minimal_mass_set, token_scores
+from .params import Count, Fraction, Integer, Number, Seed, layer_numbers
+from .topi_select import LAYER_CHOICES, Score, Select, choose_layers, minimal_mass_set, token_scores, top_k_set
 
 Mode = Literal["prune", "merge"]   # prune: drop the tokens; merge: average each into its nearest kept one
 MODES = get_args(Mode)
@@ -61,7 +62,10 @@ class ToPiRun(PolicyRun):
         if not seen.attention:
             return
         scores = token_scores(seen.attention, self.layers, self.policy.score)
-        self.keep = minimal_mass_set(scores, self.policy.tau).to(self.run.device)
+        if self.policy.select == "topk":
+            self.keep = top_k_set(scores, self.policy.keep).to(self.run.device)
+        else:
+            self.keep = minimal_mass_set(scores, self.policy.tau).to(self.run.device)
         self.anchors.append(step.index)
         self.kept_after_anchor.append(int(self.keep.sum()))
 
@@ -76,7 +80,9 @@ class ToPiRun(PolicyRun):
 class ToPi(Policy, name="topi"):
     needs = Needs(layer_routing=True, attention_stats=True)
 
-    tau: Annotated[Number, Field(ge=0.0, le=1.0)] = 0.85   # share of the total score the kept tokens hold
+    tau: Annotated[Number, Field(ge=0.0, le=1.0)] = 0.85   # select=mass: share of the total score kept
+    select: Select = "mass"                                 # mass (Eq. 10) or topk (the ablations' fixed 50 %)
+    keep: Fraction = 0.5                                    # select=topk: ⌈keep·S⌉ highest-scoring tokens
     interval: Annotated[Integer, Field(ge=1)] = 10          # steps between anchors
     exempt_layers: Count = 10                               # layers that run on every token
     layers: Annotated[str | tuple[int, ...], BeforeValidator(_layers)] = "auto"

@@ -5,6 +5,7 @@ as `actors.attention_stats.LayerStats` provides them.
 """
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Literal, Mapping, get_args
 
@@ -12,6 +13,8 @@ import torch
 
 Score = Literal["influence", "attention", "similarity"]
 SCORES = get_args(Score)
+Select = Literal["mass", "topk"]   # mass: smallest set holding τ of the score (Eq. 10); topk: a fixed share
+SELECTS = get_args(Select)
 LAYER_CHOICES = ("auto", "first", "last", "random", "all")
 
 
@@ -52,6 +55,21 @@ def minimal_mass_set(scores: torch.Tensor, tau: float) -> torch.Tensor:
     keep = torch.zeros(n, dtype=torch.bool, device=scores.device)
     keep[order[: min(count, n)]] = True
     return keep
+
+
+def top_k_count(n: int, keep: float) -> int:
+    """⌈keep·n⌉ tokens (keep = 0.5 of 4096 keeps 2048; of 9, 5); a hair below an integer is that integer."""
+    return min(n, max(0, math.ceil(keep * n - 1e-9)))
+
+
+def top_k_set(scores: torch.Tensor, keep: float) -> torch.Tensor:
+    """The ⌈keep·S⌉ highest-scoring tokens as a bool mask (ToPi's ablations compare methods at a fixed 50 %
+    Top-K). Ties are broken by the lower token index (a stable sort)."""
+    n = scores.numel()
+    order = torch.sort(scores.double(), descending=True, stable=True).indices
+    mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    mask[order[: top_k_count(n, keep)]] = True
+    return mask
 
 
 def choose_layers(choice: str, num_layers: int, top_m: int, seed: int) -> tuple[int, ...]:

@@ -178,3 +178,54 @@ def test_every_ablation_variant_in_the_shipped_config_starts_on_its_model(flux_p
     merged = actors.Editor(flux_pipe, policies.make("topi", mode="merge", exempt_layers=1, interval=3)) \
         .edit(image_factory(96, 64), "make it red", seed=0, steps=4, height=64, width=96)
     assert merged.trace[1].from_layer == 1 and merged.trace[1].kept < merged.trace[1].total
+
+
+@pytest.mark.parametrize("n,keep,expected", [(16, 0.5, 8), (9, 0.5, 5), (4096, 0.5, 2048), (10, 0.3, 3),
+                                             (7, 1.0, 7), (7, 0.0, 0), (3, 0.01, 1)])
+def test_topk_keeps_the_ceil_of_keep_times_s_highest_scoring_tokens(n, keep, expected):
+    from policies.topi_select import top_k_count, top_k_set
+
+    scores = torch.rand(n, generator=torch.Generator().manual_seed(n)) ** 2
+    mask = top_k_set(scores, keep)
+    assert top_k_count(n, keep) == expected and int(mask.sum()) == expected
+    if 0 < expected < n:
+        assert scores[mask].min() >= scores[~mask].max()
+    tied = top_k_set(torch.ones(n), keep)   # ties: the lower indices
+    assert tied[:expected].all() and not tied[expected:].any()
+
+
+@pytest.mark.parametrize("variant", [dict(score="influence"), dict(score="attention"), dict(score="similarity"),
+                                     dict(layers="first"), dict(layers="last"), dict(layers="random"),
+                                     dict(layers="all"), dict(layers="1,2"), dict(static=True),
+                                     dict(mode="merge")])
+@pytest.mark.parametrize("select", ["mass", "topk"])
+def test_every_ablation_variant_runs_with_both_selections(variant, select):
+    g = torch.Generator().manual_seed(3)
+    stats = {layer: LayerStats(torch.rand(2, 16, generator=g), torch.rand(2, 16, generator=g),
+                               torch.rand(2, 16, generator=g), torch.rand(16, generator=g)) for layer in range(4)}
+    policy = policies.make("topi", **{"layers": "1,2", "exempt_layers": 1, "interval": 3, "select": select,
+                                      "keep": 0.5, "tau": 0.5, **variant})
+    run = policy.start(_run_info())
+    for i in range(4):
+        step = Step(i, 1 - i / 4, 1 - (i + 1) / 4)
+        plan = run.plan(step)
+        if not plan.attention_layers:
+            assert plan.merge == (policy.mode == "merge") and plan.from_layer == 1
+            if select == "topk":
+                assert int(plan.keep_source.sum()) == 8   # ⌈0.5 · 16⌉
+        run.observe(step, Seen(x0=torch.zeros(16, 4), source=torch.zeros(16, 4), velocity=torch.zeros(16, 4),
+                               attention={l: stats[l] for l in plan.attention_layers}))
+    applied = run.applied()
+    assert applied["select"] == select and applied["keep"] == 0.5
+
+
+def test_topk_selection_parameters_are_checked_and_the_edit_runs(flux_pipe, image_factory):
+    for bad in (dict(select="fixed"), dict(keep=1.5), dict(keep=-0.1)):
+        with pytest.raises(PolicyError):
+            policies.make("topi", **bad)
+    result = actors.Editor(flux_pipe, policies.make("topi", select="topk", keep=0.5, exempt_layers=1, interval=3,
+                                                    layers="all")) \
+        .edit(image_factory(96, 64), "make it red", seed=0, steps=4, height=64, width=96)
+    pruned = [s for s in result.trace if s.from_layer == 1]
+    assert pruned and all(s.kept == (s.total + 1) // 2 for s in pruned)
+    assert result.policy_params["select"] == "topk" and result.policy_params["keep"] == 0.5

@@ -66,7 +66,8 @@ class ActiveNoisy:
         if self.kv is not None:
             self.kv.call = SpotCall(active=index, source_queries=not cached_source,
                                     noisy_context=ctx is not None and ctx.noisy,
-                                    alpha=None if ctx is None else ctx.alpha)
+                                    alpha=None if ctx is None else ctx.alpha,
+                                    recursive=True if ctx is None else ctx.recursive)
             self.keys = self.kv.image_keys()
         else:
             self.keys = index.numel() + self.source_rows

@@ -45,6 +45,7 @@ class SpotCall:
     source_queries: bool = True          # partial calls: the source tokens enter (recomputed), after the noisy
     noisy_context: bool = True           # partial calls: non-edited noisy tokens stay keys (from the cache)
     alpha: float | None = None           # partial calls: blend non-edited K/V toward the source's (None: static)
+    recursive: bool = True               # the blend is written back to the cache (False: each call from the cache)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class SpotKV:
             return torch.cat([k_act, src_k], 1), torch.cat([v_act, src_v], 1), rows
         if cache.noisy_k is None:
             raise RuntimeError("partial call with cached noisy tokens before any full call")
-        if c.alpha is not None:
+        if c.alpha is not None and c.recursive:
             # Eq. 8–9 toward the first reference's K/V at the same grid position (aligned one to one);
             # the active rows are overwritten below, so blending every row changes nothing for them.
             cache.noisy_k = fuse(cache.noisy_k, src_k[:, :n], c.alpha)
@@ -135,7 +136,12 @@ class SpotKV:
         index = c.active.to(k.device)
         cache.noisy_k.index_copy_(1, index, k_act)   # the latest K/V of every token stays in the cache
         cache.noisy_v.index_copy_(1, index, v_act)
-        return torch.cat([cache.noisy_k, src_k], 1), torch.cat([cache.noisy_v, src_v], 1), None
+        noisy_k, noisy_v = cache.noisy_k, cache.noisy_v
+        if c.alpha is not None and not c.recursive:
+            # the official code's reading: blended from the cache at each call, the cache itself unchanged
+            noisy_k = fuse(noisy_k, src_k[:, :n], c.alpha).index_copy_(1, index, k_act)
+            noisy_v = fuse(noisy_v, src_v[:, :n], c.alpha).index_copy_(1, index, v_act)
+        return torch.cat([noisy_k, src_k], 1), torch.cat([noisy_v, src_v], 1), None
 
 
 class BranchHook(ModelHook):

@@ -72,6 +72,7 @@ class CachedContext:
     noisy: bool = True             # inactive noisy tokens keep their cached K/V (False: they are absent)
     source: bool = True            # source tokens' K/V come from the cache (False: recomputed this step)
     alpha: float | None = None     # blend cached noisy K/V toward the source's at the same position (Eq. 8-9)
+    recursive: bool = True         # the blend replaces the cache (Algorithm S1); False: blended from the cache
 
 
 @dataclass(frozen=True)

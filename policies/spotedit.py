@@ -3,7 +3,9 @@
 After `initial_steps` full steps, each step scores every noisy token's clean estimate x̂0 against the
 source (SpotSelector, `run.token_scores`); tokens with score ≤ τ are non-edited: they get no queries, and
 the edited tokens attend to them through cached keys/values (SpotFusion), blended toward the source's
-K/V with α(t) = cos²(πt/2) at every step. The source tokens' K/V come from the cache too
+K/V with α(t) = cos²(πt/2) at every step (`alpha=paper`; `alpha=official`: as the official code runs it, t
+divided by 1000 twice, so α ≈ 1 and the blend, from the cache each time, is the static cache). τ unset is
+0.2 for Kontext (the paper) and 0.15 for Qwen-Image-Edit (the official code). The source tokens' K/V come from the cache too
 (`condition_cache`). At `reset_steps` the step runs fully and refreshes the caches. The non-edited tokens
 of the last step that skipped any are overwritten with the source latent before decoding.
 
@@ -23,17 +25,29 @@ from pydantic import AfterValidator, Field
 from .base import CachedContext, Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 from .params import Count, Integer, Number, sorted_unique
 
-Fusion = Literal["spotfusion", "static", "none"]   # recursive blend toward the source / cache as is / naive skip
+Fusion = Literal["spotfusion", "static", "none"]   # blend toward the source / cache as is / naive skip
+# spotfusion's α: `paper` = cos²(πt/2) with t the flow time, written back to the cache at every partial step
+# (Eq. 8–9, Algorithm S1); `official` = as github.com/Biangbiang0321/SpotEdit runs it: t divided by 1000
+# twice (t = σ/1000, so α ≈ 1 - 2.5e-6 at most: the static cache), blended from the cache at each call
+Alpha = Literal["paper", "official"]
+ALPHAS = get_args(Alpha)
 Selector = Literal["lpips_vae", "l2", "cosine"]     # distances of x̂0 to the source (actors.spot_selector)
 FUSIONS, SELECTORS = get_args(Fusion), get_args(Selector)
 PAPER_STEPS = 50
 OFFICIAL_RESETS = (13, 22, 31)        # the official code's reset steps for 50 steps (both families)
 OFFICIAL_DILATE = {"flux": 0, "qwen": 1}
+PAPER_TAU = {"flux": 0.2, "qwen": 0.15}   # Kontext: the paper's 0.2; Qwen: the official code's 0.15
 
 
 def fusion_alpha(t: float) -> float:
     """α(t) = cos²(πt/2), t the flow time (1 = noise, 0 = clean)."""
     return math.cos(math.pi * t / 2.0) ** 2
+
+
+def official_alpha(sigma: float) -> float:
+    """α as the official code computes it: the loop passes t.item()/1000 (= σ) and the processor divides
+    by 1000 again, so α = cos²(π·σ/2000) ≥ 0.9999975."""
+    return fusion_alpha(sigma / 1000.0)
 
 
 def default_resets(steps: int) -> tuple[int, ...]:
@@ -57,6 +71,7 @@ class SpotEditRun(PolicyRun):
         self.policy, self.run = policy, run
         self.resets = frozenset(default_resets(run.steps) if policy.reset_steps is None else policy.reset_steps)
         self.dilate = OFFICIAL_DILATE.get(run.family, 0) if policy.dilate is None else policy.dilate
+        self.tau = PAPER_TAU.get(run.family, PAPER_TAU["flux"]) if policy.tau is None else policy.tau
         self.unchanged: torch.Tensor | None = None   # bool over noisy tokens, for the next step
         self.final: torch.Tensor | None = None       # non-edited tokens of the last step that skipped any
 
@@ -67,8 +82,12 @@ class SpotEditRun(PolicyRun):
         if self.is_full(step.index) or self.unchanged is None or not bool(self.unchanged.any()):
             return Plan()
         self.final = self.unchanged
-        alpha = fusion_alpha(step.sigma) if self.policy.fusion == "spotfusion" else None
-        context = dataclasses.replace(self.policy.needs.query_skip, alpha=alpha)
+        alpha, recursive = None, True
+        if self.policy.fusion == "spotfusion":
+            official = self.policy.alpha == "official"
+            alpha = official_alpha(step.sigma) if official else fusion_alpha(step.sigma)
+            recursive = not official
+        context = dataclasses.replace(self.policy.needs.query_skip, alpha=alpha, recursive=recursive)
         return Plan(active_noisy=~self.unchanged, context=context)
 
     def observe(self, step: Step, seen: Seen) -> None:
@@ -77,13 +96,13 @@ class SpotEditRun(PolicyRun):
             self.unchanged = None   # the next step runs fully (or there is none): no need to score
             return
         scores = self.run.token_scores(seen.x0, self.policy.selector)
-        self.unchanged = dilate_edited(scores <= self.policy.tau, self.run.noisy_grid, self.dilate)
+        self.unchanged = dilate_edited(scores <= self.tau, self.run.noisy_grid, self.dilate)
 
     def replace_with_source(self) -> torch.Tensor | None:
         return self.final
 
     def applied(self) -> dict[str, Any]:
-        return {**self.policy.params(), "reset_steps": sorted(self.resets), "dilate": self.dilate}
+        return {**self.policy.params(), "tau": self.tau, "reset_steps": sorted(self.resets), "dilate": self.dilate}
 
     def summary(self) -> dict[str, Any]:
         return {"reset_steps": sorted(self.resets), "dilate": self.dilate,
@@ -91,9 +110,10 @@ class SpotEditRun(PolicyRun):
 
 
 class SpotEdit(Policy, name="spotedit"):
-    tau: Number = 0.2                       # score <= tau is non-edited, on the selector's raw scale
+    tau: Number | None = None               # score <= tau is non-edited (raw scale); None: Kontext 0.2, Qwen 0.15
     selector: Selector = "lpips_vae"
     fusion: Fusion = "spotfusion"
+    alpha: Alpha = "paper"                  # spotfusion's α(t): the paper's recursive blend or the official code's
     condition_cache: bool = True            # source tokens' K/V cached at full steps, not recomputed
     initial_steps: Annotated[Integer, Field(ge=1)] = 4   # the first x̂0 needs a full step
     # None: the official 13, 22, 31 of 50, scaled to the step count; () = no reset

@@ -82,3 +82,55 @@ def test_nothing_under_tau_means_full_steps_and_no_replacement():
         assert run.plan(step).active_noisy is None
         run.observe(step, seen)
     assert run.replace_with_source() is None
+
+
+def test_alpha_paper_is_recursive_cos2_and_official_is_the_static_cache_read_from_it():
+    from policies.spotedit import official_alpha
+
+    assert abs(official_alpha(0.5) - fusion_alpha(0.0005)) < 1e-18
+    assert all(official_alpha(s) >= 1 - 2.5e-6 for s in (0.0, 0.3, 1.0))   # α ≈ 1: the cache as it is
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.05, 0.5, 0.2])
+    seen = Seen(x0=torch.zeros(6, 4), source=torch.zeros(6, 4), velocity=torch.zeros(6, 4))
+    for alpha, recursive in (("paper", True), ("official", False)):
+        run, steps = _run(policies.make("spotedit", tau=0.2, initial_steps=1, reset_steps=[], alpha=alpha), scores)
+        run.plan(steps[0]), run.observe(steps[0], seen)
+        context = run.plan(steps[1]).context
+        expected = fusion_alpha(steps[1].sigma) if alpha == "paper" else official_alpha(steps[1].sigma)
+        assert context.alpha == expected and context.recursive is recursive
+        assert run.applied()["alpha"] == alpha
+    with pytest.raises(policies.PolicyError, match="alpha"):
+        policies.make("spotedit", alpha="cosine")
+
+
+def test_official_alpha_blends_from_the_cache_without_writing_the_blend_back():
+    from actors.spot_attention import SpotCall, SpotKV
+
+    n, s = 3, 3
+    kv = SpotKV(num_noisy=n, num_source=s, key_rotary=None)
+    k, v = torch.randn(1, n + s, 1, 2), torch.randn(1, n + s, 1, 2)
+    kv.assemble(0, k, v)   # a full call fills the cache
+    cached = kv.layer(0).noisy_k.clone()
+    active = torch.tensor([1])
+    k_part, v_part = torch.randn(1, 1 + s, 1, 2), torch.randn(1, 1 + s, 1, 2)
+    for recursive in (False, False):
+        kv.call = SpotCall(active=active, source_queries=True, noisy_context=True, alpha=0.5, recursive=recursive)
+        keys, _, _ = kv.assemble(0, k_part, v_part)
+        blended = 0.5 * cached + 0.5 * k_part[:, 1:]
+        assert torch.allclose(keys[:, [0, 2]], blended[:, [0, 2]])   # from the cache each call
+        assert torch.equal(keys[:, 1], k_part[:, 0])                   # the edited token's own K
+    assert torch.equal(kv.layer(0).noisy_k[:, [0, 2]], cached[:, [0, 2]])   # the cache is not blended
+    kv.call = SpotCall(active=active, source_queries=True, noisy_context=True, alpha=0.5, recursive=True)
+    kv.assemble(0, k_part, v_part)
+    assert torch.allclose(kv.layer(0).noisy_k[:, [0, 2]], (0.5 * cached + 0.5 * k_part[:, 1:])[:, [0, 2]])
+
+
+def test_tau_unset_is_the_official_value_of_the_family():
+    scores = torch.tensor([0.1, 0.16, 0.3, 0.05, 0.5, 0.2])
+    seen = Seen(x0=torch.zeros(6, 4), source=torch.zeros(6, 4), velocity=torch.zeros(6, 4))
+    for family, tau in (("flux", 0.2), ("qwen", 0.15)):
+        run, steps = _run(policies.make("spotedit", initial_steps=1, reset_steps=[], dilate=0), scores, family=family)
+        assert run.applied()["tau"] == tau
+        run.plan(steps[0]), run.observe(steps[0], seen)
+        assert torch.equal(run.plan(steps[1]).active_noisy, scores > tau)
+    run, _ = _run(policies.make("spotedit", tau=0.3), scores, family="qwen")
+    assert run.applied()["tau"] == 0.3

@@ -17,6 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, dotted keys, e.g. --set actors.max_size=4")
     p.add_argument("--no-report", action="store_true", help="skip the report after the run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid, the number of edits and the estimated GPU-hours (FLOP model of the real "
+                        "architecture, full context: an upper bound); loads no model, starts no Ray")
+    p.add_argument("--records", type=int, default=None, metavar="N",
+                   help="with --dry-run: the number of input records (when the input is not reachable here)")
+    p.add_argument("--gpu-tflops", type=float, default=None, metavar="T",
+                   help="with --dry-run: the GPU's sustained bf16 TFLOP/s (assumption; default 400, an H100)")
 
 
 def write_run_report(results: str, output: str, storage) -> str:
@@ -47,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides, known_policies=policies.REGISTRY)
     check_run(cfg, expand_grid(cfg))
+    if getattr(args, "dry_run", False):
+        from bench.estimate import DEFAULT_GPU_TFLOPS, dry_run
+
+        text, _ = dry_run(cfg, args.records, args.gpu_tflops or DEFAULT_GPU_TFLOPS, source=args.config)
+        print(text)
+        return 0
     init_ray()
     summary = run_ablation(cfg)
     print(json.dumps(summary))

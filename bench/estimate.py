@@ -1,0 +1,136 @@
+"""`dropedit run CONFIG --dry-run`: what a run would do and what it would cost, without loading a model or
+starting Ray.
+
+The grid is the run's own (`pipeline.config.expand_grid`: steps and guidance resolved per model). The cost is
+the FLOP model (`bench.flops`) of the real architecture of each model's family (FLUX.1-Kontext-dev,
+Qwen-Image-Edit, Qwen-Image-Edit-Plus with one reference, whatever checkpoint the config names, the toy and tiny
+models included): full-context FLOPs of one transformer call x calls per step (Qwen's true CFG: 2, none with
+guidance <= 1) x steps, per edit. Pruning lowers it: the estimate is an upper bound, the cost at keep 1 (every
+configuration is costed as `full`). GPU-hours = FLOPs / the GPU's sustained rate (`gpu_tflops`: an assumption,
+by default 400 TFLOP/s, roughly an H100's effective dense bf16 on these large matmuls; the VAE, text encoder
+and metrics are not counted).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from pipeline.config import RunConfig, expand_grid
+
+from .flops import REAL, REAL_MULTI_REFERENCE, call_flops, image_tokens
+
+DEFAULT_GPU_TFLOPS = 400.0   # assumption: an H100's effective bf16 rate on large matmuls (peak dense is ~990)
+
+# model name -> the real architecture the FLOP model costs it as
+ARCHITECTURE = {
+    "flux-kontext": "FLUX.1-Kontext-dev", "toy-flux-kontext": "FLUX.1-Kontext-dev",
+    "tiny-flux-kontext": "FLUX.1-Kontext-dev",
+    "qwen-image-edit": "Qwen-Image-Edit", "tiny-qwen-image-edit": "Qwen-Image-Edit",
+    "qwen-image-edit-plus": "Qwen-Image-Edit-Plus", "tiny-qwen-image-edit-plus": "Qwen-Image-Edit-Plus",
+}
+
+
+@dataclass(frozen=True)
+class EditCost:
+    architecture: str
+    steps: int
+    calls_per_step: int
+    tokens: int            # image tokens of the output (= of the aligned source)
+    text: tuple[int, ...]  # text tokens of each call of a step
+    flops: float           # one edit, full context
+
+
+def edit_cost(model_name: str, height: int, width: int, steps: int, guidance_scale: float | None) -> EditCost:
+    """Full-context FLOPs of one edit of `model_name`'s family at (height, width)."""
+    name = ARCHITECTURE.get(model_name)
+    if name is None:
+        raise ValueError(f"no FLOP model for model {model_name!r}; known: {', '.join(ARCHITECTURE)}")
+    if name in REAL:
+        arch, text = REAL[name]
+    else:
+        arch, text_of = REAL_MULTI_REFERENCE[name]
+        text = text_of(1)   # one reference: the count is per record, unknown here
+    if arch.family == "qwen" and guidance_scale is not None and guidance_scale <= 1:
+        text = text[:1]   # true CFG off: one call per step
+    n = image_tokens(height, width)
+    per_step = sum(call_flops(arch, t, n, n).total for t in text)
+    return EditCost(name, steps, len(text), n, tuple(text), per_step * steps)
+
+
+def count_records(cfg: RunConfig) -> tuple[int | None, str]:
+    """The number of input records, or None and why (a placeholder path, object storage)."""
+    uri = cfg.input.uri
+    if "://" in uri:
+        return None, "object storage is not read in a dry run, records unknown; pass --records N"
+    from pipeline.sources import read_records
+
+    try:
+        records = read_records(uri, cfg.input.format, cfg.storage, **dict(cfg.input.options))
+    except (OSError, ValueError) as err:
+        return None, f"not reachable here ({type(err).__name__}), records unknown; pass --records N"
+    return len(records), f"{len(records)} records"
+
+
+def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS) -> dict[str, Any]:
+    """The grid, the number of edits and the estimated GPU-hours (upper bound: keep 1)."""
+    if gpu_tflops <= 0:
+        raise ValueError(f"--gpu-tflops must be > 0, got {gpu_tflops}")
+    configs = expand_grid(cfg)
+    if records is None:
+        records, input_note = count_records(cfg)
+    else:
+        input_note = f"{records} records (given)"
+    flops_per_record = 0.0
+    models = []
+    for model in cfg.models:
+        mine = [c for c in configs if c["model"] == model.key]
+        costs = {}
+        for c in mine:
+            key = (c["height"], c["width"], c["steps"], c["guidance_scale"])
+            if key not in costs:
+                costs[key] = edit_cost(model.name, *key)
+            flops_per_record += costs[key].flops
+        models.append({"model": model.key, "name": model.name, "configurations": len(mine), "costs": costs})
+    hours_per_record = flops_per_record / (gpu_tflops * 1e12) / 3600
+    edits = None if records is None else records * len(configs)
+    return {"configs": configs, "records": records, "input_note": input_note, "edits": edits,
+            "models": models, "flops_per_record": flops_per_record, "hours_per_record": hours_per_record,
+            "gpu_hours": None if records is None else hours_per_record * records, "gpu_tflops": gpu_tflops}
+
+
+def describe(cfg: RunConfig, p: dict[str, Any], source: str = "") -> str:
+    """The dry run's printout."""
+    configs = p["configs"]
+    policies = Counter(c["label"] for c in configs)
+    sizes = sorted({(c["height"], c["width"]) for c in configs})
+    records = "?" if p["records"] is None else str(p["records"])
+    lines = [f"dry run{' of ' + source if source else ''}: nothing loaded, Ray not started",
+             f"input: {cfg.input.uri} (format {cfg.input.format}): {p['input_note']}",
+             f"grid: {records} records x {len(configs)} configurations = {len(cfg.models)} model(s) x "
+             f"{len(policies)} policy settings x {len(sizes)} size(s) x {len(cfg.seeds)} seed(s)"]
+    for m in p["models"]:
+        lines.append(f"  model {m['model']} ({m['name']}): {m['configurations']} configurations")
+        for (h, w, steps, guidance), cost in m["costs"].items():
+            lines.append(f"    {w}x{h}, {steps} steps, guidance {guidance}: costed as {cost.architecture}, "
+                         f"{cost.tokens} image + {cost.tokens} source tokens, text {list(cost.text)}, "
+                         f"{cost.calls_per_step} call(s)/step -> {cost.flops / 1e15:.2f} PFLOP per edit at keep 1")
+    lines.append("  configurations: " + "; ".join(policies))
+    edits = "unknown (records unknown)" if p["edits"] is None else f"{p['edits']}"
+    lines.append(f"edits: {edits} ({len(configs)} per record)")
+    per_record = f"{p['hours_per_record']:.4f} GPU-h per record"
+    total = "unknown" if p["gpu_hours"] is None else f"{p['gpu_hours']:.1f} GPU-h"
+    lines.append(f"estimated GPU time at {p['gpu_tflops']:g} TFLOP/s sustained (assumption; --gpu-tflops): "
+                 f"{total} ({per_record})")
+    lines.append("  upper bound: every edit costed at full context (keep 1); pruning lowers it, and the VAE, "
+                 "text encoder and metrics are not counted")
+    return "\n".join(lines)
+
+
+def dry_run(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS,
+            source: str = "") -> tuple[str, dict[str, Any]]:
+    p = plan(cfg, records, gpu_tflops)
+    return describe(cfg, p, source), p
+
+
+__all__: Sequence[str] = ("DEFAULT_GPU_TFLOPS", "dry_run", "edit_cost", "plan")

@@ -5,8 +5,12 @@ overwritten from a local torchvision state dict (the configured path, or the tor
 torchvision itself would have put it); the linear layers ship inside the ``lpips`` package.  When any of
 that is missing or unreadable, ``LpipsUnavailable`` says why: a random trunk's distance is not LPIPS.
 
-LPIPS trunk: PIE-Bench used SqueezeNet (torchmetrics ``net_type='squeeze'``); the default here is lpips'
-own default, AlexNet.  Set ``metrics.lpips_net: squeeze`` to compare with published PIE-Bench numbers.
+LPIPS trunk: PIE-Bench used SqueezeNet (torchmetrics ``net_type='squeeze'``), the default here
+(``metrics.lpips_net``); ``alex`` (lpips' own default) and ``vgg`` stay selectable.  Why the lpips package and
+not torchmetrics' ``LearnedPerceptualImagePatchSimilarity``: that class builds its trunk with torchvision's
+pretrained weights (a download unless the torch hub cache has them) and takes no local file.  The two are
+the same network: torchmetrics' LPIPS is a port of this package, and with the same trunk weights they give
+the same distance (tests/test_pipeline_metrics.py checks it for SqueezeNet).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Readers for the benchmarks' own formats, producing the same record dicts as manifests.
 
 - PIE-Bench ``mapping_file.json``: ``{key: {image_path, editing_instruction,
-  editing_type_id, mask, ...}}``.  The mask stays a run list in the record
+  editing_type_id, mask, editing_prompt, ...}}``; ``editing_prompt`` without its ``[ ]`` is the
+  record's ``target_prompt``.  The mask stays a run list in the record
   (``mask_rle`` + ``mask_shape=[512, 512]``) and is decoded on the worker by
   ``images.record_mask``: a few hundred ints travel instead of a PNG, and nothing
   has to be written next to a (possibly read-only) benchmark copy.  Images are
@@ -57,8 +58,18 @@ def read_pie_bench(
             rec["image"] = st.resolve_uri(str(item["image_path"]), root)
             rec["mask_rle"] = [int(v) for v in item["mask"]]
             rec["mask_shape"] = list(PIE_MASK_SHAPE)
+        rec["target_prompt"] = pie_prompt(item.get("editing_prompt"))
         records.append(rec)
     return records
+
+
+def pie_prompt(prompt: Any) -> str | None:
+    """A PIE-Bench prompt without its ``[`` ``]`` word markers (``editing_prompt``: the target's caption,
+    what PIE-Bench's CLIP similarity scores against; ``original_prompt``: the source's)."""
+    if not isinstance(prompt, str):
+        return None
+    text = prompt.replace("[", "").replace("]", "")   # exactly PIE-Bench's evaluate.py
+    return text if text.strip() else None
 
 
 def read_gedit_bench(

@@ -30,7 +30,7 @@ from pipeline.assignments import AssignmentError, parse_assignment
 from pipeline.validation import FieldError, NonEmptyStr, Number, Section, describe, empty_if_none, one_or_more
 
 FULL_POLICY = "full"
-MetricGroup = Literal["background", "vs_full", "lpips"]
+MetricGroup = Literal["background", "vs_full", "lpips", "clip", "structure"]
 LpipsNet = Literal["alex", "squeeze", "vgg"]
 InputFormat = Literal["auto", "manifest", "pie", "gedit", "imgedit"]
 METRIC_GROUPS = get_args(MetricGroup)
@@ -150,7 +150,9 @@ class MetricsConfig(Section):
     # ``compute: []`` switches every metric off; a missing key means all of them.
     compute: Annotated[tuple[MetricGroup, ...], OneOrMore] = METRIC_GROUPS
     lpips_weights: NonEmptyStr | None = None  # torchvision backbone .pth (file or folder)
-    lpips_net: LpipsNet = "alex"
+    lpips_net: LpipsNet = "squeeze"   # PIE-Bench's trunk (torchmetrics net_type="squeeze")
+    clip_model: NonEmptyStr | None = None   # local folder or s3:// prefix of a CLIPModel + CLIPProcessor
+    dino_model: NonEmptyStr | None = None   # local folder or s3:// prefix of a ViTModel (DINO ViT-B/8)
 
     @field_validator("compute")
     @classmethod

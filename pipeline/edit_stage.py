@@ -20,7 +20,8 @@ from actors.results import EditResult
 
 from . import storage as st
 from .images import load_image, record_image, record_mask
-from .metrics import Lpips, background_metrics, fidelity_metrics
+from .metrics import Clip, Lpips, Structure, background_metrics, fidelity_metrics
+from .config import METRIC_GROUPS
 from .records import (STATUS_OK, EditRecord, base_row, error_row, policy_params_json, rows_to_table, utcnow,
                       validate_record)
 from .storage import safe_name
@@ -71,11 +72,22 @@ class EditActor:
         self.pipe = load_pipeline(model, path=path, lora=lora)
         self.output, self.run_id, self.configs = output, run_id, configs
         metrics = metrics or {}
-        self.compute = set(metrics.get("compute", ("background", "vs_full", "lpips")))
-        self.lpips = Lpips(metrics.get("lpips_weights"), metrics.get("lpips_net", "alex"),
-                           device=str(self.pipe.device)) if "lpips" in self.compute else None
         self.device = str(self.pipe.device)
+        self._metric_models(metrics, cache_dir)
         self._warm_up()
+
+    def _metric_models(self, metrics: dict[str, Any], cache_dir: str) -> None:
+        """The metrics' models (LPIPS, CLIP, DINO): built once per actor, on first use, from local files."""
+        self.compute = set(metrics.get("compute", METRIC_GROUPS))
+
+        def localize(path: str) -> str:   # s3:// prefixes are synced like model paths
+            return st.localize_model_path(path, cache_dir, self.storage)
+
+        self.lpips = Lpips(metrics.get("lpips_weights"), metrics.get("lpips_net", "squeeze"),
+                           device=self.device) if "lpips" in self.compute else None
+        self.clip = Clip(metrics.get("clip_model"), self.device, localize) if "clip" in self.compute else None
+        self.structure = (Structure(metrics.get("dino_model"), self.device, localize)
+                          if "structure" in self.compute else None)
 
     def _warm_up(self) -> None:
         """One 1-step edit of a blank 64x64 image, so the first record's time is not the actor's start-up
@@ -110,7 +122,7 @@ class EditActor:
                        png_bytes(mask_overlay(source, result)), self.storage)
         self._write_inputs(record, source, mask)
         row = base_row(record, config, self.run_id)
-        row.update(self._metrics(result, source, mask, config, record.id))
+        row.update(self._metrics(result, source, mask, config, record))
         row.update(
             output_uri=out_uri, status=STATUS_OK, runtime_s=result.seconds,
             policy_applied=policy_params_json(result.policy_params),
@@ -120,6 +132,7 @@ class EditActor:
             keys_per_step=[s.noisy + s.kept if s.keys is None else s.keys for s in result.trace],
             from_layer_per_step=[s.from_layer for s in result.trace],
             active_per_step=[s.noisy if s.active is None else s.active for s in result.trace],
+            kept_per_step=[s.kept for s in result.trace],
             loop_s=sum(s.seconds for s in result.trace),
             policy_s=sum(s.policy_seconds for s in result.trace),
             selector_s=sum(s.selector_seconds for s in result.trace),
@@ -139,30 +152,55 @@ class EditActor:
         st.write_bytes(f"{stem}.png", png_bytes(source), self.storage)   # last: its presence means "all done"
 
     def _metrics(self, result: EditResult, source: PIL.Image.Image, mask: np.ndarray | None,
-                 config: dict[str, Any], record_id: str) -> dict[str, Any]:
+                 config: dict[str, Any], record: EditRecord) -> dict[str, Any]:
+        # PIE-Bench scores at the source's own size, against its own mask.
+        edited = result.image.resize(source.size, PIL.Image.BICUBIC)
         out: dict[str, Any] = {}
-        statuses = []
-        if mask is not None and "background" in self.compute:
-            # PIE-Bench scores at the source's own size, against its own mask.
-            edited = result.image.resize(source.size, PIL.Image.BICUBIC)
-            out.update(background_metrics(edited, source, mask))
-            if self.lpips is not None:
-                out["lpips_bg"], status = self.lpips(edited, source, mask)
-                statuses.append(f"bg: {status}")
-        full_id = config.get("full_config_id")
-        if "vs_full" in self.compute and config["policy"] != "full" and full_id:
-            full_uri = image_uri(self.output, "images", full_id, record_id)
-            if st.exists(full_uri, self.storage):
-                full = load_image(full_uri, self.storage)
-                out.update(fidelity_metrics(result.image, full))
-                if self.lpips is not None:
-                    out["lpips_vs_full"], status = self.lpips(result.image, full)
-                    statuses.append(f"vs_full: {status}")
-            else:
-                statuses.append(f"vs_full: no full output at {full_uri}")
+        statuses = self._background(out, edited, source, mask) + self._vs_full(out, result, config, record.id)
         if self.lpips is None:
             statuses.append("not computed: lpips not in metrics.compute")
         out["lpips_status"] = _join_statuses(statuses)
+        out.update(self._semantic(edited, source, mask, record))
+        return out
+
+    def _background(self, out: dict[str, Any], edited: PIL.Image.Image, source: PIL.Image.Image,
+                    mask: np.ndarray | None) -> list[str]:
+        """psnr/ssim/mse/lpips outside the mask into ``out``; returns the LPIPS statuses."""
+        if mask is None or "background" not in self.compute:
+            return []
+        out.update(background_metrics(edited, source, mask))
+        if self.lpips is None:
+            return []
+        out["lpips_bg"], status = self.lpips(edited, source, mask)
+        return [f"bg: {status}"]
+
+    def _vs_full(self, out: dict[str, Any], result: EditResult, config: dict[str, Any], record_id: str) -> list[str]:
+        """Fidelity to the ``full`` output of the same record into ``out``; returns the LPIPS statuses."""
+        full_id = config.get("full_config_id")
+        if "vs_full" not in self.compute or config["policy"] == "full" or not full_id:
+            return []
+        full_uri = image_uri(self.output, "images", full_id, record_id)
+        if not st.exists(full_uri, self.storage):
+            return [f"vs_full: no full output at {full_uri}"]
+        full = load_image(full_uri, self.storage)
+        out.update(fidelity_metrics(result.image, full))
+        if self.lpips is None:
+            return []
+        out["lpips_vs_full"], status = self.lpips(result.image, full)
+        return [f"vs_full: {status}"]
+
+    def _semantic(self, edited: PIL.Image.Image, source: PIL.Image.Image, mask: np.ndarray | None,
+                  record: EditRecord) -> dict[str, Any]:
+        """CLIP similarity to the target prompt and DINO structure distance to the source."""
+        out: dict[str, Any] = {}
+        if self.clip is None:
+            out["clip_status"] = "not computed: clip not in metrics.compute"
+        else:
+            out.update(self.clip(edited, record.target_prompt, mask))
+        if self.structure is None:
+            out["structure_status"] = "not computed: structure not in metrics.compute"
+        else:
+            out["structure_distance"], out["structure_status"] = self.structure(source, edited)
         return out
 
 

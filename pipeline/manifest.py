@@ -2,7 +2,8 @@
 
 One record per row: ``id``, ``image`` (URI), ``instruction``, optional ``mask``
 (PNG URI, white = edited), ``category``, ``references`` (list of URIs), optional ``target``
-(the exact expected output, PNG URI; shown in reports).  Relative
+(the exact expected output, PNG URI; shown in reports), optional ``target_prompt`` (a caption of the
+wanted result; the CLIP metrics score the edit against it).  Relative
 URIs are resolved against the manifest's directory.  Problems with one row
 (unparseable line, missing id, duplicate id) become that record's ``error`` so it
 turns into an error row downstream; only an unreadable manifest raises.
@@ -72,6 +73,11 @@ def _to_record(row: Any, lineno: int, base: str, error: str | None) -> dict[str,
         category=None if row.get("category") is None else str(row["category"]),
         error=error,
     )
+    prompt = row.get("target_prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        rec["target_prompt"] = prompt.strip()
+    elif not isinstance(prompt, (str, type(None))) and rec["error"] is None:
+        rec["error"] = f"row {lineno}: 'target_prompt' must be a string"
     image = row.get("image")
     if isinstance(image, (bytes, bytearray)):
         rec["image_bytes"] = bytes(image)  # Parquet manifests may embed the image

@@ -1,28 +1,28 @@
-"""Image metrics: PIE-Bench background preservation, fidelity vs ``full``, LPIPS.
+"""Image metrics: PIE-Bench background preservation, fidelity vs ``full``, LPIPS, CLIP, structure distance.
 
 Conventions follow PIE-Bench's evaluation code (cure-lab/PnPInversion,
-``evaluation/evaluate.py`` and ``evaluation/matrics_calculator.py``):
+``evaluation/evaluate.py`` and ``evaluation/matrics_calculator.py``), which uses torchmetrics:
 
 - images are scaled to [0, 1] (``/255``), so ``mse_bg`` is on [0, 1] (PIE-Bench
-  tables print it x10^4) and PSNR uses ``data_range=1``;
+  tables print it x10^4) and PSNR/SSIM use ``data_range=1``;
 - the "unedit part" metrics multiply BOTH images by ``1 - mask`` (edited region
-  zeroed) and compute the ordinary full-image metric on the results: MSE/PSNR
-  average over all pixels (zeroed ones add 0 error), SSIM runs on the masked
-  images, LPIPS gets the masked images mapped to [-1, 1];
-- SSIM is torchmetrics' (Gaussian window sigma 1.5, 11 taps, k1 0.01, k2 0.03,
-  data_range 1, population variances), averaged over the image minus a 5-pixel
-  border as torchmetrics did until Lightning-AI/torchmetrics#2721 (Sept 2024),
-  i.e. in the version PIE-Bench (2023) was scored with.  skimage's
-  ``structural_similarity(gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, data_range=1)`` computes exactly that (checked
-  against torchmetrics' full SSIM image cropped by 5: equal in float64);
-- if nothing is left outside the mask the metrics are undefined (PIE-Bench writes
+  zeroed) and compute the ordinary whole-image metric on the results with torchmetrics
+  (``PeakSignalNoiseRatio``, ``MeanSquaredError``, ``StructuralSimilarityIndexMeasure``; here their
+  functional forms, the same computation): zeroed pixels add 0 error; LPIPS gets the masked images
+  mapped to [-1, 1];
+- SSIM is the installed torchmetrics' (Gaussian window sigma 1.5, 11 taps, k1 0.01, k2 0.03).  Note:
+  torchmetrics before Lightning-AI/torchmetrics#2721 (Sept 2024; PIE-Bench's 2023 scores) averaged over the
+  image minus a 5-pixel border; newer versions do not, so ``ssim_bg`` differs slightly from old numbers;
+- CLIP similarity (``clip_whole``, ``clip_edited``): torchmetrics ``CLIPScore`` (CLIP ViT-L/14 in PIE-Bench)
+  of the edit, and of edit x mask, against the record's ``target_prompt``;
+- structure distance: MSE between DINO ViT-B/8 block-11 key self-similarity maps of source and edit;
+- if nothing is left outside the mask the background metrics are undefined (PIE-Bench writes
   "nan"; here: ``None``).
 PSNR of identical images is ``+inf`` (as torchmetrics/skimage), not capped.
 
-LPIPS weights are never downloaded: ``Lpips`` asks actors.lpips_model (the torch
-side) for a model built from local weights only, and without them the value is
-``None`` and the status says why: a random trunk's distance is not LPIPS.
+No weights are ever downloaded: ``Lpips``, ``Clip`` and ``Structure`` ask actors/ (the torch side) for a
+model built from local files only, and without them the value is ``None`` and the ``*_status`` column says
+why: a random network's number is not the metric.
 
 One PSNR for the project: ``psnr`` (over the whole image, or over a mask's pixels).
 """
@@ -30,15 +30,15 @@ One PSNR for the project: ``psnr`` (over the whole image, or over a mask's pixel
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
-from skimage.metrics import structural_similarity
 
 from pipeline.config import LPIPS_NETS
 
-LPIPS_OK = "ok"
+METRIC_OK = "ok"   # a *_status column's value when the metric has its number
+LPIPS_OK = METRIC_OK
 
 
 def to_float01(img: Image.Image | np.ndarray) -> np.ndarray:
@@ -68,14 +68,18 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _torch(x: np.ndarray) -> Any:
+    """``H x W x 3`` float64 -> ``1 x 3 x H x W`` tensor (what torchmetrics' image metrics take)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
 def _ssim(x: np.ndarray, y: np.ndarray) -> float:
-    # torchmetrics SSIM defaults, as used by PIE-Bench.
-    return float(
-        structural_similarity(
-            x, y, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
-            use_sample_covariance=False,
-        )
-    )
+    # torchmetrics' StructuralSimilarityIndexMeasure(data_range=1.0), as PIE-Bench calls it
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return float(structural_similarity_index_measure(_torch(x), _torch(y), data_range=1.0))
 
 
 def psnr(a: Any, b: Any, mask: np.ndarray | None = None) -> float:
@@ -107,11 +111,15 @@ def background_metrics(edited: Any, source: Any, mask: np.ndarray) -> dict[str, 
         return {"psnr_bg": None, "ssim_bg": None, "mse_bg": None}
     # PIE-Bench scores the whole product images (zeroed pixels add no error), not the background pixels
     # alone: hence psnr of the products, not psnr(x, y, ~mask)
+    from torchmetrics.functional import mean_squared_error
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     xb, yb = background_mask_product(x, mask), background_mask_product(y, mask)
+    tx, ty = _torch(xb), _torch(yb)
     return {
-        "psnr_bg": psnr(xb, yb),
+        "psnr_bg": float(peak_signal_noise_ratio(tx, ty, data_range=1.0)),
         "ssim_bg": _ssim(xb, yb),
-        "mse_bg": float(np.mean((xb - yb) ** 2)),
+        "mse_bg": float(mean_squared_error(tx, ty)),
     }
 
 
@@ -132,7 +140,7 @@ class Lpips:
     worker that never needs it.
     """
 
-    def __init__(self, weights_path: str | None = None, net: str = "alex", device: str = "cpu") -> None:
+    def __init__(self, weights_path: str | None = None, net: str = "squeeze", device: str = "cpu") -> None:
         if net not in LPIPS_NETS:
             raise ValueError(f"lpips net must be one of {sorted(LPIPS_NETS)}, got {net!r}")
         self.weights_path = weights_path
@@ -172,3 +180,102 @@ class Lpips:
                 return None, "undefined: mask covers the whole image"
             x, y = background_mask_product(x, mask), background_mask_product(y, mask)
         return lpips_distance(self._model, x, y, self.device), LPIPS_OK
+
+
+# ------------------------------------------------------------ CLIP and structure distance
+
+NO_CLIP_MODEL = ("unavailable: no metrics.clip_model given (a local folder or s3:// prefix of a CLIPModel + "
+                 "CLIPProcessor; PIE-Bench uses CLIP ViT-L/14)")
+NO_DINO_MODEL = ("unavailable: no metrics.dino_model given (a local folder or s3:// prefix of a transformers "
+                 "ViTModel; PIE-Bench uses DINO ViT-B/8)")
+NO_PROMPT = "not computed: the record has no target_prompt"
+
+
+class _LocalModel:
+    """A metric's torch model, loaded once on first use from a local path only; ``status`` says why not.
+
+    ``localize`` turns a configured path (s3:// prefix or local) into a local folder (the edit stage passes
+    storage.localize_model_path); subclasses name the loader and the status when no path is given."""
+
+    missing = "unavailable: no model path given"
+
+    def __init__(self, path: str | None, device: str = "cpu",
+                 localize: Callable[[str], str] | None = None) -> None:
+        self.path, self.device, self.localize = path, device, localize
+        self._model: Any = None
+        self._status: str | None = None
+
+    def _loader(self) -> tuple[Callable[[str, str], Any], type[Exception]]:
+        raise NotImplementedError
+
+    @property
+    def status(self) -> str:
+        if self._status is None:
+            self._status = self._load()
+        return self._status
+
+    @property
+    def available(self) -> bool:
+        return self.status == METRIC_OK
+
+    def _load(self) -> str:
+        if not self.path:
+            return self.missing
+        try:
+            local = self.localize(self.path) if self.localize else self.path
+        except Exception as exc:  # noqa: BLE001 - a missing model is a status, not a failed edit
+            return f"unavailable: cannot fetch {self.path}: {type(exc).__name__}: {exc}"
+        load, unavailable = self._loader()
+        try:
+            self._model = load(local, self.device)
+        except unavailable as exc:
+            return str(exc)
+        return METRIC_OK
+
+
+class Clip(_LocalModel):
+    """CLIPScore (torchmetrics: ``100 * max(cos, 0)``) of an edit against its target prompt."""
+
+    missing = NO_CLIP_MODEL
+
+    def _loader(self) -> tuple[Callable[[str, str], Any], type[Exception]]:
+        from actors.clip_model import ClipUnavailable, load_clip  # torch: only where CLIP is computed
+
+        return load_clip, ClipUnavailable
+
+    def __call__(self, edited: Any, prompt: str | None, mask: np.ndarray | None) -> dict[str, Any]:
+        """``clip_whole`` (the whole edit), ``clip_edited`` (edit x mask, True = edited) and ``clip_status``."""
+        if not self.available:
+            return {"clip_whole": None, "clip_edited": None, "clip_status": self.status}
+        if not prompt:
+            return {"clip_whole": None, "clip_edited": None, "clip_status": NO_PROMPT}
+        from actors.clip_model import clip_score
+
+        # PIE-Bench hands CLIPScore the uint8 image (np.array of the PIL image), masked by multiplication
+        image = np.asarray(edited.convert("RGB")) if isinstance(edited, Image.Image) else np.asarray(edited)
+        whole = clip_score(self._model, image, prompt)
+        if mask is None:
+            return {"clip_whole": whole, "clip_edited": None,
+                    "clip_status": "ok; clip_edited: no ground-truth mask"}
+        part = (image * np.asarray(mask, dtype=bool)[..., None]).astype(np.uint8)
+        return {"clip_whole": whole, "clip_edited": clip_score(self._model, part, prompt), "clip_status": METRIC_OK}
+
+
+class Structure(_LocalModel):
+    """PIE-Bench's structure distance between a source and its edit (whole images)."""
+
+    missing = NO_DINO_MODEL
+
+    def _loader(self) -> tuple[Callable[[str, str], Any], type[Exception]]:
+        from actors.structure_model import StructureUnavailable, load_dino  # torch: only where it is computed
+
+        return load_dino, StructureUnavailable
+
+    def __call__(self, source: Any, edited: Any) -> tuple[float | None, str]:
+        """``(structure_distance or None, structure_status)``; images of the same size."""
+        if not self.available:
+            return None, self.status
+        from actors.structure_model import structure_distance
+
+        x, y = _pair(source, edited)
+        return structure_distance(self._model, x, y, self.device), METRIC_OK

@@ -43,6 +43,7 @@ class EditRecord:
     category: str | None = _column(pa.string())
     references: tuple[str, ...] = _column(pa.list_(pa.string()), ())  # extra reference image URIs (multi-reference)
     target: str | None = _column(pa.string())  # URI of the exact expected output (toy data); shown in reports
+    target_prompt: str | None = _column(pa.string())  # caption of the wanted result (PIE-Bench): CLIP scores it
     error: str | None = _column(pa.string())  # a reader's reason the record is bad (validate_record refuses it)
 
     @property
@@ -111,6 +112,9 @@ def validate_record(rec: Mapping[str, Any]) -> EditRecord:
     target = rec.get("target") or None
     if target is not None and not isinstance(target, str):
         raise RecordError(f"record {rid}: 'target' must be a URI string, got {type(target).__name__}")
+    target_prompt = rec.get("target_prompt")
+    if target_prompt is not None and not isinstance(target_prompt, str):
+        raise RecordError(f"record {rid}: 'target_prompt' must be a string, got {type(target_prompt).__name__}")
     return EditRecord(
         id=str(rid),
         instruction=instruction.strip(),
@@ -122,6 +126,7 @@ def validate_record(rec: Mapping[str, Any]) -> EditRecord:
         category=None if category is None else str(category),
         references=tuple(refs),
         target=target,
+        target_prompt=(target_prompt.strip() or None) if target_prompt else None,
     )
 
 
@@ -155,6 +160,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("keys_per_step", pa.list_(pa.int32())),    # image tokens every attention layer saw as keys
         pa.field("from_layer_per_step", pa.list_(pa.int32())),  # ToPi: layers before it saw every token
         pa.field("active_per_step", pa.list_(pa.int32())),      # SpotEdit: noisy tokens with queries
+        pa.field("kept_per_step", pa.list_(pa.int32())),        # source (reference) tokens kept, exact counts
         pa.field("loop_s", pa.float64()),       # denoising loop only (no encode/decode)
         pa.field("policy_s", pa.float64()),     # of which the policy's plan + observe
         pa.field("selector_s", pa.float64()),   # of which scoring inside the transformer (ToPi statistics)
@@ -166,6 +172,11 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("psnr_vs_full", pa.float64()),
         pa.field("ssim_vs_full", pa.float64()),
         pa.field("lpips_vs_full", pa.float64()),
+        pa.field("clip_whole", pa.float64()),    # CLIPScore (100 * max(cos, 0)) of the edit vs target_prompt
+        pa.field("clip_edited", pa.float64()),   # the same on edit * mask (PIE-Bench "edited part")
+        pa.field("clip_status", pa.string()),
+        pa.field("structure_distance", pa.float64()),  # DINO ViT-B/8 key self-similarity MSE, source vs edit
+        pa.field("structure_status", pa.string()),
         pa.field("device", pa.string()),
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
@@ -233,6 +244,8 @@ def error_row(
         finished_at=finished_at,
         runtime_s=(finished_at - started_at).total_seconds() if started_at else 0.0,
         lpips_status="not computed: edit failed",
+        clip_status="not computed: edit failed",
+        structure_status="not computed: edit failed",
     )
     return row
 

@@ -28,8 +28,8 @@ from pipeline.records import (
 REQUIRED_COLUMNS = (
     "run_id record_id config_id model policy policy_params height width seed steps instruction "
     "output_uri status error runtime_s keep_ratio_mean keep_ratio_per_step tokens_processed psnr_bg "
-    "ssim_bg mse_bg lpips_bg lpips_status psnr_vs_full ssim_vs_full lpips_vs_full device started_at "
-    "finished_at"
+    "ssim_bg mse_bg lpips_bg lpips_status psnr_vs_full ssim_vs_full lpips_vs_full clip_whole clip_edited "
+    "clip_status structure_distance structure_status kept_per_step device started_at finished_at"
 ).split()
 
 CONFIG = {
@@ -53,9 +53,13 @@ def test_output_schema_has_required_columns_and_types():
     assert OUTPUT_SCHEMA.field("policy_params").type == pa.string()
     assert OUTPUT_SCHEMA.field("tokens_processed").type == pa.int64()
     assert OUTPUT_SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
-    for metric in ("psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full"):
+    for metric in ("psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full",
+                   "clip_whole", "clip_edited", "structure_distance"):
         assert OUTPUT_SCHEMA.field(metric).type == pa.float64()
         assert OUTPUT_SCHEMA.field(metric).nullable
+    for status in ("lpips_status", "clip_status", "structure_status"):
+        assert OUTPUT_SCHEMA.field(status).type == pa.string()
+    assert OUTPUT_SCHEMA.field("kept_per_step").type == pa.list_(pa.int32())
 
 
 def test_record_schema_matches_record_fields():
@@ -74,7 +78,18 @@ def test_validate_record_ok_and_roundtrip():
     assert isinstance(rec, EditRecord)
     assert rec.id == "7" and rec.instruction == "make it red" and rec.category == "3"
     assert rec.has_mask and rec.mask_rle == (0, 5) and rec.mask_shape == (512, 512)
+    assert rec.target_prompt is None
     assert validate_record(rec.to_dict()) == rec
+
+
+def test_target_prompt_is_an_optional_record_field():
+    assert RECORD_SCHEMA.field("target_prompt").type == pa.string()
+    rec = validate_record(new_record(id="a", image="x.png", instruction="do", target_prompt=" a dog sitting "))
+    assert rec.target_prompt == "a dog sitting"
+    assert validate_record(rec.to_dict()) == rec
+    assert validate_record(new_record(id="a", image="x.png", instruction="do", target_prompt="  ")).target_prompt is None
+    with pytest.raises(RecordError, match="'target_prompt' must be a string"):
+        validate_record(new_record(id="a", image="x.png", instruction="do", target_prompt=3))
 
 
 @pytest.mark.parametrize(
@@ -109,6 +124,7 @@ def test_error_row_and_table():
     check_row(row)
     assert row["status"] == "error" and row["error"] == "image not found: s3://b/x.png"
     assert row["runtime_s"] == 2.0 and row["psnr_bg"] is None and row["output_uri"] is None
+    assert row["clip_whole"] is None and row["clip_status"] == row["structure_status"] == "not computed: edit failed"
     assert json.loads(row["policy_params"]) == {"full_steps": 2, "omega": 0.4}
     assert row["policy_params"] == '{"full_steps":2,"omega":0.4}'  # sorted, stable
     # non-RecordError exceptions keep their type name in the reason
@@ -116,13 +132,14 @@ def test_error_row_and_table():
 
     ok = base_row({"id": "r3", "instruction": "do"}, CONFIG, "run-1")
     ok.update(status="ok", keep_ratio_per_step=[1.0, 0.5], psnr_bg=float("nan"), psnr_vs_full=float("inf"),
-              started_at=started, finished_at=started)
+              kept_per_step=[4096, 1024], started_at=started, finished_at=started)
     table = rows_to_table([row, ok])
     assert table.schema.equals(OUTPUT_SCHEMA)
     assert table.column("record_id").to_pylist() == ["r1", "r3"]
     assert table.column("psnr_bg").to_pylist() == [None, None]  # NaN -> null
     assert math.isinf(table.column("psnr_vs_full").to_pylist()[1])
     assert table.column("keep_ratio_per_step").to_pylist() == [None, [1.0, 0.5]]
+    assert table.column("kept_per_step").to_pylist() == [None, [4096, 1024]]   # exact counts, not ratios
 
 
 def test_rows_parquet_roundtrip(tmp_path):

@@ -135,7 +135,8 @@ def test_read_jsonl_manifest_resolves_relative_uris_and_flags_bad_rows(tmp_path)
     write_images(tmp_path, ["imgs/a.png", "masks/a.png"])
     lines = [
         json.dumps({"id": "a", "image": "imgs/a.png", "instruction": "red", "mask": "masks/a.png",
-                    "category": "color", "references": ["imgs/a.png", "s3://b/r.png"]}),
+                    "category": "color", "references": ["imgs/a.png", "s3://b/r.png"],
+                    "target_prompt": " a red car "}),
         "",
         "{not json",
         json.dumps({"image": "imgs/a.png", "instruction": "x"}),
@@ -148,6 +149,7 @@ def test_read_jsonl_manifest_resolves_relative_uris_and_flags_bad_rows(tmp_path)
     a = recs[0]
     assert a["image"] == str(tmp_path / "imgs/a.png") and a["mask"] == str(tmp_path / "masks/a.png")
     assert a["references"] == [str(tmp_path / "imgs/a.png"), "s3://b/r.png"] and a["error"] is None
+    assert a["target_prompt"] == "a red car" and recs[3]["target_prompt"] is None
     assert "invalid JSON on line 3" in recs[1]["error"]
     assert "missing 'id'" in recs[2]["error"]
     assert "duplicate id 'a'" in recs[3]["error"]
@@ -161,13 +163,15 @@ def test_read_parquet_manifest(tmp_path):
     write_images(tmp_path, ["x.png"])
     pq.write_table(
         pa.table({"id": ["1", "2"], "image": ["x.png", "x.png"], "instruction": ["a", "b"],
-                  "references": [["x.png"], []]}),
+                  "references": [["x.png"], []], "target_prompt": ["a cat", None]}),
         tmp_path / "m.parquet",
     )
     recs = read_records(str(tmp_path / "m.parquet"))
     assert detect_format(str(tmp_path / "m.parquet")) == "manifest"
     assert [r["image"] for r in recs] == [str(tmp_path / "x.png")] * 2
     assert recs[0]["references"] == [str(tmp_path / "x.png")]
+    assert [r["target_prompt"] for r in recs] == ["a cat", None]
+    assert all(r["error"] is None for r in recs)
 
 
 # -------------------------------------------------------------------- benchmarks
@@ -195,7 +199,10 @@ def test_read_pie_bench(tmp_path):
     assert r["image"] == str(tmp_path / "annotation_images/0_random_140/000000000000.jpg")
     assert r["instruction"] == "Make the cat a dog" and r["category"] == "0"
     assert r["mask_rle"] == [1000, 20, 5000, 3] and r["mask_shape"] == [512, 512]
+    # PIE-Bench's target prompt: editing_prompt with its [ ] markers removed (evaluate.py does the same)
+    assert r["target_prompt"] == "a dog sitting" and recs[1]["target_prompt"] is None
     rec = validate_record(r)
+    assert rec.target_prompt == "a dog sitting"
     mask = record_mask(rec, record_image(rec).size)
     assert mask.sum() == 20 + 3 + (4 * 512 - 4)
     assert "missing mask" in recs[1]["error"]

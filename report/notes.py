@@ -2,7 +2,7 @@
 
 The table shows `n/a` where a metric could not be computed; a reader needs the reason next to it (no LPIPS
 weights, no ground-truth mask, `full` is its own reference, the edit failed). The reasons come from the rows
-(`lpips_status`, `error`), never from guesses about numbers."""
+(`lpips_status`, `clip_status`, `structure_status`, `error`), never from guesses about numbers."""
 from __future__ import annotations
 
 import re
@@ -17,6 +17,7 @@ VS_FULL = ("psnr_vs_full", "ssim_vs_full", "lpips_vs_full")
 NO_MASK = ("no background to score: the record has no ground-truth mask, or its mask covers the whole image "
            "(a global edit such as grayscale), or `background` is not in metrics.compute")
 NO_FULL = "no `full` output of the same record to compare with (or `vs_full` not in metrics.compute)"
+CLIP = ("clip_whole", "clip_edited")
 Entry = tuple[str, int, int]   # (configuration, edits without the metric, ok edits)
 # lpips_status joins per-target messages as "bg: ...; vs_full: ..." (pipeline/edit_stage.py)
 _PART = re.compile(r"; (?=(?:bg|vs_full): )")
@@ -33,12 +34,24 @@ def lpips_reason(status: object, metric: str) -> str:
     return "; ".join(mine or plain or parts)
 
 
+def status_reason(status: object, metric: str, column: str) -> str:
+    """Why `metric` is missing, from its `*_status` column; "ok; clip_edited: <why>" names one metric only."""
+    if not isinstance(status, str) or not status.strip():
+        return f"no reason recorded (no {column}: rows written before the metric existed?)"
+    prefix = f"ok; {metric}: "
+    return status[len(prefix):] if status.startswith(prefix) else status
+
+
 def row_reason(row: pd.Series, metric: str) -> str:
     """Why `metric` is missing on one ok row."""
     if metric in VS_FULL and row.get("policy") == "full":
         return "full is the reference"
     if metric == "lpips_bg" and pd.isna(row.get("psnr_bg")):
         return NO_MASK
+    if metric in CLIP:
+        return "CLIP " + status_reason(row.get("clip_status"), metric, "clip_status")
+    if metric == "structure_distance":
+        return "structure distance " + status_reason(row.get("structure_status"), metric, "structure_status")
     if metric.startswith("lpips"):
         return "LPIPS " + lpips_reason(row.get("lpips_status"), metric)
     if metric in BACKGROUND:

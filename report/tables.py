@@ -15,7 +15,8 @@ from .notes import identical_lines, missing_metric_lines
 from .speed import STATS, speed_notes, speedup_stats
 
 GROUP = ["model", "policy", "policy_params", "height", "width"]
-METRICS = ["psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full"]
+METRICS = ["psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full",
+           "clip_whole", "clip_edited", "structure_distance"]
 TABLE_FIELDS = ("model", "height", "width")   # a table row spans seeds: only these may go into its name
 
 
@@ -31,6 +32,9 @@ def load_results(results: str, storage: Any = None) -> pd.DataFrame:
 def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
     """`table_label` names a table row (any seed); `config_label` one configuration (adds seed, steps)."""
     df = df.copy()
+    for metric in METRICS:   # results written before a metric existed: its column is all n/a
+        if metric not in df:
+            df[metric] = np.nan
     df["table_label"] = config_labels(df, TABLE_FIELDS)
     df["config_label"] = config_labels(df)
     return df

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.storage import safe_name
 from report import grid as report_grid
-from report.notes import lpips_reason
+from report.notes import lpips_reason, status_reason
 from report.plots import keep_ratio_figure, speedup_figure
 from report.speed import trust_problems
 from report.tables import _with_labels, load_results, summary_table, write_report
@@ -17,6 +17,7 @@ from pipeline.records import base_row, rows_to_table
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 LPIPS_WHY = "unavailable: no alex backbone weights (looked for /nowhere/alex.pth)"
+CLIP_WHY = "unavailable: no metrics.clip_model given"
 COLOURS = {"full": (250, 0, 0), "a": (0, 250, 0), "b": (0, 0, 250)}
 
 
@@ -56,6 +57,7 @@ def make_results(tmp_path, loop_s, labels=None, inputs=True, error=None, devices
             row.update(output_uri=str(uri), status="ok", runtime_s=loop_s[cid][r] + 1, loop_s=loop_s[cid][r],
                        keep_ratio_mean=keep, keep_ratio_per_step=[1.0] + [keep] * 3,
                        psnr_bg=None if r == 2 else 30.0 - 5 * k, lpips_status=LPIPS_WHY,
+                       clip_status=CLIP_WHY, structure_distance=0.01 * k, structure_status="ok",
                        psnr_vs_full=None if cid == "full" else 25.0,
                        device=(devices or {}).get(cid, "cpu"), started_at=T0 + timedelta(seconds=10 * r + k),
                        finished_at=T0 + timedelta(seconds=10 * r + k + 1))
@@ -128,6 +130,16 @@ def test_missing_metrics_get_a_sentence_with_their_reason_and_no_number(tmp_path
     assert "- `psnr_bg`, `lpips_bg`: n/a for every configuration (1 of 3 edits each). Why: no background to score: the record has no ground-truth mask" \
         in notes                                                          # r2 has no mask
     assert "`ssim_bg`, `mse_bg`: n/a for every configuration" in notes   # never written by this fake run
+    assert f"- `clip_whole`, `clip_edited`: n/a for every configuration. Why: CLIP {CLIP_WHY}." \
+        in notes
+    assert "structure_distance" in table and "`structure_distance`" not in notes   # it has its numbers
+
+
+def test_status_reason_names_the_metric_it_concerns():
+    assert status_reason("ok; clip_edited: no ground-truth mask", "clip_edited", "clip_status") == \
+        "no ground-truth mask"
+    assert status_reason(CLIP_WHY, "clip_whole", "clip_status") == CLIP_WHY
+    assert "no clip_status" in status_reason(None, "clip_whole", "clip_status")
 
 
 def test_plots_have_one_labelled_style_per_configuration(tmp_path):

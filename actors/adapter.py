@@ -48,7 +48,7 @@ class ModelAdapter(Protocol):
 
     def prepare(self, images: list[PIL.Image.Image], instruction: str, *, seed: int, steps: int,
                 guidance_scale: float | None, height: int | None, width: int | None,
-                max_sequence_length: int = 512) -> EditInputs: ...
+                max_sequence_length: int = 512, resize_filter: str | None = None) -> EditInputs: ...
 
     def attach(self, inputs: EditInputs) -> contextlib.AbstractContextManager[None]: ...
 
@@ -69,8 +69,13 @@ def round_size(height: int, width: int, multiple_of: int, notes: list[str]) -> t
     return h, w
 
 
+RESIZE_FILTERS = ("NEAREST", "BILINEAR", "BICUBIC", "LANCZOS", "BOX", "HAMMING")
+
+
 def resize(image: PIL.Image.Image, height: int, width: int, filter_name: str) -> PIL.Image.Image:
     """The source at (height, width) with the named PIL filter; unchanged when it already has that size."""
+    if filter_name.upper() not in RESIZE_FILTERS:
+        raise EditInputError(f"unknown resize filter {filter_name!r}; accepted: {', '.join(f.lower() for f in RESIZE_FILTERS)}")
     if image.size == (width, height):
         return image
     return image.resize((width, height), getattr(PIL.Image.Resampling, filter_name.upper()))

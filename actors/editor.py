@@ -115,10 +115,11 @@ class Editor:
     def edit(self, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int = 0, steps: int | None = None,
              guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
              references: Sequence[PIL.Image.Image | str | Path] = (), max_sequence_length: int | None = None,
-             on_step: Callable[[StepTrace], None] | None = None) -> EditResult:
+             resize_filter: str | None = None, on_step: Callable[[StepTrace], None] | None = None) -> EditResult:
         """One edit. `steps` and `guidance_scale` default to the family's paper protocol (Kontext 28 steps,
         guidance 3.5; Qwen-Image-Edit 50 steps, true CFG 4.0); `max_sequence_length` (text tokens) to the
-        model's saved default, else diffusers' 512; `height`/`width` to the model's trained size, else the
+        model's saved default, else diffusers' 512; `resize_filter` (PIL name) to the family's (Kontext
+        bicubic, Qwen Lanczos); `height`/`width` to the model's trained size, else the
         adapter's (Kontext: its preferred resolution of the image's aspect)."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise EditInputError("the instruction is empty")
@@ -132,7 +133,8 @@ class Editor:
         inputs = self.adapter.prepare(images, instruction, seed=int(seed), steps=int(steps),
                                       guidance_scale=guidance_scale, height=height, width=width,
                                       max_sequence_length=int(max_sequence_length or
-                                                              self.defaults.max_sequence_length))
+                                                              self.defaults.max_sequence_length),
+                                      resize_filter=resize_filter)
         inputs.notes[:0] = notes
         state = self._prepare(inputs, int(seed), started)
         z = inputs.latents

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="guidance; default: the model's (Kontext 3.5, Qwen true CFG 4.0)")
+    p.add_argument("--resize-filter", default=None, choices=("bicubic", "lanczos", "bilinear", "nearest"),
+                   help="filter resizing the source to the edit size; default: the model's (Kontext bicubic, as "
+                        "TokenDrop; Qwen Lanczos, as diffusers)")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="output size; default: the size the model was trained at, else Kontext's preferred "
                         "resolution of the image's aspect (Qwen: ~1024x1024 area)")
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         result = editor.edit(args.image, args.instruction, seed=args.seed, steps=steps,
                              guidance_scale=args.guidance_scale, height=height, width=width,
                              references=args.reference, max_sequence_length=args.max_sequence_length,
+                             resize_filter=args.resize_filter,
                              on_step=lambda _: bar.update())
     result.image.save(args.out)
     for note in result.notes:

@@ -23,6 +23,7 @@ def test_edit_writes_image_and_json(tmp_path, image_factory, model, size):
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert line["steps"] == 3 and 0 < line["keep_ratio_mean"] <= 1 and line["runtime_s"] > 0
+    assert line["guidance_scale"] == (3.5 if "flux" in model else 4.0)   # the family's protocol, as run
     assert line["params"]["omega"] == 0.2
     assert line["params"]["kernel"] == 11 and line["params"]["reg"] is True   # defaults, as applied
     w, h = (int(v) for v in size.split("x"))

@@ -31,9 +31,15 @@ def test_flux_rounds_sizes_like_diffusers_and_says_so(flux_pipe, image_factory):
     ours = actors.Editor(flux_pipe, policies.make("full")).edit(image, "add a hat", steps=1, height=70, width=100)
     assert (ours.width, ours.height) == (96, 64)
     assert any("rounded to 96x64" in n for n in ours.notes)
+    # Kontext resizes the source bicubically (TokenDrop's protocol); resize_filter="lanczos" is diffusers' own
     ref = _reference(flux_pipe, image.resize((96, 64), 3), "add a hat", 0, 1, height=64, width=96,
                      max_area=64 * 96, _auto_resize=False)
     assert np.abs(ours.pixels - ref).max() <= TOL
+    lanczos = actors.Editor(flux_pipe, policies.make("full")).edit(image, "add a hat", steps=1, height=70, width=100,
+                                                                   resize_filter="lanczos")
+    ref = _reference(flux_pipe, image.resize((96, 64), 1), "add a hat", 0, 1, height=64, width=96,
+                     max_area=64 * 96, _auto_resize=False)
+    assert np.abs(lanczos.pixels - ref).max() <= TOL
 
 
 def test_qwen_full_matches_diffusers_at_its_default_size(qwen_pipe, image_factory):

@@ -39,13 +39,13 @@ class FluxKontextAdapter:
         return round_size(int(height), int(width), multiple_of, notes)
 
     def prepare(self, images, instruction, *, seed, steps, guidance_scale, height, width,
-                max_sequence_length: int = 512) -> EditInputs:
+                max_sequence_length: int = 512, resize_filter: str | None = None) -> EditInputs:
         if len(images) != 1:
             raise EditInputError(f"FLUX.1-Kontext edits one image, got {len(images)} references")
         pipe, notes = self.pipe, []
         device = pipe._execution_device
         h, w = self._size(images[0], height, width, notes)
-        pixels = pipe.image_processor.preprocess(resize(images[0], h, w, self.resize_filter), h, w)
+        pixels = pipe.image_processor.preprocess(resize(images[0], h, w, resize_filter or self.resize_filter), h, w)
         prompt_embeds, pooled, text_ids = pipe.encode_prompt(
             prompt=instruction, prompt_2=None, device=device, num_images_per_prompt=1,
             max_sequence_length=max_sequence_length)

@@ -13,7 +13,7 @@ from diffusers import QwenImageEditPlusPipeline
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE, VAE_IMAGE_SIZE
 
-from ...adapter import EditInputError, EditInputs, flow_schedule, round_size
+from ...adapter import EditInputError, EditInputs, flow_schedule, resize, round_size
 from .positions import RowSelection, gathered_positions
 from .vae import unpack
 
@@ -46,12 +46,12 @@ class QwenImageEditAdapter:
             raise EditInputError("give both height and width, or neither")
         return round_size(int(height), int(width), multiple_of, notes)
 
-    def _pixels(self, image, h: int, w: int) -> torch.Tensor:
+    def _pixels(self, image, h: int, w: int, resize_filter: str | None = None) -> torch.Tensor:
         proc = self.pipe.image_processor
-        return proc.preprocess(proc.resize(image, h, w), h, w).unsqueeze(2)
+        return proc.preprocess(resize(image, h, w, resize_filter or self.resize_filter), h, w).unsqueeze(2)
 
     def prepare(self, images, instruction, *, seed, steps, guidance_scale, height, width,
-                max_sequence_length: int = 512) -> EditInputs:
+                max_sequence_length: int = 512, resize_filter: str | None = None) -> EditInputs:
         pipe, notes = self.pipe, []
         if not self.plus and len(images) != 1:
             raise EditInputError(
@@ -62,12 +62,12 @@ class QwenImageEditAdapter:
             prompt_image = [pipe.image_processor.resize(im, *_dims(CONDITION_IMAGE_SIZE, im)[::-1])
                             for im in images]
             sizes = [(h, w)] + [_dims(VAE_IMAGE_SIZE, im)[::-1] for im in images[1:]]
-            pixels = [self._pixels(im, sh, sw) for im, (sh, sw) in zip(images, sizes)]
+            pixels = [self._pixels(im, sh, sw, resize_filter) for im, (sh, sw) in zip(images, sizes)]
         else:
             cw, ch = _dims(VAE_IMAGE_SIZE, images[0])
             prompt_image = pipe.image_processor.resize(images[0], ch, cw)
             sizes = [(h, w)]
-            pixels = self._pixels(images[0], h, w)
+            pixels = self._pixels(images[0], h, w, resize_filter)
             if (h, w) != (ch // (pipe.vae_scale_factor * 2) * pipe.vae_scale_factor * 2,
                           cw // (pipe.vae_scale_factor * 2) * pipe.vae_scale_factor * 2):
                 notes.append(f"source encoded at {w}x{h}; diffusers would encode it at {cw}x{ch}")

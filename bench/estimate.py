@@ -118,8 +118,8 @@ def describe(cfg: RunConfig, p: dict[str, Any], source: str = "") -> str:
     lines.append("  configurations: " + "; ".join(policies))
     edits = "unknown (records unknown)" if p["edits"] is None else f"{p['edits']}"
     lines.append(f"edits: {edits} ({len(configs)} per record)")
-    per_record = f"{p['hours_per_record']:.4f} GPU-h per record"
-    total = "unknown" if p["gpu_hours"] is None else f"{p['gpu_hours']:.1f} GPU-h"
+    per_record = f"{p['hours_per_record']:.3g} GPU-h per record"
+    total = "unknown" if p["gpu_hours"] is None else f"{p['gpu_hours']:.3g} GPU-h"
     lines.append(f"estimated GPU time at {p['gpu_tflops']:g} TFLOP/s sustained (assumption; --gpu-tflops): "
                  f"{total} ({per_record})")
     lines.append("  upper bound: every edit costed at full context (keep 1); pruning lowers it, and the VAE, "

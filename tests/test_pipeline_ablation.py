@@ -33,7 +33,7 @@ def _write_inputs(base, image_factory, n_good=3):
         mask[16:48, 16:48] = 255
         st.write_bytes(f"{base}/img/{i}-mask.png", _png(PIL.Image.fromarray(mask)))
         rows.append({"id": f"good-{i}", "image": f"img/{i}.png", "mask": f"img/{i}-mask.png",
-                     "instruction": "make it red", "category": "color"})
+                     "instruction": "make it red", "category": "color", "target_prompt": "a red square"})
     st.write_bytes(f"{base}/img/corrupt.png", b"\x89PNG not really")
     st.write_bytes(f"{base}/img/small-mask.png", _png(PIL.Image.new("L", (32, 32))))
     rows += [
@@ -52,7 +52,7 @@ def _config(manifest, output, **extra):
            "policies": [{"name": "tokendrop", "omega": 0.2, "full_steps": 1}],
            "resolutions": [64], "seeds": [0], "steps": 3,
            "actors": {"num_gpus": 0, "num_cpus": 1, "min_size": 1, "max_size": 1, "batch_size": 1},
-           "metrics": {"compute": ["background", "vs_full", "lpips"]}}
+           "metrics": {"compute": ["background", "vs_full", "lpips", "clip", "structure"]}}
     raw.update(extra)
     return parse_config(raw)
 
@@ -75,6 +75,13 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
     assert pruned["psnr_vs_full"].notna().all() and pruned["lpips_vs_full"].isna().all()
     assert ok["lpips_status"].str.contains("unavailable").all()  # no backbone weights here: no number
     assert all(len(v) == 3 for v in ok["keep_ratio_per_step"])
+    # no CLIP / DINO weights ship: null columns and a status that says which config key is missing
+    assert ok["clip_whole"].isna().all() and ok["clip_edited"].isna().all()
+    assert ok["clip_status"].str.contains("no metrics.clip_model given").all()
+    assert ok["structure_distance"].isna().all() and ok["structure_status"].str.contains("no metrics.dino_model").all()
+    # exact kept source-token counts per step: they add up to tokens_processed; full keeps all 16 (64 px)
+    assert all(len(v) == 3 and sum(v) == n for v, n in zip(ok["kept_per_step"], ok["tokens_processed"]))
+    assert all(list(v) == [16, 16, 16] for v in ok[ok["policy"] == "full"]["kept_per_step"])
     assert set(ok["label"]) == {"full", "tokendrop omega=0.2 full_steps=1"}
     applied = json.loads(pruned["policy_applied"].iloc[0])   # defaults the config did not set, as applied
     assert applied["omega"] == 0.2 and applied["kernel"] == 11 and applied["reg"] is True
@@ -94,6 +101,7 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
     files = write_report(f"{s3_prefix}/out/results", str(tmp_path / "report"))
     md = open(files["markdown"]).read()
     assert "tokendrop" in md and "speedup_median" in md
+    assert "`clip_whole`, `clip_edited`" in md and "no metrics.clip_model given" in md   # why n/a
     for key in ("contact_sheet", "speedup_vs_psnr_bg.png", "keep_ratio_per_step.png"):
         assert PIL.Image.open(files[key]).size[0] > 0
 

@@ -380,3 +380,37 @@ def test_structure_without_model_says_why(tmp_path):
     assert Structure(None)(*images()[:2]) == (None, NO_DINO_MODEL)
     value, status = Structure(str(tmp_path / "nowhere"))(*images()[:2])
     assert value is None and status.startswith("unavailable") and "nowhere" in status
+
+
+# ------------------------------------------------------------------ the edit stage's metric columns
+
+
+def test_edit_stage_fills_clip_and_structure_columns(no_network, tmp_path):
+    """EditActor's metrics part with real (tiny) CLIP and DINO folders, no pipeline: the row's columns are
+    the metrics' own values on the edit at the source's size."""
+    from types import SimpleNamespace
+
+    from pipeline import storage as st
+    from pipeline.edit_stage import EditActor
+    from pipeline.metrics import Clip, Structure
+    from pipeline.records import new_record, validate_record
+
+    clip_dir, dino_dir = save_tiny_clip(tmp_path / "clip"), save_tiny_dino(tmp_path / "dino")
+    actor = object.__new__(EditActor)   # skips loading an editing pipeline
+    actor.device, actor.storage = "cpu", st.StorageConfig.from_mapping(None)
+    actor._metric_models({"compute": ["background", "clip", "structure"], "clip_model": clip_dir,
+                          "dino_model": dino_dir}, str(tmp_path / "cache"))
+    edited, src, mask = images(5)
+    result = SimpleNamespace(image=Image.fromarray(edited).resize((32, 24)))   # edits run at another size
+    record = validate_record(new_record(id="r", image="x.png", instruction="do", target_prompt="a red cat"))
+    out = actor._metrics(result, Image.fromarray(src), mask, {"policy": "full"}, record)
+    at_source = result.image.resize((64, 48), Image.BICUBIC)
+    assert out["clip_status"] == LPIPS_OK and out["structure_status"] == LPIPS_OK
+    expected = Clip(clip_dir)(at_source, "a red cat", mask)
+    assert out["clip_whole"] == pytest.approx(expected["clip_whole"])
+    assert out["clip_edited"] == pytest.approx(expected["clip_edited"])
+    assert out["structure_distance"] == pytest.approx(Structure(dino_dir)(Image.fromarray(src), at_source)[0])
+    assert out["mse_bg"] > 0 and out["lpips_status"] == "not computed: lpips not in metrics.compute"
+    actor._metric_models({"compute": ["background"]}, str(tmp_path / "cache"))
+    out = actor._metrics(result, Image.fromarray(src), mask, {"policy": "full"}, record)
+    assert out["clip_status"] == "not computed: clip not in metrics.compute" and "clip_whole" not in out

@@ -29,6 +29,7 @@ One PSNR for the project: ``psnr`` (over the whole image, or over a mask's pixel
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any, Callable
 
@@ -191,7 +192,7 @@ NO_DINO_MODEL = ("unavailable: no metrics.dino_model given (a local folder or s3
 NO_PROMPT = "not computed: the record has no target_prompt"
 
 
-class _LocalModel:
+class _LocalModel(abc.ABC):
     """A metric's torch model, loaded once on first use from a local path only; ``status`` says why not.
 
     ``localize`` turns a configured path (s3:// prefix or local) into a local folder (the edit stage passes
@@ -205,8 +206,9 @@ class _LocalModel:
         self._model: Any = None
         self._status: str | None = None
 
+    @abc.abstractmethod
     def _loader(self) -> tuple[Callable[[str, str], Any], type[Exception]]:
-        raise NotImplementedError
+        """(load(path, device) -> model, the exception that means "unavailable") of the subclass's model."""
 
     @property
     def status(self) -> str:

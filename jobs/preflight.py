@@ -9,12 +9,16 @@ from typing import Any
 
 def check_policies(configs: list[dict[str, Any]]) -> None:
     import policies
+    from pipeline.config import policy_kwargs
 
     for conf in configs:
         try:
-            policies.make(conf["policy"], **conf["policy_params"])
+            policy = policies.make(conf["policy"], **policy_kwargs(conf))
         except (ValueError, TypeError) as err:
             raise ValueError(f"configuration {conf.get('label') or conf['policy']!r}: {err}") from None
+        if conf.get("budget_source") and "budget" not in type(policy).model_fields:
+            raise ValueError(f"configuration {conf['label']!r}: policy {conf['policy']!r} takes no per-step "
+                             "budget, so it cannot take one from another configuration (budget_from)")
 
 
 def check_sizes(configs: list[dict[str, Any]]) -> None:

@@ -30,7 +30,9 @@ from pipeline.assignments import AssignmentError, parse_assignment
 from pipeline.validation import FieldError, NonEmptyStr, Number, Section, describe, empty_if_none, one_or_more
 
 FULL_POLICY = "full"
-MetricGroup = Literal["background", "vs_full", "lpips", "clip", "structure"]
+MetricGroup = Literal["background", "vs_full", "lpips", "clip", "structure", "judge"]
+JudgeProtocolName = Literal["viescore", "imgedit"]
+JudgeBackend = Literal["endpoint", "local"]
 LpipsNet = Literal["alex", "squeeze", "vgg"]
 InputFormat = Literal["auto", "manifest", "pie", "gedit", "imgedit"]
 METRIC_GROUPS = get_args(MetricGroup)
@@ -146,6 +148,44 @@ class ActorConfig(Section):
         return self
 
 
+class JudgeConfig(Section):
+    """The VLM judge (actors.judge): an OpenAI-compatible endpoint or a local Qwen2.5-VL folder."""
+
+    protocol: JudgeProtocolName = "viescore"   # GEdit-Bench's VIEScore (SC, PQ, O) or ImgEdit's 1-5 rubric
+    backend: JudgeBackend = "endpoint"
+    base_url: NonEmptyStr | None = None     # endpoint: e.g. http://host:8000/v1
+    model: NonEmptyStr | None = None        # endpoint: the served model's name
+    api_key_env: NonEmptyStr | None = None  # endpoint: NAME of the environment variable holding the key
+    path: NonEmptyStr | None = None         # local: folder or s3:// prefix (synced like model paths)
+    max_attempts: PositiveInt = 4
+    timeout_s: Annotated[Number, Field(gt=0)] = 120.0
+    backoff_s: NonNegative = 2.0
+    max_tokens: PositiveInt = 512
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "api_key" in data:   # never echoed: it may be a real key
+            raise FieldError("api_key", "the key must not be in the config; name its environment variable in "
+                                        "api_key_env")
+        return data
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable_name(cls, name: str | None) -> str | None:
+        if name is not None and not name.replace("_", "a").isalnum():   # a pasted key is not echoed either
+            raise ValueError("must be the name of an environment variable (letters, digits, _), not the key")
+        return name
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "JudgeConfig":
+        needed = ("base_url", "model") if self.backend == "endpoint" else ("path",)
+        for name in needed:
+            if getattr(self, name) is None:
+                raise FieldError(name, f"is required for backend {self.backend!r}")
+        return self
+
+
 class MetricsConfig(Section):
     # ``compute: []`` switches every metric off; a missing key means all of them.
     compute: Annotated[tuple[MetricGroup, ...], OneOrMore] = METRIC_GROUPS
@@ -153,6 +193,7 @@ class MetricsConfig(Section):
     lpips_net: LpipsNet = "squeeze"   # PIE-Bench's trunk (torchmetrics net_type="squeeze")
     clip_model: NonEmptyStr | None = None   # local folder or s3:// prefix of a CLIPModel + CLIPProcessor
     dino_model: NonEmptyStr | None = None   # local folder or s3:// prefix of a ViTModel (DINO ViT-B/8)
+    judge: JudgeConfig | None = None        # None: no judge (judge_* columns null, judge_status says why)
 
     @field_validator("compute")
     @classmethod
@@ -347,6 +388,36 @@ def sampling(cfg: RunConfig, model: ModelSpec) -> tuple[int | None, float | None
     return steps, guidance
 
 
+BUDGET_FROM = "budget_from"   # a policy parameter: another configuration's label, whose per-step kept counts
+                              # for the same record become this one's budget (TokenDrop's matched random arm)
+
+
+def policy_kwargs(conf: Mapping[str, Any], budget: Sequence[int] | None = None) -> dict[str, Any]:
+    """The policy's own parameters of a configuration: `budget_from` resolved into `budget` when given."""
+    params = {k: v for k, v in conf["policy_params"].items() if k != BUDGET_FROM}
+    if budget is not None:
+        params["budget"] = list(budget)
+    return params
+
+
+def resolve_budgets(group: list[dict[str, Any]]) -> None:
+    """Point each configuration with `budget_from` at the configuration of that label in its group (same
+    model, size, seed): `budget_source` is its config_id. The graph runs sources first."""
+    labels = {c["label"]: c for c in group}
+    for conf in group:
+        wanted = conf["policy_params"].get(BUDGET_FROM)
+        if wanted is None:
+            continue
+        source = labels.get(str(wanted))
+        if source is None:
+            raise ConfigError(f"policies: {BUDGET_FROM} {wanted!r} of {conf['label']!r} names no configuration; "
+                              f"accepted: {', '.join(sorted(labels))}")
+        if BUDGET_FROM in source["policy_params"]:
+            raise ConfigError(f"policies: {BUDGET_FROM} of {conf['label']!r} names {source['label']!r}, which "
+                              f"takes its own budget from another configuration; name one that does not")
+        conf["budget_source"] = source["config_id"]
+
+
 def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
     """All configurations (one dict each), ``full`` ones first, duplicates dropped."""
     variants = [(p.name, params) for p in grid_policies(cfg) for params in expand_policy(p)]
@@ -354,7 +425,7 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     protocols = {model.key: sampling(cfg, model) for model in cfg.models}
     for model, (h, w), seed in itertools.product(cfg.models, cfg.resolutions, cfg.seeds):
-        full_id = None
+        full_id, group = None, []
         steps, guidance = protocols[model.key]
         for policy, params in variants:
             conf: dict[str, Any] = {
@@ -375,5 +446,6 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
             if policy == FULL_POLICY and full_id is None:
                 full_id = conf["config_id"]
             conf["full_config_id"] = full_id
-            out.setdefault(conf["config_id"], conf)
+            group.append(out.setdefault(conf["config_id"], conf))
+        resolve_budgets(group)
     return list(out.values())

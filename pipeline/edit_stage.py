@@ -20,10 +20,11 @@ from actors.results import EditResult
 
 from . import storage as st
 from .images import load_image, record_image, record_mask
-from .metrics import Clip, Lpips, Structure, background_metrics, fidelity_metrics
-from .config import METRIC_GROUPS
+from .metrics import Clip, Lpips, Structure, VlmJudge, background_metrics, fidelity_metrics, judge_columns
+from .config import BUDGET_FROM, METRIC_GROUPS, policy_kwargs
 from .records import (STATUS_OK, EditRecord, base_row, error_row, policy_params_json, rows_to_table, utcnow,
                       validate_record)
+from .resume import kept_counts
 from .storage import safe_name
 
 
@@ -71,6 +72,7 @@ class EditActor:
             lora = st.localize_model_path(lora, cache_dir, self.storage)
         self.pipe = load_pipeline(model, path=path, lora=lora)
         self.output, self.run_id, self.configs = output, run_id, configs
+        self.budgets = self._budgets()
         metrics = metrics or {}
         self.device = str(self.pipe.device)
         self._metric_models(metrics, cache_dir)
@@ -88,6 +90,22 @@ class EditActor:
         self.clip = Clip(metrics.get("clip_model"), self.device, localize) if "clip" in self.compute else None
         self.structure = (Structure(metrics.get("dino_model"), self.device, localize)
                           if "structure" in self.compute else None)
+        self.judge = VlmJudge(metrics.get("judge"), self.device, localize) if "judge" in self.compute else None
+
+    def _budgets(self) -> dict[tuple[str, str], list[int]]:
+        """Per-record kept counts of the configurations this stage's budgets come from (written by an
+        earlier stage of the same run, or an earlier run), read once per actor."""
+        sources = {c["budget_source"] for c in self.configs.values() if c.get("budget_source")}
+        return kept_counts(st.join_uri(self.output, "results"), sources, self.storage) if sources else {}
+
+    def _budget(self, config: dict[str, Any], record_id: str) -> list[int] | None:
+        source = config.get("budget_source")
+        if source is None:
+            return None
+        if (source, record_id) not in self.budgets:
+            raise ValueError(f"no ok row of the configuration {config['policy_params'][BUDGET_FROM]!r} for this "
+                             "record: its per-step budget is unknown")
+        return self.budgets[(source, record_id)]
 
     def _warm_up(self) -> None:
         """One 1-step edit of a blank 64x64 image, so the first record's time is not the actor's start-up
@@ -111,7 +129,7 @@ class EditActor:
         source = record_image(record, self.storage)
         mask = record_mask(record, source.size, self.storage)
         references = [load_image(uri, self.storage) for uri in record.references or ()]
-        policy = policies.make(config["policy"], **config["policy_params"])
+        policy = policies.make(config["policy"], **policy_kwargs(config, self._budget(config, record.id)))
         result = Editor(self.pipe, policy).edit(
             source, record.instruction, seed=config["seed"], steps=config["steps"],
             guidance_scale=config.get("guidance_scale"), height=config["height"], width=config["width"],
@@ -161,6 +179,7 @@ class EditActor:
             statuses.append("not computed: lpips not in metrics.compute")
         out["lpips_status"] = _join_statuses(statuses)
         out.update(self._semantic(edited, source, mask, record))
+        out.update(self._judged(result.image, source, record))
         return out
 
     def _background(self, out: dict[str, Any], edited: PIL.Image.Image, source: PIL.Image.Image,
@@ -202,6 +221,14 @@ class EditActor:
         else:
             out["structure_distance"], out["structure_status"] = self.structure(source, edited)
         return out
+
+
+    def _judged(self, edited: PIL.Image.Image, source: PIL.Image.Image, record: EditRecord) -> dict[str, Any]:
+        """The VLM judge's columns (judge_*) on the edit as the editor made it: the protocol resizes (VIEScore
+        compares at the source's size, GEdit-Bench's way); the ImgEdit rubric is the record's category."""
+        if self.judge is None:
+            return judge_columns("not computed: judge not in metrics.compute")
+        return self.judge(source, edited, record.instruction, record.category)
 
 
 def _join_statuses(statuses: list[str]) -> str:

@@ -1,7 +1,8 @@
 """The Ray Data graph: records x configurations -> actor pool (one per model) -> Parquet.
 
 For each model, the `full` configurations run first, so that the other configurations of the same record
-find the reference output that their fidelity metrics compare to."""
+find the reference output that their fidelity metrics compare to; configurations whose budget comes from
+another configuration (`budget_from`, e.g. TokenDrop's matched random arm) run last."""
 from __future__ import annotations
 
 import logging
@@ -32,14 +33,16 @@ def work_items(records: list[dict[str, Any]], configs: list[dict[str, Any]],
 
 
 def _stages(configs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(model, configurations) in run order: per model, `full` first, then the rest."""
+    """(model, configurations) in run order: per model, `full` first, then the rest, then the configurations
+    whose budget comes from another configuration's rows (`budget_source`)."""
     out = []
     # one pool per model entry (`model` is the entry's label: a fine-tuned copy or a LoRA has its own)
     for model in dict.fromkeys(c["model"] for c in configs):
         mine = [c for c in configs if c["model"] == model]
-        for stage in ([c for c in mine if c["policy"] == FULL_POLICY], [c for c in mine if c["policy"] != FULL_POLICY]):
-            if stage:
-                out.append((mine[0]["model_name"], stage))
+        full = [c for c in mine if c["policy"] == FULL_POLICY]
+        dependent = [c for c in mine if c.get("budget_source")]
+        rest = [c for c in mine if c not in full and c not in dependent]
+        out += [(mine[0]["model_name"], stage) for stage in (full, rest, dependent) if stage]
     return out
 
 

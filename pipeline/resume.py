@@ -5,6 +5,8 @@ failed pairs and never writes an `ok` pair twice. A failed pair that is retried 
 readers take the `ok` row where one exists (see `latest_rows`)."""
 from __future__ import annotations
 
+from typing import Collection
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -32,6 +34,22 @@ def completed_pairs(results_uri: str, storage: st.StorageLike = None) -> set[tup
         return set()
     ok = table.filter(pc.equal(table["status"], STATUS_OK))
     return set(zip(ok["config_id"].to_pylist(), ok["record_id"].to_pylist()))
+
+
+def kept_counts(results_uri: str, config_ids: Collection[str],
+                storage: st.StorageLike = None) -> dict[tuple[str, str], list[int]]:
+    """(config_id, record_id) -> the exact per-step kept source-token counts of that configuration's ok row.
+    Results written before rows had `kept_per_step` give none (their dependants become error rows)."""
+    try:
+        table = read_results(results_uri, storage, columns=["config_id", "record_id", "status", "kept_per_step"])
+    except (pa.ArrowInvalid, KeyError):
+        return {}
+    if table is None:
+        return {}
+    ok = table.filter(pc.and_(pc.equal(table["status"], STATUS_OK), pc.is_in(table["config_id"],
+                                                                               pa.array(list(config_ids)))))
+    return {(c, r): list(k) for c, r, k in zip(ok["config_id"].to_pylist(), ok["record_id"].to_pylist(),
+                                               ok["kept_per_step"].to_pylist()) if k is not None}
 
 
 def latest_rows(table: pa.Table) -> pa.Table:

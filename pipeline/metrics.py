@@ -30,7 +30,9 @@ One PSNR for the project: ``psnr`` (over the whole image, or over a mask's pixel
 from __future__ import annotations
 
 import abc
+import json
 import math
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -281,3 +283,78 @@ class Structure(_LocalModel):
 
         x, y = _pair(source, edited)
         return structure_distance(self._model, x, y, self.device), METRIC_OK
+
+
+# ------------------------------------------------------------------ the VLM judge
+
+NO_JUDGE = "unavailable: no metrics.judge configured"
+JUDGE_COLUMNS = ("judge_protocol", "judge_status", "judge_sc", "judge_pq", "judge_overall", "judge_imgedit_avg",
+                 "judge_raw")
+
+
+def judge_columns(status: str, protocol: str | None = None) -> dict[str, Any]:
+    """Every judge_* column null but ``judge_status`` (and the protocol, when one was configured)."""
+    return {**dict.fromkeys(JUDGE_COLUMNS), "judge_protocol": protocol, "judge_status": status}
+
+
+class VlmJudge:
+    """A VLM judge (actors.judge) from a ``metrics.judge`` block, built once on first use; ``__call__`` returns
+    the judge_* columns. No block, a judge that cannot be built or one that fails gives null scores and a
+    ``judge_status`` saying why, never a number; ``judge_raw`` keeps whatever the judge answered (JSON). The
+    endpoint's API key stays in its environment variable: only the variable's name is held here."""
+
+    def __init__(self, spec: dict[str, Any] | None, device: str = "cpu",
+                 localize: Callable[[str], str] | None = None) -> None:
+        self.spec, self.device, self.localize = dict(spec) if spec else None, device, localize
+        self.protocol = self.spec.get("protocol", "viescore") if self.spec else None
+        self._judge: Any = None
+        self._status: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self._status is None:
+            self._status = self._load()
+        return self._status
+
+    def _load(self) -> str:
+        if self.spec is None:
+            return NO_JUDGE
+        s = self.spec
+        try:
+            if s.get("backend", "endpoint") == "endpoint":
+                from actors.judge import EndpointJudge
+
+                options = {k: s[k] for k in ("timeout_s", "max_attempts", "backoff_s", "max_tokens") if k in s}
+                self._judge = EndpointJudge(s["base_url"], s["model"], api_key_env=s.get("api_key_env"), **options)
+                return METRIC_OK
+            local = self.localize(s["path"]) if self.localize else s["path"]
+            from actors.judge import LocalJudge   # torch + transformers: only where a local judge runs
+
+            self._judge = LocalJudge(local, device=self.device, max_new_tokens=s.get("max_tokens", 512))
+        except Exception as exc:  # noqa: BLE001 - a judge that cannot be built is a status, not a failed edit
+            return f"unavailable: cannot build the judge: {type(exc).__name__}: {exc}"
+        return METRIC_OK
+
+    def __call__(self, source: Image.Image, edited: Image.Image, instruction: str,
+                 category: str | None) -> dict[str, Any]:
+        if self.status != METRIC_OK:
+            return judge_columns(self.status, self.protocol)
+        if self.protocol == "imgedit" and not category:
+            return judge_columns("not computed: the record has no category (ImgEdit's rubric is per edit type)",
+                                 self.protocol)
+        from actors.judge import judge_edit
+
+        try:
+            result = judge_edit(self._judge, source, edited, instruction, self.protocol, category=category)
+        except Exception as exc:  # noqa: BLE001 - JudgeError is a status inside judge_edit; anything else here
+            return judge_columns(self._scrubbed(f"failed: {type(exc).__name__}: {exc}"), self.protocol)
+        return {"judge_protocol": self.protocol, "judge_status": result["status"], "judge_sc": result["sc"],
+                "judge_pq": result["pq"], "judge_overall": result["overall"],
+                "judge_imgedit_avg": result["imgedit_avg"],
+                "judge_raw": json.dumps(result["judge_raw"], ensure_ascii=False) if result["judge_raw"] else None}
+
+    def _scrubbed(self, text: str) -> str:
+        """A message with the endpoint's API key blanked out, should an exception have carried it."""
+        name = (self.spec or {}).get("api_key_env")
+        key = os.environ.get(name) if name else None
+        return text.replace(key, "***") if key else text

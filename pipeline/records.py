@@ -177,6 +177,13 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("clip_status", pa.string()),
         pa.field("structure_distance", pa.float64()),  # DINO ViT-B/8 key self-similarity MSE, source vs edit
         pa.field("structure_status", pa.string()),
+        pa.field("judge_protocol", pa.string()),     # VLM judge (actors.judge): viescore | imgedit
+        pa.field("judge_status", pa.string()),       # "ok" or why the judge_* numbers are null
+        pa.field("judge_sc", pa.float64()),          # VIEScore semantic consistency, 0-10 (min of its sub-scores)
+        pa.field("judge_pq", pa.float64()),          # VIEScore perceptual quality, 0-10
+        pa.field("judge_overall", pa.float64()),     # VIEScore O = sqrt(SC * PQ)
+        pa.field("judge_imgedit_avg", pa.float64()), # ImgEdit: mean of the rubric's three 1-5 scores
+        pa.field("judge_raw", pa.string()),          # JSON {question: the judge's raw answer}
         pa.field("device", pa.string()),
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
@@ -246,6 +253,7 @@ def error_row(
         lpips_status="not computed: edit failed",
         clip_status="not computed: edit failed",
         structure_status="not computed: edit failed",
+        judge_status="not computed: edit failed",
     )
     return row
 

@@ -2,7 +2,7 @@
 
 The table shows `n/a` where a metric could not be computed; a reader needs the reason next to it (no LPIPS
 weights, no ground-truth mask, `full` is its own reference, the edit failed). The reasons come from the rows
-(`lpips_status`, `clip_status`, `structure_status`, `error`), never from guesses about numbers."""
+(`lpips_status`, `clip_status`, `structure_status`, `judge_status`, `error`), never from guesses about numbers."""
 from __future__ import annotations
 
 import re
@@ -18,6 +18,7 @@ NO_MASK = ("no background to score: the record has no ground-truth mask, or its 
            "(a global edit such as grayscale), or `background` is not in metrics.compute")
 NO_FULL = "no `full` output of the same record to compare with (or `vs_full` not in metrics.compute)"
 CLIP = ("clip_whole", "clip_edited")
+JUDGE = ("judge_sc", "judge_pq", "judge_overall", "judge_imgedit_avg")
 Entry = tuple[str, int, int]   # (configuration, edits without the metric, ok edits)
 # lpips_status joins per-target messages as "bg: ...; vs_full: ..." (pipeline/edit_stage.py)
 _PART = re.compile(r"; (?=(?:bg|vs_full): )")
@@ -50,6 +51,8 @@ def row_reason(row: pd.Series, metric: str) -> str:
         return NO_MASK
     if metric in CLIP:
         return "CLIP " + status_reason(row.get("clip_status"), metric, "clip_status")
+    if metric in JUDGE:
+        return judge_reason(row, metric)
     if metric == "structure_distance":
         return "structure distance " + status_reason(row.get("structure_status"), metric, "structure_status")
     if metric.startswith("lpips"):
@@ -60,6 +63,16 @@ def row_reason(row: pd.Series, metric: str) -> str:
         reason = lpips_reason(row.get("lpips_status"), "lpips_vs_full")
         return reason if reason.startswith("no full output") else NO_FULL
     return "not computed"
+
+
+def judge_reason(row: pd.Series, metric: str) -> str:
+    """Why a judge score is missing: its `judge_status`, or the other protocol's score when the judge was ok."""
+    status, protocol = row.get("judge_status"), row.get("judge_protocol")
+    if status == "ok" and isinstance(protocol, str):
+        other = "viescore" if metric == "judge_imgedit_avg" else "imgedit"
+        if other == protocol:
+            return f"the VLM judge ran the {protocol} protocol (metrics.judge.protocol), which has no `{metric}`"
+    return "VLM judge " + status_reason(status, metric, "judge_status")
 
 
 def missing_metric_lines(df: pd.DataFrame, metrics: list[str], label_col: str = "config_label") -> list[str]:

@@ -16,7 +16,7 @@ from .speed import STATS, speed_notes, speedup_stats
 
 GROUP = ["model", "policy", "policy_params", "height", "width"]
 METRICS = ["psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full",
-           "clip_whole", "clip_edited", "structure_distance"]
+           "clip_whole", "clip_edited", "structure_distance", "judge_overall", "judge_imgedit_avg"]
 TABLE_FIELDS = ("model", "height", "width")   # a table row spans seeds: only these may go into its name
 
 

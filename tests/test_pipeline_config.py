@@ -70,7 +70,7 @@ def test_parse_full_config():
         ({"models": [{"name": "a", "label": "b"}, {"name": "b"}]}, "models.0.label: 'b' names more than one"),
         ({"models": [{"name": "a", "path": "x", "options": {"dtype": "x"}}]}, "models.0.options: unknown keys ['dtype']"),
         ({"policies": [{"name": "tokendrop", "omega": []}]}, "policies.0.omega: empty list"),
-        ({"metrics": {"compute": ["fid"]}}, "metrics.compute.0: got 'fid'; accepted values: background, vs_full, lpips, clip, structure"),
+        ({"metrics": {"compute": ["fid"]}}, "metrics.compute.0: got 'fid'; accepted values: background, vs_full, lpips, clip, structure, judge"),
         ({"metrics": {"lpips_net": "resnet"}}, "metrics.lpips_net: got 'resnet'; accepted values: alex, squeeze, vgg"),
         ({"actors": {"min_size": 3, "max_size": 2}}, "actors.max_size: must be >= actors.min_size"),
         ({"actors": {"gpus": 1}}, "actors.gpus: unknown key"),
@@ -219,7 +219,7 @@ def test_shorthands_and_metric_switches():
     c = cfg(policies=["full", "tokendrop"], seeds=3, metrics={"compute": []})
     assert [p.name for p in c.policies] == ["full", "tokendrop"] and c.seeds == (3,)
     assert c.metrics.compute == ()
-    assert cfg(metrics=None).metrics.compute == ("background", "vs_full", "lpips", "clip", "structure")  # default: all
+    assert cfg(metrics=None).metrics.compute == ("background", "vs_full", "lpips", "clip", "structure", "judge")  # all
 
 
 def test_each_labelled_entry_gets_its_own_stages_and_loads_by_name():

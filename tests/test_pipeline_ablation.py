@@ -52,7 +52,7 @@ def _config(manifest, output, **extra):
            "policies": [{"name": "tokendrop", "omega": 0.2, "full_steps": 1}],
            "resolutions": [64], "seeds": [0], "steps": 3,
            "actors": {"num_gpus": 0, "num_cpus": 1, "min_size": 1, "max_size": 1, "batch_size": 1},
-           "metrics": {"compute": ["background", "vs_full", "lpips", "clip", "structure"]}}
+           "metrics": {"compute": ["background", "vs_full", "lpips", "clip", "structure", "judge"]}}
     raw.update(extra)
     return parse_config(raw)
 
@@ -79,6 +79,10 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
     assert ok["clip_whole"].isna().all() and ok["clip_edited"].isna().all()
     assert ok["clip_status"].str.contains("no metrics.clip_model given").all()
     assert ok["structure_distance"].isna().all() and ok["structure_status"].str.contains("no metrics.dino_model").all()
+    # no VLM judge configured: null judge columns, a status that says so; failed edits say the edit failed
+    judge = ["judge_protocol", "judge_sc", "judge_pq", "judge_overall", "judge_imgedit_avg", "judge_raw"]
+    assert ok[judge].isna().all().all() and (ok["judge_status"] == "unavailable: no metrics.judge configured").all()
+    assert (table[table["status"] == "error"]["judge_status"] == "not computed: edit failed").all()
     # exact kept source-token counts per step: they add up to tokens_processed; full keeps all 16 (64 px)
     assert all(len(v) == 3 and sum(v) == n for v, n in zip(ok["kept_per_step"], ok["tokens_processed"]))
     assert all(list(v) == [16, 16, 16] for v in ok[ok["policy"] == "full"]["kept_per_step"])
@@ -102,6 +106,7 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
     md = open(files["markdown"]).read()
     assert "tokendrop" in md and "speedup_median" in md
     assert "`clip_whole`, `clip_edited`" in md and "no metrics.clip_model given" in md   # why n/a
+    assert "`judge_overall`, `judge_imgedit_avg`" in md and "no metrics.judge configured" in md
     for key in ("contact_sheet", "speedup_vs_psnr_bg.png", "keep_ratio_per_step.png"):
         assert PIL.Image.open(files[key]).size[0] > 0
 

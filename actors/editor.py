@@ -19,6 +19,8 @@ from policies import Policy, PolicyRun, RunInfo, Seen, Step
 
 from .adapter import EditInputError, EditInputs, ModelAdapter
 from .architecture import describe
+from .caches import CacheRun, CacheRunInfo, CacheSpec
+from .caches import parse as parse_cache
 from .families import family_of
 from .mechanisms import Mechanism, StepCall, check_plan, mechanisms_for
 from .model_defaults import defaults_of
@@ -69,11 +71,14 @@ class EditState:
     transformer: torch.nn.Module
     started: float
     trace: list[StepTrace] = field(default_factory=list)
+    cache: CacheRun | None = None   # the temporal cache of this edit, if any (actors.caches)
 
     @contextlib.contextmanager
     def attached(self, adapter: ModelAdapter) -> Iterator[None]:
         """The adapter's hooks, the routing hooks where a mechanism routes, and every mechanism's own."""
         with contextlib.ExitStack() as stack:
+            if self.cache is not None:   # first: its block hooks sit inside the routing hooks, seeing routed rows
+                stack.enter_context(self.cache.attached())
             stack.enter_context(adapter.attach(self.inputs))
             if any(m.uses_routing for m in self.mechanisms):
                 stack.enter_context(routed_blocks(self.transformer, self.routing))
@@ -115,17 +120,20 @@ class Editor:
     def edit(self, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int = 0, steps: int | None = None,
              guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
              references: Sequence[PIL.Image.Image | str | Path] = (), max_sequence_length: int | None = None,
-             resize_filter: str | None = None, on_step: Callable[[StepTrace], None] | None = None) -> EditResult:
+             resize_filter: str | None = None, on_step: Callable[[StepTrace], None] | None = None,
+             cache: CacheSpec | str | dict | None = None) -> EditResult:
         """One edit. `steps` and `guidance_scale` default to the family's paper protocol (Kontext 28 steps,
         guidance 3.5; Qwen-Image-Edit 50 steps, true CFG 4.0); `max_sequence_length` (text tokens) to the
         model's saved default, else diffusers' 512; `resize_filter` (PIL name) to the family's (Kontext
         bicubic, Qwen Lanczos); `height`/`width` to the model's trained size, else the
-        adapter's (Kontext: its preferred resolution of the image's aspect)."""
+        adapter's (Kontext: its preferred resolution of the image's aspect). `cache`: a temporal cache composed
+        with the policy (`actors.caches`: a spec, "name:k=v,..." or {"name": ..., ...}); None = none."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise EditInputError("the instruction is empty")
         steps = self.default_steps if steps is None else steps
         if int(steps) < 1:
             raise EditInputError(f"steps must be >= 1, got {steps}")
+        cache = parse_cache(cache)
         images = [open_image(image)] + [open_image(r) for r in references]
         started = time.perf_counter()
         notes: list[str] = []
@@ -137,6 +145,10 @@ class Editor:
                                       resize_filter=resize_filter)
         inputs.notes[:0] = notes
         state = self._prepare(inputs, int(seed), started)
+        if cache is not None:
+            state.cache = cache.start(CacheRunInfo(family=self.adapter.family, steps=state.run.steps,
+                                                   num_noisy=state.run.num_noisy, num_layers=state.run.num_layers,
+                                                   transformer=state.transformer))
         z = inputs.latents
         with state.attached(self.adapter):
             for i, t in enumerate(inputs.timesteps):
@@ -174,7 +186,10 @@ class Editor:
         state.routing.clear()
         for mechanism in state.mechanisms:
             mechanism.before_call(call)
+        if state.cache is not None:
+            state.cache.before_call(i, plan, self.policy.needs, device)
         v = self.adapter.velocity(inputs, z, t, call.input_index)
+        cache_calls = state.cache.take() if state.cache is not None else ()
         for mechanism in state.mechanisms:
             v = mechanism.after_call(call, v)
         x0 = clean_estimate(z, v, step.sigma)
@@ -188,11 +203,12 @@ class Editor:
                                             attention=call.attention))
         _synchronize(device)
         t2 = time.perf_counter()
-        state.trace.append(self._trace(state, call, step, t2 - t0, policy_seconds + t2 - t1))
+        state.trace.append(self._trace(state, call, step, t2 - t0, policy_seconds + t2 - t1, cache_calls))
         return z
 
     @staticmethod
-    def _trace(state: EditState, call: StepCall, step: Step, seconds: float, policy_seconds: float) -> StepTrace:
+    def _trace(state: EditState, call: StepCall, step: Step, seconds: float, policy_seconds: float,
+               cache_calls: tuple = ()) -> StepTrace:
         total = state.run.num_source
         scoring = state.scorer.take() if state.scorer is not None else 0.0
         return StepTrace(index=step.index, sigma=step.sigma, kept=total if call.kept is None else int(call.kept.numel()),
@@ -200,17 +216,22 @@ class Editor:
                          keep_masks=_split_masks(None if call.kept is None else call.plan.keep_source,
                                                  state.inputs.source_grids),
                          from_layer=call.from_layer, noisy=state.run.num_noisy, active=call.active, keys=call.keys,
-                         active_mask=call.active_mask, selector_seconds=call.selector_seconds + scoring)
+                         active_mask=call.active_mask, selector_seconds=call.selector_seconds + scoring,
+                         cache_calls=cache_calls)
 
     def _finish(self, state: EditState, z: torch.Tensor) -> EditResult:
         """The mechanisms' last word on the latent (SpotEdit's replacement), then decoding."""
         for mechanism in state.mechanisms:
             z = mechanism.finish(z)
-        inputs = state.inputs
+        inputs, cache = state.inputs, state.cache
+        if cache is not None:
+            inputs.notes.extend(cache.notes)
         pixels = self.adapter.decode(inputs, z)
         _synchronize(z.device)
         return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels,
                           trace=state.trace, height=inputs.height, width=inputs.width,
                           seconds=time.perf_counter() - state.started, latents=z[0].float().cpu(),
                           source_latents=inputs.aligned_source[0].float().cpu(), notes=inputs.notes,
-                          policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied())
+                          policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied(),
+                          cache_params=None if cache is None else cache.applied(),
+                          cache_summary={} if cache is None else cache.summary(), num_layers=state.run.num_layers)

@@ -71,7 +71,7 @@ class FirstBlockRun(CacheRun):
         ids = self.ids(hidden.device)
         residual = hidden[:, :m] - hidden_in[:, :m]
         skip, measure = False, None
-        if all_valid(st.head_valid, ids) and all_valid(st.tail_valid, ids):
+        if m > 0 and all_valid(st.head_valid, ids) and all_valid(st.tail_valid, ids):
             prev = st.head_residual[:, ids]
             measure = float((residual - prev).abs().mean() / prev.abs().mean().clamp_min(1e-12))
         if (measure is not None and not self.force and self.step >= self.spec.warmup

@@ -20,6 +20,7 @@ from pipeline.assignments import parse_assignments
 MODEL_NAMES = ("toy-flux-kontext", "flux-kontext", "qwen-image-edit", "qwen-image-edit-plus",
                "tiny-flux-kontext", "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus")
 POLICY_NAMES = ("full", "random", "tokendrop", "topi", "sparse_context", "spotedit")
+CACHE_NAMES = ("first-block", "magcache", "taylorseer")   # checked against actors.caches.names()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="policy parameter, e.g. --set omega=0.4 (repeatable); unset ones take the paper's "
                         "default for the model, reported in the JSON line")
+    p.add_argument("--cache", default=None, metavar="NAME[:k=v,...]",
+                   help=f"temporal cache composed with the policy: {', '.join(CACHE_NAMES)}, e.g. "
+                        "first-block:threshold=0.08 or taylorseer:interval=4,warmup=2 (README: Temporal caches); "
+                        "threshold=0 (taylorseer: interval=1) never skips")
     p.add_argument("--image", required=True, help="source image file")
     p.add_argument("--reference", action="append", default=[], help="extra reference image (Qwen Edit-Plus)")
     p.add_argument("--instruction", required=True, help="the edit instruction")
@@ -109,6 +114,8 @@ def summary(args: argparse.Namespace, result: Any, device: str) -> dict[str, Any
         "keep_ratio_mean": round(result.keep_ratio_mean, 4),     # source tokens that entered the transformer
         "query_ratio_mean": round(result.query_ratio_mean, 4),   # noisy tokens whose queries were computed
         "policy_summary": result.policy_summary, "device": device, "notes": result.notes,
+        "cache": result.cache_params, "cache_skipped_calls": result.cache_skipped_calls,
+        "cache_skipped_blocks": result.cache_skipped_blocks, "cache_summary": result.cache_summary,
     }
 
 
@@ -125,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     import policies
     from actors.loading import SHIPPED
 
+    from actors.caches import parse as parse_cache
+
     policy = policies.make(args.policy, **parse_assignments(args.assignments))
+    cache = parse_cache(args.cache)   # a bad spec is refused here, before any model work
     check_size(args.model_path or SHIPPED.get(args.model), height, width, args.any_size)
     pipe = actors.load_pipeline(args.model, path=args.model_path)
     editor = actors.Editor(pipe, policy)
@@ -134,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         result = editor.edit(args.image, args.instruction, seed=args.seed, steps=steps,
                              guidance_scale=args.guidance_scale, height=height, width=width,
                              references=args.reference, max_sequence_length=args.max_sequence_length,
-                             resize_filter=args.resize_filter,
+                             resize_filter=args.resize_filter, cache=cache,
                              on_step=lambda _: bar.update())
     result.image.save(args.out)
     for note in result.notes:

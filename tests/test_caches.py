@@ -190,3 +190,40 @@ def test_specs_parse_validate_and_round_trip():
             caches.parse(bad)
         assert words in str(err.value), (bad, str(err.value))
     assert caches.make("first-block", threshold=0).never_skips and caches.make("taylorseer", interval=1).never_skips
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "edit", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_edit_with_a_cache_reports_its_skips(tmp_path):
+    import json
+
+    from conftest import make_image
+    from jobs import edit
+
+    assert set(edit.CACHE_NAMES) == set(caches.names())
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    make_image(64, 64).save(src)
+    proc = _cli("--model", "tiny-flux-kontext", "--policy", "random", "--cache", "first-block:threshold=1e6",
+                "--image", str(src), "--instruction", "make it red", "--out", str(out), "--steps", "3",
+                "--size", "64x64")
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["cache"]["name"] == "first-block" and line["cache"]["threshold"] == 1e6
+    assert line["cache_skipped_calls"] == {"cond": 2} and line["cache_skipped_blocks"] == {"cond": 6}
+
+
+def test_cli_refuses_a_bad_cache_before_the_model_loads(tmp_path):
+    from conftest import make_image
+
+    src = tmp_path / "in.png"
+    make_image(64, 64).save(src)
+    for spec, words in [("magcache:threshold=-2", "'threshold' must be >= 0")]:   # more: test_specs_parse...
+        proc = _cli("--model", "flux-kontext", "--cache", spec, "--image", str(src), "--instruction", "x",
+                    "--out", str(tmp_path / "o.png"))
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+        assert "needs --model-path" not in proc.stderr   # the model loader was never reached

@@ -15,6 +15,9 @@ class CacheCall:
     branch: str               # the CFG branch (cache_context name): "cond", "uncond"
     skipped_blocks: int = 0   # blocks not run in this call (0: computed in full; every block: none run)
     skipped_call: bool = False   # the whole call was replaced by a prediction (no embedder, block or head ran)
+    skipped_from: int | None = None   # the first block not run; every later one was not run either (first-block:
+                                      # 1, magcache and taylorseer: 0); None = every block ran. What the FLOP
+                                      # model reads, so that a trace prices on an architecture of another depth
     forced: bool = False      # the policy needed this call's internals: computed whatever the cache says
     measure: float | None = None   # what was compared with the threshold (first-block: relative L1 change of
                                    # the first block's residual; magcache: accumulated error), when measured

@@ -15,6 +15,12 @@ Several references (Qwen-Image-Edit-Plus) are one longer source: `total` counts 
 what is kept of all of them (`reference_trace` builds a Sparse Context edit with a budget per reference).
 The embedders run on every token passed to the transformer: ToPi and SpotEdit select rows inside it
 (`actors.routing`, from block `from_layer` or 0), TokenDrop before it.
+
+Temporal caches (`actors.caches`; a step's `cache_calls`, one per transformer call, in the order of the text
+lengths: cond, then uncond): a call with `skipped_from = k` runs the embedders, blocks 0..k−1 and the output
+head only (first-block: k = 1; magcache: k = 0); a call with `skipped_call` runs nothing (taylorseer's
+prediction is element-wise work, not counted). `skipped_from` is a block index, so a trace of a small model
+prices on the real architecture as "every block after the first" or "every block".
 """
 from __future__ import annotations
 
@@ -167,9 +173,13 @@ def layer_flops(arch: Arch, layer: int, computed: int, keys: int) -> Flops:
 
 
 def call_flops(arch: Arch, text: int, noisy: int, source: int, kept: int | None = None, from_layer: int = 0,
-               active: int | None = None, keys: int | None = None, source_cached: bool = False) -> Flops:
+               active: int | None = None, keys: int | None = None, source_cached: bool = False,
+               skipped_from: int | None = None, skipped_call: bool = False) -> Flops:
     """One transformer call: `text` tokens, `noisy` tokens, `source` tokens of which `kept` enter the layers
-    from `from_layer` on (None = all); with `active`, only that many noisy tokens are computed (see above)."""
+    from `from_layer` on (None = all); with `active`, only that many noisy tokens are computed (see above).
+    A temporal cache: blocks from `skipped_from` on are not run; `skipped_call`: nothing is (zero FLOPs)."""
+    if skipped_call:
+        return Flops()
     kept = source if kept is None else kept
     d = arch.dim
     if active is None:
@@ -181,7 +191,7 @@ def call_flops(arch: Arch, text: int, noisy: int, source: int, kept: int | None 
         image_out = active + (0 if source_cached else kept)
         keys = noisy + kept if keys is None else keys
     total = Flops()
-    for layer in range(arch.num_layers):
+    for layer in range(arch.num_layers if skipped_from is None else min(arch.num_layers, int(skipped_from))):
         if active is None:
             image_keys = image_rows = noisy + (source if layer < from_layer else kept)
         else:
@@ -200,12 +210,21 @@ def step_flops(arch: Arch, step: Any, text_tokens: Iterable[int], source_cached:
     if noisy <= 0:
         raise ValueError("the step has no noisy-token count (StepTrace.noisy): cannot price it")
     keys = getattr(step, "keys", None)
+    cached = list(getattr(step, "cache_calls", None) or ())
     out = Flops()
-    for text in text_tokens:
+    for i, text in enumerate(text_tokens):
+        skipped_from, skipped_call = _skips(cached[i]) if i < len(cached) else (None, False)
         out = out + call_flops(arch, int(text), noisy, int(step.total), int(step.kept),
                                int(getattr(step, "from_layer", 0) or 0), getattr(step, "active", None),
-                               None if keys is None else int(keys), source_cached)
+                               None if keys is None else int(keys), source_cached, skipped_from, skipped_call)
     return out
+
+
+def _skips(call: Any) -> tuple[int | None, bool]:
+    """(skipped_from, skipped_call) of a cache call: an `actors.results.CacheCall` or its dict (JSON rows)."""
+    get = call.get if isinstance(call, Mapping) else (lambda k, d=None: getattr(call, k, d))
+    skipped_from = get("skipped_from", None)
+    return (None if skipped_from is None else int(skipped_from)), bool(get("skipped_call", False))
 
 
 def trace_flops(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int], source_cached: bool = False) -> Flops:

@@ -120,7 +120,14 @@ def trace_rows(trace: list[Any], cpu_seconds: Sequence[float | None] = ()) -> li
     cpu = list(cpu_seconds) + [None] * (len(trace) - len(cpu_seconds))
     return [{"kept": s.kept, "total": s.total, "noisy": s.noisy, "from_layer": s.from_layer,
              "active": s.active, "keys": getattr(s, "keys", None), "seconds": s.seconds, "cpu_seconds": c,
-             "policy_seconds": s.policy_seconds, "selector_seconds": s.selector_seconds} for s, c in zip(trace, cpu)]
+             "policy_seconds": s.policy_seconds, "selector_seconds": s.selector_seconds,
+             **_cache_rows(s)} for s, c in zip(trace, cpu)]
+
+
+def _cache_rows(step: Any) -> dict[str, Any]:
+    """A temporal cache's calls of the step (actors.results.CacheCall), when one ran: what bench.flops prices."""
+    calls = getattr(step, "cache_calls", ())
+    return {"cache_calls": [dataclasses.asdict(c) for c in calls]} if calls else {}
 
 
 def step_cpu_seconds(start: float, ends: Sequence[float]) -> list[float]:

@@ -227,3 +227,38 @@ def test_cli_refuses_a_bad_cache_before_the_model_loads(tmp_path):
                     "--out", str(tmp_path / "o.png"))
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
         assert "needs --model-path" not in proc.stderr   # the model loader was never reached
+
+
+def test_flop_model_counts_skipped_blocks_and_calls(flux_pipe, qwen_pipe, image):
+    from bench import flops
+    from bench.speed import trace_rows
+    from bench.summary import _Step
+
+    kontext, text = flops.REAL["FLUX.1-Kontext-dev"]
+    full = _edit(flux_pipe, "full", image)
+    assert flops.predicted_speedup(kontext, full.trace, text) == pytest.approx(1.0)
+    speedups = {}
+    for name in ("first-block", "magcache", "taylorseer"):
+        r = _edit(flux_pipe, "full", image, ALWAYS[name])
+        skipped = r.cache_skipped_calls["cond"]
+        speedups[name] = flops.predicted_speedup(kontext, r.trace, text)
+        # the JSON rows of the benchmark price the same
+        assert flops.predicted_speedup(kontext, [_Step(row) for row in trace_rows(r.trace)], text) == \
+            pytest.approx(speedups[name])
+        assert 1.0 < speedups[name] <= STEPS / (STEPS - skipped) + 1e-9, (name, speedups[name])
+    # taylorseer runs nothing in a skipped call: exactly steps / computed calls
+    assert speedups["taylorseer"] == pytest.approx(STEPS / (STEPS - 2))
+    # one Kontext block and the embedders/head are tiny against 57 blocks: first-block is close to the ideal
+    fb = _edit(flux_pipe, "full", image, ALWAYS["first-block"])
+    assert speedups["first-block"] > 0.9 * STEPS / (STEPS - fb.cache_skipped_calls["cond"])
+    # per CFG branch: Qwen's two calls per step are priced each with its own skips
+    qwen, qtext = flops.REAL["Qwen-Image-Edit"]
+    r = actors.Editor(qwen_pipe, policies.make("full")).edit(image, "x", steps=4, height=SIZE, width=SIZE,
+                                                            cache="first-block:threshold=1e6")
+    one = flops.call_flops(qwen, qtext[0], 16, 16).total
+    skipped_one = flops.call_flops(qwen, qtext[0], 16, 16, skipped_from=1).total
+    assert skipped_one < one / 30
+    step = r.trace[1]
+    assert [c.skipped_from for c in step.cache_calls] == [1, 1]
+    assert flops.step_flops(qwen, step, qtext).total == pytest.approx(
+        sum(flops.call_flops(qwen, t, 16, 16, skipped_from=1).total for t in qtext))

@@ -81,7 +81,7 @@ class FirstBlockRun(CacheRun):
         self.note(measure=measure)
         if skip:
             st.skipping = True
-            self.note(skipped_blocks=self.info.num_layers - 1)
+            self.note(skipped_blocks=self.info.num_layers - 1, skipped_from=1)
             return hook.join(with_rows(hidden, m, hidden[:, :m] + st.tail_residual[:, ids]), encoder)
         st.head_residual, st.head_valid = scatter_rows(st.head_residual, st.head_valid, ids, residual,
                                                        self.info.num_noisy)

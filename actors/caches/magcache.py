@@ -99,7 +99,7 @@ class MagCacheRun(CacheRun):
                     and st.accumulated <= spec.max_skip_steps)
         if skip:
             st.skipping = True
-            self.note(skipped_blocks=self.info.num_layers)
+            self.note(skipped_blocks=self.info.num_layers, skipped_from=0)
             encoder = kwargs["encoder_hidden_states"]
             return hook.join(with_rows(hidden_in, m, hidden_in[:, :m] + st.residual[:, ids]), encoder)
         st.ratio, st.error, st.accumulated = 1.0, 0.0, 0

@@ -80,7 +80,7 @@ class TaylorSeerRun(CacheRun):
         if (not self.force and not self._scheduled() and all_valid(st.valid, ids)
                 and st.seer.last_update_step is not None):
             st.skipping = True
-            self.note(skipped_call=True, skipped_blocks=self.info.num_layers)
+            self.note(skipped_call=True, skipped_blocks=self.info.num_layers, skipped_from=0)
             prediction = st.seer.predict()[0][:, ids].to(hidden.dtype)
             if kwargs.get("return_dict", True):
                 return Transformer2DModelOutput(sample=prediction)

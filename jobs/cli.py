@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ablate, bench, calibrate, edit, make_toy_data, report, train
+from . import ablate, bench, calibrate, edit, make_toy_data, report, simulate, train
 
 COMMANDS = {"edit": edit, "run": ablate, "report": report, "calibrate": calibrate, "bench": bench, "train": train,
-            "toy-data": make_toy_data}
+            "toy-data": make_toy_data, "simulate": simulate}
 
 
 class ShowDefaults(argparse.HelpFormatter):

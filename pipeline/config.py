@@ -34,6 +34,7 @@ MetricGroup = Literal["background", "vs_full", "lpips", "clip", "structure", "ju
 JudgeProtocolName = Literal["viescore", "imgedit"]
 JudgeBackend = Literal["endpoint", "local"]
 LpipsNet = Literal["alex", "squeeze", "vgg"]
+ResizeFilter = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]   # PIL's, lower case
 InputFormat = Literal["auto", "manifest", "pie", "gedit", "imgedit"]
 METRIC_GROUPS = get_args(MetricGroup)
 LPIPS_NETS = get_args(LpipsNet)
@@ -218,6 +219,9 @@ class RunConfig(Section):
     # CFG 4.0), resolved per model in expand_grid so that rows and config_ids carry what ran
     steps: PositiveInt | None = None
     guidance_scale: NonNegative | None = None
+    # PIL filter of the source resize to the edit size; None: the family's (Kontext bicubic, as TokenDrop's
+    # protocol; Qwen-Image-Edit Lanczos, as its pipeline)
+    resize_filter: ResizeFilter | None = None
     storage: Annotated[st.StorageConfig, EmptyIfNone] = st.StorageConfig()
     actors: Annotated[ActorConfig, EmptyIfNone] = ActorConfig()
     metrics: Annotated[MetricsConfig, EmptyIfNone] = MetricsConfig()
@@ -345,9 +349,12 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def config_id(conf: Mapping[str, Any]) -> str:
-    """Stable 12-hex id of (model, policy, params, size, seed, steps, guidance)."""
+def config_id(conf: Mapping[str, Any], resize_filter: str | None = None) -> str:
+    """Stable 12-hex id of (model, policy, params, size, seed, steps, guidance), and of the resize filter when
+    the config chose one (ids of runs at the family's filter stay what they were)."""
     key = {k: conf[k] for k in ("model", "policy", "policy_params", "height", "width", "seed", "steps", "guidance_scale")}
+    if resize_filter is not None:
+        key["resize_filter"] = resize_filter
     text = json.dumps(_canonical(key), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -374,18 +381,17 @@ def grid_policies(cfg: RunConfig) -> list[PolicySpec]:
     return policies
 
 
-def sampling(cfg: RunConfig, model: ModelSpec) -> tuple[int | None, float | None]:
-    """(steps, guidance_scale) the model entry runs: the config's, else its family's paper protocol
-    (`actors.loading.protocol_of`, imported only when a value is unset). An unknown model name keeps None
-    (preflight refuses the name)."""
-    steps, guidance = cfg.steps, cfg.guidance_scale
-    if steps is None or guidance is None:
+def sampling(cfg: RunConfig, model: ModelSpec) -> dict[str, Any]:
+    """steps, guidance_scale and resize_filter the model entry runs: the config's, else its family's paper
+    protocol (`actors.loading.protocol_of`, imported only when a value is unset). An unknown model name keeps
+    None (preflight refuses the name)."""
+    chosen = {"steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "resize_filter": cfg.resize_filter}
+    if None in chosen.values():
         from actors.loading import protocol_of
 
         proto = protocol_of(model.name, model.path) or {}
-        steps = proto.get("steps") if steps is None else steps
-        guidance = proto.get("guidance_scale") if guidance is None else guidance
-    return steps, guidance
+        chosen = {k: proto.get(k) if v is None else v for k, v in chosen.items()}
+    return chosen
 
 
 BUDGET_FROM = "budget_from"   # a policy parameter: another configuration's label, whose per-step kept counts
@@ -426,7 +432,7 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
     protocols = {model.key: sampling(cfg, model) for model in cfg.models}
     for model, (h, w), seed in itertools.product(cfg.models, cfg.resolutions, cfg.seeds):
         full_id, group = None, []
-        steps, guidance = protocols[model.key]
+        protocol = protocols[model.key]
         for policy, params in variants:
             conf: dict[str, Any] = {
                 "model": model.key,
@@ -438,10 +444,9 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
                 "height": h,
                 "width": w,
                 "seed": seed,
-                "steps": steps,
-                "guidance_scale": guidance,
+                **protocol,
             }
-            conf["config_id"] = config_id(conf)
+            conf["config_id"] = config_id(conf, cfg.resize_filter)
             conf["label"] = config_label(policy, params)
             if policy == FULL_POLICY and full_id is None:
                 full_id = conf["config_id"]

@@ -1,80 +1,127 @@
-"""The Ray Data graph: records x configurations -> actor pool (one per model) -> Parquet.
+"""The Ray Data graph of an ablation, per model entry:
 
-For each model, the `full` configurations run first, so that the other configurations of the same record
-find the reference output that their fidelity metrics compare to; configurations whose budget comes from
-another configuration (`budget_from`, e.g. TokenDrop's matched random arm) run last."""
+    read records (workers) -> units (record x missing configurations) -> load (CPU: decode, write inputs)
+      -> edit (GPU actor pool, one model load per actor for the whole run) -> finish (CPU: PNGs, pixel
+      metrics) -> write Parquet
+
+Nothing is materialised on the driver: records stream from the input's files, units are expanded in the
+dataset, rows stream to Parquet. The GPU actor does GPU work only. There is no barrier between `full` and the
+other configurations: a unit carries all of them (see `units`)."""
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections import defaultdict
+from typing import Any, Callable, Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from . import storage as st
-from .config import FULL_POLICY, RunConfig, expand_grid
-from .records import RECORD_FIELDS
-from .resume import completed_pairs
-from .sources import read_records
+from .config import RunConfig, expand_grid
+from .finish_stage import finish_units
+from .load_stage import load_units
+from .record_stream import record_dataset
+from .records import STATUS_OK
+from .resume import completed_pairs, read_results
+from .units import expand_units, models_in_order
 
 log = logging.getLogger(__name__)
+
+# What a CPU stage task may hold (a few decoded 2048² images and their PNGs). Also keeps the CPU stages' resource
+# request distinct from the GPU actor's: Ray Data fuses a task stage into the next actor stage when the two
+# requests are equal (e.g. a CPU-only pool in tests), which would put the decoding back on the actor.
+CPU_STAGE_MEMORY = 512 * 2**20
+CPU_BATCH = 4   # units per CPU-stage task: fewer, larger tasks (each unit holds ~20 images; 4 stay in memory)
+
+# (model entry's configurations, cfg, run_id) -> (actor class, its constructor kwargs); the real editor by
+# default, a synthetic model in `dropedit simulate`
+ActorFactory = Callable[[list[dict[str, Any]], RunConfig, str], tuple[type, dict[str, Any]]]
 
 
 def results_uri(cfg: RunConfig) -> str:
     return st.join_uri(cfg.output, "results")
 
 
-def work_items(records: list[dict[str, Any]], configs: list[dict[str, Any]],
-               done: set[tuple[str, str]]) -> list[dict[str, Any]]:
-    """One item per (record, configuration) pair without an `ok` row yet: the record's columns and the
-    configuration's id (the configurations themselves go to the actors once, not with every item)."""
-    return [{**{k: rec.get(k) for k in RECORD_FIELDS}, "config_id": conf["config_id"]}
-            for conf in configs for rec in records if (conf["config_id"], str(rec.get("id"))) not in done]
-
-
-def _stages(configs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(model, configurations) in run order: per model, `full` first, then the rest, then the configurations
-    whose budget comes from another configuration's rows (`budget_source`)."""
-    out = []
-    # one pool per model entry (`model` is the entry's label: a fine-tuned copy or a LoRA has its own)
-    for model in dict.fromkeys(c["model"] for c in configs):
-        mine = [c for c in configs if c["model"] == model]
-        full = [c for c in mine if c["policy"] == FULL_POLICY]
-        dependent = [c for c in mine if c.get("budget_source")]
-        rest = [c for c in mine if c not in full and c not in dependent]
-        out += [(mine[0]["model_name"], stage) for stage in (full, rest, dependent) if stage]
-    return out
-
-
-def run_ablation(cfg: RunConfig) -> dict[str, Any]:
-    """Run every missing (record, configuration) pair; returns counts for the caller to print."""
+def edit_actor(configs: list[dict[str, Any]], cfg: RunConfig, run_id: str) -> tuple[type, dict[str, Any]]:
     from .edit_stage import EditActor   # pulls in torch/diffusers: only where a run starts
 
+    first = configs[0]
+    return EditActor, dict(model=first["model_name"], model_path=first["model_path"], output=cfg.output,
+                           run_id=run_id, configs={c["config_id"]: c for c in configs},
+                           storage=cfg.storage.model_dump(), metrics=cfg.metrics.model_dump(),
+                           cache_dir=cfg.model_cache_dir, model_options=first.get("model_options") or {})
+
+
+def done_by_record(done: set[tuple[str, str]], config_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+    """record id -> the config ids (of these) that already have an ok row."""
+    wanted, out = set(config_ids), defaultdict(set)
+    for cid, rid in done:
+        if cid in wanted:
+            out[rid].add(cid)
+    return {rid: frozenset(cids) for rid, cids in out.items()}
+
+
+def model_dataset(cfg: RunConfig, configs: list[dict[str, Any]], done: dict[str, frozenset[str]],
+                  run_id: str, factory: ActorFactory) -> ray.data.Dataset:
+    """The graph of one model entry, ending in its output rows."""
+    storage = cfg.storage.model_dump()
+    actor_cls, actor_kwargs = factory(configs, cfg, run_id)
+    actors = cfg.actors
+    return (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
+            .map_batches(expand_units, batch_format="pyarrow", num_cpus=0.25,
+                         fn_kwargs=dict(config_ids=[c["config_id"] for c in configs], done=done))
+            .repartition(target_num_rows_per_block=CPU_BATCH)   # a manifest is one block: spread its loading
+            .map_batches(load_units, batch_size=CPU_BATCH, batch_format="pyarrow", num_cpus=1,
+                         memory=CPU_STAGE_MEMORY, fn_kwargs=dict(output=cfg.output, storage=storage))
+            # streaming (no barrier): blocks of `batch_size` units, so each actor call gets its own units and the
+            # pool spreads them; without it, a manifest's one block would go to a single actor
+            .repartition(target_num_rows_per_block=actors.batch_size)
+            .map_batches(actor_cls, fn_constructor_kwargs=actor_kwargs, batch_size=actors.batch_size,
+                         batch_format="pyarrow", num_gpus=actors.num_gpus, num_cpus=actors.num_cpus,
+                         compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size,
+                                                            initial_size=actors.min_size))
+            .map_batches(finish_units, batch_size=CPU_BATCH, batch_format="pyarrow", num_cpus=1, memory=CPU_STAGE_MEMORY,
+                         fn_kwargs=dict(output=cfg.output, storage=storage, compute=list(cfg.metrics.compute))))
+
+
+def written_files(cfg: RunConfig) -> set[str]:
+    fs, path = st.filesystem_for(results_uri(cfg), cfg.storage)
+    try:
+        return {f.path for f in fs.get_file_info(pa.fs.FileSelector(path, recursive=True)) if f.is_file}
+    except FileNotFoundError:
+        return set()
+
+
+def run_ablation(cfg: RunConfig, factory: ActorFactory = edit_actor) -> dict[str, Any]:
+    """Run every missing (record, configuration) pair; returns counts for the caller to print."""
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
-    records = read_records(cfg.input.uri, cfg.input.format, cfg.storage, **dict(cfg.input.options))
     configs = expand_grid(cfg)
     done = completed_pairs(results_uri(cfg), cfg.storage)
     fs, results_path = st.filesystem_for(results_uri(cfg), cfg.storage)
-    storage, metrics = cfg.storage.model_dump(), cfg.metrics.model_dump()
-    submitted = 0
-    for model, stage in _stages(configs):
-        items = work_items(records, stage, done)
-        if not items:
-            continue
-        model_path, model_options = stage[0]["model_path"], stage[0].get("model_options") or {}
-        actors = cfg.actors
-        ds = ray.data.from_items(items).map_batches(
-            EditActor,
-            fn_constructor_kwargs=dict(model=model, model_path=model_path, output=cfg.output, run_id=run_id,
-                                       configs={c["config_id"]: c for c in stage}, storage=storage,
-                                       metrics=metrics, cache_dir=cfg.model_cache_dir,
-                                       model_options=model_options),
-            batch_size=actors.batch_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size,
-                                               initial_size=actors.min_size),
-            num_gpus=actors.num_gpus, num_cpus=actors.num_cpus)
-        ds.write_parquet(results_path, filesystem=fs)
-        submitted += len(items)
-    return {"run_id": run_id, "records": len(records), "configurations": len(configs),
-            "pairs": len(records) * len(configs), "already_done": len(done), "edited": submitted,
-            "results": results_uri(cfg)}
+    before = written_files(cfg)
+    for model in models_in_order(configs):
+        mine = [c for c in configs if c["model"] == model]
+        ids = [c["config_id"] for c in mine]
+        model_dataset(cfg, mine, done_by_record(done, ids), run_id, factory).write_parquet(
+            results_path, filesystem=fs)
+    return {"run_id": run_id, "configurations": len(configs), "already_done": len(done),
+            **new_row_counts(cfg, before), "results": results_uri(cfg)}
+
+
+def new_row_counts(cfg: RunConfig, before: set[str]) -> dict[str, int]:
+    """Rows this run wrote (files that were not there before it), by status, and their records."""
+    fs, _ = st.filesystem_for(results_uri(cfg), cfg.storage)
+    new = sorted(written_files(cfg) - before)
+    if not new:
+        return {"records": 0, "edited": 0, "ok": 0, "errors": 0}
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(new, format="parquet", filesystem=fs).to_table(columns=["record_id", "status"])
+    ok = int(pc.sum(pc.equal(table["status"], STATUS_OK)).as_py() or 0)
+    return {"records": len(pc.unique(table["record_id"])), "edited": table.num_rows, "ok": ok,
+            "errors": table.num_rows - ok}
+
+
+__all__ = ["ActorFactory", "edit_actor", "read_results", "results_uri", "run_ablation"]

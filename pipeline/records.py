@@ -147,6 +147,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("seed", pa.int64()),
         pa.field("steps", pa.int32()),
         pa.field("guidance_scale", pa.float64()),
+        pa.field("resize_filter", pa.string()),   # PIL filter of the source resize to the edit size
         pa.field("category", pa.string()),
         pa.field("instruction", pa.string()),
         pa.field("output_uri", pa.string()),
@@ -164,6 +165,9 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("loop_s", pa.float64()),       # denoising loop only (no encode/decode)
         pa.field("policy_s", pa.float64()),     # of which the policy's plan + observe
         pa.field("selector_s", pa.float64()),   # of which scoring inside the transformer (ToPi statistics)
+        pa.field("speedup_vs_full", pa.float64()),  # full's loop_s / this loop_s, both timed in the same unit
+        pa.field("run_position", pa.int32()),       # this edit's place in its unit's run order (0 = first)
+        pa.field("actor", pa.string()),             # host:pid of the actor that ran it
         pa.field("psnr_bg", pa.float64()),
         pa.field("ssim_bg", pa.float64()),
         pa.field("mse_bg", pa.float64()),
@@ -222,6 +226,7 @@ def base_row(record: Mapping[str, Any] | EditRecord, config: Mapping[str, Any], 
         seed=config.get("seed"),
         steps=config.get("steps"),
         guidance_scale=config.get("guidance_scale"),
+        resize_filter=config.get("resize_filter"),
         category=rec.get("category"),
         instruction=rec.get("instruction"),
     )

@@ -67,6 +67,9 @@ class StorageConfig(Section):
     request_timeout_s: float | None = None
     retries: Annotated[int, Field(ge=1)] = 4  # attempts of our own retry loop (on top of the SDK's)
     retry_base_delay_s: float = 0.25
+    # testing and `dropedit simulate` only: the fraction of write attempts that fail with a transient error
+    # before touching storage (the retry loop must absorb them)
+    inject_write_faults: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
     def __init__(self, **data: Any) -> None:
         # A StorageConfigError with readable lines, built directly or as a run config's section (pydantic
@@ -309,28 +312,35 @@ def read_bytes(uri: str, storage: StorageLike = None) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes, storage: StorageLike = None) -> None:
-    """Write a whole object/file (local writes go through a temp file + rename)."""
+    """Write a whole object/file (local writes go through a temp file + rename); transient errors retried."""
     fs, path = filesystem_for(uri, storage)
-    if isinstance(fs, pafs.LocalFileSystem):
-        # Atomic on one filesystem: readers never see a half-written file.  A plain
-        # open() (not mkstemp, which makes 0600 files) keeps the usual umask permissions.
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return
+    fault_rate = as_storage_config(storage).inject_write_faults
 
     def _write() -> None:
+        if fault_rate and random.random() < fault_rate:
+            raise ConnectionError(f"injected transient write fault (storage.inject_write_faults={fault_rate})")
+        if isinstance(fs, pafs.LocalFileSystem):
+            _write_local(path, data)
+            return
         with fs.open_output_stream(path) as f:
             f.write(data)
 
     _retrying(storage, _write)
+
+
+def _write_local(path: str, data: bytes) -> None:
+    # Atomic on one filesystem: readers never see a half-written file.  A plain open() (not mkstemp, which
+    # makes 0600 files) keeps the usual umask permissions.
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def exists(uri: str, storage: StorageLike = None) -> bool:

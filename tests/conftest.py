@@ -47,3 +47,24 @@ def ray_session(moto_s3):
     ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
+
+
+def _score_edit(actor, result, source, mask, config, record) -> dict:
+    """The columns the edit stage gives one edit: the GPU actor's model metrics (`score`) and the CPU stage's
+    pixel metrics, on `result.image` as the editor made it (the actor's metric models must be built)."""
+    import numpy as np
+
+    from pipeline.finish_stage import pixel_metrics
+    from pipeline.unit_stage import UnitEdit
+
+    conf = {"config_id": "c", "full_config_id": "c", **config}
+    edit = UnitEdit(conf, {"status": "ok"}, emit=True, image=np.asarray(result.image.convert("RGB")))
+    inputs = {"source": np.asarray(source.convert("RGB")), "mask": mask}
+    actor.score([edit], inputs, record.to_dict())
+    edit.row.update(pixel_metrics(edit, inputs, None, actor.compute))
+    return {k: v for k, v in edit.row.items() if k != "status"}
+
+
+@pytest.fixture
+def score_edit():
+    return _score_edit

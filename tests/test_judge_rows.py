@@ -105,11 +105,11 @@ def test_config_judge_block_default_and_errors() -> None:
 # ------------------------------------------------------------------ the edit stage's judge columns
 
 
-def test_edit_stage_judge_columns_from_an_endpoint(server, tmp_path, monkeypatch) -> None:
+def test_edit_stage_judge_columns_from_an_endpoint(server, tmp_path, monkeypatch, score_edit) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     actor = _actor({**_judge_block(server), "compute": ["judge"]}, tmp_path)
     source, result, record = _inputs()
-    out = actor._metrics(result, source, None, {"policy": "full"}, record)
+    out = score_edit(actor, result, source, None, {"policy": "full"}, record)
     # by hand: SC = min(8, 6) = 6, PQ = min(9, 4) = 4, O = sqrt(6 * 4)
     assert out["judge_status"] == "ok" and out["judge_protocol"] == "viescore"
     assert (out["judge_sc"], out["judge_pq"]) == (6.0, 4.0) and out["judge_overall"] == pytest.approx(math.sqrt(24))
@@ -122,39 +122,39 @@ def test_edit_stage_judge_columns_from_an_endpoint(server, tmp_path, monkeypatch
     assert KEY not in json.dumps(table.to_pylist(), default=str)   # the key is never stored
 
 
-def test_edit_stage_imgedit_rubric_uses_the_record_category(server, tmp_path, monkeypatch) -> None:
+def test_edit_stage_imgedit_rubric_uses_the_record_category(server, tmp_path, monkeypatch, score_edit) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     server.answers = ['{"score": [5, 4, 3], "reasoning": "r"}']
     actor = _actor({**_judge_block(server, protocol="imgedit"), "compute": ["judge"]}, tmp_path)
     source, result, record = _inputs("add")
-    out = actor._metrics(result, source, None, {"policy": "full"}, record)
+    out = score_edit(actor, result, source, None, {"policy": "full"}, record)
     assert out["judge_status"] == "ok" and out["judge_protocol"] == "imgedit"
     assert out["judge_imgedit_avg"] == pytest.approx(4.0) and out["judge_overall"] is None
     assert "addition" in server.seen[0]["body"]["messages"][0]["content"][-1]["text"]
     source, result, record = _inputs(None)
-    out = actor._metrics(result, source, None, {"policy": "full"}, record)
+    out = score_edit(actor, result, source, None, {"policy": "full"}, record)
     assert out["judge_status"].startswith("not computed: the record has no category")
     assert out["judge_imgedit_avg"] is None and len(server.seen) == 1
 
 
-def test_no_judge_configured_gives_null_columns_and_a_status(tmp_path) -> None:
+def test_no_judge_configured_gives_null_columns_and_a_status(tmp_path, score_edit) -> None:
     source, result, record = _inputs()
-    out = _actor(parse_config(BASE).metrics.model_dump(), tmp_path)._metrics(result, source, None,
-                                                                              {"policy": "full"}, record)
+    out = score_edit(_actor(parse_config(BASE).metrics.model_dump(), tmp_path), result, source, None,
+                     {"policy": "full"}, record)
     assert out["judge_status"] == NO_JUDGE == "unavailable: no metrics.judge configured"
     assert all(out[c] is None for c in JUDGE_COLUMNS if c != "judge_status")
-    out = _actor({"compute": ["background"]}, tmp_path)._metrics(result, source, None, {"policy": "full"}, record)
+    out = score_edit(_actor({"compute": ["background"]}, tmp_path), result, source, None, {"policy": "full"}, record)
     assert out["judge_status"] == "not computed: judge not in metrics.compute" and out["judge_sc"] is None
     failed = error_row(new_record(id="x", instruction="i"), {"config_id": "c"}, RuntimeError("boom"), run_id="r")
     assert failed["judge_status"] == "not computed: edit failed" and failed["judge_overall"] is None
 
 
-def test_judge_failures_are_statuses_not_crashes(server, tmp_path, monkeypatch) -> None:
+def test_judge_failures_are_statuses_not_crashes(server, tmp_path, monkeypatch, score_edit) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     server.answers = [SC_ANSWER, "The picture is lovely."]   # PQ unparsable: SC kept in the raw, no O
     actor = _actor({**_judge_block(server), "compute": ["judge"]}, tmp_path)
     source, result, record = _inputs()
-    out = actor._metrics(result, source, None, {"policy": "full"}, record)
+    out = score_edit(actor, result, source, None, {"policy": "full"}, record)
     assert out["judge_status"].startswith("pq: malformed") and out["judge_overall"] is None
     assert json.loads(out["judge_raw"])["pq"] == "The picture is lovely."
 
@@ -163,7 +163,7 @@ def test_judge_failures_are_statuses_not_crashes(server, tmp_path, monkeypatch) 
             raise RuntimeError(f"CUDA out of memory (key {KEY})")
 
     actor.judge._judge = Broken()   # an unexpected exception: a status, the row stays ok
-    out = actor._metrics(result, source, None, {"policy": "full"}, record)
+    out = score_edit(actor, result, source, None, {"policy": "full"}, record)
     assert out["judge_status"] == "failed: RuntimeError: CUDA out of memory (key ***)"
     assert out["judge_sc"] is out["judge_overall"] is out["judge_raw"] is None
     local = VlmJudge({"backend": "local", "path": str(tmp_path / "no-such-folder")}, "cpu")

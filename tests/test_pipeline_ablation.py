@@ -90,6 +90,11 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
     applied = json.loads(pruned["policy_applied"].iloc[0])   # defaults the config did not set, as applied
     assert applied["omega"] == 0.2 and applied["kernel"] == 11 and applied["reg"] is True
     assert (ok["query_ratio_mean"] == 1).all()
+    # paired timing: each record's full and tokendrop ran back to back on one actor, the ratio is in the row
+    assert pruned["speedup_vs_full"].notna().all() and ok[ok["policy"] == "full"]["speedup_vs_full"].isna().all()
+    assert (ok.groupby("record_id")["actor"].nunique() == 1).all()
+    assert sorted(ok.groupby("record_id")["run_position"].apply(sorted).map(tuple).unique()) == [(0, 1)]
+    assert set(ok["resize_filter"]) == {"bicubic"}   # Kontext's protocol, recorded per row
     for suffix in ("", "_mask"):   # inputs beside the results, for reports
         assert st.exists(f"{s3_prefix}/out/inputs/good-0{suffix}.png")
     for uri in ok["output_uri"]:

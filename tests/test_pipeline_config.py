@@ -222,15 +222,18 @@ def test_shorthands_and_metric_switches():
     assert cfg(metrics=None).metrics.compute == ("background", "vs_full", "lpips", "clip", "structure", "judge")  # all
 
 
-def test_each_labelled_entry_gets_its_own_stages_and_loads_by_name():
-    from pipeline.graph import _stages
+def test_each_labelled_entry_gets_its_own_pool_and_loads_by_name():
+    from pipeline.graph import edit_actor
+    from pipeline.units import models_in_order
 
     grid = expand_grid(cfg(models=[{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}],
                            resolutions=[64], seeds=[0]))
-    stages = _stages(grid)
-    assert [name for name, _ in stages] == ["tiny"] * 4     # full, then the rest, per entry
-    assert [{c["model"] for c in stage} for _, stage in stages] == [{"base"}, {"base"}, {"tuned"}, {"tuned"}]
-    assert [stage[0]["policy"] == "full" for _, stage in stages] == [True, False, True, False]
+    assert models_in_order(grid) == ["base", "tuned"]     # one actor pool each, for the whole run
+    run = cfg(models=[{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}])
+    for label, path in (("base", None), ("tuned", "/b")):
+        _, kwargs = edit_actor([c for c in grid if c["model"] == label], run, "r")
+        assert kwargs["model"] == "tiny" and kwargs["model_path"] == path
+        assert {c["model"] for c in kwargs["configs"].values()} == {label}
 
 
 def test_unset_steps_and_guidance_follow_the_model_family_protocol():

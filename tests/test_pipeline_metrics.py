@@ -385,7 +385,7 @@ def test_structure_without_model_says_why(tmp_path):
 # ------------------------------------------------------------------ the edit stage's metric columns
 
 
-def test_edit_stage_fills_clip_and_structure_columns(no_network, tmp_path):
+def test_edit_stage_fills_clip_and_structure_columns(no_network, tmp_path, score_edit):
     """EditActor's metrics part with real (tiny) CLIP and DINO folders, no pipeline: the row's columns are
     the metrics' own values on the edit at the source's size."""
     from types import SimpleNamespace
@@ -403,7 +403,7 @@ def test_edit_stage_fills_clip_and_structure_columns(no_network, tmp_path):
     edited, src, mask = images(5)
     result = SimpleNamespace(image=Image.fromarray(edited).resize((32, 24)))   # edits run at another size
     record = validate_record(new_record(id="r", image="x.png", instruction="do", target_prompt="a red cat"))
-    out = actor._metrics(result, Image.fromarray(src), mask, {"policy": "full"}, record)
+    out = score_edit(actor, result, Image.fromarray(src), mask, {"policy": "full"}, record)
     at_source = result.image.resize((64, 48), Image.BICUBIC)
     assert out["clip_status"] == LPIPS_OK and out["structure_status"] == LPIPS_OK
     expected = Clip(clip_dir)(at_source, "a red cat", mask)
@@ -412,5 +412,5 @@ def test_edit_stage_fills_clip_and_structure_columns(no_network, tmp_path):
     assert out["structure_distance"] == pytest.approx(Structure(dino_dir)(Image.fromarray(src), at_source)[0])
     assert out["mse_bg"] > 0 and out["lpips_status"] == "not computed: lpips not in metrics.compute"
     actor._metric_models({"compute": ["background"]}, str(tmp_path / "cache"))
-    out = actor._metrics(result, Image.fromarray(src), mask, {"policy": "full"}, record)
+    out = score_edit(actor, result, Image.fromarray(src), mask, {"policy": "full"}, record)
     assert out["clip_status"] == "not computed: clip not in metrics.compute" and "clip_whole" not in out

@@ -1,0 +1,123 @@
+"""A SYNTHETIC stand-in for the editing model, for `dropedit simulate`: it edits nothing. It sleeps, scaled down,
+for the time the FLOP model (`bench.flops`) gives the configuration on the real architecture at an assumed
+GPU throughput, with heavy-tailed noise, after a model-load sleep; its "edit" is the source image itself.
+
+Everything else is the real graph: `SimulatedEditActor` is a `pipeline.unit_stage.UnitActor`, so unit order,
+pairing, error rows, the CPU stages, writes, resume and Ray's actor restarts are the ones `dropedit run` uses.
+A `SimLedger` actor counts model loads and GPU-seconds, and hands out actor kills at chosen simulated times."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from typing import Any, Mapping
+
+import ray
+
+from pipeline.unit_stage import UnitActor, UnitEdit
+from pipeline.records import policy_params_json
+
+from .estimate import ARCHITECTURE
+from .flops import REAL, REAL_MULTI_REFERENCE, call_flops, image_tokens
+
+NOMINAL_KEEP = 0.5   # assumption for policies whose keep ratio is adaptive (TokenDrop, ToPi mass, SpotEdit)
+KEEP_PARAMS = ("ratio", "keep")   # parameters that fix a configuration's keep ratio
+
+
+@ray.remote(num_cpus=0)
+class SimLedger:
+    """Counts of one simulation, in simulated seconds: model loads, editing GPU-seconds, and the kill plan."""
+
+    def __init__(self, kill_at: list[float]) -> None:
+        self.kill_at = sorted(kill_at)
+        self.start = time.time()   # one machine: actors compare their clocks with it
+        self.loads, self.busy, self.killed = 0, 0.0, 0
+        self.ready_at: list[float] = []   # wall clock of each load's end
+
+    def loaded(self) -> tuple[float, float | None]:
+        """Counts a model load; returns the simulation's start and this actor's kill time (simulated seconds,
+        None: it lives). The first actors to load take the planned kills, one each."""
+        self.loads += 1
+        self.ready_at.append(time.time())
+        return self.start, (self.kill_at.pop(0) if self.kill_at else None)
+
+    def worked(self, seconds: float) -> None:
+        self.busy += seconds
+
+    def died(self) -> None:
+        self.killed += 1
+
+    def counts(self) -> dict[str, Any]:
+        return {"model_loads": self.loads, "busy_s": self.busy, "actor_kills": self.killed,
+                "first_ready": min(self.ready_at, default=None)}
+
+
+def nominal_keep(config: Mapping[str, Any]) -> float:
+    if config["policy"] == "full":
+        return 1.0
+    params = config.get("policy_params") or {}
+    return next((float(params[k]) for k in KEEP_PARAMS if isinstance(params.get(k), (int, float))), NOMINAL_KEEP)
+
+
+def edit_seconds(config: Mapping[str, Any], tflops: float) -> float:
+    """FLOP-model time of one edit on the real architecture of the config's model, at `tflops` TFLOP/s."""
+    name = ARCHITECTURE.get(config["model_name"], config["model_name"])
+    arch, text = REAL[name] if name in REAL else (REAL_MULTI_REFERENCE[name][0], REAL_MULTI_REFERENCE[name][1](1))
+    guidance = config.get("guidance_scale")
+    if arch.family == "qwen" and guidance is not None and guidance <= 1:
+        text = text[:1]
+    n = image_tokens(config["height"], config["width"])
+    kept = round(nominal_keep(config) * n)
+    per_step = sum(call_flops(arch, t, n, n, kept=kept).total for t in text)
+    return per_step * config["steps"] / (tflops * 1e12)
+
+
+class SimulatedEditActor(UnitActor):
+    """The GPU stage with the synthetic model (see the module docstring)."""
+
+    def __init__(self, configs: dict[str, dict[str, Any]], run_id: str, ledger: str, tflops: float,
+                 load_s: float, scale: float, noise: float) -> None:
+        super().__init__(configs, run_id)
+        self.ledger = ray.get_actor(ledger)
+        self.scale, self.noise = scale, noise
+        self.cost = {cid: edit_seconds(c, tflops) for cid, c in configs.items()}
+        self.rng = random.Random(f"{self.actor}-{time.time_ns()}")
+        self.device = f"synthetic GPU ({tflops:g} TFLOP/s)"
+        time.sleep(load_s * scale)
+        # one call per actor: edits then never wait on the ledger (its latency would be scaled up, too)
+        self.start, self.kill_at = ray.get(self.ledger.loaded.remote())
+
+    def _noisy(self, seconds: float) -> float:
+        # lognormal jitter plus a 2 % chance of a 3x straggler: the heavy tail a cluster shows
+        factor = math.exp(self.rng.gauss(0.0, self.noise))
+        return seconds * factor * (3.0 if self.rng.random() < 0.02 * (self.noise > 0) else 1.0)
+
+    def edit(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+             budget: list[int] | None) -> UnitEdit:
+        from pipeline.records import utcnow
+
+        started = utcnow()
+        seconds = self._noisy(self.cost[config["config_id"]])
+        if self.kill_at is not None and (time.time() - self.start) / self.scale >= self.kill_at:
+            time.sleep(seconds * self.scale / 2)
+            self.ledger.worked.remote(seconds / 2)
+            ray.get(self.ledger.died.remote())
+            os._exit(1)   # the actor dies mid-edit, as a lost node would: Ray restarts it, Ray Data retries
+        time.sleep(seconds * self.scale)
+        self.ledger.worked.remote(seconds)   # fire and forget
+        n = image_tokens(config["height"], config["width"])
+        kept = budget or [round(nominal_keep(config) * n)] * config["steps"]
+        row = self.ok_row(config, unit, started)
+        row.update(runtime_s=seconds, loop_s=seconds, keep_ratio_mean=sum(kept) / (n * len(kept)),
+                   kept_per_step=kept, tokens_processed=sum(kept), query_ratio_mean=1.0,
+                   policy_applied=policy_params_json(config.get("policy_params")))
+        return UnitEdit(config, row, emit=True, image=inputs["source"], kept_per_step=kept)
+
+
+def simulated_factory(ledger: str, tflops: float, load_s: float, scale: float, noise: float):
+    """A `pipeline.graph.ActorFactory` that gives every model entry the synthetic model."""
+    def factory(configs: list[dict[str, Any]], cfg: Any, run_id: str) -> tuple[type, dict[str, Any]]:
+        return SimulatedEditActor, dict(configs={c["config_id"]: c for c in configs}, run_id=run_id, ledger=ledger,
+                                        tflops=tflops, load_s=load_s, scale=scale, noise=noise)
+    return factory

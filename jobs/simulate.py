@@ -1,0 +1,86 @@
+"""`dropedit simulate CONFIG --gpus N`: the run's graph on N simulated GPUs with a SYNTHETIC model (FLOP-timed sleeps).
+
+Starts its own local Ray cluster with N logical GPUs (never joins another), runs `dropedit run`'s graph with
+each actor's model replaced by a synthetic one that sleeps, scaled down, for the time the FLOP model gives each
+configuration on the real architecture at --tflops, after a --load-s model load, with heavy-tailed noise. The
+input is --records synthetic records; --configurations C replaces the grid by full + C-1 random arms. Faults:
+--kill-actors K kills K actors mid-edit at random simulated times, --write-faults P fails that fraction of
+storage writes (retried). Prints a table, then the figures as JSON on the last line; all times are simulated
+seconds."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config (its models, policies, sizes and steps are simulated)")
+    p.add_argument("--gpus", type=int, required=True, help="logical GPUs of the local cluster, one actor each")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, as for `dropedit run`")
+    p.add_argument("--records", type=int, default=700, help="synthetic records (PIE-Bench has 700)")
+    p.add_argument("--configurations", type=int, default=None,
+                   help="replace the grid by full + this many minus one random arms")
+    p.add_argument("--tflops", type=float, default=400.0, help="assumed sustained bf16 TFLOP/s per GPU (H100-like)")
+    p.add_argument("--load-s", type=float, default=60.0, help="simulated model load time per actor")
+    p.add_argument("--noise", type=float, default=0.15, help="lognormal sigma of edit times (plus 2%% 3x stragglers)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="wall seconds per simulated second (default: the ideal makespan takes ~300 s here)")
+    p.add_argument("--kill-actors", type=int, default=0, help="actors killed mid-edit at random simulated times")
+    p.add_argument("--write-faults", type=float, default=0.0, help="fraction of storage writes that fail (retried)")
+    p.add_argument("--batch-size", type=int, default=1, help="units per actor call")
+    p.add_argument("--cpus", type=int, default=None, help="logical CPUs of the local cluster, for the CPU stages (the actors take none); default: this "
+                        "machine's cores, at least 4 (more only starts more worker processes on the same cores)")
+    p.add_argument("--output", default=None, help="results folder (default: a temporary one, removed after)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.gpus < 1 or args.records < 1:
+        raise ValueError("--gpus and --records must be at least 1")
+    if args.configurations is not None and args.configurations < 2:
+        raise ValueError("--configurations must be at least 2 (full and one other)")
+    if not 0 <= args.write_faults < 1:
+        raise ValueError("--write-faults must be in [0, 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    with tempfile.TemporaryDirectory(prefix="dropedit-sim-") as tmp:
+        output = os.path.abspath(args.output or tmp)
+        from bench.simulate import simulate, simulation_config, table
+
+        cfg = simulation_config(args.config, args.overrides, args.gpus, output, args.records, args.configurations,
+                                args.write_faults, args.batch_size)
+        import ray
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", num_gpus=args.gpus, num_cpus=args.cpus or max(4, os.cpu_count() or 1),
+                 include_dashboard=False)
+        try:
+            result = simulate(cfg, args.gpus, args.records, tflops=args.tflops, load_s=args.load_s,
+                              noise=args.noise, scale=args.scale, kills=args.kill_actors, seed=args.seed)
+        finally:
+            ray.shutdown()
+    print("SYNTHETIC model: edit times from the FLOP model, not measured")
+    print(table(result))
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.simulate", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as err:
+        print(f"jobs.simulate: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

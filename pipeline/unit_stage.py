@@ -1,0 +1,135 @@
+"""The GPU stage's frame: one unit (a record x its configurations of one model) in, its edits out.
+
+`UnitActor.__call__` runs each unit's configurations back to back in `units.run_order`, pairs every edit
+with its group's `full` edit (timed on this actor, seconds apart: `speedup_vs_full`), lets the subclass score
+what needs a model (LPIPS, CLIP, DINO, the judge), and returns the unit with its edits pickled: pixels and
+partial rows. PNG encoding, writes and pixel metrics happen in the CPU stage after (`finish_stage`).
+
+Subclasses implement `edit(config, inputs, unit, budget)` (`edit_stage.EditActor`: the model;
+`bench.simulate.SimulatedEditActor`: a synthetic stand-in) and may override `score`."""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from .config import BUDGET_FROM, FULL_POLICY
+from .records import base_row, error_row, utcnow
+from .units import group_key, needed_configs, run_order
+
+EDITS_FIELD = pa.field("edits", pa.binary())
+
+
+@dataclass
+class UnitEdit:
+    """One configuration's edit inside a unit: its output row so far, pixels, and whether it is emitted."""
+
+    config: Mapping[str, Any]
+    row: dict[str, Any]
+    emit: bool
+    image: np.ndarray | None = None          # the edit as the model made it, H x W x 3 uint8
+    keep_mean: np.ndarray | None = None      # step-averaged keep (or active) mask on the latent grid
+    kept_per_step: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)   # for `score` (e.g. the judge's inputs)
+
+    @property
+    def ok(self) -> bool:
+        return self.row.get("status") == "ok"
+
+
+class UnitActor:
+    """Class-based `map_batches` UDF (one instance per actor: the model is loaded once)."""
+
+    def __init__(self, configs: dict[str, dict[str, Any]], run_id: str,
+                 stored_budgets: dict[tuple[str, str], list[int]] | None = None) -> None:
+        self.configs, self.run_id = configs, run_id
+        self.stored_budgets = stored_budgets or {}
+        self.actor = f"{socket.gethostname()}:{os.getpid()}"
+        self.device = "cpu"
+
+    # -- subclass API
+    def edit(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+             budget: list[int] | None) -> UnitEdit:
+        raise TypeError(f"{type(self).__name__} does not define edit()")
+
+    def score(self, edits: list[UnitEdit], inputs: dict[str, Any], unit: Mapping[str, Any]) -> None:
+        """Model-based metrics into the rows of the emitted ok edits; the others (e.g. a re-run `full`) are
+        there as references. Default: none."""
+
+    # -- the frame
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        units = batch.drop_columns(["inputs"]).to_pylist()
+        payloads = [self._unit_payload(unit, blob) for unit, blob in zip(units, batch.column("inputs").to_pylist())]
+        return batch.append_column(EDITS_FIELD, pa.array(payloads, pa.binary()))
+
+    def _unit_payload(self, unit: dict[str, Any], blob: bytes | None) -> bytes:
+        if blob is None:   # the CPU stage could not load the record: one error row per configuration
+            now = utcnow()
+            edits = [UnitEdit(self.configs[c], error_row(unit, self.configs[c], unit["load_error"], run_id=self.run_id,
+                                                           device=self.device, started_at=now), True)
+                     for c in unit["config_ids"]]
+        else:
+            edits = self.run_unit(unit, pickle.loads(blob))
+        return pickle.dumps(edits, protocol=pickle.HIGHEST_PROTOCOL)   # non-emitted ones: references (full)
+
+    def run_unit(self, unit: Mapping[str, Any], inputs: dict[str, Any]) -> list[UnitEdit]:
+        """Every configuration the unit needs, in run order; pairs and scores the emitted ones."""
+        rid, emit = str(unit["id"]), set(unit["config_ids"])
+        stored = {src for (src, r) in self.stored_budgets if r == rid}
+        order = run_order([self.configs[c] for c in needed_configs(unit["config_ids"], self.configs, stored)], rid)
+        done: dict[str, UnitEdit] = {}
+        for position, config in enumerate(order):
+            edit = self._attempt(config, inputs, unit, done)
+            edit.row["run_position"] = position
+            edit.emit = config["config_id"] in emit
+            done[config["config_id"]] = edit
+        edits = list(done.values())
+        pair_with_full(edits)
+        self.score(edits, inputs, unit)
+        return edits
+
+    def _attempt(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+                 done: Mapping[str, UnitEdit]) -> UnitEdit:
+        started = utcnow()
+        try:
+            edit = self.edit(config, inputs, unit, self._budget(config, str(unit["id"]), done))
+        except Exception as err:   # noqa: BLE001 - one failed edit is that row's error, not the job's
+            edit = UnitEdit(config, error_row(unit, config, err, run_id=self.run_id, device=self.device,
+                                              started_at=started), True)
+        edit.row.update(actor=self.actor, device=self.device)
+        return edit
+
+    def _budget(self, config: Mapping[str, Any], record_id: str, done: Mapping[str, UnitEdit]) -> list[int] | None:
+        source = config.get("budget_source")
+        if source is None:
+            return None
+        if source in done and done[source].ok:
+            return done[source].kept_per_step
+        if (source, record_id) in self.stored_budgets:
+            return self.stored_budgets[(source, record_id)]
+        raise ValueError(f"no ok row of the configuration {config['policy_params'][BUDGET_FROM]!r} for this "
+                         "record: its per-step budget is unknown")
+
+    def ok_row(self, config: Mapping[str, Any], unit: Mapping[str, Any], started: datetime) -> dict[str, Any]:
+        """An ok row's identifying columns, for subclasses' `edit`."""
+        row = base_row(unit, config, self.run_id)
+        row.update(status="ok", started_at=started, finished_at=utcnow())
+        return row
+
+
+def pair_with_full(edits: list[UnitEdit]) -> None:
+    """`speedup_vs_full` = the group's `full` loop time / this edit's, both timed in this unit."""
+    fulls = {group_key(e.config): e for e in edits if e.config["policy"] == FULL_POLICY and e.ok}
+    for e in edits:
+        full = fulls.get(group_key(e.config))
+        if full is None or not e.ok or e is full:
+            continue
+        ref, mine = full.row.get("loop_s") or full.row.get("runtime_s"), e.row.get("loop_s") or e.row.get("runtime_s")
+        if ref and mine:
+            e.row["speedup_vs_full"] = float(ref) / float(mine)

@@ -4,7 +4,10 @@ GPU throughput, with heavy-tailed noise, after a model-load sleep; its "edit" is
 
 Everything else is the real graph: `SimulatedEditActor` is a `pipeline.unit_stage.UnitActor`, so unit order,
 pairing, error rows, the CPU stages, writes, resume and Ray's actor restarts are the ones `dropedit run` uses.
-A `SimLedger` actor counts model loads and GPU-seconds, and hands out actor kills at chosen simulated times."""
+A `SimLedger` actor counts model loads and GPU-seconds, and hands out actor kills at chosen simulated times.
+Here the actors' processes start one after the other (a few cores start them all), on a cluster they start
+together: each synthetic actor therefore waits, after its load, until the pool's first `expected` actors have
+loaded, and the simulation's clock starts then (`all_ready`). A restarted actor does not wait."""
 from __future__ import annotations
 
 import math
@@ -29,18 +32,23 @@ KEEP_PARAMS = ("ratio", "keep")   # parameters that fix a configuration's keep r
 class SimLedger:
     """Counts of one simulation, in simulated seconds: model loads, editing GPU-seconds, and the kill plan."""
 
-    def __init__(self, kill_at: list[float]) -> None:
-        self.kill_at = sorted(kill_at)
-        self.start = time.time()   # one machine: actors compare their clocks with it
+    def __init__(self, kill_at: list[float], expected: int) -> None:
+        self.kill_at, self.expected = sorted(kill_at), expected
+        self.start = time.time()   # reset when the pool is ready: actors compare their clocks with it
         self.loads, self.busy, self.killed = 0, 0.0, 0
-        self.ready_at: list[float] = []   # wall clock of each load's end
+        self.all_ready: float | None = None
 
     def loaded(self) -> tuple[float, float | None]:
         """Counts a model load; returns the simulation's start and this actor's kill time (simulated seconds,
         None: it lives). The first actors to load take the planned kills, one each."""
         self.loads += 1
-        self.ready_at.append(time.time())
-        return self.start, (self.kill_at.pop(0) if self.kill_at else None)
+        if self.loads == self.expected:
+            self.all_ready = self.start = time.time()
+        return self.kill_at.pop(0) if self.kill_at else None
+
+    def started(self) -> float | None:
+        """The simulation's start (wall clock) once the whole pool has loaded, else None."""
+        return self.all_ready
 
     def worked(self, seconds: float) -> None:
         self.busy += seconds
@@ -50,7 +58,7 @@ class SimLedger:
 
     def counts(self) -> dict[str, Any]:
         return {"model_loads": self.loads, "busy_s": self.busy, "actor_kills": self.killed,
-                "first_ready": min(self.ready_at, default=None)}
+                "all_ready": self.all_ready}
 
 
 def nominal_keep(config: Mapping[str, Any]) -> float:
@@ -85,8 +93,11 @@ class SimulatedEditActor(UnitActor):
         self.rng = random.Random(f"{self.actor}-{time.time_ns()}")
         self.device = f"synthetic GPU ({tflops:g} TFLOP/s)"
         time.sleep(load_s * scale)
-        # one call per actor: edits then never wait on the ledger (its latency would be scaled up, too)
-        self.start, self.kill_at = ray.get(self.ledger.loaded.remote())
+        # a few calls per actor, none per edit: the ledger's latency would be scaled up too
+        self.kill_at = ray.get(self.ledger.loaded.remote())
+        while (start := ray.get(self.ledger.started.remote())) is None:
+            time.sleep(0.05)
+        self.start = start
 
     def _noisy(self, seconds: float) -> float:
         # lognormal jitter plus a 2 % chance of a 3x straggler: the heavy tail a cluster shows

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config value, as for `dropedit run`")
     p.add_argument("--records", type=int, default=700, help="synthetic records (PIE-Bench has 700)")
     p.add_argument("--configurations", type=int, default=None,
-                   help="replace the grid by full + this many minus one random arms")
+                   help="replace the grid by full + this many minus one random arms (1: full alone)")
     p.add_argument("--tflops", type=float, default=400.0, help="assumed sustained bf16 TFLOP/s per GPU (H100-like)")
     p.add_argument("--load-s", type=float, default=60.0, help="simulated model load time per actor")
     p.add_argument("--noise", type=float, default=0.15, help="lognormal sigma of edit times (plus 2%% 3x stragglers)")
@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     if args.gpus < 1 or args.records < 1:
         raise ValueError("--gpus and --records must be at least 1")
-    if args.configurations is not None and args.configurations < 2:
-        raise ValueError("--configurations must be at least 2 (full and one other)")
+    if args.configurations is not None and args.configurations < 1:
+        raise ValueError("--configurations must be at least 1 (full alone)")
     if not 0 <= args.write_faults < 1:
         raise ValueError("--write-faults must be in [0, 1)")
 

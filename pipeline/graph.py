@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # request distinct from the GPU actor's: Ray Data fuses a task stage into the next actor stage when the two
 # requests are equal (e.g. a CPU-only pool in tests), which would put the decoding back on the actor.
 CPU_STAGE_MEMORY = 512 * 2**20
-CPU_BATCH = 4   # units per CPU-stage task: fewer, larger tasks (each unit holds ~20 images; 4 stay in memory)
+CPU_BATCH = 4   # units per CPU-stage task at least: fewer, larger tasks (a unit holds ~20 images; 4 stay in memory)
 
 # (model entry's configurations, cfg, run_id) -> (actor class, its constructor kwargs); the real editor by
 # default, a synthetic model in `dropedit simulate`
@@ -69,11 +69,12 @@ def model_dataset(cfg: RunConfig, configs: list[dict[str, Any]], done: dict[str,
     storage = cfg.storage.model_dump()
     actor_cls, actor_kwargs = factory(configs, cfg, run_id)
     actors = cfg.actors
+    cpu_batch = max(CPU_BATCH, actors.batch_size)   # an actor call's worth of units per CPU task, at least
     return (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
             .map_batches(expand_units, batch_format="pyarrow", num_cpus=0.25,
                          fn_kwargs=dict(config_ids=[c["config_id"] for c in configs], done=done))
-            .repartition(target_num_rows_per_block=CPU_BATCH)   # a manifest is one block: spread its loading
-            .map_batches(load_units, batch_size=CPU_BATCH, batch_format="pyarrow", num_cpus=1,
+            .repartition(target_num_rows_per_block=cpu_batch)   # a manifest is one block: spread its loading
+            .map_batches(load_units, batch_size=cpu_batch, batch_format="pyarrow", num_cpus=1,
                          memory=CPU_STAGE_MEMORY, fn_kwargs=dict(output=cfg.output, storage=storage))
             # streaming (no barrier): blocks of `batch_size` units, so each actor call gets its own units and the
             # pool spreads them; without it, a manifest's one block would go to a single actor
@@ -82,7 +83,7 @@ def model_dataset(cfg: RunConfig, configs: list[dict[str, Any]], done: dict[str,
                          batch_format="pyarrow", num_gpus=actors.num_gpus, num_cpus=actors.num_cpus,
                          compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size,
                                                             initial_size=actors.min_size))
-            .map_batches(finish_units, batch_size=CPU_BATCH, batch_format="pyarrow", num_cpus=1, memory=CPU_STAGE_MEMORY,
+            .map_batches(finish_units, batch_size=cpu_batch, batch_format="pyarrow", num_cpus=1, memory=CPU_STAGE_MEMORY,
                          fn_kwargs=dict(output=cfg.output, storage=storage, compute=list(cfg.metrics.compute))))
 
 

@@ -1,9 +1,10 @@
 """Records as a Ray Data dataset, read on the workers: the driver never holds them.
 
 The dataset starts from the input's files (one manifest or mapping file, or GEdit-Bench's parquet shards);
-a read task parses each file with the format's reader (`pipeline.sources`) and yields the records in blocks
-of `CHUNK` with the fixed `RECORD_SCHEMA`. Image bytes embedded in GEdit-Bench shards stay on the workers.
-Only the format detection (a name check, or a peek at a schema) runs on the driver."""
+a read task parses each file with the format's reader (`pipeline.sources`) and yields the records in tables of
+`CHUNK` with the fixed `RECORD_SCHEMA` (Ray Data packs them into blocks up to its target block size; the
+graph then splits them into units). Image bytes embedded in GEdit-Bench shards stay on the workers. Only the
+format detection (a name check, or a peek at a schema) runs on the driver."""
 from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
@@ -15,7 +16,7 @@ from . import storage as st
 from .records import RECORD_SCHEMA
 from .sources import FORMATS, detect_format, read_records
 
-CHUNK = 1000   # records per block: a few MB at most, even with embedded images at 1024²
+CHUNK = 1000   # records per yielded table
 
 
 def input_files(uri: str, fmt: str, storage: st.StorageLike = None) -> tuple[str, list[str]]:

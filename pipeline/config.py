@@ -406,18 +406,24 @@ def policy_kwargs(conf: Mapping[str, Any], budget: Sequence[int] | None = None) 
     return params
 
 
+def _label_key(label: str) -> tuple[str, ...]:
+    """A label with its parameters in any order (a config rewritten with sorted keys names the same one)."""
+    policy, *params = label.split(" ")
+    return (policy, *sorted(params))
+
+
 def resolve_budgets(group: list[dict[str, Any]]) -> None:
     """Point each configuration with `budget_from` at the configuration of that label in its group (same
     model, size, seed): `budget_source` is its config_id. The graph runs sources first."""
-    labels = {c["label"]: c for c in group}
+    labels = {_label_key(c["label"]): c for c in group}
     for conf in group:
         wanted = conf["policy_params"].get(BUDGET_FROM)
         if wanted is None:
             continue
-        source = labels.get(str(wanted))
+        source = labels.get(_label_key(str(wanted)))
         if source is None:
             raise ConfigError(f"policies: {BUDGET_FROM} {wanted!r} of {conf['label']!r} names no configuration; "
-                              f"accepted: {', '.join(sorted(labels))}")
+                              f"accepted: {', '.join(sorted(c['label'] for c in group))}")
         if BUDGET_FROM in source["policy_params"]:
             raise ConfigError(f"policies: {BUDGET_FROM} of {conf['label']!r} names {source['label']!r}, which "
                               f"takes its own budget from another configuration; name one that does not")

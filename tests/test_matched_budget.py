@@ -29,6 +29,8 @@ def test_budget_from_names_a_configuration_of_the_same_group(tmp_path):
     by_label = {c["label"]: c for c in configs}
     random = by_label[f"random budget_from={REFERENCE}"]
     assert random["budget_source"] == by_label[REFERENCE]["config_id"]
+    reordered = expand_grid(_config(tmp_path, [TOKENDROP, {"name": "random", "budget_from": "tokendrop full_steps=1 omega=0.0"}]))
+    assert [c["budget_source"] for c in reordered if c.get("budget_source")] == [random["budget_source"]]
     for record in ("a", "b", "c"):   # whatever the rotation, it runs after its source
         assert run_order(configs, record)[-1]["label"] == random["label"]
     preflight.check_policies(configs)

@@ -262,3 +262,20 @@ def test_flop_model_counts_skipped_blocks_and_calls(flux_pipe, qwen_pipe, image)
     assert [c.skipped_from for c in step.cache_calls] == [1, 1]
     assert flops.step_flops(qwen, step, qtext).total == pytest.approx(
         sum(flops.call_flops(qwen, t, 16, 16, skipped_from=1).total for t in qtext))
+
+
+def test_cache_comparison_table_runs_on_the_toy_model():
+    from actors import peers
+    from bench import caches as study
+
+    configs = ("full|", "full|taylorseer:interval=2,warmup=1", "tokendrop[omega=0]|first-block:threshold=1e6")
+    if peers.available()["cache-dit"] is None:
+        configs += ("peer:cache-dit[warmup=1;threshold=1e6]|",)
+    rows = study.compare(configs=configs, steps=4, records=1)
+    by = {r["config"]: r for r in rows}
+    assert by["full|"]["psnr_full"] == float("inf") and by["full|"]["flop_speedup"] == pytest.approx(1.0)
+    assert by["full|taylorseer:interval=2,warmup=1"]["skipped"] == 2   # computes 0 (warmup) and 2, predicts 1, 3
+    assert by["full|taylorseer:interval=2,warmup=1"]["flop_speedup"] == pytest.approx(2.0)
+    assert by["tokendrop[omega=0]|first-block:threshold=1e6"]["skipped"] == 3
+    assert all(np.isfinite(r["psnr_target"]) for r in rows)
+    assert "| full|taylorseer:interval=2,warmup=1 | 2.0 |" in study.table(rows, 4)

@@ -3,10 +3,11 @@ diffusers pipeline's `__call__`."""
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import PIL.Image
@@ -70,13 +71,15 @@ class Peer(pydantic.BaseModel, abc.ABC):
 
     def edit(self, pipe: Any, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int = 0,
              steps: int | None = None, guidance_scale: float | None = None, height: int | None = None,
-             width: int | None = None) -> PeerResult:
-        reason = self.unavailable()
+             width: int | None = None, plain: bool = False) -> PeerResult:
+        """One edit through the pipeline's `__call__` with the peer enabled; with `plain`, the same call without
+        it (the paired reference a peer's speed and fidelity are measured against)."""
+        reason = None if plain else self.unavailable()
         if reason:
             raise PeerError(f"peer {self.name!r} cannot run here: {reason}")
         call = pipeline_call(pipe, image, instruction, seed=seed, steps=steps, guidance_scale=guidance_scale,
                              height=height, width=width)
-        with self.attached(pipe, call["num_inference_steps"]) as stats:
+        with (_plain() if plain else self.attached(pipe, call["num_inference_steps"])) as stats:
             started = time.perf_counter()
             pixels = pipe(**call).images[0]
             if torch.cuda.is_available():
@@ -87,6 +90,11 @@ class Peer(pydantic.BaseModel, abc.ABC):
                           height=call["height"], width=call["width"], seconds=seconds,
                           steps=call["num_inference_steps"], skipped_calls=skipped, stats=details,
                           params=self.params())
+
+
+@contextlib.contextmanager
+def _plain() -> Iterator[Any]:
+    yield lambda: ({}, {})
 
 
 def pipeline_call(pipe: Any, image: PIL.Image.Image | str | Path, instruction: str, *, seed: int, steps: int | None,

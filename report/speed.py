@@ -110,9 +110,10 @@ def speed_notes(stats: pd.DataFrame, label_col: str = "label") -> list[str]:
         lines.append("- no configuration has a `full` edit of the same record to compare with")
     lines += warnings
     if not stats.empty:
-        lines.append("These timings were taken in different actor pools (full first, then the others), at "
-                     "different times, on a machine that may have been loaded by other work; they are not "
-                     "a benchmark. Speed is measured with `dropedit bench`.")
+        lines.append("Each pair ran back to back on one actor (a record's `full` and its other configurations form "
+                     "one unit of work; rows from runs before that are paired by record across actors and times), "
+                     "on a machine that may have been loaded by other work; they are not a benchmark. Speed is "
+                     "measured with `dropedit bench`.")
     lines.append(machine_line())
     return lines
 

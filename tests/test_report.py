@@ -95,7 +95,7 @@ def test_paired_speedups_are_median_iqr_and_count_of_per_record_ratios(tmp_path)
 def test_speedup_warning_for_few_records_and_none_for_a_steady_one(tmp_path):
     md = open(write_report(make_results(tmp_path, TIMES), str(tmp_path / "rep"))["markdown"]).read()
     assert "WARNING: the speedup of tokendrop omega=0.4 (3.00x) cannot be trusted: only 3 paired records" in md
-    assert "different actor pools" in md and "dropedit bench" in md and "CPUs and load average" in md
+    assert "back to back on one actor" in md and "dropedit bench" in md and "CPUs and load average" in md
     steady = {"full": [12.0] * 6, "a": [6.0] * 6, "b": [6.0, 4.0, 6.0, 4.0, 6.0, 4.0]}
     md = open(write_report(make_results(tmp_path / "steady", steady), str(tmp_path / "rep2"))["markdown"]).read()
     assert "speedup of tokendrop omega=0.4 " not in md                  # 6 pairs, all 2.0: nothing to warn

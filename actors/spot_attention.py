@@ -29,7 +29,7 @@ from .families import family
 from .routing import transformer_layers
 
 BRANCH_HOOK = "dropedit_spot_branch"
-DEFAULT_BRANCH = "default"   # calls made outside any `cache_context` (Flux has a single branch)
+DEFAULT_BRANCH = "cond"   # calls made outside any `cache_context`: the branch Flux Kontext's one call opens
 
 
 def fuse(cached: torch.Tensor, source: torch.Tensor, alpha: float) -> torch.Tensor:

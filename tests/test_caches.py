@@ -279,3 +279,28 @@ def test_cache_comparison_table_runs_on_the_toy_model():
     assert by["tokendrop[omega=0]|first-block:threshold=1e6"]["skipped"] == 3
     assert all(np.isfinite(r["psnr_target"]) for r in rows)
     assert "| full|taylorseer:interval=2,warmup=1 | 2.0 |" in study.table(rows, 4)
+
+
+@pytest.mark.parametrize("family", ["flux", "qwen"])
+@pytest.mark.parametrize("ours, theirs", [
+    ("magcache:threshold=0.5,retention_ratio=0.2,max_skip_steps=2",
+     lambda steps: __import__("diffusers").hooks.MagCacheConfig(
+         threshold=0.5, retention_ratio=0.2, max_skip_steps=2, num_inference_steps=steps,
+         mag_ratios=__import__("diffusers").hooks.mag_cache.FLUX_MAG_RATIOS)),
+    ("taylorseer:interval=2,warmup=1,order=1",
+     lambda steps: __import__("diffusers").hooks.TaylorSeerCacheConfig(
+         cache_interval=2, disable_cache_before_step=1, max_order=1, use_lite_mode=True,
+         taylor_factors_dtype=torch.float32)),
+])
+def test_equals_diffusers_own_hooks_when_nothing_is_pruned(family, ours, theirs, flux_pipe, qwen_pipe, image):
+    """Where diffusers' hooks are valid (policy `full`: the token set never changes), our noisy-row versions of
+    MagCache and TaylorSeer (lite) give the same edit as diffusers' own, enabled on the same transformer."""
+    pipe = _pipe(family, flux_pipe, qwen_pipe)
+    mine = _edit(pipe, "full", image, ours)
+    assert sum(mine.cache_skipped_calls.values()) > 0
+    pipe.transformer.enable_cache(theirs(STEPS))
+    try:
+        reference = _edit(pipe, "full", image)
+    finally:
+        pipe.transformer.disable_cache()
+    assert np.array_equal(mine.pixels, reference.pixels)

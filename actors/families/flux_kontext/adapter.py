@@ -75,17 +75,21 @@ class FluxKontextAdapter:
         if keep is not None:
             source, source_ids = source[:, keep], source_ids[keep]
         timestep = t.expand(z.shape[0]).to(z.dtype)
-        out = self.pipe.transformer(
-            hidden_states=torch.cat([z, source], dim=1),
-            timestep=timestep / 1000,
-            guidance=c["guidance"],
-            pooled_projections=c["pooled"],
-            encoder_hidden_states=c["prompt_embeds"],
-            txt_ids=c["text_ids"],
-            img_ids=torch.cat([c["latent_ids"], source_ids], dim=0),
-            joint_attention_kwargs={},
-            return_dict=False,
-        )[0]
+        # the one (conditional) call of a step, in a cache_context as diffusers' cache hooks need (and as
+        # FluxKontextPipeline does not open: diffusers issue #12760), so that a diffusers cache enabled on the
+        # transformer (`enable_cache`) works in this loop too
+        with self.pipe.transformer.cache_context("cond"):
+            out = self.pipe.transformer(
+                hidden_states=torch.cat([z, source], dim=1),
+                timestep=timestep / 1000,
+                guidance=c["guidance"],
+                pooled_projections=c["pooled"],
+                encoder_hidden_states=c["prompt_embeds"],
+                txt_ids=c["text_ids"],
+                img_ids=torch.cat([c["latent_ids"], source_ids], dim=0),
+                joint_attention_kwargs={},
+                return_dict=False,
+            )[0]
         return out[:, : z.shape[1]]
 
     def decode(self, inputs: EditInputs, z: torch.Tensor) -> np.ndarray:

@@ -96,19 +96,21 @@ def sample_sigmas(batch: int, num_tokens: int, generator: torch.Generator | None
 def flow_matching_loss(transformer: FluxTransformer2DModel, z_src: torch.Tensor, z_tgt: torch.Tensor,
                        prompt_embeds: torch.Tensor, pooled: torch.Tensor, text_ids: torch.Tensor,
                        noisy_ids: torch.Tensor, source_ids: torch.Tensor, sigmas: torch.Tensor,
-                       noise: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+                       noise: torch.Tensor, keep: torch.Tensor | None = None,
+                       guidance: torch.Tensor | None = None) -> torch.Tensor:
     """‖v_θ(z_t, σ, z_src, c) − (ε − z_tgt)‖², mean over batch, tokens and channels.
 
     `keep` (bool, batch x source tokens) drops reference tokens per sample (Sparse Context's training): the
     dropped ones are hidden as attention keys in every layer, which for the noisy tokens - all the loss sees -
-    equals gathering the kept ones, while samples keep different counts in one batch."""
+    equals gathering the kept ones, while samples keep different counts in one batch. `guidance` (one value
+    per sample) is the distilled-guidance input of a transformer with `guidance_embeds` (FLUX.1-Kontext-dev)."""
     s = sigmas.to(z_tgt.dtype).view(-1, 1, 1)
     z_t = (1 - s) * z_tgt + s * noise
     attention = None
     if keep is not None:
         attention = {"attention_mask": key_mask(keep.to(z_t.device), prompt_embeds.shape[1], z_t.shape[1])}
     v = transformer(hidden_states=torch.cat([z_t, z_src], dim=1), timestep=sigmas.to(z_tgt.dtype),
-                    guidance=None, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
+                    guidance=guidance, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
                     txt_ids=text_ids, img_ids=torch.cat([noisy_ids, source_ids], dim=0),
                     joint_attention_kwargs=attention, return_dict=False)[0][:, : z_t.shape[1]]
     return F.mse_loss(v.float(), (noise - z_tgt).float())

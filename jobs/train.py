@@ -1,4 +1,10 @@
-"""`python -m jobs.train CONFIG`: train the toy editing model on Ray Train (a `TorchTrainer`).
+"""`python -m jobs.train CONFIG`: fine-tune an editing model, or train the toy one, on Ray Train (a `TorchTrainer`).
+
+A config whose `data` names a manifest (`data.uri`: configs/finetune/*.yaml) fine-tunes any supported model
+(FLUX.1-Kontext, Qwen-Image-Edit, Qwen-Image-Edit-Plus, their tiny stand-ins, the toy model) on its edit
+triplets with LoRA or full fine-tuning and reference-token drop (`finetune/`; `--dry-run` prints the plan:
+workers, memory per GPU, tokens and FLOPs per step, steps per epoch). The toy configs (configs/train_toy.yaml,
+configs/finetune_toy_*.yaml) train on the procedural toy data as below.
 
 Two phases in one run: the VAE on reconstruction, then the transformer on conditional flow matching
 (`toy.train_loop`; the step itself is `actors.training`). Every worker makes its own records for every step
@@ -29,18 +35,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config value, dotted keys, e.g. --set transformer.steps=10")
     p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming `name`")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--dry-run", action="store_true",
+                   help="fine-tuning configs: print the plan (workers, memory, tokens, FLOPs, steps per epoch) and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from toy.train_loop import check_config, fit, load_config
+    from finetune.config import is_finetune_config, read_raw
 
     from pipeline.ray_session import init_ray
+
+    if is_finetune_config(read_raw(args.config, args.overrides)):
+        return _finetune(args)
+    from toy.train_loop import check_config, fit, load_config
+
+    if args.dry_run:
+        raise SystemExit("--dry-run is for fine-tuning configs (data.uri); the toy config has no plan to print")
 
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)   # in the driver, before any worker starts
     init_ray()
     print(json.dumps(fit(cfg, fresh=args.fresh, max_failures=args.max_failures)))
     return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from finetune.config import load_config
+    from finetune.driver import fit
+    from finetune.plan import describe, plan
+
+    from pipeline.ray_session import init_ray
+
+    cfg = load_config(args.config, args.overrides)   # validated in the driver, before any worker starts
+    if args.dry_run:
+        print(describe(plan(cfg, step_flops=_step_flops)))
+        return 0
+    init_ray()
+    print(json.dumps(fit(cfg, fresh=args.fresh, max_failures=args.max_failures)))
+    return 0
+
+
+def _step_flops(model_name: str, text: int, noisy: int, source: int, kept: float) -> float:
+    """Forward FLOPs of one training call of the real architecture (bench.flops), per sample."""
+    from bench.estimate import ARCHITECTURE
+    from bench.flops import REAL, REAL_MULTI_REFERENCE, call_flops
+
+    name = ARCHITECTURE[model_name]
+    arch = REAL[name][0] if name in REAL else REAL_MULTI_REFERENCE[name][0]
+    return call_flops(arch, text, noisy, source, kept=int(round(kept))).total
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,101 @@
+"""`python -m jobs.train CONFIG --dry-run`: what a fine-tune will do and cost, without a model or Ray.
+
+Memory per GPU is an estimate from the real architecture's parameter counts (the tiny and toy models are
+costed as the real architecture of their family, as `bench.estimate` does): weights (bf16 base for LoRA, fp32
+master weights for full), the trainable parameters' gradients and AdamW moments (fp32), and activations
+(~34 bytes per token, hidden unit and layer without checkpointing, Korthikanti et al. 2022; with gradient
+checkpointing one bf16 layer input per layer plus one layer's activations). Encoders are counted while they
+encode (once, at the start), not during training (`model.park_encoders`). FLOPs per step come from the FLOP
+model of one transformer call (`step_flops`, given by the job: `bench.flops`), times 3 for full fine-tuning
+(forward, and a backward of twice its cost), times 2 for LoRA (no weight gradients of the frozen base), plus
+one forward with gradient checkpointing; the source tokens are costed at the drop range's mean kept share.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .config import FinetuneConfig
+
+GIB = 1024 ** 3
+# real architecture per model name: (transformer params, encoder params, hidden, layers, LoRA-able linears
+# of width hidden x hidden per model: Flux 19 dual blocks x 8 + 38 single x 3; Qwen 60 blocks x 8)
+ARCH = {
+    "flux": {"params": 11.9e9, "encoders": 4.9e9, "dim": 3072, "layers": 57, "lora_linears": 19 * 8 + 38 * 3},
+    "qwen": {"params": 20.4e9, "encoders": 8.4e9, "dim": 3072, "layers": 60, "lora_linears": 60 * 8},
+}
+TEXT_TOKENS = {"flux": 512, "qwen": 1389}   # T5 padded to 512; Qwen2.5-VL: the source's vision tokens + prompt
+PLUS_TEXT_PER_REFERENCE = 196 + 7
+
+
+def _family(name: str) -> str:
+    return "flux" if "flux" in name else "qwen"
+
+
+def memory_gib(cfg: FinetuneConfig, tokens: int) -> dict[str, float]:
+    """Estimated GiB per GPU while training and while encoding."""
+    a = ARCH[_family(cfg.model.name)]
+    workers = cfg.scaling.num_workers
+    if cfg.lora is not None:
+        trainable = cfg.lora.rank * 2 * a["dim"] * a["lora_linears"]
+        weights = 2 * a["params"] + 4 * trainable
+        state = 12 * trainable                         # gradient + two AdamW moments, fp32
+    else:
+        trainable = a["params"]
+        shards = workers if cfg.scaling.strategy == "fsdp" else 1
+        weights = 4 * a["params"] / shards + (2 * a["params"] / a["layers"] if shards > 1 else 0)
+        state = 12 * a["params"] / shards
+    per_layer = tokens * cfg.train.batch_size * a["dim"]
+    acts = (2 * per_layer * a["layers"] + 34 * per_layer) if cfg.train.gradient_checkpointing \
+        else 34 * per_layer * a["layers"]
+    return {"trainable_params_M": trainable / 1e6, "train_gib": (weights + state + acts) / GIB,
+            "encode_gib": (weights + 2 * a["encoders"]) / GIB}
+
+
+def plan(cfg: FinetuneConfig, step_flops: Callable[..., float] | None = None,
+         records: int | None = None) -> dict[str, Any]:
+    """The plan as a dict (what `describe` prints)."""
+    from .data import count_records
+    from .schedule import steps_per_epoch
+
+    fam, size, t = _family(cfg.model.name), cfg.data.size, cfg.train
+    noisy = (size // 16) ** 2
+    references = 1
+    text = min(TEXT_TOKENS[fam], cfg.model.max_sequence_length or TEXT_TOKENS[fam])
+    lo, hi = t.reference_drop or (0.0, 0.0)
+    kept = noisy * references * (1 - (lo + hi) / 2)
+    per_sample = noisy + kept + text
+    batch = cfg.scaling.num_workers * t.batch_size * t.grad_accum
+    if records is None:
+        try:
+            records = count_records(cfg.data.uri, cfg.data.storage or None)
+        except Exception as exc:   # noqa: BLE001 - a plan without the count still helps
+            records = None
+            print(f"(manifest not read: {exc})")
+    out = {"model": cfg.model.name, "family": fam, "mode": f"LoRA rank {cfg.lora.rank}" if cfg.lora else
+           f"full ({cfg.scaling.strategy})", "workers": cfg.scaling.num_workers, "global_batch": batch,
+           "image_tokens": noisy, "text_tokens": text, "mean_kept_reference_tokens": kept,
+           "tokens_per_step": int(batch * per_sample), "records": records,
+           "steps_per_epoch": None if records is None else steps_per_epoch(records, cfg.scaling.num_workers,
+                                                                        t.batch_size, t.grad_accum),
+           **memory_gib(cfg, int(per_sample))}
+    out["fits_gpu"] = out["train_gib"] <= cfg.scaling.gpu_memory_gib
+    if step_flops is not None:
+        factor = (2 if cfg.lora is not None else 3) + (1 if t.gradient_checkpointing else 0)
+        out["flops_per_step"] = factor * batch * step_flops(cfg.model.name, text, noisy, noisy * references, kept)
+    return out
+
+
+def describe(p: dict[str, Any]) -> str:
+    lines = [f"fine-tune {p['model']} ({p['family']}), {p['mode']}, {p['workers']} worker(s), "
+             f"global batch {p['global_batch']}",
+             f"tokens per sample: {p['image_tokens']} noisy + {p['mean_kept_reference_tokens']:.0f} kept reference "
+             f"(mean over the drop range) + {p['text_tokens']} text; tokens per step: {p['tokens_per_step']:,}",
+             f"records: {p['records']}; steps per epoch: "
+             + ("unknown" if p["steps_per_epoch"] is None else f"{p['steps_per_epoch']:.1f}"),
+             f"trainable parameters: {p['trainable_params_M']:.1f} M; memory per GPU (estimate): "
+             f"{p['train_gib']:.1f} GiB training, {p['encode_gib']:.1f} GiB while encoding"
+             + ("" if p["fits_gpu"] else "  -- MORE than scaling.gpu_memory_gib")]
+    if "flops_per_step" in p:
+        lines.append(f"FLOPs per optimizer step (FLOP model of the real architecture): {p['flops_per_step']:.3g} "
+                     f"= {p['flops_per_step'] / 400e12:.2f} s at 400 TFLOP/s sustained")
+    return "\n".join(lines)

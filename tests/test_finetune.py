@@ -1,0 +1,148 @@
+"""Fine-tuning (`finetune/`, `python -m jobs.train` with a manifest config) on the tiny models of the real
+classes: config checks, the plan, the per-step schedule, and 2-worker CPU runs on Ray Train."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from finetune.config import FinetuneConfig, is_finetune_config, load_config
+from finetune.schedule import batch_indices, generator, learning_rate
+
+
+def write_triplets(folder, n=4, size=64, references=0):
+    """A manifest of n (source, instruction, target) records: the target is the source inverted."""
+    from conftest import make_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        src = make_image(size, size, seed=i)
+        src.save(folder / f"s{i}.png")
+        Image.fromarray(255 - np.asarray(src)).save(folder / f"t{i}.png")
+        row = {"id": f"r{i}", "image": f"s{i}.png", "instruction": "invert the colors", "target": f"t{i}.png"}
+        if references:
+            refs = [f"ref{i}-{j}.png" for j in range(references)]
+            for j, name in enumerate(refs):
+                make_image(size, size, seed=100 + i * 10 + j).save(folder / name)
+            row["references"] = refs
+        rows.append(row)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "manifest.jsonl"
+
+
+def tiny_config(tmp_path, model="tiny-flux-kontext", uri="", **over):
+    cfg = {"name": "ft", "storage_path": str(tmp_path / "runs"), "output": str(tmp_path / "out"),
+           "model": {"name": model}, "data": {"uri": str(uri), "size": 64, "val_n": 2, "seed": 0},
+           "lora": {"rank": 4}, "train": {"steps": 4, "batch_size": 1, "grad_accum": 2, "lr": 5e-3, "warmup": 1,
+                                          "reference_drop": [0.0, 0.9], "gradient_checkpointing": True},
+           "validation": {"drop_ratios": [0.0, 0.5], "every": 2},
+           "scaling": {"num_workers": 2, "use_gpu": False, "threads": 1},
+           "checkpoint_every": 2, "report_every": 1}
+    for key, value in over.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return FinetuneConfig.model_validate(cfg)
+
+
+# ------------------------------------------------------------------ no Ray
+
+def test_config_is_checked_and_presets_load():
+    with pytest.raises(ValueError, match="reference_drop"):
+        FinetuneConfig.model_validate({"name": "x", "output": "o",
+                                       "model": {"name": "tiny-flux-kontext"}, "data": {"uri": "m.jsonl"},
+                                       "train": {"steps": 1, "reference_drop": [0.9, 0.1]}})
+    with pytest.raises(ValueError, match="needs model.path"):
+        FinetuneConfig.model_validate({"name": "x", "output": "o", "model": {"name": "flux-kontext"},
+                                       "data": {"uri": "m.jsonl"}, "train": {"steps": 1}})
+    with pytest.raises(ValueError, match="unknown model"):
+        FinetuneConfig.model_validate({"name": "x", "output": "o", "model": {"name": "sdxl"},
+                                       "data": {"uri": "m.jsonl"}, "train": {"steps": 1}})
+    import pathlib
+    presets = sorted(pathlib.Path("configs/finetune").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"flux-kontext-lora", "qwen-image-edit-lora", "qwen-image-edit-plus-lora"}
+    for p in presets:
+        cfg = load_config(str(p), ["model.path=/models/x", "data.uri=s3://bucket/triplets/manifest.jsonl"])
+        assert cfg.lora is not None or cfg.scaling.strategy == "fsdp"
+        assert is_finetune_config({"data": {"uri": "x"}}) and not is_finetune_config(
+            {"data": {"seed": 0}})
+
+
+def test_schedule_is_a_function_of_the_step():
+    a = [batch_indices(0, 1, 5, 2, 2, step, m) for step in range(6) for m in range(2)]
+    assert a == [batch_indices(0, 1, 5, 2, 2, step, m) for step in range(6) for m in range(2)]
+    flat = [i for idx in a for i in idx]
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))   # epochs: permutations
+    assert torch.equal(torch.randn(3, generator=generator(0, 1, 4, 0)), torch.randn(3, generator=generator(0, 1, 4, 0)))
+    assert not torch.equal(torch.randn(3, generator=generator(0, 1, 4, 0)),
+                           torch.randn(3, generator=generator(0, 0, 4, 0)))
+    assert learning_rate(1.0, 10, 2, 0) == 0.5 and learning_rate(1.0, 10, 2, 10) == pytest.approx(0.1)
+
+
+def test_dry_run_prints_the_plan(capsys, tmp_path):
+    from jobs import train
+
+    uri = write_triplets(tmp_path / "data", n=6)
+    assert train.main(["configs/finetune/flux-kontext-lora.yaml", "--dry-run", "--set", "model.path=/models/k",
+                       "--set", f"data.uri={uri}", "--set", "scaling.num_workers=3"]) == 0
+    out = capsys.readouterr().out
+    assert "3 worker(s)" in out and "steps per epoch" in out and "FLOPs per optimizer step" in out
+    assert "memory per GPU" in out and "records: 6" in out
+
+
+# ------------------------------------------------------------------ Ray Train, 2 CPU workers
+
+def _adapter(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "pytorch_lora_weights.safetensors"))
+
+
+def _batch_loss(pipe, cfg, ratio=0.0):
+    """The training records' flow-matching loss at fixed draws (what training lowers)."""
+    from finetune.objective import fixed_draws, objective_for
+    from finetune.data import decode, read_triplets
+    from pipeline.storage import read_bytes
+
+    objective = objective_for(pipe)
+    samples = []
+    for row in read_triplets(cfg.data.uri):
+        images = [Image.fromarray(decode(read_bytes(u), cfg.data.size)) for u in [row["image"], *row["references"]]]
+        target = Image.fromarray(decode(read_bytes(row["target"]), cfg.data.size))
+        with torch.no_grad():
+            samples.append(objective.encode(images, target, row["instruction"]))
+    with torch.no_grad():
+        losses = [float(l) * n for l, n in objective.losses(pipe.transformer, samples, fixed_draws(samples, ratio),
+                                                            torch.device("cpu"))]
+    return sum(losses) / len(samples)
+
+
+@pytest.mark.slow
+def test_flux_lora_with_drop_resumes_exactly_after_a_failure(ray_session, tmp_path):
+    """tiny-flux-kontext, LoRA + drop, 2 workers, grad accumulation, checkpointing: a run whose workers fail after
+    step 3 (restored from the step-2 checkpoint) ends with the losses and the adapter of an uninterrupted run; the
+    adapter, loaded with `load_pipeline(..., lora=...)`, lowers the loss on the training records."""
+    import actors
+    from finetune.driver import fit
+
+    uri = write_triplets(tmp_path / "data")
+    plain = tiny_config(tmp_path / "a", uri=uri)
+    failing = tiny_config(tmp_path / "b", uri=uri, fail_at_step=3)
+    first = fit(plain, max_failures=0)
+    second = fit(failing, max_failures=1)
+    log_a = json.loads((tmp_path / "a" / "out" / "loss.json").read_text())["log"]
+    log_b = json.loads((tmp_path / "b" / "out" / "loss.json").read_text())["log"]
+    keys = ("step", "loss", "val@0", "val@0.5")
+    assert [[r.get(k) for k in keys] for r in log_a] == [[r.get(k) for k in keys] for r in log_b]
+    assert first["steps"] == second["steps"] == 4 and len(log_a) == 4
+    a, b = _adapter(tmp_path / "a" / "out"), _adapter(tmp_path / "b" / "out")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert log_a[-1]["val@0.5"] != log_a[-1]["val@0"]
+    base = actors.load_pipeline("tiny-flux-kontext", device="cpu")
+    tuned = actors.load_pipeline("tiny-flux-kontext", device="cpu", lora=tmp_path / "a" / "out")
+    assert _batch_loss(tuned, plain) < _batch_loss(base, plain)
+    assert _batch_loss(tuned, plain, 0.5) < _batch_loss(base, plain, 0.5)

@@ -21,6 +21,18 @@ def check_policies(configs: list[dict[str, Any]]) -> None:
                              "budget, so it cannot take one from another configuration (budget_from)")
 
 
+def check_caches(configs: list[dict[str, Any]]) -> None:
+    """Every configuration's temporal cache builds (name, types, ranges), before Ray starts."""
+    from actors.caches import parse
+
+    for conf in configs:
+        if conf.get("cache") is not None:
+            try:
+                parse(dict(conf["cache"]))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"configuration {conf['label']!r}: {err}") from None
+
+
 def check_sizes(configs: list[dict[str, Any]]) -> None:
     """Refuse sizes outside what a model's saved files say it was trained at (the toy model: 128x128)."""
     from actors.loading import SHIPPED
@@ -59,4 +71,5 @@ def check_output(output: str) -> None:
 def check_run(cfg: Any, configs: list[dict[str, Any]]) -> None:
     check_output(cfg.output)
     check_policies(configs)
+    check_caches(configs)
     check_sizes(configs)

@@ -213,6 +213,8 @@ class RunConfig(Section):
     output: NonEmptyStr
     models: Annotated[tuple[ModelSpec, ...], OneOrMore, NotEmpty]
     policies: Annotated[tuple[PolicySpec, ...], BeforeValidator(_policy_entries), NotEmpty]
+    # temporal caches (actors.caches) composed with every policy: a grid axis; `none` = no cache (the default)
+    caches: Annotated[tuple[PolicySpec, ...], BeforeValidator(_policy_entries)] = ()
     resolutions: Annotated[tuple[Resolution, ...], OneOrMore, NotEmpty] = ((1024, 1024),)  # (height, width)
     seeds: Annotated[tuple[StrictInt, ...], OneOrMore, NotEmpty] = (0,)
     # None: the model family's paper protocol (Kontext 28 steps, guidance 3.5; Qwen-Image-Edit 50 steps, true
@@ -355,6 +357,8 @@ def config_id(conf: Mapping[str, Any], resize_filter: str | None = None) -> str:
     key = {k: conf[k] for k in ("model", "policy", "policy_params", "height", "width", "seed", "steps", "guidance_scale")}
     if resize_filter is not None:
         key["resize_filter"] = resize_filter
+    if conf.get("cache") is not None:   # uncached configurations keep the ids they had
+        key["cache"] = conf["cache"]
     text = json.dumps(_canonical(key), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -371,6 +375,25 @@ def expand_policy(spec: PolicySpec) -> list[dict[str, Any]]:
     keys = list(spec.params)
     axes = [v if isinstance(v, list) else [v] for v in spec.params.values()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+
+
+NO_CACHE = "none"
+
+
+def grid_caches(cfg: RunConfig) -> list[dict[str, Any] | None]:
+    """The cache axis: None (no cache) first, then each cache's parameter combinations as {"name", **params}.
+    No cache is always there when vs-full metrics need the uncached `full` as the reference."""
+    out: list[dict[str, Any] | None] = []
+    for spec in cfg.caches:
+        out += [None] if spec.name == NO_CACHE else [{"name": spec.name, **p} for p in expand_policy(spec)]
+    if not out or ("vs_full" in cfg.metrics.compute and None not in out):
+        out.insert(0, None)
+    return list({json.dumps(c, sort_keys=True): c for c in out}.values())
+
+
+def cache_label(cache: Mapping[str, Any] | None) -> str | None:
+    """A cache's name for tables and rows, e.g. "magcache threshold=0.25"; None without a cache."""
+    return None if cache is None else config_label(str(cache["name"]), {k: v for k, v in cache.items() if k != "name"})
 
 
 def grid_policies(cfg: RunConfig) -> list[PolicySpec]:
@@ -432,14 +455,15 @@ def resolve_budgets(group: list[dict[str, Any]]) -> None:
 
 def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
     """All configurations (one dict each), ``full`` ones first, duplicates dropped."""
-    variants = [(p.name, params) for p in grid_policies(cfg) for params in expand_policy(p)]
-    variants.sort(key=lambda v: v[0] != FULL_POLICY)  # stable: reference outputs first
+    variants = [(p.name, params, cache) for cache in grid_caches(cfg)
+                for p in grid_policies(cfg) for params in expand_policy(p)]
+    variants.sort(key=lambda v: (v[0] != FULL_POLICY or v[2] is not None))  # stable: the reference first
     out: dict[str, dict[str, Any]] = {}
     protocols = {model.key: sampling(cfg, model) for model in cfg.models}
     for model, (h, w), seed in itertools.product(cfg.models, cfg.resolutions, cfg.seeds):
         full_id, group = None, []
         protocol = protocols[model.key]
-        for policy, params in variants:
+        for policy, params, cache in variants:
             conf: dict[str, Any] = {
                 "model": model.key,
                 "model_name": model.name,
@@ -452,9 +476,10 @@ def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
                 "seed": seed,
                 **protocol,
             }
+            conf["cache"], conf["cache_label"] = cache, cache_label(cache)
             conf["config_id"] = config_id(conf, cfg.resize_filter)
-            conf["label"] = config_label(policy, params)
-            if policy == FULL_POLICY and full_id is None:
+            conf["label"] = config_label(policy, params) + (f" + {conf['cache_label']}" if cache else "")
+            if policy == FULL_POLICY and cache is None and full_id is None:
                 full_id = conf["config_id"]
             conf["full_config_id"] = full_id
             group.append(out.setdefault(conf["config_id"], conf))

@@ -20,8 +20,8 @@ from .config import METRIC_GROUPS, policy_kwargs
 from .metrics import Clip, Lpips, Structure, VlmJudge, judge_columns
 from .records import policy_params_json, utcnow
 from .resume import kept_counts
-from .unit_stage import UnitActor, UnitEdit
-from .units import group_key
+from .unit_stage import UnitActor, UnitEdit, reference_of
+from .units import is_reference
 
 
 def keep_mask_mean(result: EditResult) -> np.ndarray:
@@ -88,9 +88,13 @@ class EditActor(UnitActor):
         result = Editor(self.pipe, policy).edit(
             source, unit["instruction"], seed=config["seed"], steps=config["steps"],
             guidance_scale=config.get("guidance_scale"), height=config["height"], width=config["width"],
-            references=references, resize_filter=config.get("resize_filter"))
+            references=references, resize_filter=config.get("resize_filter"), cache=config.get("cache"))
         row = self.ok_row(config, unit, started)
         row.update(trace_columns(result))
+        if config.get("cache") is not None:
+            columns = result.cache_columns()
+            row.update({k: v for k, v in columns.items() if k not in ("cache", "cache_params")},
+                       cache_params=policy_params_json(result.cache_params))
         return UnitEdit(config, row, emit=True, image=np.asarray(result.image.convert("RGB")),
                         keep_mean=keep_mask_mean(result), kept_per_step=[s.kept for s in result.trace])
 
@@ -99,13 +103,12 @@ class EditActor(UnitActor):
         group's `full` edit is the in-memory reference."""
         source = PIL.Image.fromarray(inputs["source"])
         mask = inputs["mask"]
-        fulls = {group_key(e.config): e for e in edits if e.config["policy"] == "full"}
         for e in edits:
             if not (e.emit and e.ok):
                 continue
             made = PIL.Image.fromarray(e.image)
             edited = made.resize(source.size, PIL.Image.BICUBIC)  # PIE-Bench scores at the source's size
-            statuses = self._lpips(e.row, edited, source, mask, made, e.config, fulls.get(group_key(e.config)))
+            statuses = self._lpips(e.row, edited, source, mask, made, e.config, reference_of(e, edits))
             e.row["lpips_status"] = _join_statuses(statuses)
             e.row.update(self._semantic(edited, source, mask, unit))
             e.row.update(self._judged(made, source, unit))
@@ -120,7 +123,7 @@ class EditActor(UnitActor):
         if mask is not None and "background" in self.compute:
             row["lpips_bg"], status = self.lpips(edited, source, mask)
             statuses.append(f"bg: {status}")
-        if "vs_full" in self.compute and config["policy"] != "full":
+        if "vs_full" in self.compute and not is_reference(config):
             if full is None or not full.ok:
                 statuses.append("vs_full: the full edit of this record failed")
             else:

@@ -17,8 +17,7 @@ from .load_stage import png_bytes
 from .metrics import background_metrics, fidelity_metrics
 from .records import STATUS_ERROR, rows_to_table
 from .storage import safe_name
-from .unit_stage import UnitEdit
-from .units import group_key
+from .unit_stage import UnitEdit, reference_of
 
 
 def image_uri(output: str, kind: str, config_id: str, record_id: str) -> str:
@@ -42,7 +41,7 @@ def pixel_metrics(edit: UnitEdit, inputs: dict[str, Any], full: UnitEdit | None,
     if mask is not None and "background" in compute:
         edited = PIL.Image.fromarray(edit.image).resize((source.shape[1], source.shape[0]), PIL.Image.BICUBIC)
         out.update(background_metrics(edited, PIL.Image.fromarray(source), mask))
-    if "vs_full" in compute and edit.config["policy"] != "full" and full is not None and full.ok:
+    if "vs_full" in compute and full is not None and full.ok:
         out.update(fidelity_metrics(PIL.Image.fromarray(edit.image), PIL.Image.fromarray(full.image)))
     return out
 
@@ -75,9 +74,8 @@ def finish_units(batch: pa.Table, output: str, storage: dict[str, Any] | None,
     for blob, edits_blob in zip(batch.column("inputs").to_pylist(), batch.column("edits").to_pylist()):
         inputs = pickle.loads(blob) if blob is not None else None
         edits: list[UnitEdit] = pickle.loads(edits_blob)
-        fulls = {group_key(e.config): e for e in edits if e.config["policy"] == "full"}
         for e in edits:
             if e.emit:
-                rows.append(finish_edit(e, inputs, fulls.get(group_key(e.config)), output, cfg, groups)
+                rows.append(finish_edit(e, inputs, reference_of(e, edits), output, cfg, groups)
                             if inputs is not None else e.row)
     return rows_to_table(rows)

@@ -29,10 +29,10 @@ from .units import expand_units, models_in_order
 
 log = logging.getLogger(__name__)
 
-# What a CPU stage task may hold (a few decoded 2048² images and their PNGs). Also keeps the CPU stages' resource
+# What a CPU stage task may hold (its imports, torch included, and a few units' decoded images and PNGs). Also keeps the CPU stages' resource
 # request distinct from the GPU actor's: Ray Data fuses a task stage into the next actor stage when the two
 # requests are equal (e.g. a CPU-only pool in tests), which would put the decoding back on the actor.
-CPU_STAGE_MEMORY = 512 * 2**20
+CPU_STAGE_MEMORY = 2**30   # measured: ~650 MiB with torchmetrics (torch) imported
 CPU_BATCH = 4   # units per CPU-stage task at least: fewer, larger tasks (a unit holds ~20 images; 4 stay in memory)
 
 # (model entry's configurations, cfg, run_id) -> (actor class, its constructor kwargs); the real editor by

@@ -168,6 +168,16 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("speedup_vs_full", pa.float64()),  # full's loop_s / this loop_s, both timed in the same unit
         pa.field("run_position", pa.int32()),       # this edit's place in its unit's run order (0 = first)
         pa.field("actor", pa.string()),             # host:pid of the actor that ran it
+        pa.field("cache", pa.string()),             # temporal cache (actors.caches) label, e.g. "magcache threshold=0.25"
+        pa.field("cache_params", pa.string()),      # JSON: the cache as applied ({"name", **params}); null = none
+        pa.field("cache_calls", pa.int32()),        # transformer calls the cache saw (all CFG branches)
+        pa.field("cache_skipped_calls", pa.int32()),    # of which it served, in part or whole
+        pa.field("cache_skipped_blocks", pa.int32()),   # transformer blocks not run because of it
+        pa.field("cache_blocks_total", pa.int32()),     # blocks the calls had (cache_calls x layers)
+        pa.field("cache_skipped_calls_cond", pa.int32()),
+        pa.field("cache_skipped_calls_uncond", pa.int32()),
+        pa.field("cache_skipped_blocks_cond", pa.int32()),
+        pa.field("cache_skipped_blocks_uncond", pa.int32()),
         pa.field("psnr_bg", pa.float64()),
         pa.field("ssim_bg", pa.float64()),
         pa.field("mse_bg", pa.float64()),
@@ -227,6 +237,7 @@ def base_row(record: Mapping[str, Any] | EditRecord, config: Mapping[str, Any], 
         steps=config.get("steps"),
         guidance_scale=config.get("guidance_scale"),
         resize_filter=config.get("resize_filter"),
+        cache=config.get("cache_label"),
         category=rec.get("category"),
         instruction=rec.get("instruction"),
     )

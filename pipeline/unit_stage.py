@@ -19,9 +19,9 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 
-from .config import BUDGET_FROM, FULL_POLICY
+from .config import BUDGET_FROM
 from .records import base_row, error_row, utcnow
-from .units import group_key, needed_configs, run_order
+from .units import is_reference, needed_configs, run_order
 
 EDITS_FIELD = pa.field("edits", pa.binary())
 
@@ -123,12 +123,18 @@ class UnitActor:
         return row
 
 
+def reference_of(edit: UnitEdit, edits: list[UnitEdit]) -> UnitEdit | None:
+    """The unit's edit of `edit`'s group reference (the uncached `full`); None for the reference itself."""
+    if is_reference(edit.config):
+        return None
+    return next((e for e in edits if e.config["config_id"] == edit.config.get("full_config_id")), None)
+
+
 def pair_with_full(edits: list[UnitEdit]) -> None:
     """`speedup_vs_full` = the group's `full` loop time / this edit's, both timed in this unit."""
-    fulls = {group_key(e.config): e for e in edits if e.config["policy"] == FULL_POLICY and e.ok}
     for e in edits:
-        full = fulls.get(group_key(e.config))
-        if full is None or not e.ok or e is full:
+        full = reference_of(e, edits)
+        if full is None or not full.ok or not e.ok:
             continue
         ref, mine = full.row.get("loop_s") or full.row.get("runtime_s"), e.row.get("loop_s") or e.row.get("runtime_s")
         if ref and mine:

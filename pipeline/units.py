@@ -20,7 +20,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
-from .config import FULL_POLICY
 from .records import RECORD_FIELDS, RECORD_SCHEMA
 
 UNIT_SCHEMA = RECORD_SCHEMA.append(pa.field("config_ids", pa.list_(pa.string())))
@@ -34,6 +33,11 @@ def models_in_order(configs: Sequence[Mapping[str, Any]]) -> list[str]:
 def group_key(config: Mapping[str, Any]) -> str:
     """Configurations that share a `full` reference (same model, size, seed, sampling) form a group."""
     return str(config.get("full_config_id") or config["config_id"])
+
+
+def is_reference(config: Mapping[str, Any]) -> bool:
+    """The group's uncached `full` configuration: what the others' fidelity and speedup compare with."""
+    return config["config_id"] == config.get("full_config_id")
 
 
 def run_order(configs: Sequence[Mapping[str, Any]], record_id: str) -> list[Mapping[str, Any]]:
@@ -61,7 +65,7 @@ def needed_configs(emit: Iterable[str], configs: Mapping[str, Mapping[str, Any]]
     for cid in list(run):
         conf = configs[cid]
         full = conf.get("full_config_id")
-        if full and full != cid and conf["policy"] != FULL_POLICY:
+        if full and full != cid:
             run.setdefault(full)
         source = conf.get("budget_source")
         if source and source not in stored_budget:

@@ -257,3 +257,19 @@ def test_explicit_sampling_settings_keep_their_config_ids():
     grid = expand_grid(cfg())
     assert all((g["steps"], g["guidance_scale"]) == (28, 2.5) for g in grid)
     assert grid[0]["config_id"] == "87caabd7c433"   # computed before unset meant "the model's protocol"
+
+
+def test_the_cache_axis_composes_with_every_policy_and_keeps_uncached_ids():
+    plain = expand_grid(cfg(policies=["full", "tokendrop"], resolutions=[64], seeds=[0]))
+    cached = expand_grid(cfg(policies=["full", "tokendrop"], resolutions=[64], seeds=[0],
+                             caches=["none", {"name": "magcache", "threshold": [0.1, 0.25]}]))
+    assert len(cached) == 3 * len(plain)
+    uncached = [c for c in cached if c["cache"] is None]
+    assert [c["config_id"] for c in uncached] == [c["config_id"] for c in plain]   # ids of earlier runs stay
+    labels = [c["label"] for c in cached]
+    assert labels[0] == "full" and "tokendrop + magcache threshold=0.25" in labels
+    fulls = {c["model"]: c["config_id"] for c in uncached if c["policy"] == "full"}
+    assert all(c["full_config_id"] == fulls[c["model"]] for c in cached)   # the uncached full is the reference
+    # no `none` listed: the uncached full is still there as the vs-full reference
+    only = expand_grid(cfg(policies=["tokendrop"], resolutions=[64], seeds=[0], caches=[{"name": "first-block"}]))
+    assert [(c["policy"], c["cache_label"]) for c in only][0] == ("full", None)

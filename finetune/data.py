@@ -71,7 +71,3 @@ def datasets(cfg: Any, num_workers: int) -> dict[str, Any]:
     out = {f"train_{rank}": stage(train[rank::num_workers]) for rank in range(num_workers)}
     out["val"] = stage(val)
     return out
-
-
-def count_records(uri: str, storage: dict[str, Any] | None = None) -> int:
-    return len(read_triplets(uri, storage))

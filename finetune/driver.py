@@ -58,7 +58,8 @@ def fit(cfg: FinetuneConfig, fresh: bool = False, max_failures: int = 2) -> dict
         raise RuntimeError("training finished without a checkpoint")
     state = copy_output(result.checkpoint, Path(cfg.output), lora=cfg.lora is not None)
     write_summary(cfg, name, state, time.perf_counter() - started)
-    return {"output": cfg.output, "run": name, "steps": state["step"], "wall_s": round(state["wall_s"], 1),
+    return {"output": cfg.output, "run": name, "steps": state["step"], "resumed_at": state["resumed_at"],
+            "wall_s": round(state["wall_s"], 1),
             "final": state["log"][-1] if state["log"] else None}
 
 
@@ -74,7 +75,7 @@ def copy_output(checkpoint: Any, out: Path, lora: bool) -> dict[str, Any]:
             shutil.rmtree(out)
         shutil.copytree(src, out)
         state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-    return {k: state[k] for k in ("step", "log", "wall_s")}
+    return {k: state.get(k, []) for k in ("step", "log", "wall_s", "resumed_at")}
 
 
 def write_summary(cfg: FinetuneConfig, name: str, state: dict[str, Any], this_call_s: float) -> None:
@@ -83,5 +84,6 @@ def write_summary(cfg: FinetuneConfig, name: str, state: dict[str, Any], this_ca
     load = {"name": cfg.model.name, "path": cfg.model.path if lora else cfg.output,
             "lora": cfg.output if lora else None}
     summary = {"run": name, "config": cfg.model_dump(mode="json"), "load": load, "steps": state["step"],
+               "resumed_at": state["resumed_at"],
                "wall_s": state["wall_s"], "this_call_s": this_call_s, "log": state["log"]}
     (Path(cfg.output) / "loss.json").write_text(json.dumps(summary, indent=1))

@@ -66,8 +66,9 @@ def wrap(pipe: Any, cfg: FinetuneConfig, device: torch.device) -> torch.nn.Modul
             raise ValueError("scaling.strategy fsdp needs CUDA workers; on CPU use ddp")
         return ray.train.torch.prepare_model(pipe.transformer, move_to_device=False, parallel_strategy="fsdp",
                                              parallel_strategy_kwargs={"use_orig_params": True})
+    # Qwen's last block computes a text-stream output no loss sees: its weights (and adapters) get no gradient
     return ray.train.torch.prepare_model(pipe.transformer, move_to_device=False,
-                                         parallel_strategy_kwargs={"find_unused_parameters": False})
+                                         parallel_strategy_kwargs={"find_unused_parameters": True})
 
 
 def autocast(device: torch.device, setting: str):

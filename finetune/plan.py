@@ -47,38 +47,47 @@ def memory_gib(cfg: FinetuneConfig, tokens: int) -> dict[str, float]:
     per_layer = tokens * cfg.train.batch_size * a["dim"]
     acts = (2 * per_layer * a["layers"] + 34 * per_layer) if cfg.train.gradient_checkpointing \
         else 34 * per_layer * a["layers"]
+    # while encoding, every worker holds the whole pipeline (FSDP shards the transformer only when it wraps it)
+    loaded = (2 if cfg.lora is not None else 4) * (a["params"] + a["encoders"])
     return {"trainable_params_M": trainable / 1e6, "train_gib": (weights + state + acts) / GIB,
-            "encode_gib": (weights + 2 * a["encoders"]) / GIB}
+            "encode_gib": loaded / GIB}
+
+
+def _references(cfg: FinetuneConfig, records: int | None) -> tuple[float, int | None]:
+    """(mean images per record: the source and its further references, records) from the manifest."""
+    from .data import read_triplets
+
+    if records is not None:
+        return 1.0, records
+    try:
+        rows = read_triplets(cfg.data.uri, cfg.data.storage or None)
+    except Exception as exc:   # noqa: BLE001 - a plan without the count still helps
+        print(f"(manifest not read: {exc})")
+        return 1.0, None
+    return sum(1 + len(r["references"]) for r in rows) / len(rows), len(rows)
 
 
 def plan(cfg: FinetuneConfig, step_flops: Callable[..., float] | None = None,
          records: int | None = None) -> dict[str, Any]:
     """The plan as a dict (what `describe` prints)."""
-    from .data import count_records
     from .schedule import steps_per_epoch
 
     fam, size, t = _family(cfg.model.name), cfg.data.size, cfg.train
     noisy = (size // 16) ** 2
-    references = 1
+    references, records = _references(cfg, records)
     text = min(TEXT_TOKENS[fam], cfg.model.max_sequence_length or TEXT_TOKENS[fam])
     lo, hi = t.reference_drop or (0.0, 0.0)
     kept = noisy * references * (1 - (lo + hi) / 2)
     per_sample = noisy + kept + text
     batch = cfg.scaling.num_workers * t.batch_size * t.grad_accum
-    if records is None:
-        try:
-            records = count_records(cfg.data.uri, cfg.data.storage or None)
-        except Exception as exc:   # noqa: BLE001 - a plan without the count still helps
-            records = None
-            print(f"(manifest not read: {exc})")
     out = {"model": cfg.model.name, "family": fam, "mode": f"LoRA rank {cfg.lora.rank}" if cfg.lora else
            f"full ({cfg.scaling.strategy})", "workers": cfg.scaling.num_workers, "global_batch": batch,
-           "image_tokens": noisy, "text_tokens": text, "mean_kept_reference_tokens": kept,
+           "image_tokens": noisy, "references": references, "text_tokens": text, "mean_kept_reference_tokens": kept,
            "tokens_per_step": int(batch * per_sample), "records": records,
            "steps_per_epoch": None if records is None else steps_per_epoch(records, cfg.scaling.num_workers,
                                                                         t.batch_size, t.grad_accum),
            **memory_gib(cfg, int(per_sample))}
-    out["fits_gpu"] = out["train_gib"] <= cfg.scaling.gpu_memory_gib
+    out["fits_gpu"] = max(out["train_gib"], out["encode_gib"]) <= cfg.scaling.gpu_memory_gib
     if step_flops is not None:
         factor = (2 if cfg.lora is not None else 3) + (1 if t.gradient_checkpointing else 0)
         out["flops_per_step"] = factor * batch * step_flops(cfg.model.name, text, noisy, noisy * references, kept)
@@ -89,7 +98,8 @@ def describe(p: dict[str, Any]) -> str:
     lines = [f"fine-tune {p['model']} ({p['family']}), {p['mode']}, {p['workers']} worker(s), "
              f"global batch {p['global_batch']}",
              f"tokens per sample: {p['image_tokens']} noisy + {p['mean_kept_reference_tokens']:.0f} kept reference "
-             f"(mean over the drop range) + {p['text_tokens']} text; tokens per step: {p['tokens_per_step']:,}",
+             f"(mean over the drop range, {p['references']:g} image(s) per record) + {p['text_tokens']} text; "
+             f"tokens per step: {p['tokens_per_step']:,}",
              f"records: {p['records']}; steps per epoch: "
              + ("unknown" if p["steps_per_epoch"] is None else f"{p['steps_per_epoch']:.1f}"),
              f"trainable parameters: {p['trainable_params_M']:.1f} M; memory per GPU (estimate): "

@@ -29,7 +29,7 @@ class Run:
     rank: int
     world: int
     device: torch.device
-    state: dict[str, Any]                   # step, log, wall_s: what a checkpoint carries
+    state: dict[str, Any]                   # step, log, wall_s, resumed_at: what a checkpoint carries
     resumed: bool
     recent: list[float] = field(default_factory=list)
 
@@ -72,10 +72,11 @@ def _setup(cfg: FinetuneConfig, checkpoint: Any) -> Run:
         restore_weights(pipe.transformer, saved, cfg.lora is not None)
     module = wrap(pipe, cfg, device)
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    state = {"step": 0, "log": [], "wall_s": 0.0}
+    state = {"step": 0, "log": [], "wall_s": 0.0, "resumed_at": []}
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, v) for k, v in state.items()}
+        state["resumed_at"] = [*state["resumed_at"], state["step"]]
     return Run(cfg, pipe, module, params, optimizer, objective, train, val, rank, world, device, state,
                resumed=saved is not None)
 

@@ -94,6 +94,35 @@ def test_dry_run_prints_the_plan(capsys, tmp_path):
     assert "memory per GPU" in out and "records: 6" in out
 
 
+
+@pytest.mark.parametrize("name,references", [("tiny-flux-kontext", 0), ("tiny-qwen-image-edit", 0),
+                                             ("tiny-qwen-image-edit-plus", 1), ("toy-flux-kontext", 0)])
+def test_objective_encodes_like_inference_and_drops_reference_tokens(name, references):
+    """Each family's objective: the reference tokens the adapter encodes at inference (all references for
+    Edit-Plus), finite losses, a drop that changes the loss, and fixed validation draws."""
+    import actors
+    from conftest import make_image
+    from finetune.objective import draw, fixed_draws, objective_for
+
+    pipe = actors.load_pipeline(name, device="cpu")
+    objective = objective_for(pipe)
+    images = [make_image(64, 64, seed=i) for i in range(1 + references)]
+    target = Image.fromarray(255 - np.asarray(images[0]))
+    with torch.no_grad():
+        sample = objective.encode(images, target, "invert the colors")
+    assert sample["z_tgt"].shape == (16, 64) and sample["z_src"].shape == (16 * (1 + references), 64)
+    samples = [sample, sample]
+    with torch.no_grad():
+        full = [float(l) for l, _ in objective.losses(pipe.transformer, samples, fixed_draws(samples, 0.0),
+                                                      torch.device("cpu"))]
+        half = [float(l) for l, _ in objective.losses(pipe.transformer, samples, fixed_draws(samples, 0.5),
+                                                      torch.device("cpu"))]
+    assert all(np.isfinite(full)) and full != half
+    d = draw(pipe.scheduler.config, samples, torch.Generator().manual_seed(0), (0.5, 0.5))
+    assert [int(k.sum()) for k in d.keep] == [sample["z_src"].shape[0] - round(0.5 * sample["z_src"].shape[0])] * 2
+    assert ((d.sigmas > 0) & (d.sigmas < 1)).all()
+
+
 # ------------------------------------------------------------------ Ray Train, 2 CPU workers
 
 def _adapter(out):
@@ -139,6 +168,7 @@ def test_flux_lora_with_drop_resumes_exactly_after_a_failure(ray_session, tmp_pa
     keys = ("step", "loss", "val@0", "val@0.5")
     assert [[r.get(k) for k in keys] for r in log_a] == [[r.get(k) for k in keys] for r in log_b]
     assert first["steps"] == second["steps"] == 4 and len(log_a) == 4
+    assert first["resumed_at"] == [] and second["resumed_at"] == [2]   # it did fail, and resumed from step 2
     a, b = _adapter(tmp_path / "a" / "out"), _adapter(tmp_path / "b" / "out")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert log_a[-1]["val@0.5"] != log_a[-1]["val@0"]
@@ -146,3 +176,55 @@ def test_flux_lora_with_drop_resumes_exactly_after_a_failure(ray_session, tmp_pa
     tuned = actors.load_pipeline("tiny-flux-kontext", device="cpu", lora=tmp_path / "a" / "out")
     assert _batch_loss(tuned, plain) < _batch_loss(base, plain)
     assert _batch_loss(tuned, plain, 0.5) < _batch_loss(base, plain, 0.5)
+
+
+def _upload(folder, prefix, client):
+    bucket, _, key = prefix[len("s3://"):].partition("/")
+    for f in sorted(folder.iterdir()):
+        client.put_object(Bucket=bucket, Key=f"{key}/{f.name}", Body=f.read_bytes())
+    return f"{prefix}/manifest.jsonl"
+
+
+@pytest.mark.slow
+def test_qwen_lora_with_drop_from_object_storage(ray_session, moto_s3, s3_prefix, tmp_path):
+    """tiny-qwen-image-edit, LoRA + drop, 2 workers: manifest and images in (moto) S3, checkpoints to S3; the
+    adapter loads onto the base and lowers the loss on the training records."""
+    import actors
+    from finetune.driver import fit
+    from pipeline.storage import list_uris
+
+    uri = _upload(write_triplets(tmp_path / "data").parent, f"{s3_prefix}/data", moto_s3.client())
+    cfg = tiny_config(tmp_path, model="tiny-qwen-image-edit", uri=uri, storage_path=f"{s3_prefix}/runs",
+                      **{"train.steps": 3, "train.grad_accum": 1, "train.batch_size": 2, "checkpoint_every": 3})
+    summary = fit(cfg, max_failures=0)
+    assert summary["steps"] == 3 and summary["resumed_at"] == []
+    saved = list_uris(f"{s3_prefix}/runs/ft")
+    assert any(u.endswith("lora/pytorch_lora_weights.safetensors") for u in saved)
+    assert any(u.endswith("state.pt") for u in saved)
+    log = json.loads((tmp_path / "out" / "loss.json").read_text())["log"]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+    base = actors.load_pipeline("tiny-qwen-image-edit", device="cpu")
+    tuned = actors.load_pipeline("tiny-qwen-image-edit", device="cpu", lora=tmp_path / "out")
+    assert _batch_loss(tuned, cfg) < _batch_loss(base, cfg)
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_writes_the_pipeline(ray_session, tmp_path):
+    """`lora: null`: every transformer weight trains (DDP on CPU; FSDP is refused without CUDA) and the output is
+    the whole pipeline, loadable by path."""
+    import actors
+    from finetune.driver import fit
+
+    uri = write_triplets(tmp_path / "data")
+    cfg = tiny_config(tmp_path, uri=uri, lora=None, **{"train.steps": 2, "train.lr": 1e-3, "train.grad_accum": 1,
+                                                       "train.gradient_checkpointing": False})
+    fit(cfg, max_failures=0)
+    out = tmp_path / "out"
+    assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((out / "loss.json").read_text())["load"]["path"] == str(out)
+    tuned = actors.load_pipeline("tiny-flux-kontext", path=out, device="cpu")
+    base = actors.load_pipeline("tiny-flux-kontext", device="cpu")
+    assert _batch_loss(tuned, cfg) < _batch_loss(base, cfg)
+    with pytest.raises(ValueError, match="fsdp needs CUDA"):
+        from finetune.model import wrap
+        wrap(base, tiny_config(tmp_path, uri=uri, lora=None, **{"scaling.strategy": "fsdp"}), torch.device("cpu"))

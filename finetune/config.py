@@ -37,6 +37,7 @@ class DataSection(_Section):
     size: int = Field(1024, ge=16)              # images are resized to size x size (multiple of 16)
     seed: int = 0
     storage: dict[str, Any] = {}                # pipeline.storage.StorageConfig (endpoint, region, retries)
+    cache: Optional[str] = None                 # encoded records cached here (folder or s3://); None: not cached
 
 
 class LoraSection(_Section):

@@ -32,6 +32,14 @@ def _storage(cfg: FinetuneConfig) -> tuple[str, Any]:
     return os.path.abspath(os.path.expanduser(cfg.storage_path)), None
 
 
+def log_uri(cfg: FinetuneConfig, name: str) -> str:
+    """Where rank 0 keeps the live loss log (`loss.jsonl`, rewritten at every report): beside the checkpoints."""
+    from pipeline.storage import is_s3, join_uri
+
+    base = cfg.storage_path if is_s3(cfg.storage_path) else os.path.abspath(os.path.expanduser(cfg.storage_path))
+    return join_uri(base, name, "loss.jsonl")
+
+
 def fit(cfg: FinetuneConfig, fresh: bool = False, max_failures: int = 2) -> dict[str, Any]:
     """Train on a `TorchTrainer` (Ray already initialised); write `cfg.output`; return a one-line summary."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -44,7 +52,7 @@ def fit(cfg: FinetuneConfig, fresh: bool = False, max_failures: int = 2) -> dict
     name = cfg.name + (time.strftime("-%Y%m%d-%H%M%S") if fresh else "")
     storage, fs = _storage(cfg)
     trainer = TorchTrainer(
-        train_loop, train_loop_config={"cfg": cfg.model_dump(mode="json")},
+        train_loop, train_loop_config={"cfg": cfg.model_dump(mode="json"), "log_uri": log_uri(cfg, name)},
         datasets=datasets(cfg, workers), dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
                                      resources_per_worker=None if gpu else {"CPU": cfg.scaling.threads}),

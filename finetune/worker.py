@@ -32,6 +32,7 @@ class Run:
     state: dict[str, Any]                   # step, log, wall_s, resumed_at: what a checkpoint carries
     resumed: bool
     recent: list[float] = field(default_factory=list)
+    log_uri: str | None = None              # rank 0's live loss log (loss.jsonl)
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -39,6 +40,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train
 
     run = _setup(FinetuneConfig.model_validate(config["cfg"]), ray.train.get_checkpoint())
+    run.log_uri = config.get("log_uri")
     t_last = time.perf_counter()
     while run.state["step"] < run.cfg.train.steps:
         if run.cfg.fail_at_step is not None and not run.resumed and run.state["step"] == run.cfg.fail_at_step:
@@ -55,7 +57,7 @@ def _setup(cfg: FinetuneConfig, checkpoint: Any) -> Run:
     import ray.train.torch
 
     from .model import load_model, make_trainable, park_encoders, wrap
-    from .state import load_saved, restore_weights
+    from .state import load_saved, restore_optimizer, restore_weights
 
     torch.set_num_threads(cfg.scaling.threads)
     ctx = ray.train.get_context()
@@ -63,8 +65,12 @@ def _setup(cfg: FinetuneConfig, checkpoint: Any) -> Run:
     device = ray.train.torch.get_device()
     pipe = load_model(cfg, device)
     objective = objective_for(pipe, cfg.model.max_sequence_length, cfg.train.guidance)
-    train = encode_shard(objective, ray.train.get_dataset_shard(f"train_{rank}"), cfg.data.size)
-    val = encode_shard(objective, ray.train.get_dataset_shard("val"), cfg.data.size)
+    cache = None
+    if cfg.data.cache:
+        from .cache import EncodedCache
+        cache = EncodedCache(cfg.data.cache, cfg)
+    train = encode_shard(objective, ray.train.get_dataset_shard(f"train_{rank}"), cfg.data.size, cache)
+    val = encode_shard(objective, ray.train.get_dataset_shard("val"), cfg.data.size, cache)
     park_encoders(pipe)
     params = make_trainable(pipe, cfg)
     saved = load_saved(checkpoint)
@@ -74,15 +80,16 @@ def _setup(cfg: FinetuneConfig, checkpoint: Any) -> Run:
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state = {"step": 0, "log": [], "wall_s": 0.0, "resumed_at": []}
     if saved is not None:
-        optimizer.load_state_dict(saved["optimizer"])
+        restore_optimizer(module, optimizer, saved, cfg.scaling.strategy == "fsdp")
         state = {k: saved.get(k, v) for k, v in state.items()}
         state["resumed_at"] = [*state["resumed_at"], state["step"]]
     return Run(cfg, pipe, module, params, optimizer, objective, train, val, rank, world, device, state,
                resumed=saved is not None)
 
 
-def encode_shard(objective: FamilyObjective, shard: Any, size: int) -> list[dict[str, Any]]:
-    """Every record of a dataset shard, decoded and encoded by the frozen encoders, in manifest order."""
+def encode_shard(objective: FamilyObjective, shard: Any, size: int, cache: Any = None) -> list[dict[str, Any]]:
+    """Every record of a dataset shard, decoded and encoded by the frozen encoders (or read from the cache of
+    encoded records), in manifest order."""
     from PIL import Image
 
     from .data import decode
@@ -90,10 +97,15 @@ def encode_shard(objective: FamilyObjective, shard: Any, size: int) -> list[dict
     out = []
     for item in shard.iter_rows():
         row = item["row"]
-        images = [Image.fromarray(decode(b, size)) for b in [row["source"], *row["references"]]]
-        target = Image.fromarray(decode(row["target"], size))
-        with torch.no_grad():
-            out.append({"id": row["id"], **objective.encode(images, target, row["instruction"])})
+        sample = cache.get(row) if cache is not None else None
+        if sample is None:
+            images = [Image.fromarray(decode(b, size)) for b in [row["source"], *row["references"]]]
+            target = Image.fromarray(decode(row["target"], size))
+            with torch.no_grad():
+                sample = objective.encode(images, target, row["instruction"])
+            if cache is not None:
+                cache.put(row, sample)
+        out.append({"id": row["id"], **sample})
     return out
 
 
@@ -177,9 +189,20 @@ def _after_step(run: Run, lr: float, seconds: float) -> None:
             row.update({f"val@{r:g}": validate(run, r) for r in cfg.validation.drop_ratios})
         run.state["log"].append(row)
         if run.rank == 0:
+            _write_log(run)
             vals = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val@"))
             print(f"[finetune {step}/{cfg.train.steps}] loss {row['loss']:.4f} {vals} lr {lr:.2e} "
                   f"{seconds:.2f} s/step", flush=True)
     if step % cfg.checkpoint_every == 0 or done:
         last = run.state["log"][-1] if run.state["log"] else {}
-        report(run.pipe, run.optimizer, run.state, last, run.rank, cfg.lora is not None, final=done)
+        report(run, last, final=done)
+
+
+def _write_log(run: Run) -> None:
+    import json
+
+    from pipeline.storage import write_bytes
+
+    if run.log_uri:
+        text = "".join(json.dumps(row) + "\n" for row in run.state["log"])
+        write_bytes(run.log_uri, text.encode(), run.cfg.data.storage or None)

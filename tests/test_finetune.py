@@ -83,6 +83,19 @@ def test_schedule_is_a_function_of_the_step():
     assert learning_rate(1.0, 10, 2, 0) == 0.5 and learning_rate(1.0, 10, 2, 10) == pytest.approx(0.1)
 
 
+def test_finetune_imports_no_layer_above_it():
+    """finetune/ sits beside toy/ and bench/: it may import pipeline, actors, policies, never toy, bench, report,
+    jobs."""
+    import ast
+    import pathlib
+
+    for path in pathlib.Path("finetune").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            assert not [n for n in names if n.split(".")[0] in ("toy", "bench", "report", "jobs")], path
+
+
 def test_dry_run_prints_the_plan(capsys, tmp_path):
     from jobs import train
 
@@ -124,6 +137,22 @@ def test_objective_encodes_like_inference_and_drops_reference_tokens(name, refer
     assert ((d.sigmas > 0) & (d.sigmas < 1)).all()
 
 
+
+@pytest.mark.parametrize("name", ["tiny-flux-kontext", "tiny-qwen-image-edit"])
+def test_full_fine_tune_output_is_a_loadable_pipeline(name, tmp_path):
+    """`state.save_pipeline` (the end of a full fine-tune, weights given as gathered): `load_pipeline` reads it
+    back with those weights."""
+    import actors
+    from finetune.state import save_pipeline
+
+    pipe = actors.load_pipeline(name, device="cpu")
+    weights = {k: v + 0.01 for k, v in pipe.transformer.state_dict().items()}
+    save_pipeline(pipe, tmp_path / "model", weights)
+    loaded = actors.load_pipeline(name, path=tmp_path / "model", device="cpu")
+    got = loaded.transformer.state_dict()
+    assert got.keys() == weights.keys() and all(torch.equal(got[k], weights[k]) for k in weights)
+
+
 # ------------------------------------------------------------------ Ray Train, 2 CPU workers
 
 def _adapter(out):
@@ -160,9 +189,13 @@ def test_flux_lora_with_drop_resumes_exactly_after_a_failure(ray_session, tmp_pa
     from finetune.driver import fit
 
     uri = write_triplets(tmp_path / "data")
-    plain = tiny_config(tmp_path / "a", uri=uri)
-    failing = tiny_config(tmp_path / "b", uri=uri, fail_at_step=3)
+    # both runs share a cache of encoded records: the first writes it, the second (and its restart) reads it
+    plain = tiny_config(tmp_path / "a", uri=uri, **{"data.cache": str(tmp_path / "encoded")})
+    failing = tiny_config(tmp_path / "b", uri=uri, fail_at_step=3, **{"data.cache": str(tmp_path / "encoded")})
     first = fit(plain, max_failures=0)
+    assert len(list((tmp_path / "encoded").glob("*.pt"))) == 4      # one per record (validation reuses them)
+    live = (tmp_path / "a" / "runs" / "ft" / "loss.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in live] == [1, 2, 3, 4]
     second = fit(failing, max_failures=1)
     log_a = json.loads((tmp_path / "a" / "out" / "loss.json").read_text())["log"]
     log_b = json.loads((tmp_path / "b" / "out" / "loss.json").read_text())["log"]
@@ -191,17 +224,26 @@ def test_qwen_lora_with_drop_from_object_storage(ray_session, moto_s3, s3_prefix
     """tiny-qwen-image-edit, LoRA + drop, 2 workers: manifest and images in (moto) S3, checkpoints to S3; the
     adapter loads onto the base and lowers the loss on the training records."""
     import actors
-    from finetune.driver import fit
+    from jobs import train
     from pipeline.storage import list_uris
 
     uri = _upload(write_triplets(tmp_path / "data").parent, f"{s3_prefix}/data", moto_s3.client())
     cfg = tiny_config(tmp_path, model="tiny-qwen-image-edit", uri=uri, storage_path=f"{s3_prefix}/runs",
                       **{"train.steps": 3, "train.grad_accum": 1, "train.batch_size": 2, "checkpoint_every": 3})
-    summary = fit(cfg, max_failures=0)
-    assert summary["steps"] == 3 and summary["resumed_at"] == []
+    # the documented command: the preset, the model and the data set on the command line (tiny sizes here)
+    sets = ["model.name=tiny-qwen-image-edit", "model.path=null", f"data.uri={uri}", "name=ft",
+            f"storage_path={s3_prefix}/runs", f"output={tmp_path / 'out'}", "data.size=64", "data.val_n=2",
+            "lora.rank=4", "train.steps=3", "train.batch_size=2", "train.grad_accum=1", "train.lr=5e-3",
+            "train.warmup=1", "validation.every=2", "validation.drop_ratios=[0.0, 0.5]",
+            "scaling.num_workers=2", "scaling.use_gpu=false", "checkpoint_every=3", "report_every=1"]
+    args = ["configs/finetune/qwen-image-edit-lora.yaml", "--max-failures", "0"]
+    assert train.main(args + [x for s in sets for x in ("--set", s)]) == 0
+    summary = json.loads((tmp_path / "out" / "loss.json").read_text())
+    assert summary["steps"] == 3 and summary["resumed_at"] == [] and summary["config"]["model"]["max_sequence_length"] == 1024
+    assert summary["load"] == {"name": "tiny-qwen-image-edit", "path": None, "lora": str(tmp_path / "out")}
     saved = list_uris(f"{s3_prefix}/runs/ft")
     assert any(u.endswith("lora/pytorch_lora_weights.safetensors") for u in saved)
-    assert any(u.endswith("state.pt") for u in saved)
+    assert any(u.endswith("state.pt") for u in saved) and f"{s3_prefix}/runs/ft/loss.jsonl" in saved
     log = json.loads((tmp_path / "out" / "loss.json").read_text())["log"]
     assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
     base = actors.load_pipeline("tiny-qwen-image-edit", device="cpu")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,20 +78,39 @@ def run_config(pipe: Any, config: str, record: dict[str, Any], steps: int) -> di
     if what.startswith("peer:"):
         name, params = _params(what[5:])
         peer = peers.make(name, **params)
+        cpu0 = time.process_time()
         plain = peer.edit(pipe, image, record["instruction"], seed=0, steps=steps, plain=True)
+        cpu1 = time.process_time()
         r = peer.edit(pipe, image, record["instruction"], seed=0, steps=steps)
+        cpu2 = time.process_time()
         n = (r.height // 16) * (r.width // 16)
         cached = set(r.stats.get("cached_steps", []))
         front = int(r.params.get("front", 1))
         trace = [PeerStep(n, n, n, (PlannedCall(skipped_from=front),) if i in cached else (PlannedCall(),))
                  for i in range(r.steps)]
         return {"pixels": r.pixels, "seconds": r.seconds, "trace": trace, "skipped": sum(r.skipped_calls.values()),
-                "keep": 1.0, "reference_seconds": plain.seconds}
+                "keep": 1.0, "query": 1.0, "source_cached": False, "reference_seconds": plain.seconds,
+                "cpu_seconds": cpu2 - cpu1, "reference_cpu_seconds": cpu1 - cpu0}
+    from .speed import source_cached
+
     name, params = _params(what)
-    r = actors.Editor(pipe, policies.make(name, **params)).edit(image, record["instruction"], seed=0, steps=steps,
-                                                                cache=cache or None)
-    return {"pixels": r.pixels, "seconds": r.seconds, "trace": r.trace,
-            "skipped": sum(r.cache_skipped_calls.values()), "keep": r.keep_ratio_mean}
+    policy = policies.make(name, **params)
+    cpu0 = time.process_time()   # process CPU time: on a shared CPU it grows far less with other work than wall time
+    r = actors.Editor(pipe, policy).edit(image, record["instruction"], seed=0, steps=steps, cache=cache or None)
+    return {"pixels": r.pixels, "seconds": r.seconds, "cpu_seconds": time.process_time() - cpu0, "trace": r.trace,
+            "skipped": sum(r.cache_skipped_calls.values()), "keep": r.keep_ratio_mean,
+            "query": r.query_ratio_mean, "source_cached": source_cached(policy)}
+
+
+def record_values(r: dict[str, Any], full_pixels: np.ndarray, target: np.ndarray, reference_seconds: float,
+                  arch: Any, text: tuple[int, ...]) -> dict[str, float]:
+    """One record's numbers for one configuration's result `r` (from `run_config`): squared errors against the
+    uncached `full` edit and the exact target, skipped calls, kept shares, FLOP-ideal speedup on `arch` (SpotEdit's
+    condition cache priced as cached) and the speedup over `reference_seconds` (the paired uncached edit)."""
+    return {"mse_full": mse(r["pixels"], full_pixels), "mse_target": mse(r["pixels"], target),
+            "skipped": r["skipped"], "keep": r["keep"], "query": r.get("query", 1.0),
+            "flop_speedup": flops.predicted_speedup(arch, r["trace"], text, r.get("source_cached", False)),
+            "measured_speedup": reference_seconds / r["seconds"]}
 
 
 def compare(model: str = "toy-flux-kontext", configs: tuple[str, ...] = DEFAULT_CONFIGS, steps: int = 28,
@@ -109,12 +129,10 @@ def compare(model: str = "toy-flux-kontext", configs: tuple[str, ...] = DEFAULT_
         full = run_config(pipe, "full|", record, steps)
         for config in configs:
             r = full if config == "full|" else run_config(pipe, config, record, steps)
-            values = {"mse_full": mse(r["pixels"], full["pixels"]), "mse_target": mse(r["pixels"], target),
-                      "skipped": r["skipped"], "keep": r["keep"],
-                      "flop_speedup": flops.predicted_speedup(arch, r["trace"], text),
-                      # paired: the same record's uncached edit (ours: the full policy through our loop; a peer:
-                      # the pipeline's own __call__ without the peer), whole edit, encode and decode included
-                      "measured_speedup": r.get("reference_seconds", full["seconds"]) / r["seconds"]}
+            # paired: the same record's uncached edit (ours: the full policy through our loop; a peer: the
+            # pipeline's own __call__ without the peer), whole edit, encode and decode included
+            values = record_values(r, full["pixels"], target, r.get("reference_seconds", full["seconds"]), arch, text)
+            values.pop("query")
             for k, v in values.items():
                 out[config].setdefault(k, []).append(v)
     rows = []

@@ -18,3 +18,5 @@ sim driver_100k --gpus 8 --records 100000 --configurations 1 --set resolutions=[
 sim pie_8gpu_1024 --gpus 8 --records 700 --configurations 20 --set resolutions=[1024]
 sim pie_32gpu_2048 --gpus 32 --records 700 --configurations 20 --set resolutions=[2048]
 sim pie_8gpu_2048 --gpus 8 --records 700 --configurations 20 --set resolutions=[2048]
+# 64 actor processes fit this 24 GiB machine (~210 MB each); 128 do not
+sim pie_64gpu_1024 --gpus 64 --records 700 --configurations 20 --set resolutions=[1024]

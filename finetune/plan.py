@@ -106,6 +106,8 @@ def describe(p: dict[str, Any]) -> str:
              f"{p['train_gib']:.1f} GiB training, {p['encode_gib']:.1f} GiB while encoding"
              + ("" if p["fits_gpu"] else "  -- MORE than scaling.gpu_memory_gib")]
     if "flops_per_step" in p:
-        lines.append(f"FLOPs per optimizer step (FLOP model of the real architecture): {p['flops_per_step']:.3g} "
-                     f"= {p['flops_per_step'] / 400e12:.2f} s at 400 TFLOP/s sustained")
+        one_gpu = p["flops_per_step"] / 400e12
+        lines.append(f"FLOPs per optimizer step (FLOP model of the real architecture): {p['flops_per_step']:.3g}: "
+                     f"{one_gpu:.1f} GPU-seconds at 400 TFLOP/s sustained, {one_gpu / p['workers']:.1f} s per step "
+                     f"on {p['workers']} GPU(s)")
     return "\n".join(lines)

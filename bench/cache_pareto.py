@@ -48,11 +48,13 @@ def _margin(a: float, b: float) -> float:
 def composition_verdict(rows: Sequence[Row], speed: str, quality: str, target: float = 2.5,
                         tolerance: float = TOLERANCE) -> dict[str, Any]:
     """Does a composition (cache+pruning) reach `target`× at quality no worse than the best single method at that
-    speed (at least (1 − `tolerance`) of it: a composition 2 % faster than a much better cache does not win by
-    being uncontested)? `margin`: the best composition's quality minus that single method's (≥ 0: it does; +inf
-    where no single method is that fast); when no composition reaches `target`, `shortfall` is the speed it lacks."""
+    speed? "At that speed": at least (1 − `tolerance`) of the composition's speed, or of the fastest single
+    method's where the composition is faster than every one (a composition must not win by being uncontested
+    while a slightly slower single method is much better). `margin`: the best composition's quality minus that
+    single method's (≥ 0: it does); when no composition reaches `target`, `shortfall` is the speed it lacks."""
     rows = measured(rows)
     singles = [r for r in rows if r["family"] in SINGLE]
+    fastest = max((r[speed] for r in singles), default=0.0)
     fast = [r for r in rows if r["family"] == "cache+pruning" and r[speed] >= target]
     if not fast:
         comps = [r for r in rows if r["family"] == "cache+pruning"]
@@ -61,10 +63,15 @@ def composition_verdict(rows: Sequence[Row], speed: str, quality: str, target: f
                 "shortfall": target - top[speed] if top else target}
     scored = []
     for c in fast:
-        s = best_at_speed(singles, speed, quality, c[speed] * (1 - tolerance))
+        s = best_at_speed(singles, speed, quality, min(c[speed], fastest) * (1 - tolerance))
         scored.append((math.inf if s is None else _margin(c[quality], s[quality]), c, s))
     margin, comp, single = max(scored, key=lambda t: (t[0], t[1][quality]))
-    return {"ok": margin >= 0, "composition": comp, "single": single, "margin": margin, "shortfall": 0.0}
+    floor = min(comp[speed], fastest) * (1 - tolerance)
+    # context: the fastest single method on the singles' frontier just below that speed
+    below = max((r for r in pareto_frontier(singles, speed, quality) if r[speed] < floor),
+                key=lambda r: r[speed], default=None)
+    return {"ok": margin >= 0, "composition": comp, "single": single, "margin": margin, "shortfall": 0.0,
+            "slower": below}
 
 
 def composes(rows: Sequence[Row], parts: dict[str, tuple[str, str]], speed: str, quality: str) -> list[dict]:
@@ -116,10 +123,13 @@ def composition_text(rows: Sequence[Row], speed: str, quality: str, target: floa
         return head + f" (no composition reaches {target}×; the fastest, `{c['config']}`, " \
                       f"is {c[speed]:.2f}×, {v['shortfall']:.2f}× short)."
     if s is None:
-        return head + f" (`{c['config']}`: {c[speed]:.2f}×, {_fmt(c[quality])}; no single method is that fast)."
+        return head + f" (`{c['config']}`: {c[speed]:.2f}×, {_fmt(c[quality])}; no single method was measured)."
     verb = "ahead of" if v["margin"] >= 0 else "behind"
-    return head + f" (best case `{c['config']}`: {c[speed]:.2f}×, {_fmt(c[quality])}, {abs(v['margin']):.1f} dB " \
-                  f"{verb} `{s['config']}`: {s[speed]:.2f}×, {_fmt(s[quality])})."
+    b = v.get("slower")
+    context = "" if b is None or b[quality] <= c[quality] else \
+        f"; just below that speed a single method is better: `{b['config']}`, {b[speed]:.2f}×, {_fmt(b[quality])}"
+    return head + f" (best case `{c['config']}`: {c[speed]:.2f}×, {_fmt(c[quality])}, {abs(v['margin']):.2f} dB " \
+                  f"{verb} `{s['config']}`: {s[speed]:.2f}×, {_fmt(s[quality])}{context})."
 
 
 def composes_text(rows: Sequence[Row], parts: dict[str, tuple[str, str]], speed: str, quality: str) -> str:

@@ -25,7 +25,8 @@ import PIL.Image
 from . import caches, flops
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHES = ("first-block:threshold=0.05", "first-block:threshold=0.12", "first-block:threshold=0.25",
+CACHES = ("first-block:threshold=0.05", "first-block:threshold=0.12", "first-block:threshold=0.18",
+          "first-block:threshold=0.2", "first-block:threshold=0.25",
           "magcache:threshold=0.06", "magcache:threshold=0.12", "magcache:threshold=0.25",
           "taylorseer:interval=3", "taylorseer:interval=5", "taylorseer:interval=8")
 PROJECTED_NOISY = flops.image_tokens(1024)   # FLUX.1-Kontext-dev at 1024²: 64² noisy tokens (and as many source)

@@ -5,7 +5,8 @@ worker decodes and encodes its own records once (`worker.py`).
 
 One dataset per worker rather than `streaming_split`: which records a worker holds is then a function of the
 manifest and the worker count alone, so a restarted worker group sees the very same records and the resumed run
-draws exactly the batches the uninterrupted one would have.
+draws exactly the batches the uninterrupted one would have. Ray Data may deliver a dataset's rows in any order
+(blocks finish when they finish): each row carries its manifest position `pos`, and the worker sorts by it.
 """
 from __future__ import annotations
 
@@ -30,15 +31,15 @@ def read_triplets(uri: str, storage: dict[str, Any] | None = None) -> list[dict[
         raise ValueError(f"manifest {uri}: {len(bad)} unusable record(s): " + "; ".join(bad[:5]))
     if not rows:
         raise ValueError(f"manifest {uri} holds no records")
-    return [{"id": r["id"], "instruction": r["instruction"], "image": r.get("image"),
+    return [{"pos": i, "id": r["id"], "instruction": r["instruction"], "image": r.get("image"),
              "image_bytes": r.get("image_bytes"), "target": r["target"],
-             "references": list(r.get("references") or [])} for r in rows]
+             "references": list(r.get("references") or [])} for i, r in enumerate(rows)]
 
 
 def fetch(row: dict[str, Any], storage: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Ray Data stage: a record's images as encoded bytes (source, target, further references)."""
     source = row["image_bytes"] or st.read_bytes(row["image"], storage)
-    return {"id": row["id"], "instruction": row["instruction"], "source": source,
+    return {"pos": row["pos"], "id": row["id"], "instruction": row["instruction"], "source": source,
             "target": st.read_bytes(row["target"], storage),
             "references": [st.read_bytes(u, storage) for u in row["references"]]}
 

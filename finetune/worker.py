@@ -105,8 +105,8 @@ def encode_shard(objective: FamilyObjective, shard: Any, size: int, cache: Any =
                 sample = objective.encode(images, target, row["instruction"])
             if cache is not None:
                 cache.put(row, sample)
-        out.append({"id": row["id"], **sample})
-    return out
+        out.append({"pos": row["pos"], "id": row["id"], **sample})
+    return sorted(out, key=lambda s: s["pos"])   # manifest order, whatever order Ray Data delivered
 
 
 def _step(run: Run) -> float:

@@ -72,3 +72,17 @@ def test_qwen_spotedit_with_true_cfg(qwen_pipe, image_factory, monkeypatch):
     replaced = (r.latents == r.source_latents).all(dim=-1)
     assert int(replaced.sum()) == r.policy_summary["replaced"] > 0
     assert r.trace[2].selector_seconds > 0
+
+
+@pytest.mark.parametrize("fixture", ["flux_pipe", "qwen_pipe"])
+def test_a_step_with_no_active_noisy_token_runs(fixture, request):
+    """tau above every score: the partial steps compute no noisy query (Qwen's RoPE used to fail on 0 rows)."""
+    import PIL.Image
+
+    import actors
+    import policies
+
+    pipe = request.getfixturevalue(fixture)
+    result = actors.Editor(pipe, policies.make("spotedit", tau=1e9)).edit(
+        PIL.Image.new("RGB", (64, 64), (90, 120, 200)), "make it red", seed=0, steps=8, height=64, width=64)
+    assert [s.active for s in result.trace][-2:] == [0, 0] and result.query_ratio_mean < 1

@@ -35,6 +35,8 @@ def stream_qkv(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: to
 
 
 def rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 0:   # no rows (SpotEdit step with no active noisy token): diffusers' reshape would fail
+        return x
     return apply_rotary_emb_qwen(x, freqs, use_real=False)
 
 

@@ -15,4 +15,5 @@ def init_ray() -> None:
         ray.init()   # inside `ray job submit`: the cluster's own
     else:
         # Some Ray Data plans stall with fewer than 4 logical CPUs, even on a 2-core machine.
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False)
+        # address="local": a new cluster, never one `ray start` left on this machine (or its stale address)
+        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False)

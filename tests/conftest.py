@@ -44,7 +44,8 @@ def ray_session(moto_s3):
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True)
+    # address="local": a fresh cluster even when `ray start` left one (or its stale address) on this machine
+    ray.init(address="local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
 

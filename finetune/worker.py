@@ -5,7 +5,7 @@ repeats steps k+1 … exactly as the uninterrupted run does."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,9 +29,8 @@ class Run:
     rank: int
     world: int
     device: torch.device
-    state: dict[str, Any]                   # step, log, wall_s, resumed_at: what a checkpoint carries
+    state: dict[str, Any]                   # step, log, wall_s, resumed_at, recent: what a checkpoint carries
     resumed: bool
-    recent: list[float] = field(default_factory=list)
     log_uri: str | None = None              # rank 0's live loss log (loss.jsonl)
 
 
@@ -78,7 +77,8 @@ def _setup(cfg: FinetuneConfig, checkpoint: Any) -> Run:
         restore_weights(pipe.transformer, saved, cfg.lora is not None)
     module = wrap(pipe, cfg, device)
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    state = {"step": 0, "log": [], "wall_s": 0.0, "resumed_at": []}
+    # recent: the losses of the steps since the last log row (a checkpoint may fall between two rows)
+    state = {"step": 0, "log": [], "wall_s": 0.0, "resumed_at": [], "recent": []}
     if saved is not None:
         restore_optimizer(module, optimizer, saved, cfg.scaling.strategy == "fsdp")
         state = {k: saved.get(k, v) for k, v in state.items()}
@@ -137,7 +137,7 @@ def _step(run: Run) -> float:
         calls.close()
     torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
     run.optimizer.step()
-    run.recent.append(_mean_over_workers(total, run.device))
+    run.state["recent"].append(_mean_over_workers(total, run.device))
     run.state["step"] = step + 1
     return lr
 
@@ -182,9 +182,10 @@ def _after_step(run: Run, lr: float, seconds: float) -> None:
     cfg, step = run.cfg, run.state["step"]
     done = step >= cfg.train.steps
     if step % cfg.report_every == 0 or done:
-        row: dict[str, Any] = {"step": step, "loss": sum(run.recent) / len(run.recent), "lr": lr,
+        recent = run.state["recent"]
+        row: dict[str, Any] = {"step": step, "loss": sum(recent) / len(recent), "lr": lr,
                                "seconds_per_step": seconds, "wall_s": run.state["wall_s"]}
-        run.recent = []
+        run.state["recent"] = []
         if step % cfg.validation.every == 0 or done:
             row.update({f"val@{r:g}": validate(run, r) for r in cfg.validation.drop_ratios})
         run.state["log"].append(row)

@@ -17,7 +17,7 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     from actors.loading import default_dtype
 
     from . import flops, report
-    from .speed import build_bench_pipeline, default_policies, measure, parse_policy
+    from .speed import build_bench_pipeline, measure, parse_policy, policy_specs
     from .summary import real_pricing, summarise
 
     if settings.get("threads"):
@@ -28,7 +28,7 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     device = default_device()
     pipe = build_bench_pipeline(settings["model"], settings["layers"], settings["single_layers"],
                                 settings["heads"], settings["head_dim"], device, default_dtype(device))
-    specs = [parse_policy(p) for p in settings["policies"]] or default_policies(policies.REGISTRY)
+    specs = policy_specs(settings["policies"], policies.REGISTRY)
     if not any(s.label == "full" for s in specs):
         specs.insert(0, parse_policy("full"))   # the A side of every A/B pair
     measured = measure(pipe, specs, settings["sizes"], settings["steps"], settings["reps"], settings["seed"],

@@ -61,6 +61,17 @@ def default_policies(registry: dict[str, type]) -> list[PolicySpec]:
     return [PolicySpec(name) for name in registry]
 
 
+REGISTERED = "registered"   # a --policy that stands for every registered policy with its defaults
+
+
+def policy_specs(labels: Sequence[str], registry: dict[str, type]) -> list[PolicySpec]:
+    """The `--policy` labels parsed, `registered` expanded; none given: every registered policy."""
+    specs: list[PolicySpec] = []
+    for label in labels:
+        specs += default_policies(registry) if label.strip() == REGISTERED else [parse_policy(label)]
+    return specs if labels else default_policies(registry)
+
+
 FAMILIES = ("flux", "qwen", "qwen-plus")   # qwen-plus: QwenImageEditPlusPipeline, several reference images
 
 
@@ -69,19 +80,37 @@ def build_bench_pipeline(family: str, layers: int, single_layers: int, heads: in
     """The tiny pipeline of the real classes with a benchmark-size transformer (text encoders and VAE tiny)."""
     from actors import tiny_models
 
-    if family == "flux":
-        pipe = tiny_models.build_tiny_flux_kontext(num_layers=layers, num_single_layers=single_layers,
-                                                   num_attention_heads=heads, attention_head_dim=head_dim)
-    elif family in ("qwen", "qwen-plus"):
-        pipe = tiny_models.build_tiny_qwen_image_edit(plus=family == "qwen-plus", num_layers=layers + single_layers,
-                                                      num_attention_heads=heads, attention_head_dim=head_dim)
-    else:
+    if family not in FAMILIES:
         raise ValueError(f"--model must be one of {', '.join(FAMILIES)}, got {family!r}")
+    with _built_on(device, dtype):
+        if family == "flux":
+            pipe = tiny_models.build_tiny_flux_kontext(num_layers=layers, num_single_layers=single_layers,
+                                                       num_attention_heads=heads, attention_head_dim=head_dim)
+        else:
+            pipe = tiny_models.build_tiny_qwen_image_edit(plus=family == "qwen-plus",
+                                                          num_layers=layers + single_layers,
+                                                          num_attention_heads=heads, attention_head_dim=head_dim)
     if pipe.transformer.dtype != dtype:   # (a same-dtype cast only makes diffusers warn)
         pipe = pipe.to(dtype=dtype)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@contextlib.contextmanager
+def _built_on(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """On CUDA, parameters are created on the GPU in the run's dtype: a real-size model (12 B, 20 B parameters)
+    is never materialised in fp32 on the host. On CPU nothing changes (the models built bit for bit as before)."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def bench_image(size: int, seed: int = 0) -> PIL.Image.Image:
@@ -148,6 +177,9 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
 
     timed = TimedPolicy(policy)
     editor = actors.Editor(pipe, timed)
+    cuda = pipe.transformer.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(pipe.transformer.device)
     step_cpu: list[float] = []
     cpu0 = time.process_time()
     with text_lengths(pipe.transformer) as texts:
@@ -165,6 +197,7 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
             "active_ratio": statistics.mean(s.noisy and (s.noisy if s.active is None else s.active) / s.noisy
                                             for s in result.trace),
             "text_tokens": texts[:calls], "source_cached": source_cached(policy),
+            "peak_memory_gb": torch.cuda.max_memory_allocated(pipe.transformer.device) / 2**30 if cuda else None,
             "trace": trace_rows(result.trace, step_cpu_seconds(timed.loop_cpu_start, step_cpu))}
 
 

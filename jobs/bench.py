@@ -31,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=16)
     p.add_argument("--policy", dest="policies", action="append", default=[], metavar="NAME[:K=V,...]",
-                   help="a policy variant, e.g. random:ratio=0.75 (repeatable; default: every registered policy)")
+                   help="a policy variant, e.g. random:ratio=0.75, or a forced plan (bench/forced.py), e.g. "
+                        "forced-spotedit:active=0.5; `registered` = every registered policy (repeatable; default: "
+                        "every registered policy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/bench", help="folder for bench.json and bench.md")
     p.add_argument("--no-pipeline", action="store_true", help="skip the Ray pipeline overhead measurement")

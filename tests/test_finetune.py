@@ -180,7 +180,6 @@ def _batch_loss(pipe, cfg, ratio=0.0):
     return sum(losses) / len(samples)
 
 
-@pytest.mark.slow
 def test_flux_lora_with_drop_resumes_exactly_after_a_failure(ray_session, tmp_path):
     """tiny-flux-kontext, LoRA + drop, 2 workers, grad accumulation, checkpointing: a run whose workers fail after
     step 3 (restored from the step-2 checkpoint) ends with the losses and the adapter of an uninterrupted run; the
@@ -223,7 +222,6 @@ def _upload(folder, prefix, client):
     return f"{prefix}/manifest.jsonl"
 
 
-@pytest.mark.slow
 def test_qwen_lora_with_drop_from_object_storage(ray_session, moto_s3, s3_prefix, tmp_path):
     """tiny-qwen-image-edit, LoRA + drop, 2 workers: manifest and images in (moto) S3, checkpoints to S3; the
     adapter loads onto the base and lowers the loss on the training records."""

@@ -52,6 +52,8 @@ def simulation_config(config: str, overrides: list[str], gpus: int, output: str,
     sets = [*overrides, f"output={output}", "actors.num_gpus=1", "actors.num_cpus=0", f"actors.min_size={gpus}",
             f"actors.max_size={gpus}", f"actors.batch_size={batch_size}", "metrics.compute=[]",
             f"storage.inject_write_faults={fault_rate}"]
+    if fault_rate:   # enough attempts that injected faults are absorbed (0.2 ** 8 = 3e-6 per write), quickly
+        sets += ["storage.retries=8", "storage.retry_base_delay_s=0.02"]
     if records is not None:
         sets.append(f"input={synthetic_manifest(os.path.join(output, 'sim_input'), records)}")
     if configurations == 1:

@@ -25,11 +25,13 @@ MODELS: dict[str, tuple[type, Callable[[], Any] | None]] = {
     "tiny-flux-kontext": (FluxKontextPipeline, _tiny("build_tiny_flux_kontext")),
     "tiny-qwen-image-edit": (QwenImageEditPipeline, _tiny("build_tiny_qwen_image_edit")),
     "tiny-qwen-image-edit-plus": (QwenImageEditPlusPipeline, _tiny("build_tiny_qwen_image_edit", plus=True)),
-    "toy-flux-kontext": (FluxKontextPipeline, None),
+    "toy-flux-kontext": (FluxKontextPipeline, None),      # v1: 128 px, 8x8 tokens (kept for comparison)
+    "toy-flux-kontext-v2": (FluxKontextPipeline, None),   # 256 px, 16x16 tokens (the testbed's model)
 }
 
 # Models shipped in this repository: loaded from here when no path is given (`jobs.train` wrote them).
-SHIPPED: dict[str, Path] = {"toy-flux-kontext": Path(__file__).resolve().parents[1] / "models" / "toy-flux-kontext"}
+_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+SHIPPED: dict[str, Path] = {name: _MODELS_DIR / name for name in ("toy-flux-kontext", "toy-flux-kontext-v2")}
 
 
 def protocol_of(name: str, path: str | Path | None = None) -> dict[str, Any] | None:

@@ -35,7 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "threads": 1,
     "scaling": {"num_workers": 1, "use_gpu": "auto"},
     "model": {},
-    "data": {"seed": 0, "val_seed": 999, "val_n": 16},
+    "data": {"seed": 0, "val_seed": 999, "val_n": 16,
+             "categories": None},   # the training records' categories, cycled; None: toy.data's cycle
     "vae": {"steps": 2500, "batch_size": 8, "lr": 2e-3, "warmup": 50, "crop": 64},
     "transformer": {"steps": 4000, "batch_size": 16, "lr": 5e-4, "warmup": 100},
     "checkpoint_every": 100,
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
 # transformer keys of the fine-tuning options; absent from a config = off / default
 DEFAULTS["transformer"].update({
     "reference_drop": None,         # [lo, hi]: per sample a drop ratio ~ U[lo, hi] of the reference tokens
+    "edit_weight": None,            # w: the tokens an edit changes weigh 1 + w in the loss (actors.training)
     "val_drop": 0.5,                # validation is also logged at this fixed drop ratio (None: not)
     "val_drop_sweep": [0.0, 0.25, 0.5, 0.75, 0.9],   # ratios evaluated once at the end (loss.json)
 })
@@ -96,10 +98,12 @@ def _lr(phase_cfg: dict[str, Any], step: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _records(seed: int, start: int, n: int, size: int):
+def _records(seed: int, start: int, n: int, size: int, categories: list[str] | None = None):
+    """Records start..start+n of `seed`; with `categories`, record i is of categories[i % len] (a data mix)."""
     from toy.data import make_record
 
-    recs = [make_record(seed, i, size) for i in range(start, start + n)]
+    recs = [make_record(seed, i, size, categories[i % len(categories)] if categories else None)
+            for i in range(start, start + n)]
     return (np.stack([r.source for r in recs]), np.stack([r.target for r in recs]),
             [r.instruction for r in recs])
 
@@ -227,7 +231,7 @@ def _train_step(w: _Worker, phase: str, step: int, module: Any, optimizer: Any) 
     start = ((PHASES.index(phase) * 10_000_000) + step * w.world + w.rank) * per_worker
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
         [data_seed, PHASES.index(phase), step, w.rank]).generate_state(1)[0]))
-    src, tgt, text = _records(data_seed, start, per_worker, w.size)
+    src, tgt, text = _records(data_seed, start, per_worker, w.size, w.config["data"].get("categories"))
     if phase == "vae":
         # sources and targets alike, as random crops: the VAE is convolutional, and a crop costs a
         # quarter of a full image per pixel of gradient signal
@@ -235,7 +239,8 @@ def _train_step(w: _Worker, phase: str, step: int, module: Any, optimizer: Any) 
         return vae_step(module, optimizer, T.to_pixels(imgs).to(w.device))["loss"]
     batch = _to(T.encode_batch(w.pipe, src, tgt, text, T5_LENGTH), w.device)
     return T.transformer_step(w.pipe, optimizer, batch, gen, model=module,
-                              reference_drop=drop_range(pc.get("reference_drop")))
+                              reference_drop=drop_range(pc.get("reference_drop")),
+                              edit_weight=float(pc.get("edit_weight") or 0.0))
 
 
 def _log_row(w: _Worker, state: dict[str, Any], phase: str, lr: float, loss: float, seconds: float, val_batch: Any,
@@ -316,9 +321,12 @@ def load_init_pipeline(folder: str, model_cfg: Any) -> Any:
             "attention_head_dim": model_cfg.attention_head_dim, "axes_dims_rope": list(model_cfg.axes_dims_rope)}
     have = {k: list(v) if isinstance(v, (list, tuple)) else v
             for k, v in ((k, pipe.transformer.config[k]) for k in want)}
-    if have != want or pipe.vae.config.sample_size != model_cfg.image_size:
-        raise ValueError(f"init_from {folder}: its transformer {have} (images {pipe.vae.config.sample_size}) "
-                         f"is not the config's model {want} (images {model_cfg.image_size})")
+    if have != want:
+        raise ValueError(f"init_from {folder}: its transformer {have} is not the config's model {want}")
+    if pipe.vae.config.sample_size != model_cfg.image_size:
+        # progressive resolution (as FLUX and SD3 are trained): the same weights continue on a larger token
+        # grid; the VAE is convolutional and RoPE positions simply extend
+        pipe.vae.register_to_config(sample_size=model_cfg.image_size)
     return pipe
 
 
@@ -374,6 +382,13 @@ def drop_range(value: Any) -> tuple[float, float] | None:
 def check_config(cfg: dict[str, Any]) -> None:
     """Fail in the driver, before any worker starts, on fine-tuning options that cannot work."""
     drop_range(cfg["transformer"].get("reference_drop"))
+    from toy.data import CATEGORIES
+
+    unknown = set(cfg["data"].get("categories") or ()) - set(CATEGORIES)
+    if unknown:
+        raise ValueError(f"data.categories: unknown {sorted(unknown)}; accepted: {', '.join(CATEGORIES)}")
+    if float(cfg["transformer"].get("edit_weight") or 0.0) < 0:
+        raise ValueError(f"transformer.edit_weight must be >= 0, got {cfg['transformer']['edit_weight']!r}")
     for ratio in [cfg["transformer"].get("val_drop"), *(cfg["transformer"].get("val_drop_sweep") or ())]:
         if ratio is not None and not 0.0 <= float(ratio) <= 1.0:
             raise ValueError(f"transformer.val_drop / val_drop_sweep take ratios in [0, 1], got {ratio!r}")
@@ -534,6 +549,13 @@ def _copy_output(checkpoint: Any, out: Path, lora: bool) -> dict[str, Any]:
         return torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
 
 
+def _model_name(run_name: str) -> str:
+    """The `actors.load_pipeline` name of a trained toy: its run name when registered, else the v1 toy's."""
+    from actors.loading import MODELS
+
+    return run_name if run_name in MODELS else "toy-flux-kontext"
+
+
 def _write_summary(out: Path, cfg: dict[str, Any], model: dict[str, Any], name: str, storage: str,
                    state: dict[str, Any], this_call_s: float) -> None:
     """`out/loss.json` (config, how to load the output, the log) and, for a full model, its edit defaults."""
@@ -541,7 +563,7 @@ def _write_summary(out: Path, cfg: dict[str, Any], model: dict[str, Any], name: 
     keys = ("data", "vae", "transformer", "threads", "scaling", "init_from", "lora_rank", "lora_alpha", "lora_targets")
     summary = {"run": name, "storage": storage, "model_config": model,
                "train_config": {k: cfg[k] for k in keys},
-               "load": {"name": "toy-flux-kontext", "path": cfg["init_from"] if lora else str(out),
+               "load": {"name": _model_name(cfg["name"]), "path": cfg["init_from"] if lora else str(out),
                         "lora": str(out) if lora else None},
                "wall_s": state["wall_s"], "this_call_s": this_call_s,
                "val_sweep": state.get("val_sweep"), "log": state["log"]}

@@ -1,10 +1,14 @@
 """TokenDrop (Algorithm 2, AdaptiveMask): keep the source tokens whose clean estimate moved away from the
 source. D_t = |x̂0 - z_src| per token, Gaussian blur (k=11, σ=1) on the token grid, min-max normalised,
 threshold = triangle(D_t) - ω·std(D_t); all tokens during the first `full_steps` steps. Pairs with the
-regularized sampler (`reg`, on by default), which stands in for the dropped tokens."""
+regularized sampler (`reg`, on by default), which stands in for the dropped tokens.
+
+The paper's blur is specified for FLUX's 64x64 token grid at 1024². `blur: grid` scales kernel and σ by
+(grid side / 64), so that the blur covers the same share of the image on a smaller grid (a 16x16 toy grid:
+k=3, σ=0.25); `blur: paper` (the default) uses kernel and σ as given, whatever the grid."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torchvision.transforms.functional as TF
@@ -16,6 +20,13 @@ from .triangle import triangle_threshold
 
 # The paper's settings per model family: (ω, full steps).
 PAPER_DEFAULTS = {"flux": (0.4, 2), "qwen": (0.1, 4)}
+PAPER_GRID = 64   # the token grid side the paper's kernel is specified for (FLUX at 1024²)
+
+
+def grid_scaled_blur(kernel: int, sigma: float, grid: tuple[int, int]) -> tuple[int, float]:
+    """(kernel, σ) scaled by min(grid) / 64; the kernel stays odd and at least 1."""
+    scale = min(grid) / PAPER_GRID
+    return max(1, 2 * round((kernel * scale - 1) / 2) + 1), sigma * scale
 
 
 def difference_map(x0: torch.Tensor, source: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -47,6 +58,9 @@ class TokenDropRun(PolicyRun):
         self.omega = defaults[0] if policy.omega is None else policy.omega
         self.full_steps = defaults[1] if policy.full_steps is None else policy.full_steps
         self.policy, self.run = policy, run
+        self.kernel, self.sigma = policy.kernel, policy.blur_sigma
+        if policy.blur == "grid":
+            self.kernel, self.sigma = grid_scaled_blur(policy.kernel, policy.blur_sigma, run.noisy_grid)
         self.keep_aligned: torch.Tensor | None = None   # over the first reference's grid
 
     def plan(self, step: Step) -> Plan:
@@ -63,10 +77,11 @@ class TokenDropRun(PolicyRun):
             return
         grid = self.run.noisy_grid
         diff = difference_map(seen.x0, seen.source[: grid[0] * grid[1]], grid)
-        self.keep_aligned = adaptive_keep(diff, self.omega, self.policy.kernel, self.policy.blur_sigma)
+        self.keep_aligned = adaptive_keep(diff, self.omega, self.kernel, self.sigma)
 
     def applied(self) -> dict[str, Any]:
-        return {**self.policy.params(), "omega": self.omega, "full_steps": self.full_steps}
+        return {**self.policy.params(), "omega": self.omega, "full_steps": self.full_steps,
+                "kernel": self.kernel, "blur_sigma": self.sigma}
 
 
 class TokenDrop(Policy, name="tokendrop"):
@@ -77,6 +92,7 @@ class TokenDrop(Policy, name="tokendrop"):
     reg: bool = True
     kernel: Annotated[Integer, Field(ge=1)] = 11
     blur_sigma: Annotated[Number, Field(gt=0.0)] = 1.0
+    blur: Literal["paper", "grid"] = "paper"   # grid: kernel and σ scaled to the token grid (module docstring)
 
     @field_validator("kernel")
     @classmethod

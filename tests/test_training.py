@@ -319,3 +319,55 @@ def _shipped():
     if "pipe" not in _PIPE:
         _PIPE["pipe"] = actors.load_pipeline("toy-flux-kontext", device="cpu")
     return _PIPE["pipe"]
+
+
+# ------------------------------------------------------------------ v2's recipe options
+
+def test_changed_tokens_follow_the_edit_and_weight_the_loss():
+    """The edit-weighted loss: 0 is the plain mean; w > 0 is the weighted mean over tokens, computed by hand."""
+    g = torch.Generator().manual_seed(0)
+    z_src = torch.randn(2, 4, 64, generator=g)
+    z_tgt = z_src.clone()
+    z_tgt[0, 1] += 2.0            # one token changed in sample 0, none in sample 1
+    z_tgt[1, 2, 5] += 0.3         # below the threshold: not a change
+    changed = T.changed_tokens(z_src, z_tgt)
+    assert changed.tolist() == [[False, True, False, False], [False, False, False, False]]
+    noise, sigmas, ids = torch.randn(2, 4, 64, generator=g), torch.tensor([0.3, 0.8]), torch.zeros(4, 3)
+    model = _Oracle(torch.zeros_like(z_tgt))   # aims at 0 instead of z_tgt: the error is z_tgt / σ
+    args = (model, z_src, z_tgt, torch.zeros(2, 8, 32), torch.zeros(2, 32), torch.zeros(8, 3), ids, ids, sigmas,
+            noise)
+    plain, weighted = T.flow_matching_loss(*args), T.flow_matching_loss(*args, edit_weight=4.0)
+    per_token = (z_tgt / sigmas.view(-1, 1, 1)).pow(2).mean(-1)
+    assert torch.allclose(plain, per_token.mean())
+    w = 1 + 4.0 * changed.float()
+    assert torch.allclose(weighted, (w * per_token).sum() / w.sum())
+    assert float(weighted) > float(plain)   # the changed token has the largest error here
+
+
+def test_data_mix_and_edit_weight_are_config_options(tmp_path):
+    from toy.train_loop import _records, check_config, load_config
+
+    cats = ["recolor", "add"]
+    _, _, text = _records(0, 10, 4, 64, cats)
+    assert [make_record(0, i, 64, cats[i % 2]).instruction for i in range(10, 14)] == text
+    with pytest.raises(ValueError, match="data.categories"):
+        check_config(load_config(None, ["data.categories=[recolor, sharpen]"]))
+    with pytest.raises(ValueError, match="edit_weight"):
+        check_config(load_config(None, ["transformer.edit_weight=-1"]))
+    cfg = load_config("configs/train_toy_v2.yaml")
+    check_config(cfg)
+    assert cfg["model"]["image_size"] == 256 and cfg["init_from"] == "models/toy-flux-kontext"
+
+
+def test_progressive_resolution_starts_from_a_smaller_model(tmp_path):
+    """init_from a pipeline saved at 64 px into a 128 px config: the same weights, the new image size."""
+    from toy.train_loop import load_init_pipeline
+
+    small = build_toy_flux_kontext(ToyModelConfig(**TINY))
+    small.save_pretrained(tmp_path / "small")
+    pipe = load_init_pipeline(str(tmp_path / "small"), ToyModelConfig(**{**TINY, "image_size": 128}))
+    assert pipe.vae.config.sample_size == 128
+    for a, b in zip(pipe.transformer.parameters(), small.transformer.parameters()):
+        assert torch.equal(a, b)
+    batch = T.encode_batch(pipe, *_records(2, size=128), T5_LENGTH)
+    assert batch.z_src.shape[1] == (128 // 16) ** 2   # 8x8 tokens: 16 px per token

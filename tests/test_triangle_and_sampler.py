@@ -71,3 +71,23 @@ def test_adaptive_keep_finds_the_changed_region():
     # ω lowers the threshold by ω·std: more tokens kept, here all of them (std ≈ 0.23, triangle ≈ 0.03).
     assert adaptive_keep(diff, omega=0.4).all()
     assert adaptive_keep(torch.zeros(8, 8), omega=0.4).all()
+
+
+def test_grid_scaled_blur_covers_the_same_share_of_the_image():
+    """`blur: grid`: the paper's k=11, σ=1 at 64x64 become k=3, σ=0.25 at 16x16; a 4x4-token change on a 16x16
+    grid keeps a mask close to its area, where the paper's kernel (clipped to the grid) spreads it far wider."""
+    from policies import make
+    from policies.base import RunInfo
+    from policies.tokendrop import grid_scaled_blur
+
+    assert grid_scaled_blur(11, 1.0, (64, 64)) == (11, 1.0)
+    assert grid_scaled_blur(11, 1.0, (16, 16)) == (3, 0.25)
+    assert grid_scaled_blur(11, 1.0, (8, 8)) == (1, 0.125)
+    diff = torch.rand(16, 16, generator=torch.Generator().manual_seed(0)) * 0.05
+    diff[6:10, 6:10] += 1.0
+    paper, grid = adaptive_keep(diff, 0.0, 11, 1.0), adaptive_keep(diff, 0.0, 3, 0.25)
+    assert grid[6:10, 6:10].all() and int(grid.sum()) < int(paper.sum())
+    run = RunInfo(family="flux", noisy_grid=(16, 16), source_grids=((16, 16),), steps=4,
+                  sigmas=torch.linspace(1, 0, 5), seed=0, device=torch.device("cpu"))
+    applied = make("tokendrop", blur="grid").start(run).applied()
+    assert (applied["kernel"], applied["blur_sigma"], applied["blur"]) == (3, 0.25, "grid")

@@ -115,29 +115,44 @@ def _params(module: Any) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
 
 
+TRAIN_CONFIGS = {"toy-flux-kontext": "configs/train_toy.yaml", "toy-flux-kontext-v2": "configs/train_toy_v2.yaml"}
+
+
+def _load_name(summary: dict[str, Any]) -> str:
+    return summary.get("load", {}).get("name", "toy-flux-kontext")   # v1's loss.json predates the entry
+
+
+def _grid(size: int) -> int:
+    return size // 16   # 8x VAE, 2x2 packing: 16 px per token
+
+
 def write_card(model_dir: Path, pipe: Any, summary: dict[str, Any], table: dict[str, dict[str, Any]],
                n: int, steps: int, eval_seconds: float, note: str = "") -> str:
-    """`model_dir/MODEL_CARD.md` from the training summary (`loss.json`) and the evaluation table; returns it."""
+    """`model_dir/MODEL_CARD.md` from the training summary (`loss.json`), the evaluation table and, when the
+    folder has one, `recipe.md` (what was tried on the way); returns the card."""
     from toy.model import ToyModelConfig
 
     mc = ToyModelConfig.from_mapping(summary["model_config"]).to_dict()   # the defaults the config left out
     vae_rows = [r for r in summary["log"] if r["phase"] == "vae"]
+    name, size = model_dir.name, int(mc["image_size"])
+    recipe = model_dir / "recipe.md"
     lines = [
-        "# toy-flux-kontext",
+        f"# {name}",
         "",
         "A small instruction-editing model that really edits, of the very classes of FLUX.1-Kontext-dev, trained on a "
         "procedural task whose right answer is known exactly, so that quality numbers on a CPU mean something. "
-        "Load it with `actors.load_pipeline(\"toy-flux-kontext\")` (this folder, nothing downloaded) or "
-        "`FluxKontextPipeline.from_pretrained(\"models/toy-flux-kontext\")`. It edits 128x128 images.",
+        f"Load it with `actors.load_pipeline(\"{_load_name(summary)}\")` (this folder, nothing downloaded) or "
+        f"`FluxKontextPipeline.from_pretrained(\"models/{name}\")`. It edits {size}x{size} images.",
         "",
         "This card is written by `python -m jobs.toy_card` (`toy/card.py`) from `loss.json` (the training log) and "
         "a fresh evaluation: every number below is measured.",
         "",
         *_model_section(pipe, mc),
-        *_data_section(summary["train_config"]),
-        *_training_section(summary, mc, note),
-        *_quality_section(table, n, steps, eval_seconds, vae_rows),
-        *LIMITS,
+        *_data_section(summary["train_config"], summary["log"]),
+        *_training_section(summary, mc, note, TRAIN_CONFIGS.get(name, "CONFIG")),
+        *_quality_section(table, n, steps, eval_seconds, vae_rows, size),
+        *([recipe.read_text().rstrip(), ""] if recipe.is_file() else []),
+        *_limits(size, TRAIN_CONFIGS.get(name, "CONFIG"), name),
     ]
     text = "\n".join(lines)
     (model_dir / "MODEL_CARD.md").write_text(text)
@@ -145,6 +160,8 @@ def write_card(model_dir: Path, pipe: Any, summary: dict[str, Any], table: dict[
 
 
 def _model_section(pipe: Any, mc: dict[str, Any]) -> list[str]:
+    size = int(mc["image_size"])
+    g = _grid(size)
     return [
         "## Model",
         "",
@@ -161,74 +178,119 @@ def _model_section(pipe: Any, mc: dict[str, Any]) -> list[str]:
         f"as whole words | {len(pipe.tokenizer)} / {len(pipe.tokenizer_2)} tokens |",
         "| scheduler | `FlowMatchEulerDiscreteScheduler`, the real Kontext config (dynamic shift) | – |",
         "",
-        "128 px images give an 8x8 grid of 64 tokens per image; with the toy's 32-token T5 context (the "
+        f"{size} px images give a grid of {g}x{g} = {g * g} tokens per image (16 px per token, as FLUX.1-Kontext-dev "
+        f"at 1024²; one token is {100 / (g * g):.1f}% of the image); with the toy's 32-token T5 context (the "
         "tokenizer's `model_max_length`; our adapter pads prompts to it, diffusers' own `__call__` needs "
-        "`max_sequence_length=32`) the transformer sees 32 + 64 + 64 = 160 tokens per step.",
+        f"`max_sequence_length=32`) the transformer sees 32 + {g * g} + {g * g} = {32 + 2 * g * g} tokens per step.",
         "",
     ]
 
 
-def _data_section(train: dict[str, Any]) -> list[str]:
+def _data_section(train: dict[str, Any], log: list[dict[str, Any]]) -> list[str]:
     from toy.data import CATEGORIES
 
-    records_seen = (int(train["vae"]["steps"]) * int(train["vae"]["batch_size"])
-                    + int(train["transformer"]["steps"]) * int(train["transformer"]["batch_size"]))
+    phases = {r["phase"] for r in log}
+    records_seen = sum(int(train[p]["steps"]) * int(train[p]["batch_size"]) for p in ("vae", "transformer")
+                       if p in phases)
+    mix = train["data"].get("categories")
+    mix_text = f"Training mix (cycled): {', '.join(mix)}." if mix else "Training cycles through them in turn."
     return [
         "## Data",
         "",
         "`toy.data` (`python -m jobs.make_toy_data`): smooth backgrounds (flat, linear and radial gradients, "
         "low-frequency value noise, wide stripes and checks) with 1-3 shapes (circle, square, triangle, diamond; "
         "8 named colours; 3 named sizes). Instructions from templates; the target is a function of source and "
-        f"instruction alone. Categories (cycling): {', '.join(CATEGORIES)}. Training draws fresh records of seed "
-        f"{train['data']['seed']} at every step ({records_seen:,} records in all, none repeated); the held-out split "
-        f"is seed {HELD_OUT_SEED}.",
+        f"instruction alone. Categories: {', '.join(CATEGORIES)}. {mix_text} Training draws fresh records of seed "
+        f"{train['data']['seed']} at every step ({records_seen:,} records in this run, none repeated); the held-out "
+        f"split is seed {HELD_OUT_SEED} (the categories in turn).",
         "",
     ]
 
 
-def _training_section(summary: dict[str, Any], mc: dict[str, Any], note: str) -> list[str]:
+def _training_section(summary: dict[str, Any], mc: dict[str, Any], note: str, config: str) -> list[str]:
     train = summary["train_config"]
     vae_rows = [r for r in summary["log"] if r["phase"] == "vae"]
     dit_rows = [r for r in summary["log"] if r["phase"] == "transformer"]
     vae_wall = vae_rows[-1]["wall_s"] if vae_rows else 0.0
-    n_workers = int(train["scaling"]["num_workers"])
+    tc, n_workers = train["transformer"], int(train["scaling"]["num_workers"])
+    extras = [f"edit-weighted loss w = {tc['edit_weight']} (`actors.training.changed_tokens`)"
+              for _ in [0] if tc.get("edit_weight")]
+    steps = [f"VAE: {train['vae']['steps']} steps, batch {train['vae']['batch_size']} random "
+             f"{train['vae'].get('crop', mc['image_size'])} px crops, AdamW lr {train['vae']['lr']}, L1 + MSE + "
+             f"1e-6 KL; {vae_wall / 60:.1f} min."] if vae_rows else [
+             f"Start: `{train['init_from']}` (its VAE as is, its transformer trained on: progressive resolution)."]
+    steps.append(
+        f"Transformer: {tc['steps']} steps, batch {tc['batch_size']}, AdamW lr {tc['lr']} (warm-up {tc['warmup']}, "
+        "cosine to 10%), conditional flow matching z_t = (1-σ)·z_tgt + σ·ε, target ε - z_tgt, σ logit-normal "
+        f"through the scheduler's shift{'; ' + ', '.join(extras) if extras else ''}; "
+        f"{(summary['wall_s'] - vae_wall) / 60:.1f} min.")
     return [
         "## Training",
         "",
-        f"`python -m jobs.train configs/train_toy.yaml` (Ray Train `TorchTrainer`, {n_workers} CPU worker, "
-        f"{train['threads']} torch thread, on a shared 2-core machine):",
-        f"1. VAE: {train['vae']['steps']} steps, batch {train['vae']['batch_size']} random "
-        f"{train['vae'].get('crop', mc['image_size'])} px crops, AdamW lr {train['vae']['lr']}, L1 + MSE + 1e-6 KL; "
-        f"{vae_wall / 60:.1f} min.",
-        f"2. Transformer: {train['transformer']['steps']} steps, batch {train['transformer']['batch_size']}, AdamW lr "
-        f"{train['transformer']['lr']} (warm-up {train['transformer']['warmup']}, cosine to 10%), conditional flow "
-        "matching z_t = (1-σ)·z_tgt + σ·ε, target ε - z_tgt, σ logit-normal through the scheduler's shift; "
-        f"{(summary['wall_s'] - vae_wall) / 60:.1f} min.",
+        f"`python -m jobs.train {config}` (Ray Train `TorchTrainer`, {n_workers} CPU worker, "
+        f"{train['threads']} torch thread(s), on a shared 2-core machine):",
+        *[f"{i}. {text}" for i, text in enumerate(steps, 1)],
         "",
-        f"Total training wall time: **{summary['wall_s'] / 60:.1f} min**. Final losses: VAE validation PSNR "
-        f"{_fmt(vae_rows[-1]['val'] if vae_rows else None)} dB; transformer train {_fmt(dit_rows[-1]['loss'] if dit_rows else None, 4)}, "
+        f"Training wall time of this run: **{summary['wall_s'] / 60:.1f} min**. Final losses: "
+        + (f"VAE validation PSNR {_fmt(vae_rows[-1]['val'])} dB; " if vae_rows else "")
+        + f"transformer train {_fmt(dit_rows[-1]['loss'] if dit_rows else None, 4)}, "
         f"validation {_fmt(dit_rows[-1]['val'] if dit_rows else None, 4)}.",
         "",
         *([note, ""] if note else []),
         "![loss curves](loss.png)",
         "",
-        "The validation loss is taken at fixed σ spread evenly over [0.1, 0.9], training σ are logit-normal: the "
-        "two curves differ in where they weigh the noise levels, not by over-fitting (no record is seen twice).",
+        "The validation loss is taken at fixed σ spread evenly over [0.1, 0.9] on a fixed batch (the plain mean "
+        "over tokens), training σ are logit-normal (and, with an edit weight, the loss is the weighted mean): the "
+        "two curves differ in what they weigh, not by over-fitting (no record is seen twice).",
         "",
     ]
 
 
+# the issue's bars for a toy that really edits: gain over the no-op inside the mask, and the background
+BARS = {"local_gain_db": 5.0, "global_gain_db": 8.0, "bg_below_vae_db": 2.0}
+
+
+def quality_bars(table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per category: the edit's gain over the no-op against its bar, and (where a background exists) the
+    background's distance to the VAE's reconstruction ceiling; each with `ok`."""
+    from toy.data import CATEGORIES, LOCAL_EDITS
+
+    out = []
+    for cat in CATEGORIES:
+        t = table.get(cat)
+        if not t or t["psnr_edit"] is None or t["source_psnr_edit"] is None:
+            continue
+        bar = BARS["local_gain_db"] if cat in LOCAL_EDITS else BARS["global_gain_db"]
+        gain = t["psnr_edit"] - t["source_psnr_edit"]
+        bg_gap = None if t["psnr_bg"] is None else t["vae_psnr_source"] - t["psnr_bg"]
+        out.append({"category": cat, "gain": gain, "bar": bar, "bg_gap": bg_gap,
+                    "ok": gain >= bar and (bg_gap is None or bg_gap <= BARS["bg_below_vae_db"])})
+    return out
+
+
+def _bars_lines(table: dict[str, dict[str, Any]]) -> list[str]:
+    rows = quality_bars(table)
+    met = [r["category"] for r in rows if r["ok"]]
+    lines = ["Quality bars (a toy that really edits): edit PSNR over the no-op ≥ +5 dB for each local category and "
+             "≥ +8 dB for each global one; background PSNR within 2 dB of the VAE's reconstruction PSNR.", "",
+             "| category | gain over no-op | bar | bg below VAE ceiling | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        gap = "–" if r["bg_gap"] is None else f"{r['bg_gap']:.2f}"
+        lines.append(f"| {r['category']} | {r['gain']:+.2f} | +{r['bar']:.0f} | {gap} | {'yes' if r['ok'] else '**no**'} |")
+    return lines + ["", f"Met for {len(met)} of {len(rows)} categories.", ""]
+
+
 def _quality_section(table: dict[str, dict[str, Any]], n: int, steps: int, eval_seconds: float,
-                     vae_rows: list[dict[str, Any]]) -> list[str]:
+                     vae_rows: list[dict[str, Any]], size: int) -> list[str]:
     from toy.data import CATEGORIES
 
     lines = [
         "## Quality on the held-out split (`full` policy)",
         "",
-        f"{n} records of seed {HELD_OUT_SEED}, {steps} steps, 128x128, edit seed 0 ({eval_seconds / 60:.1f} min). "
-        "PSNR in dB, averaged per category. `bg`: background vs the source (PIE-Bench convention). `edit`: inside "
-        "the mask vs the exact target; `no-op`: the same for the unedited source; `VAE`: the same for the VAE round "
-        "trip of the target (the ceiling of any edit in this latent space).",
+        f"{n} records of seed {HELD_OUT_SEED}, {steps} steps, {size}x{size}, edit seed 0 ({eval_seconds / 60:.1f} "
+        "min). PSNR in dB, averaged per category. `bg`: background vs the source (PIE-Bench convention). `edit`: "
+        "inside the mask vs the exact target; `no-op`: the same for the unedited source; `VAE`: the same for the VAE "
+        "round trip of the target (the ceiling of any edit in this latent space).",
         "",
         "| category | n | bg PSNR | edit PSNR | edit PSNR, no-op | edit PSNR, VAE | VAE PSNR (source) |",
         "|---|---|---|---|---|---|---|",
@@ -238,32 +300,27 @@ def _quality_section(table: dict[str, dict[str, Any]], n: int, steps: int, eval_
             t = table[cat]
             lines.append(f"| {cat} | {t['n']} | {_fmt(t['psnr_bg'])} | {_fmt(t['psnr_edit'])} | "
                          f"{_fmt(t['source_psnr_edit'])} | {_fmt(t['vae_psnr_edit'])} | {_fmt(t['vae_psnr_source'])} |")
-    gains = {c: table[c]["psnr_edit"] - table[c]["source_psnr_edit"] for c in CATEGORIES
-             if c in table and table[c]["psnr_edit"] is not None and table[c]["source_psnr_edit"] is not None}
-    clear = [f"{c} (+{g:.1f})" for c, g in gains.items() if g >= 3]
-    weak = [f"{c} ({g:+.1f})" for c, g in gains.items() if g < 2]
+    vae_val = f" (its own validation images at the end of training: {_fmt(vae_rows[-1]['val'])} dB)" if vae_rows else ""
     return lines + [
         "",
-        f"VAE reconstruction PSNR on the held-out sources: **{_fmt(table['all']['vae_psnr_source'])} dB** "
-        f"(its own validation images at the end of training: {_fmt(vae_rows[-1]['val'] if vae_rows else None)} dB).",
+        f"VAE reconstruction PSNR on the held-out sources: **{_fmt(table['all']['vae_psnr_source'])} dB**{vae_val}.",
         "",
-        f"Edit PSNR over the no-op, in dB: clear gains (≥ 3 dB) for {', '.join(clear) or 'none'}; "
-        f"little or none (< 2 dB) for {', '.join(weak) or 'none'}.",
-        "",
+        *_bars_lines(table),
     ]
 
 
-LIMITS = [
-    "## Limits",
-    "",
-    "- 128x128 only (other sizes are out of distribution); one procedural domain.",
-    "- The text encoders are random and frozen; the transformer learned to read their token features.",
-    "- Not guidance-distilled: `guidance_scale` has no effect.",
-    "- The VAE bounds every PSNR: see its column.",
-    "",
-    "Reproduce: `python -m jobs.train configs/train_toy.yaml && python -m jobs.toy_card`.",
-    "",
-]
+def _limits(size: int, config: str, name: str) -> list[str]:
+    return [
+        "## Limits",
+        "",
+        f"- {size}x{size} only (other sizes are out of distribution); one procedural domain.",
+        "- The text encoders are random and frozen; the transformer learned to read their token features.",
+        "- Not guidance-distilled: `guidance_scale` has no effect.",
+        "- The VAE bounds every PSNR: see its column.",
+        "",
+        f"Reproduce: `python -m jobs.train {config} && python -m jobs.toy_card --model models/{name}`.",
+        "",
+    ]
 
 
 KEYS = ("psnr_bg", "psnr_edit", "psnr_target", "source_psnr_edit", "vae_psnr_source", "vae_psnr_edit",
@@ -282,7 +339,7 @@ def make_card(model_dir: Path, n: int = 80, seed: int = HELD_OUT_SEED, steps: in
     torch.set_num_threads(threads)
     model_dir = Path(model_dir)
     summary = json.loads((model_dir / "loss.json").read_text())
-    pipe = load_pipeline("toy-flux-kontext", path=model_dir, device="cpu")
+    pipe = load_pipeline(_load_name(summary), path=model_dir, device="cpu")
     saved = json.loads((model_dir / "eval.json").read_text()) if (model_dir / "eval.json").exists() else {}
     if reuse_eval and [saved.get(k) for k in ("n", "seed", "steps")] == [n, seed, steps]:
         rows, seconds = saved["rows"], saved["seconds"]

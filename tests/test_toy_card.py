@@ -50,3 +50,19 @@ def test_card_follows_the_model_and_includes_its_recipe(tmp_path):
     assert "Training mix (cycled): recolor, add" in text
     assert "## Recipe: what was tried" in text and "Met for 2 of 5 categories" in text
     assert (folder / "MODEL_CARD.md").read_text() == text
+
+
+def test_recipe_pilot_runs_and_scores(monkeypatch):
+    """The pilot trains from a shipped model and scores per category; tiny here (2 steps, 2 records, 64 px)."""
+    import actors
+    from toy import recipe_pilot
+
+    tiny = build_toy_flux_kontext(ToyModelConfig(image_size=64, num_layers=1, num_single_layers=1,
+                                                 num_attention_heads=1, attention_head_dim=16,
+                                                 axes_dims_rope=(4, 6, 6), vae_channels=(8, 8, 8, 8), vae_groups=4,
+                                                 words=tuple(vocabulary())))
+    monkeypatch.setattr(actors, "load_pipeline", lambda *a, **k: tiny)
+    before = [p.detach().clone() for p in tiny.transformer.parameters()]
+    out = recipe_pilot.pilot("toy", edit_weight=4.0, steps=2, size=64, batch=2, n_eval=2, eval_steps=2)
+    assert out["table"]["all"]["n"] == 2 and out["table"]["all"]["psnr_edit"] is not None
+    assert any(not (a == b).all() for a, b in zip(before, tiny.transformer.parameters()))

@@ -1,9 +1,11 @@
 """Sparse Context at toy scale (seed 003), the part of the toy study (`toy.results`) that trains.
 
 1. Fine-tunes the shipped toy model twice, from the same weights on the same data for the same steps, with
-   and without random reference-token drop (`python -m jobs.train`; skipped when the output exists).
+   and without random reference-token drop (`python -m jobs.train` with the model's configs in `FINETUNES`,
+   into the study's `out/finetune/{nodrop,drop}`; skipped when the output exists, resumed when interrupted).
 2. Runs `configs/toy_sparse_context.yaml` (the shipped model and both copies; the four selection strategies
-   at identical fixed budgets, and the adaptive budget) through `dropedit run`'s machinery.
+   at identical fixed budgets, and the adaptive budget), set for the model by `toy.results.study_config`,
+   through `dropedit run`'s machinery.
 3. Scores the outputs against the exact targets and writes the doc section with its tables and plot.
 
 Claims checked: dropping reference tokens keeps quality at a reduced budget; fine-tuning with random drop
@@ -27,38 +29,60 @@ from toy.findings import finite_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "toy_sparse_context.yaml"
-FINETUNES = {"toy-ft-nodrop": ROOT / "configs" / "finetune_toy_nodrop.yaml",
-             "toy-ft-drop": ROOT / "configs" / "finetune_toy_drop.yaml"}
+# The two fine-tunes per toy model: same start, data and steps; only the random reference drop differs.
+FINETUNES: dict[str, dict[str, Path]] = {
+    "toy-flux-kontext": {"toy-ft-nodrop": ROOT / "configs" / "finetune_toy_nodrop.yaml",
+                         "toy-ft-drop": ROOT / "configs" / "finetune_toy_drop.yaml"},
+    "toy-flux-kontext-v2": {"toy-ft-nodrop": ROOT / "configs" / "finetune_toy_v2_nodrop.yaml",
+                            "toy-ft-drop": ROOT / "configs" / "finetune_toy_v2_drop.yaml"},
+}
 MODELS = {"toy": "shipped (never trained with drop)", "toy-ft-nodrop": "fine-tuned further, no drop",
           "toy-ft-drop": "fine-tuned further, random drop"}
 STRATEGIES = ("random", "residual", "attention", "saliency")
 
 
-def finetune(config: Path, threads: int) -> dict[str, Any]:
-    """Train one copy unless its pipeline folder exists; returns its `loss.json` summary."""
+def finetune_dir(out: Path, label: str) -> Path:
+    """Where the study keeps a fine-tuned copy: `out/finetune/drop`, `out/finetune/nodrop`."""
+    return Path(out) / "finetune" / label.removeprefix("toy-ft-")
+
+
+def finetune(config: Path, threads: int, output: Path | None = None) -> dict[str, Any]:
+    """Train one copy (into `output` when given, else the config's) unless its pipeline folder exists;
+    returns its `loss.json` summary. Re-running resumes from the run's last checkpoint."""
     from toy.train_loop import load_config
 
-    out = Path(load_config(str(config))["output"])
+    out = Path(output) if output is not None else Path(load_config(str(config))["output"])
     if not (out / "model_index.json").exists():
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         # its own process: Ray Train starts and stops its own local cluster there
-        subprocess.run([sys.executable, "-m", "jobs.train", str(config)], check=True, env=env)
+        subprocess.run([sys.executable, "-m", "jobs.train", str(config), "--set", f"output={out}",
+                        "--set", f"threads={threads}"], check=True, env=env)
     return json.loads((out / "loss.json").read_text())
 
 
-def finetune_all(threads: int) -> dict[str, dict[str, Any]]:
-    return {label: finetune(config, threads) for label, config in FINETUNES.items()}
+def finetune_configs(model: str) -> dict[str, Path]:
+    if model not in FINETUNES:
+        raise ValueError(f"no Sparse Context fine-tune configs for {model!r}; known: {', '.join(FINETUNES)}")
+    return FINETUNES[model]
 
 
-def run_grid(data: Path, out: Path, steps: int) -> pd.DataFrame:
-    """The grid's rows (resumable), with the selection parameters as columns."""
-    import policies
-    from pipeline.config import load_config
+def finetune_all(model: str, out: Path, threads: int) -> dict[str, dict[str, Any]]:
+    return {label: finetune(config, threads, finetune_dir(out, label))
+            for label, config in finetune_configs(model).items()}
+
+
+def run_grid(data: Path, out: Path, steps: int, model: Any, config: str | Path | None = None,
+             threads: int | None = None) -> pd.DataFrame:
+    """The grid's rows (resumable) on `model` (a `toy.results.ToyModel`) and its two fine-tuned copies, with
+    the selection parameters as columns."""
     from report import load_results
     from pipeline.graph import run_ablation
+    from pipeline.ray_session import init_ray
+    from toy.results import study_config
 
-    cfg = load_config(str(CONFIG), [f"input={data / 'manifest.jsonl'}", f"output={out / 'sparse'}",
-                                    f"steps={steps}"], known_policies=policies.REGISTRY)
+    finetuned = {label: finetune_dir(out, label) for label in finetune_configs(model.name)}
+    cfg = study_config(config or CONFIG, model, data, out / "sparse", steps, finetuned=finetuned, threads=threads)
+    init_ray()
     summary = run_ablation(cfg)
     df = load_results(summary["results"])
     params = [json.loads(p) for p in df.policy_params]
@@ -203,13 +227,17 @@ def _loss_line(label: str, summary: dict[str, Any]) -> str:
             f"flow-matching loss with {' / '.join(sweep)} of the source tokens dropped: {losses}\n")
 
 
-def section(df: pd.DataFrame, losses: dict[str, dict[str, Any]], img: Path, bench: str | None) -> str:
-    """The doc section for `docs/toy-results.md`."""
+def section(df: pd.DataFrame, losses: dict[str, dict[str, Any]], img: Path, bench: str | None,
+            model: Any = None) -> str:
+    """The doc section for `docs/toy-results.md` (`model`: the `toy.results.ToyModel` it ran on)."""
+    from toy.results import ToyModel
+
+    model = model or ToyModel("toy-flux-kontext", 128)
     plot(df, img / "sparse_context.png")
     n = df[df.policy == "full"].record_id.nunique()
     return f"""## Sparse Context (seed 003)
 
-{_setup(df, losses, n)}
+{_setup(df, losses, n, model)}
 ### Findings
 
 Computed from the tables below. `residual` and `saliency` keep spatially clustered sets (the edited region,
@@ -243,28 +271,55 @@ the rule may matter more.
 
 {adaptive_table(df)}
 
+### Per category
+
+{per_category(df)}
+
 ### Speed: single vs multi-reference
 
 {_speed(bench)}
 """
 
 
-def _setup(df: pd.DataFrame, losses: dict[str, dict[str, Any]], n: int) -> str:
+def _setup(df: pd.DataFrame, losses: dict[str, dict[str, Any]], n: int, model: Any) -> str:
     """The section's opening: the three models, the fine-tunes' losses, the strategies and budgets."""
+    configs = FINETUNES.get(model.name, {})
+    names = " and ".join(f"`{p.relative_to(ROOT)}`" for p in configs.values()) or "(none)"
+    tokens = model.tokens
     return f"""\
-Three models on the same {n} held-out records: `toy` is the shipped model; `toy-ft-nodrop` and `toy-ft-drop`
-continue its training from the same weights, on the same data, for the same number of steps, and differ only
-in the random reference drop (`configs/finetune_toy_nodrop.yaml`, `configs/finetune_toy_drop.yaml`: per
-sample a ratio from U[0, 0.95], the dropped source tokens masked out of every attention). The fine-tunes:
+Three models on the same {n} held-out records: `toy` is the shipped `{model.name}`; `toy-ft-nodrop` and
+`toy-ft-drop` continue its training from the same weights, on the same data, for the same number of steps, and
+differ only in the random reference drop ({names}: per sample a ratio from U[0, 0.95], the dropped source tokens
+masked out of every attention). The fine-tunes:
 
 {''.join(_loss_line(k, v) for k, v in losses.items())}
-`sparse_context` runs 2 full warm-up steps, then keeps one fixed subset of the 64 source tokens for the
-other {int(df.steps.dropna().iloc[0]) - 2} steps: `random` (the training distribution), `residual`
-(|x̂0 − z_src| at the end of warm-up), `attention` (attention mass from noisy queries at warm-up),
-`saliency` (the source latent's norm about its mean). Every strategy keeps exactly ⌈keep·64⌉ tokens, so
-the budgets are identical. PSNR in dB, means over records; `PSNR vs its full` compares with the same model's
-`full` output.
+`sparse_context` runs 2 full warm-up steps, then keeps one fixed subset of the {tokens} source tokens
+({model.grid}x{model.grid}) for the other {int(df.steps.dropna().iloc[0]) - 2} steps: `random` (the training
+distribution), `residual` (|x̂0 − z_src| at the end of warm-up), `attention` (attention mass from noisy
+queries at warm-up), `saliency` (the source latent's norm about its mean). Every strategy keeps exactly
+⌈keep·{tokens}⌉ tokens, so the budgets are identical. PSNR in dB, means over records; `PSNR vs its full`
+compares with the same model's `full` output.
 """
+
+
+def per_category(df: pd.DataFrame, keep: float | None = None) -> str:
+    """bg and edit PSNR per category for every model: `full`, each strategy at one fixed budget (`keep`, else
+    the middle one of the grid) and the adaptive budgets."""
+    from toy.results import category_table
+
+    keeps = sorted(df.keep.dropna().unique(), reverse=True)
+    if keep is None and keeps:
+        keep = keeps[len(keeps) // 2]
+    rows = []
+    for m in [m for m in MODELS if m in set(df.model)]:
+        rows.append((f"{m}: full", (df.model == m) & (df.policy == "full")))
+        if keep is not None:
+            rows += [(f"{m}: {s}, keep {keep:.2f}", (df.model == m) & (df.strategy == s) & (df.keep == keep))
+                     for s in STRATEGIES]
+        rows += [(f"{m}: {lab}", (df.model == m) & (df.label == lab))
+                 for lab in sorted(df[(df.model == m) & df.adaptive].label.unique())]
+    return ("bg PSNR vs the source:\n\n" + category_table(df, rows, "psnr_bg")
+            + "\n\nEdit PSNR vs the target:\n\n" + category_table(df, rows, "psnr_edit"))
 
 
 def _speed(bench: str | None) -> str:

@@ -33,7 +33,8 @@ def source_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, text_
     """
     n, d = q.shape[1], q.shape[-1]
     first_source = text_len + num_noisy
-    queries = q[:, text_len:first_source].float().transpose(1, 2)     # [B, H, G, D]
+    # scaled once here, not per logits chunk: [B, H, G, D] is far smaller than the [B, H, c, N] logits
+    queries = q[:, text_len:first_source].float().transpose(1, 2) * d ** -0.5   # [B, H, G, D]
     keys_t = k.float().transpose(1, 2).transpose(-1, -2)              # [B, H, D, N]
     bias = None
     if key_mask is not None:
@@ -41,7 +42,7 @@ def source_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, text_
         bias = bias.masked_fill(~key_mask.bool(), float("-inf"))[:, None, None, :]
     mass = torch.zeros(q.shape[0], q.shape[2], n - first_source, dtype=torch.float32, device=q.device)
     for start in range(0, num_noisy, chunk):
-        logits = queries[:, :, start: start + chunk] @ keys_t * d ** -0.5   # [B, H, c, N]
+        logits = queries[:, :, start: start + chunk] @ keys_t   # [B, H, c, N]
         if bias is not None:
             logits = logits + bias
         mass += logits.softmax(dim=-1)[..., first_source:].sum(dim=-2)

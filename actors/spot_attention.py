@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -32,9 +32,10 @@ BRANCH_HOOK = "dropedit_spot_branch"
 DEFAULT_BRANCH = "cond"   # calls made outside any `cache_context`: the branch Flux Kontext's one call opens
 
 
-def fuse(cached: torch.Tensor, source: torch.Tensor, alpha: float) -> torch.Tensor:
-    """SpotFusion, Eq. 8–9: α·K_cached + (1 − α)·K_source."""
-    return alpha * cached + (1.0 - alpha) * source
+def fuse(cached: torch.Tensor, source: torch.Tensor, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """SpotFusion, Eq. 8–9: α·K_cached + (1 − α)·K_source, in one pass (`torch.lerp`; `out=cached` in place),
+    where the written-out form made three full-size temporaries per layer and call."""
+    return torch.lerp(source, cached, alpha, out=out) if out is not None else torch.lerp(source, cached, alpha)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,17 @@ class SpotKV:
     cache_source: bool = True            # full calls store the source tokens' K/V (condition cache)
     call: SpotCall = field(default_factory=SpotCall)
     state: StateManager = field(default_factory=lambda: StateManager(BranchCache))
+    _memo_call: SpotCall | None = field(default=None, repr=False)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def per_call(self, key: Any, build: Callable[[], Any]) -> Any:
+        """`build()` once per transformer call and key: what every layer of a call needs alike (the keys' RoPE
+        table) is built by the first layer instead of by each of them."""
+        if self._memo_call is not self.call:
+            self._memo_call, self._memo = self.call, {}
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     def layer(self, index: int) -> LayerKV:
         # StateManager keys its states by the `cache_context` name; calls outside one share a default branch
@@ -131,8 +143,8 @@ class SpotKV:
         if c.alpha is not None and c.recursive:
             # Eq. 8–9 toward the first reference's K/V at the same grid position (aligned one to one);
             # the active rows are overwritten below, so blending every row changes nothing for them.
-            cache.noisy_k = fuse(cache.noisy_k, src_k[:, :n], c.alpha)
-            cache.noisy_v = fuse(cache.noisy_v, src_v[:, :n], c.alpha)
+            fuse(cache.noisy_k, src_k[:, :n], c.alpha, out=cache.noisy_k)   # the cache owns its tensors
+            fuse(cache.noisy_v, src_v[:, :n], c.alpha, out=cache.noisy_v)
         index = c.active.to(k.device)
         cache.noisy_k.index_copy_(1, index, k_act)   # the latest K/V of every token stays in the cache
         cache.noisy_v.index_copy_(1, index, v_act)

@@ -75,9 +75,9 @@ class FluxSpotProcessor:
         value = torch.cat([value[:, :text], img_v], dim=1)
         if image_rotary_emb is not None:
             key_emb = image_rotary_emb
-            if self.kv.call.active is not None:
-                key_emb = tuple(torch.cat([e[:text], key_rows(full, rows)])
-                                for e, full in zip(image_rotary_emb, self.kv.key_rotary))
+            if self.kv.call.active is not None:   # the same in every layer of the call: built by the first
+                key_emb = self.kv.per_call(("flux_key_rope", text), lambda: tuple(
+                    torch.cat([e[:text], key_rows(full, rows)]) for e, full in zip(image_rotary_emb, self.kv.key_rotary)))
             query, key = rotate(query, image_rotary_emb), rotate(key, key_emb)
         out = dispatch_attention_fn(query, key, value, attn_mask=attention_mask,
                                     backend=self._attention_backend, parallel_config=self._parallel_config)

@@ -91,7 +91,8 @@ class QwenSpotProcessor:
         img_k, img_v, rows = self.kv.assemble(self.layer, img_k, img_v)
         if image_rotary_emb is not None:
             img_freqs, txt_freqs = image_rotary_emb
-            key_freqs = img_freqs if self.kv.call.active is None else key_rows(self.kv.key_rotary, rows)
+            key_freqs = img_freqs if self.kv.call.active is None else self.kv.per_call(
+                ("qwen_key_rope", rows is None), lambda: key_rows(self.kv.key_rotary, rows))   # built once per call
             img_q, img_k = rotate(img_q, img_freqs), rotate(img_k, key_freqs)
             txt_q, txt_k = rotate(txt_q, txt_freqs), rotate(txt_k, txt_freqs)
         mask = joint_mask(encoder_hidden_states_mask, img_k.shape[1])   # over the complete keys

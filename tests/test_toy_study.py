@@ -337,3 +337,42 @@ def test_study_grid_picks_one_record_per_category_and_each_method(tmp_path):
     assert [r.split("\n")[0] for r in info["rows"]] == list(CATS)
     assert info["rows"][0] == "recolor\n“do recolor 0”" and info["missing"] == 0
     assert info["cell"] == 32                              # the records' own size (at most 192)
+
+
+def test_calibration_is_made_for_the_model_when_missing_and_reused(tmp_path, monkeypatch):
+    """jobs.calibrate on the model's own records at its size (2 records, 2 steps here); a second call reuses
+    the file; a file made for another model is refused; the shipped v1 file is found by name."""
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(results, "CALIBRATION_RECORDS", 2)
+    path = results.ensure_calibration(V1, tmp_path, 2, tmp_path / "cal.json")
+    doc = json.loads(path.read_text())
+    assert doc["model"] == V1.name and doc["samples"] == 2 and doc["steps"] == 2 and len(doc["layers"]) == 2
+    with Image.open(tmp_path / "calibration" / "data" / "source" / "toy-7-000000.png") as im:
+        assert im.size == (128, 128)
+    stamp = path.stat().st_mtime_ns
+    assert results.ensure_calibration(V1, tmp_path, 2, path) == path and path.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="not of 'toy-flux-kontext-v2'"):
+        results.ensure_calibration(V2, tmp_path, 2, path)
+    assert results.ensure_calibration(V1, tmp_path, 28) == results.CALIBRATIONS / "toy-flux-kontext.json"
+    # a quick check at other steps does not ship a file: it goes to the working folder
+    monkeypatch.setattr(results, "CALIBRATIONS", tmp_path / "shipped")
+    monkeypatch.setattr(results, "PROTOCOL_STEPS", 28)
+    made = results.ensure_calibration(V1, tmp_path / "w", 2)
+    assert made == tmp_path / "w" / "calibration" / "toy-flux-kontext.json" and made.is_file()
+
+
+def test_command_line_defaults_to_v2_and_passes_the_model_on(monkeypatch):
+    import argparse
+
+    from jobs import toy_results
+
+    parser = argparse.ArgumentParser()
+    toy_results.add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.model == "toy-flux-kontext-v2" and args.out is None and args.size is None
+    seen = {}
+    monkeypatch.setattr(results, "run_study", lambda *a, **kw: seen.update(kw) or {"doc": "x"})
+    toy_results.run(parser.parse_args(["--model", "toy-flux-kontext", "--no-sparse-context", "--threads", "2"]))
+    assert seen["model"] == "toy-flux-kontext" and seen["sparse_context"] is False and seen["threads"] == 2

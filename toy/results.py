@@ -704,6 +704,11 @@ def _claim_sections(df: pd.DataFrame, paths: dict[str, str], parts: list[dict[st
     random_labels = [label("random", {"ratio": r, "reg": reg}) for reg in (False, True)
                      for r in sorted(df[df.policy == "random"].ratio.dropna().unique())]
     calib = _portable(Path(calibration)) if calibration is not None else f"configs/calibration/{model.name}.json"
+    doc = json.loads(Path(calibration).read_text()) if calibration is not None and Path(calibration).is_file() else {}
+    made = (f"{doc.get('samples', '?')} records at {doc.get('steps', '?')} steps, full context, layers "
+            f"{doc.get('layers', '?')} (the top {doc.get('top_m', '?')} of {len(doc.get('scores', [])) or '?'})"
+            if doc else f"{CALIBRATION_RECORDS} records of `toy.data` seed {CALIBRATION_SEED}, full context, the top "
+                        f"{CALIBRATION_TOP_M} layers")
     nl = "\n"
     return f"""## (a) Random drop: background PSNR against the drop ratio
 
@@ -739,9 +744,8 @@ Spearman ρ), over all records and over the local edits only (recolor, remove, a
 
 ## (e) ToPi and SpotEdit on the same split
 
-ToPi (`layers` = this model's calibration `{calib}`, made by `dropedit calibrate` on 16 records of
-`toy.data` seed 7 at {model.size}x{model.size}, full context, the top {CALIBRATION_TOP_M} of the 6 layers; 1 exempt
-front layer, an anchor every 10 steps): its keep ratio is the share of source tokens that layers after the
+ToPi (`layers` = this model's calibration `{calib}`, made by `dropedit calibrate` at {model.size}x{model.size}
+on {made}; 1 exempt front layer, an anchor every 10 steps): its keep ratio is the share of source tokens that layers after the
 exempt front see, on average over steps. SpotEdit (the paper's VAE-feature selector, SpotFusion, condition
 cache, 4 full initial steps and the scaled resets): it keeps every source token but lets only the edited noisy
 tokens query; `active noisy` is the mean share of noisy tokens that ran, 1.0 in full steps.

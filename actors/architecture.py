@@ -17,6 +17,14 @@ def config_hash(transformer: torch.nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def model_folder_name(transformer: torch.nn.Module) -> str:
+    """The name of the model folder the transformer was loaded from (`.../NAME/transformer`), "" if built here:
+    two trained models of one config (the toy v1 and v2) share a config hash, not a folder."""
+    path = str(getattr(transformer.config, "_name_or_path", "") or "").rstrip("/")
+    parts = path.replace("\\", "/").split("/")
+    return parts[-2] if len(parts) >= 2 and parts[-1] == "transformer" else ""
+
+
 def describe(transformer: torch.nn.Module) -> dict[str, Any]:
     return {"class": type(transformer).__name__, "num_layers": len(transformer_layers(transformer)),
-            "config_hash": config_hash(transformer)}
+            "config_hash": config_hash(transformer), "model": model_folder_name(transformer)}

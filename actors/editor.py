@@ -166,7 +166,7 @@ class Editor:
         run = RunInfo(family=family, noisy_grid=inputs.noisy_grid, source_grids=inputs.source_grids,
                       steps=len(inputs.timesteps), sigmas=inputs.sigmas.detach().cpu(), seed=seed,
                       device=inputs.latents.device, num_layers=arch["num_layers"], architecture=arch["class"],
-                      config_hash=arch["config_hash"], token_scores=scorer)
+                      config_hash=arch["config_hash"], model=arch["model"], token_scores=scorer)
         policy_run = self.policy.start(run)
         routing = Routing(family=family, num_noisy=run.num_noisy)
         mechanisms = mechanisms_for(needs, transformer, family, inputs, routing, policy_run)

@@ -41,6 +41,7 @@ class RunInfo:
     num_layers: int = 0          # transformer blocks, numbered across the model (Flux: dual then single)
     architecture: str = ""       # transformer class name
     config_hash: str = ""        # identifies the transformer config (calibration files are tagged with it)
+    model: str = ""              # the model folder's name ("" if unknown): tells apart models of one config
     # (x̂0 [num_noisy, C], metric) -> distance of each noisy token to the first reference, float [num_noisy];
     # metrics "lpips_vae", "l2", "cosine" (actors.spot_selector, timed as the step's selector_seconds)
     token_scores: Callable[[torch.Tensor, str], torch.Tensor] | None = None

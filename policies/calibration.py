@@ -89,13 +89,29 @@ def calibrated_layers(doc: dict[str, Any], run: RunInfo, origin: str) -> tuple[i
     return tuple(int(x) for x in doc["layers"])
 
 
+def _shipped_for(run: RunInfo) -> tuple[Path, dict[str, Any]] | None:
+    """The shipped calibration of this config; where several models share the config (trained toys of one
+    architecture), the one made for the edit's model folder, and an error rather than a silent guess."""
+    if not SHIPPED.is_dir():
+        return None
+    matches = [(p, d) for p in sorted(SHIPPED.glob("*.json"))
+               for d in [read_calibration(p)] if d.get("architecture", {}).get("config_hash") == run.config_hash]
+    if len(matches) > 1:
+        named = [(p, d) for p, d in matches if run.model and d.get("model") == run.model]
+        if len(named) != 1:
+            raise PolicyError(f"layers=auto: {len(matches)} shipped calibrations fit this config "
+                              f"({', '.join(p.name for p, _ in matches)}) and none is for model {run.model!r}: "
+                              "pass layers=FILE")
+        matches = named
+    return matches[0] if matches else None
+
+
 def auto_layers(run: RunInfo) -> tuple[tuple[int, ...], str]:
     """A shipped calibration for this exact config, else the paper's layers for the real architectures."""
-    if SHIPPED.is_dir():
-        for path in sorted(SHIPPED.glob("*.json")):
-            doc = read_calibration(path)
-            if doc.get("architecture", {}).get("config_hash") == run.config_hash:
-                return calibrated_layers(doc, run, str(path)), f"calibration:{path.name}"
+    found = _shipped_for(run)
+    if found is not None:
+        path, doc = found
+        return calibrated_layers(doc, run, str(path)), f"calibration:{path.name}"
     paper = PAPER_LAYERS.get((run.architecture, run.num_layers))
     if paper is not None:
         return paper, "paper"

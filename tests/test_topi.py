@@ -229,3 +229,25 @@ def test_topk_selection_parameters_are_checked_and_the_edit_runs(flux_pipe, imag
     pruned = [s for s in result.trace if s.from_layer == 1]
     assert pruned and all(s.kept == (s.total + 1) // 2 for s in pruned)
     assert result.policy_params["select"] == "topk" and result.policy_params["keep"] == 0.5
+
+
+def test_auto_layers_tells_apart_models_that_share_a_config(tmp_path, monkeypatch):
+    """Two trained models of one config (toy v1 and v2) each have a calibration: `auto` takes the one made for
+    the edit's model folder, and refuses to guess when it cannot tell."""
+    import dataclasses
+    import json
+
+    from policies import calibration
+
+    for model, layers in (("toy-a", [1, 2]), ("toy-b", [3])):
+        doc = {"format": calibration.FORMAT, "model": model, "layers": layers,
+               "architecture": {"class": "FluxTransformer2DModel", "num_layers": 4, "config_hash": "abc"}}
+        (tmp_path / f"{model}.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(calibration, "SHIPPED", tmp_path)
+    run = _run_info()
+    assert calibration.auto_layers(dataclasses.replace(run, model="toy-b")) == ((3,), "calibration:toy-b.json")
+    assert calibration.auto_layers(dataclasses.replace(run, model="toy-a"))[0] == (1, 2)
+    with pytest.raises(PolicyError, match="2 shipped calibrations fit"):
+        calibration.auto_layers(dataclasses.replace(run, model="elsewhere"))
+    (tmp_path / "toy-b.json").unlink()   # one file for the config: used whatever the folder's name
+    assert calibration.auto_layers(dataclasses.replace(run, model="elsewhere"))[0] == (1, 2)

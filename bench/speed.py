@@ -62,14 +62,22 @@ def default_policies(registry: dict[str, type]) -> list[PolicySpec]:
 
 
 REGISTERED = "registered"   # a --policy that stands for every registered policy with its defaults
+# With no --policy, next to every registered policy as it decides: ToPi deciding on a shallow benchmark model
+# (its default exempts 10 layers), and every mechanism forced to skip at the papers' operating points
+# (bench/forced.py; routing from layer 1 fits any model of 2 layers or more), so that SpotEdit and ToPi are
+# timed while they really skip even on random weights.
+DEFAULT_VARIANTS = ("topi:exempt_layers=1,layers=last", "forced-gather:keep=0.5",
+                    "forced-topi:keep=0.5,from_layer=1", "forced-topi:keep=0.5,from_layer=1,interval=3",
+                    "forced-spotedit:active=0.5", "forced-spotedit:active=0.2,selector=true")
 
 
 def policy_specs(labels: Sequence[str], registry: dict[str, type]) -> list[PolicySpec]:
-    """The `--policy` labels parsed, `registered` expanded; none given: every registered policy."""
+    """The `--policy` labels parsed, `registered` expanded; none given: every registered policy, then
+    `DEFAULT_VARIANTS`."""
     specs: list[PolicySpec] = []
     for label in labels:
         specs += default_policies(registry) if label.strip() == REGISTERED else [parse_policy(label)]
-    return specs if labels else default_policies(registry)
+    return specs if labels else default_policies(registry) + [parse_policy(v) for v in DEFAULT_VARIANTS]
 
 
 FAMILIES = ("flux", "qwen", "qwen-plus")   # qwen-plus: QwenImageEditPlusPipeline, several reference images

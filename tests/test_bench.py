@@ -24,6 +24,21 @@ def test_every_registered_policy_is_benchmarked_by_default():
     assert [s.name for s in default_policies(policies.REGISTRY)] == list(policies.REGISTRY)
 
 
+def test_default_run_times_spotedit_and_topi_while_they_skip():
+    """No --policy: every registered policy as it decides, ToPi deciding on a shallow model, and every
+    mechanism forced (SpotEdit's partial steps with and without its selector, ToPi's Mode B with anchors)."""
+    from bench.forced import make
+    from bench.speed import policy_specs
+
+    specs = policy_specs([], policies.REGISTRY)
+    names = [s.name for s in specs]
+    assert names[: len(policies.REGISTRY)] == list(policies.REGISTRY)
+    assert {"forced-gather", "forced-topi", "forced-spotedit"} <= set(names)
+    assert any(s.name == "topi" and s.params.get("exempt_layers") == 1 for s in specs)
+    for spec in specs:   # every default variant builds
+        make(spec.name, **spec.params)
+
+
 def test_bench_writes_json_and_markdown(tmp_path, ray_session):
     out = tmp_path / "bench"
     code = cli.main(["bench", *TINY, "--policy", "random:ratio=0.5", "--policy", "random:ratio=2",

@@ -1,4 +1,4 @@
-"""The demo's shipped records (configs/demo_manifest.jsonl): toy records at the toy model's size whose masks are
+"""The demo's shipped records (configs/demo_manifest.jsonl): toy records at the demo model's size whose masks are
 the edited regions, readable by the pipeline, and exactly what `python -m jobs.make_demo` writes."""
 import json
 import subprocess
@@ -24,7 +24,9 @@ def _load(rel: str) -> np.ndarray:
     return np.asarray(Image.open(MANIFEST.parent / rel))
 
 
-def test_rows_name_existing_128px_files():
+def test_rows_name_existing_files_at_the_demo_models_size():
+    from toy.demo import SIZE
+
     rows = _rows()
     assert 4 <= len(rows) <= 6
     assert len({r["id"] for r in rows}) == len(rows)
@@ -33,7 +35,7 @@ def test_rows_name_existing_128px_files():
         assert r["instruction"].strip() and r["category"] in td.CATEGORIES
         for key in FILE_KEYS:
             assert r[key].startswith("demo_images/") and (MANIFEST.parent / r[key]).is_file(), r[key]
-            assert Image.open(MANIFEST.parent / r[key]).size == (128, 128), r[key]
+            assert Image.open(MANIFEST.parent / r[key]).size == (SIZE, SIZE), r[key]
     assert {"remove", "background"} <= {r["category"] for r in rows}
     assert {r["category"] for r in rows} & {"grayscale", "invert"}, "at least one global edit"
 

@@ -371,3 +371,35 @@ def test_progressive_resolution_starts_from_a_smaller_model(tmp_path):
         assert torch.equal(a, b)
     batch = T.encode_batch(pipe, *_records(2, size=128), T5_LENGTH)
     assert batch.z_src.shape[1] == (128 // 16) ** 2   # 8x8 tokens: 16 px per token
+
+
+# ------------------------------------------------------------------ the shipped v2 (256 px, 16x16 tokens)
+
+def test_shipped_v2_is_small_safetensors_with_its_card_and_recipe():
+    from actors.loading import SHIPPED
+    from actors.model_defaults import read_defaults
+
+    folder = SHIPPED["toy-flux-kontext-v2"]
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 50 * 2 ** 20
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    for name in ("MODEL_CARD.md", "recipe.md", "loss.png", "loss.json", "eval.json"):
+        assert (folder / name).is_file(), name
+    assert read_defaults(folder).sizes == ((256, 256),)
+    assert "Quality bars" in (folder / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize("index", [41, 8, 71])   # held-out remove, recolor, background (the demo's)
+def test_shipped_v2_edits_toward_the_target(index):
+    """v2 by name, at 256 px: the edit lands closer to the exact target than the source is, inside the mask."""
+    import actors
+    import policies
+    from PIL import Image
+
+    if "v2" not in _PIPE:
+        _PIPE["v2"] = actors.load_pipeline("toy-flux-kontext-v2", device="cpu")
+    rec = make_record(1, index, 256)
+    result = actors.Editor(_PIPE["v2"], policies.make("full")).edit(Image.fromarray(rec.source), rec.instruction,
+                                                                    steps=8, height=256, width=256)
+    edited = np.asarray(result.image)
+    assert psnr(edited, rec.target, rec.mask) > psnr(rec.source, rec.target, rec.mask) + 3

@@ -1,19 +1,19 @@
 """The demo's records (configs/demo_manifest.jsonl + demo_images/), written by `python -m jobs.make_demo`.
 
-The demo (`configs/demo.yaml`) edits a few held-out records of the toy data generator (`toy.data`,
-seeds >= 1; the toy model trains on seed 0), chosen because the shipped toy model's `full` edit of each
-visibly does what its instruction says (measured at 8 steps, 128x128, edit seed 0; PSNR in dB, inside the
-mask vs the exact target, the unedited source in brackets):
+The demo (`configs/demo.yaml`) edits a few records of the held-out split of the toy data generator
+(`toy.data` seed 1: toy-flux-kontext-v2 trained on seed 2, v1 on seed 0), chosen because v2's `full` edit of
+each does what its instruction says (measured at 8 steps, 256x256, edit seed 0; PSNR in dB, inside the mask vs
+the exact target, the unedited source in brackets):
 
-- toy-2-000009 remove "delete the black square": 32.6 (9.5)
-- toy-1-000145 remove "erase the white circle": 27.6 (8.1)
-- toy-2-000032 recolor "make the purple square green": 15.5 (7.7; the square turns green but loses its edges)
-- toy-1-000095 background "make the background purple": 25.4 (12.0)
-- toy-2-000029 grayscale "convert the image to black and white": 29.0 (13.6)
+- toy-1-000041 remove "erase the black square": 36.1 (7.4)
+- toy-1-000025 remove "erase the blue triangle": 36.6 (9.7)
+- toy-1-000008 recolor "make the blue diamond orange": 11.6 (4.8; the diamond turns orange but loses its shape)
+- toy-1-000071 background "make the background yellow": 24.8 (9.2)
+- toy-1-000013 grayscale "make the image grayscale": 32.0 (12.6)
 
 Each record is a pure function of its (seed, index), so this rewrites the same files every time. The output
 folder (default `configs/`) gets `demo_manifest.jsonl` (id, image, instruction, mask, category, target; paths
-relative to it) and, in `demo_images/`, the 128x128 source, target and mask PNGs (mask white = edited). PNGs
+relative to it) and, in `demo_images/`, the 256x256 source, target and mask PNGs (mask white = edited). PNGs
 in `demo_images/` that the manifest does not name are removed, so the folder holds exactly the demo.
 """
 from __future__ import annotations
@@ -29,16 +29,17 @@ from toy.data import make_record
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MANIFEST_NAME = "demo_manifest.jsonl"
 IMAGES_DIR = "demo_images"
-SIZE = 128   # the toy model's native size
-# (seed, index) of toy.data records; never seed 0 (the toy model's training data).
-DEMO_RECORDS: tuple[tuple[int, int], ...] = ((2, 9), (1, 145), (2, 32), (1, 95), (2, 29))
+SIZE = 256   # toy-flux-kontext-v2's native size
+TRAINING_SEEDS = (0, 2)   # toy.data seeds the toy models trained on (v1, v2): never demo records
+# (seed, index) of held-out toy.data records
+DEMO_RECORDS: tuple[tuple[int, int], ...] = ((1, 41), (1, 25), (1, 8), (1, 71), (1, 13))
 
 
 def write_demo(out: Path = CONFIGS, records: tuple[tuple[int, int], ...] = DEMO_RECORDS,
                size: int = SIZE) -> Path:
     """Write the manifest and its PNGs into `out`; returns the manifest's path."""
-    if any(seed < 1 for seed, _ in records):
-        raise ValueError("demo records must come from held-out seeds (>= 1); seed 0 is the training data")
+    if any(seed in TRAINING_SEEDS for seed, _ in records):
+        raise ValueError(f"demo records must come from held-out seeds; {TRAINING_SEEDS} are training data")
     out = Path(out)
     images = out / IMAGES_DIR
     images.mkdir(parents=True, exist_ok=True)

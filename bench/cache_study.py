@@ -180,7 +180,7 @@ def measure(pipe: Any, config: str, record: Record, steps: int, config_first: bo
             "config_first": config_first and reference is not None, **values}
 
 
-def run(out: Path, model: str = "toy-flux-kontext", steps: int = 28, records: int | None = None,
+def run(out: Path, model: str = "toy-flux-kontext-v2", steps: int = 28, records: int | None = None,
         configs: Iterable[str] | None = None, threads: int = 1,
         log: Callable[[str], None] | None = None) -> list[str]:
     """Run every pending configuration, appending its rows to OUT/rows.jsonl as it finishes; returns the
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "cache-study")
-    p.add_argument("--model", default="toy-flux-kontext")
+    p.add_argument("--model", default="toy-flux-kontext-v2")
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--records", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)

@@ -3,7 +3,7 @@ uncached `full` edit and to the exact target, skipped calls, FLOP-ideal speedup 
 traces priced on the real config by `bench.flops`, skipped blocks included) and measured speedup (paired with
 `full` on the same record; wall time on a shared CPU is noisy).
 
-    python -m bench.caches [--model toy-flux-kontext] [--steps 28] [--records N] [--config "POLICY[k=v;..]|CACHE"]
+    python -m bench.caches [--model toy-flux-kontext-v2] [--steps 28] [--records N] [--config "POLICY[k=v;..]|CACHE"]
 
 prints a Markdown table, one row per configuration, means over the demo records (configs/demo_manifest.jsonl).
 """
@@ -113,7 +113,7 @@ def record_values(r: dict[str, Any], full_pixels: np.ndarray, target: np.ndarray
             "measured_speedup": reference_seconds / r["seconds"]}
 
 
-def compare(model: str = "toy-flux-kontext", configs: tuple[str, ...] = DEFAULT_CONFIGS, steps: int = 28,
+def compare(model: str = "toy-flux-kontext-v2", configs: tuple[str, ...] = DEFAULT_CONFIGS, steps: int = 28,
             records: int | None = None) -> list[dict[str, Any]]:
     import actors
     import torch
@@ -158,7 +158,7 @@ def table(rows: list[dict[str, Any]], steps: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="toy-flux-kontext")
+    p.add_argument("--model", default="toy-flux-kontext-v2")
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--records", type=int, default=None)
     p.add_argument("--config", action="append", default=None, help='"POLICY[k=v;...]|CACHE" or "peer:NAME[k=v]|"')

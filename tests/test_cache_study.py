@@ -134,7 +134,9 @@ def test_run_measures_only_what_is_pending(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "measure", lambda pipe, config, rec, steps, config_first=False:
                         calls.append((config, rec.id)) or fake_line(config, rec.id))
     configs = ["full|", "tokendrop[omega=0]|"]
-    study.append_rows(tmp_path / "rows.jsonl", [fake_line("full|", r) for r in ("toy-2-000009", "toy-1-000145")])
+    demo = [json.loads(line)["id"] for line in (study.ROOT / "configs" / "demo_manifest.jsonl").read_text().splitlines()
+            if line.strip()][:2]   # the run's first two records
+    study.append_rows(tmp_path / "rows.jsonl", [fake_line("full|", r) for r in demo])
     ran = study.run(tmp_path, "toy", 4, records=2, configs=configs, log=lambda m: None)
     assert ran == ["tokendrop[omega=0]|"] and [c for c, _ in calls] == ["tokendrop[omega=0]|"] * 2
     monkeypatch.setattr(actors, "load_pipeline", lambda *a, **k: pytest.fail("nothing to run: no model load"))

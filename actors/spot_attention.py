@@ -35,7 +35,7 @@ DEFAULT_BRANCH = "cond"   # calls made outside any `cache_context`: the branch F
 def fuse(cached: torch.Tensor, source: torch.Tensor, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """SpotFusion, Eq. 8–9: α·K_cached + (1 − α)·K_source, in one pass (`torch.lerp`; `out=cached` in place),
     where the written-out form made three full-size temporaries per layer and call."""
-    return torch.lerp(source, cached, alpha, out=out) if out is not None else torch.lerp(source, cached, alpha)
+    return torch.lerp(source, cached, alpha, out=out)
 
 
 @dataclass(frozen=True)

@@ -345,10 +345,10 @@ def test_changed_tokens_follow_the_edit_and_weight_the_loss():
 
 
 def test_data_mix_and_edit_weight_are_config_options(tmp_path):
-    from toy.train_loop import _records, check_config, load_config
+    from toy.train_loop import batch_arrays, check_config, load_config
 
     cats = ["recolor", "add"]
-    _, _, text = _records(0, 10, 4, 64, cats)
+    _, _, text = batch_arrays(0, 10, 4, 64, cats)
     assert [make_record(0, i, 64, cats[i % 2]).instruction for i in range(10, 14)] == text
     with pytest.raises(ValueError, match="data.categories"):
         check_config(load_config(None, ["data.categories=[recolor, sharpen]"]))

@@ -27,7 +27,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     from actors import training as T
     from toy.card import by_category, evaluate
     from toy.model import T5_LENGTH
-    from toy.train_loop import _records
+    from toy.train_loop import batch_arrays
 
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.vae.register_to_config(sample_size=size)
@@ -36,7 +36,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 20)   # a short warm-up: the optimizer state is fresh
-        src, tgt, text = _records(0, DATA_START + step * batch, batch, size)
+        src, tgt, text = batch_arrays(0, DATA_START + step * batch, batch, size)
         batch_ = T.encode_batch(pipe, src, tgt, text, T5_LENGTH)
         gen = torch.Generator().manual_seed(1000 + step)
         losses.append(T.transformer_step(pipe, optimizer, batch_, gen, edit_weight=edit_weight))

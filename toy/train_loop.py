@@ -98,7 +98,8 @@ def _lr(phase_cfg: dict[str, Any], step: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _records(seed: int, start: int, n: int, size: int, categories: list[str] | None = None):
+def batch_arrays(seed: int, start: int, n: int, size: int, categories: list[str] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Records start..start+n of `seed`; with `categories`, record i is of categories[i % len] (a data mix)."""
     from toy.data import make_record
 
@@ -138,7 +139,7 @@ def train_loop(config: dict[str, Any]) -> None:
     pipe.to(device)
     val = config["data"]
     worker = _Worker(config, pipe, lora, ctx.get_world_rank(), ctx.get_world_size(), device, model_cfg.image_size,
-                     _records(int(val["val_seed"]), 0, int(val["val_n"]), model_cfg.image_size),
+                     batch_arrays(int(val["val_seed"]), 0, int(val["val_n"]), model_cfg.image_size),
                      Path(config["log_dir"]) / "loss.csv")
     while state["phase"] is not None:
         _train_phase(worker, state, saved)
@@ -231,7 +232,7 @@ def _train_step(w: _Worker, phase: str, step: int, module: Any, optimizer: Any) 
     start = ((PHASES.index(phase) * 10_000_000) + step * w.world + w.rank) * per_worker
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
         [data_seed, PHASES.index(phase), step, w.rank]).generate_state(1)[0]))
-    src, tgt, text = _records(data_seed, start, per_worker, w.size, w.config["data"].get("categories"))
+    src, tgt, text = batch_arrays(data_seed, start, per_worker, w.size, w.config["data"].get("categories"))
     if phase == "vae":
         # sources and targets alike, as random crops: the VAE is convolutional, and a crop costs a
         # quarter of a full image per pixel of gradient signal

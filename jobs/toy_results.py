@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads in this process and the fine-tunes")
     p.add_argument("--no-sparse-context", action="store_true",
                    help="skip the Sparse Context part (its two fine-tunes and its 3-model grid)")
+    p.add_argument("--sparse-records", type=int, default=None,
+                   help="run the Sparse Context grid (3 models x 15 settings) on the split's first N records "
+                        "(a multiple of 8 keeps the categories balanced; default: all --n)")
     p.add_argument("--multiref-bench", default="results/bench_multiref/summary.md",
                    help="the multi-reference speed table (python -m jobs.bench --references) to quote")
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(run_study(args.config, args.out, args.docs, n=args.n, steps=args.steps, threads=args.threads,
                                sparse_context=not args.no_sparse_context, multiref_bench=args.multiref_bench,
                                model=args.model, size=args.size, calibration=args.calibration,
-                               sparse_config=args.sparse_config)))
+                               sparse_config=args.sparse_config, sparse_records=args.sparse_records)))
     return 0
 
 

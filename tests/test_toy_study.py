@@ -376,3 +376,18 @@ def test_command_line_defaults_to_v2_and_passes_the_model_on(monkeypatch):
     monkeypatch.setattr(results, "run_study", lambda *a, **kw: seen.update(kw) or {"doc": "x"})
     toy_results.run(parser.parse_args(["--model", "toy-flux-kontext", "--no-sparse-context", "--threads", "2"]))
     assert seen["model"] == "toy-flux-kontext" and seen["sparse_context"] is False and seen["threads"] == 2
+
+
+def test_sparse_context_grid_may_run_on_the_splits_first_records(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"id": f"r{i}", "image": f"source/r{i}.png", "category": c} for i, c in enumerate(CATS * 3)]
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sc.first_records(data, None) == "manifest.jsonl" and sc.first_records(data, 99) == "manifest.jsonl"
+    name = sc.first_records(data, 4)
+    kept = [json.loads(line) for line in (data / name).read_text().splitlines()]
+    assert [r["id"] for r in kept] == ["r0", "r1", "r2", "r3"] and kept[0]["image"] == "source/r0.png"
+    with pytest.raises(ValueError, match="at least 1"):
+        sc.first_records(data, 0)
+    cfg = results.study_config(sc.CONFIG, V2, data, tmp_path / "sparse", 4, manifest=name)
+    assert cfg.input.uri == str(data / name)

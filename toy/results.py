@@ -110,20 +110,21 @@ def _portable(path: Path) -> str:
 
 def study_config(config: str | Path, model: ToyModel, data: Path, output: Path, steps: int,
                  calibration: str | Path | None = None, finetuned: dict[str, Path] | None = None,
-                 threads: int | None = None) -> Any:
+                 threads: int | None = None, manifest: str = "manifest.jsonl") -> Any:
     """A grid config (`configs/toy_ablation.yaml`, `configs/toy_sparse_context.yaml`) set for `model`: every
     model entry runs `model.name` (an entry whose label is in `finetuned` loads that folder instead of its
     own path), the only resolution is the model's size; input, output and steps are the study's; ToPi
     entries without explicit layers (or with `auto`) read `calibration`, which the study passes by name:
     v1 and v2 share a transformer config, so `layers: auto` could not tell their calibrations apart.
-    `threads`: the edit actor's CPUs (Ray gives it as many torch threads)."""
+    `threads`: the edit actor's CPUs (Ray gives it as many torch threads); `manifest`: which manifest in
+    `data` (a subset written beside the split keeps its relative image paths)."""
     import yaml
 
     import policies
     from pipeline.config import parse_config
 
     raw = yaml.safe_load(Path(config).read_text())
-    raw.update(input=str(data / "manifest.jsonl"), output=str(output), steps=int(steps),
+    raw.update(input=str(data / manifest), output=str(output), steps=int(steps),
                resolutions=[[model.size, model.size]])
     if threads is not None:
         raw["actors"] = {**(raw.get("actors") or {}), "num_cpus": int(threads)}
@@ -465,7 +466,7 @@ def run_study(config: str | Path = CONFIG, out: str | Path | None = None, docs: 
               n: int = 64, steps: int = PROTOCOL_STEPS, threads: int = 1, sparse_context: bool = True,
               multiref_bench: str | Path = "results/bench_multiref/summary.md", model: str = DEFAULT_MODEL,
               size: int | None = None, calibration: str | Path | None = None,
-              sparse_config: str | Path | None = None) -> dict[str, Any]:
+              sparse_config: str | Path | None = None, sparse_records: int | None = None) -> dict[str, Any]:
     """The whole study on one toy model, resumable: data, ToPi's calibration, fine-tunes, the grid and the
     matched arms, scores, the doc. Returns where the doc went, the row count and the seconds it took."""
     import torch
@@ -482,7 +483,8 @@ def run_study(config: str | Path = CONFIG, out: str | Path | None = None, docs: 
     df, cfg = _claims_grid(config, data, out, steps, toy, calib, threads)
     sparse = sc = None
     if sparse_context:
-        sc = add_scores(sparse_context_study.run_grid(data, out, steps, toy, sparse_config, threads), data)
+        sc = add_scores(sparse_context_study.run_grid(data, out, steps, toy, sparse_config, threads,
+                                                                sparse_records), data)
         sc["psnr_vs_full"] = fidelity_to_full(sc)
         sc.to_parquet(out / "sparse_scored.parquet")
         bench = Path(multiref_bench)

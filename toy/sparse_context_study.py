@@ -72,16 +72,17 @@ def finetune_all(model: str, out: Path, threads: int) -> dict[str, dict[str, Any
 
 
 def run_grid(data: Path, out: Path, steps: int, model: Any, config: str | Path | None = None,
-             threads: int | None = None) -> pd.DataFrame:
+             threads: int | None = None, records: int | None = None) -> pd.DataFrame:
     """The grid's rows (resumable) on `model` (a `toy.results.ToyModel`) and its two fine-tuned copies, with
-    the selection parameters as columns."""
+    the selection parameters as columns; on the split's first `records` records when given (all otherwise)."""
     from report import load_results
     from pipeline.graph import run_ablation
     from pipeline.ray_session import init_ray
     from toy.results import study_config
 
     finetuned = {label: finetune_dir(out, label) for label in finetune_configs(model.name)}
-    cfg = study_config(config or CONFIG, model, data, out / "sparse", steps, finetuned=finetuned, threads=threads)
+    cfg = study_config(config or CONFIG, model, data, out / "sparse", steps, finetuned=finetuned, threads=threads,
+                       manifest=first_records(data, records))
     init_ray()
     summary = run_ablation(cfg)
     df = load_results(summary["results"])
@@ -92,6 +93,19 @@ def run_grid(data: Path, out: Path, steps: int, model: Any, config: str | Path |
     df["label"] = [sc_label(pol, p) for pol, p in zip(df.policy, params)]
     df["reference_kept"] = reference_kept(df)
     return df
+
+
+def first_records(data: Path, records: int | None) -> str:
+    """The manifest name holding the split's first `records` records (written beside `manifest.jsonl`, so its
+    relative image paths hold; the split cycles through the categories, so a multiple of 8 is balanced)."""
+    lines = (Path(data) / "manifest.jsonl").read_text().splitlines()
+    if records is None or records >= len(lines):
+        return "manifest.jsonl"
+    if records < 1:
+        raise ValueError(f"records must be at least 1, got {records}")
+    name = f"manifest-first{records}.jsonl"
+    (Path(data) / name).write_text("\n".join(lines[:records]) + "\n")
+    return name
 
 
 def sc_label(policy: str, params: dict[str, Any]) -> str:

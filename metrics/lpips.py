@@ -16,7 +16,7 @@ from metrics.base import METRIC_OK, Column, Metric, Scoring
 from metrics.images import background_mask_product, pair
 from metrics.pixel import FULL_IS_REFERENCE, NO_MASK
 
-LPIPS_NETS = ("alex", "squeeze", "vgg")   # the trunks metrics.lpips_model has torchvision files for
+LPIPS_NETS = ("alex", "squeeze", "vgg")   # the trunks metrics.lpips_model has torchvision files for (config: lpips_net)
 # lpips_status joins per-target messages as "bg: ...; vs_full: ..."
 _PART = re.compile(r"; (?=(?:bg|vs_full): )")
 

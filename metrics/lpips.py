@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 
-from metrics.base import METRIC_OK, Column, Metric, Scoring
+from metrics.base import METRIC_OK, Column, Metric, MetricSettings, Scoring
 from metrics.images import background_mask_product, pair
 from metrics.pixel import FULL_IS_REFERENCE, NO_MASK
 
@@ -82,7 +82,7 @@ class LpipsMetric(Metric, name="lpips"):
         Column("lpips_status", pa.string(), "ok, or why an LPIPS value is null (per target: 'bg: ...')"),
     )
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: MetricSettings) -> None:
         super().__init__(settings)
         options = settings.options
         self.lpips = Lpips(options.get("lpips_weights"), options.get("lpips_net", "squeeze"), settings.device)

@@ -8,7 +8,8 @@
 
 The registry (``base.REGISTRY``, filled by subclassing ``Metric``) is what the output row schema
 (``pipeline.records``), the report's metric list (``report.tables``) and the stages read: a new metric is one
-file whose module is imported before use (here, for the built-in ones). This package imports no ``pipeline``.
+file whose module is imported before use (here, for the built-in ones; before ``pipeline.config`` for a run
+config to accept its name in ``metrics.compute``). This package imports no ``pipeline``.
 """
 from __future__ import annotations
 

@@ -62,6 +62,20 @@ def test_output_schema_has_required_columns_and_types():
     assert output_schema().field("kept_per_step").type == pa.list_(pa.int32())
 
 
+def test_metric_columns_come_from_the_metrics_registry():
+    import metrics
+
+    schema = output_schema()
+    declared = metrics.output_columns()
+    assert [c.name for c in declared] == [n for n in schema.names if any(n == c.name for c in declared)]
+    for column in declared:
+        assert schema.field(column.name).type == column.arrow and schema.field(column.name).nullable
+    failed = error_row(new_record(id="r", instruction="i"), CONFIG, RuntimeError("x"), run_id="run")
+    for metric in metrics.registered():
+        if metric.status_column:   # every metric says why an error row has no value
+            assert failed[metric.status_column] == "not computed: edit failed", metric.name
+
+
 def test_record_schema_matches_record_fields():
     assert tuple(RECORD_SCHEMA.names) == RECORD_FIELDS
     rec = new_record(id="a", image="/x.png", instruction="do")

@@ -136,7 +136,7 @@ def background_mse(pixels: np.ndarray, record: Record) -> float | None:
     None where the record has no mask or its mask covers the whole image."""
     if record.mask is None or record.mask.all():
         return None
-    from pipeline.metrics import background_metrics
+    from metrics.pixel import background_metrics
 
     return float(background_metrics(pixels, record.source, record.mask)["mse_bg"])
 

@@ -25,15 +25,16 @@ import yaml
 from pydantic import (BeforeValidator, Field, StrictInt, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+import metrics
 from pipeline import storage as st
 from pipeline.assignments import AssignmentError, parse_assignment
 from pipeline.validation import FieldError, NonEmptyStr, Number, Section, describe, empty_if_none, one_or_more
 
 FULL_POLICY = "full"
-MetricGroup = Literal["background", "vs_full", "lpips", "clip", "structure", "judge"]
+MetricGroup = Literal[tuple(m.name for m in metrics.registered())]   # the registered metrics (metrics/)
 JudgeProtocolName = Literal["viescore", "imgedit"]
 JudgeBackend = Literal["endpoint", "local"]
-LpipsNet = Literal["alex", "squeeze", "vgg"]
+LpipsNet = Literal[metrics.lpips.LPIPS_NETS]
 ResizeFilter = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]   # PIL's, lower case
 InputFormat = Literal["auto", "manifest", "pie", "gedit", "imgedit"]
 METRIC_GROUPS = get_args(MetricGroup)

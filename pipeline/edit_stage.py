@@ -16,12 +16,11 @@ from actors.loading import load_pipeline
 from actors.results import EditResult
 
 from . import storage as st
-from .config import METRIC_GROUPS, policy_kwargs
-from .metrics import Clip, Lpips, Structure, VlmJudge, judge_columns
+from .config import policy_kwargs
 from .records import policy_params_json, utcnow
 from .resume import kept_counts
+from .scoring import StageMetrics, metric_settings, scoring_of
 from .unit_stage import UnitActor, UnitEdit, reference_of
-from .units import is_reference
 
 
 def keep_mask_mean(result: EditResult) -> np.ndarray:
@@ -60,18 +59,12 @@ class EditActor(UnitActor):
         self._warm_up()
 
     def _metric_models(self, metrics: dict[str, Any], cache_dir: str) -> None:
-        """The metrics' models (LPIPS, CLIP, DINO, judge): built once per actor, on first use, from local files."""
-        self.compute = set(metrics.get("compute", METRIC_GROUPS))
-
-        def localize(path: str) -> str:   # s3:// prefixes are synced like model paths
+        """The edit-stage metrics (`metrics`, those that hold a model): built once per actor, their models on
+        first use, from local files; s3:// prefixes are synced like model paths."""
+        def localize(path: str) -> str:
             return st.localize_model_path(path, cache_dir, self.storage)
 
-        self.lpips = Lpips(metrics.get("lpips_weights"), metrics.get("lpips_net", "squeeze"),
-                           device=self.device) if "lpips" in self.compute else None
-        self.clip = Clip(metrics.get("clip_model"), self.device, localize) if "clip" in self.compute else None
-        self.structure = (Structure(metrics.get("dino_model"), self.device, localize)
-                          if "structure" in self.compute else None)
-        self.judge = VlmJudge(metrics.get("judge"), self.device, localize) if "judge" in self.compute else None
+        self.metrics = StageMetrics("edit", metric_settings(metrics, self.device, localize))
 
     def _warm_up(self) -> None:
         """One 1-step edit of a blank 64x64 image, so the first unit's times are not the actor's start-up
@@ -99,58 +92,10 @@ class EditActor(UnitActor):
                         keep_mean=keep_mask_mean(result), kept_per_step=[s.kept for s in result.trace])
 
     def score(self, edits: list[UnitEdit], inputs: dict[str, Any], unit: Mapping[str, Any]) -> None:
-        """LPIPS (background, vs full), CLIP, DINO structure and the judge for the emitted ok edits; the
-        group's `full` edit is the in-memory reference."""
-        source = PIL.Image.fromarray(inputs["source"])
-        mask = inputs["mask"]
+        """The edit-stage metrics of the emitted ok edits; the group's `full` edit is the in-memory reference."""
         for e in edits:
-            if not (e.emit and e.ok):
-                continue
-            made = PIL.Image.fromarray(e.image)
-            edited = made.resize(source.size, PIL.Image.BICUBIC)  # PIE-Bench scores at the source's size
-            statuses = self._lpips(e.row, edited, source, mask, made, e.config, reference_of(e, edits))
-            e.row["lpips_status"] = _join_statuses(statuses)
-            e.row.update(self._semantic(edited, source, mask, unit))
-            e.row.update(self._judged(made, source, unit))
-
-    def _lpips(self, row: dict[str, Any], edited: PIL.Image.Image, source: PIL.Image.Image,
-               mask: np.ndarray | None, made: PIL.Image.Image, config: Mapping[str, Any],
-               full: UnitEdit | None) -> list[str]:
-        """lpips_bg and lpips_vs_full into ``row``; returns the statuses."""
-        if self.lpips is None:
-            return ["not computed: lpips not in metrics.compute"]
-        statuses = []
-        if mask is not None and "background" in self.compute:
-            row["lpips_bg"], status = self.lpips(edited, source, mask)
-            statuses.append(f"bg: {status}")
-        if "vs_full" in self.compute and not is_reference(config):
-            if full is None or not full.ok:
-                statuses.append("vs_full: the full edit of this record failed")
-            else:
-                row["lpips_vs_full"], status = self.lpips(made, PIL.Image.fromarray(full.image))
-                statuses.append(f"vs_full: {status}")
-        return statuses
-
-    def _semantic(self, edited: PIL.Image.Image, source: PIL.Image.Image, mask: np.ndarray | None,
-                  unit: Mapping[str, Any]) -> dict[str, Any]:
-        """CLIP similarity to the target prompt and DINO structure distance to the source."""
-        out: dict[str, Any] = {}
-        if self.clip is None:
-            out["clip_status"] = "not computed: clip not in metrics.compute"
-        else:
-            out.update(self.clip(edited, unit.get("target_prompt"), mask))
-        if self.structure is None:
-            out["structure_status"] = "not computed: structure not in metrics.compute"
-        else:
-            out["structure_distance"], out["structure_status"] = self.structure(source, edited)
-        return out
-
-    def _judged(self, edited: PIL.Image.Image, source: PIL.Image.Image, unit: Mapping[str, Any]) -> dict[str, Any]:
-        """The VLM judge's columns (judge_*) on the edit as the editor made it: the protocol resizes (VIEScore
-        compares at the source's size, GEdit-Bench's way); the ImgEdit rubric is the record's category."""
-        if self.judge is None:
-            return judge_columns("not computed: judge not in metrics.compute")
-        return self.judge(source, edited, unit["instruction"], unit.get("category"))
+            if e.emit and e.ok:
+                e.row.update(self.metrics.score(scoring_of(e, inputs, reference_of(e, edits), unit)))
 
 
 def trace_columns(result: EditResult) -> dict[str, Any]:
@@ -165,11 +110,3 @@ def trace_columns(result: EditResult) -> dict[str, Any]:
         active_per_step=[s.noisy if s.active is None else s.active for s in trace],
         kept_per_step=[s.kept for s in trace], loop_s=sum(s.seconds for s in trace),
         policy_s=sum(s.policy_seconds for s in trace), selector_s=sum(s.selector_seconds for s in trace))
-
-
-def _join_statuses(statuses: list[str]) -> str:
-    """One message when every LPIPS attempt says the same, else each labelled."""
-    if not statuses:
-        return "not computed: no mask and no full reference"
-    bodies = {s.split(": ", 1)[-1] for s in statuses}
-    return bodies.pop() if len(bodies) == 1 and len(statuses) > 1 else "; ".join(statuses)

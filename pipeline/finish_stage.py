@@ -1,6 +1,7 @@
 """CPU stage after the GPU: each unit's edits become output rows. Here, not on the GPU actor: PNG encoding,
-the writes of the edited image and its keep-mask picture, and the pixel metrics (background PSNR/SSIM/MSE,
-PSNR/SSIM against the same unit's `full` edit, held in memory). A write that still fails after the storage
+the writes of the edited image and its keep-mask picture, and the metrics of the `finish` stage (the pixel
+metrics of `metrics.pixel`: background PSNR/SSIM/MSE, PSNR/SSIM against the same unit's `full` edit, held in
+memory). A write that still fails after the storage
 retries turns that row into an error row with the reason; nothing is lost."""
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import PIL.Image
 import pyarrow as pa
 
 from . import storage as st
-from .config import METRIC_GROUPS
 from .load_stage import png_bytes
-from .metrics import background_metrics, fidelity_metrics
 from .records import STATUS_ERROR, rows_to_table
+from .scoring import StageMetrics, metric_settings, scoring_of
 from .storage import safe_name
 from .unit_stage import UnitEdit, reference_of
 
@@ -32,23 +32,9 @@ def mask_overlay(source: np.ndarray, keep_mean: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray((source.astype(np.float32) * 0.5 + green).clip(0, 255).astype(np.uint8))
 
 
-def pixel_metrics(edit: UnitEdit, inputs: dict[str, Any], full: UnitEdit | None,
-                  compute: set[str]) -> dict[str, Any]:
-    """Background metrics against the source (at the source's size, inside PIE-Bench's mask convention) and
-    fidelity to the group's `full` edit."""
-    out: dict[str, Any] = {}
-    source, mask = inputs["source"], inputs["mask"]
-    if mask is not None and "background" in compute:
-        edited = PIL.Image.fromarray(edit.image).resize((source.shape[1], source.shape[0]), PIL.Image.BICUBIC)
-        out.update(background_metrics(edited, PIL.Image.fromarray(source), mask))
-    if "vs_full" in compute and full is not None and full.ok:
-        out.update(fidelity_metrics(PIL.Image.fromarray(edit.image), PIL.Image.fromarray(full.image)))
-    return out
-
-
 def finish_edit(edit: UnitEdit, inputs: dict[str, Any], full: UnitEdit | None, output: str,
-                storage: st.StorageConfig, compute: set[str]) -> dict[str, Any]:
-    """The output row of one emitted edit (writes its pictures)."""
+                storage: st.StorageConfig, metrics: StageMetrics) -> dict[str, Any]:
+    """The output row of one emitted edit (writes its pictures; the finish-stage metrics fill their columns)."""
     row = edit.row
     if not edit.ok:
         return row
@@ -59,7 +45,7 @@ def finish_edit(edit: UnitEdit, inputs: dict[str, Any], full: UnitEdit | None, o
         if edit.keep_mean is not None:
             st.write_bytes(image_uri(output, "masks", config_id, record_id),
                            png_bytes(mask_overlay(inputs["source"], edit.keep_mean)), storage)
-        row.update(pixel_metrics(edit, inputs, full, compute), output_uri=out_uri)
+        row.update(metrics.score(scoring_of(edit, inputs, full)), output_uri=out_uri)
     except Exception as err:   # noqa: BLE001 - the row says why; the rest of the unit goes on
         row.update(status=STATUS_ERROR, error=f"after the edit: {type(err).__name__}: {err}", output_uri=None)
     return row
@@ -67,15 +53,16 @@ def finish_edit(edit: UnitEdit, inputs: dict[str, Any], full: UnitEdit | None, o
 
 def finish_units(batch: pa.Table, output: str, storage: dict[str, Any] | None,
                  compute: list[str] | None = None) -> pa.Table:
-    """`map_batches` function: units with pickled edits -> output rows (`records.OUTPUT_SCHEMA`)."""
+    """`map_batches` function: units with pickled edits -> output rows (`records.output_schema()`); `compute`
+    names the metrics to run (None: every registered one)."""
     cfg = st.StorageConfig.from_mapping(storage)
-    groups = set(METRIC_GROUPS if compute is None else compute)
+    metrics = StageMetrics("finish", metric_settings({"compute": compute}))
     rows = []
     for blob, edits_blob in zip(batch.column("inputs").to_pylist(), batch.column("edits").to_pylist()):
         inputs = pickle.loads(blob) if blob is not None else None
         edits: list[UnitEdit] = pickle.loads(edits_blob)
         for e in edits:
             if e.emit:
-                rows.append(finish_edit(e, inputs, reference_of(e, edits), output, cfg, groups)
+                rows.append(finish_edit(e, inputs, reference_of(e, edits), output, cfg, metrics)
                             if inputs is not None else e.row)
     return rows_to_table(rows)

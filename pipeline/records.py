@@ -5,7 +5,8 @@ An input record is declared by ``EditRecord``'s fields; ``RECORD_FIELDS`` and th
 with every one of those keys (``None`` when unused) so every block has the same schema.
 ``validate_record`` turns such a dict into an ``EditRecord`` or raises a ``RecordError``
 whose message becomes the ``error`` column of an error row: bad input never crashes the job.
-An output row is declared once by ``OUTPUT_SCHEMA``; ``OUTPUT_COLUMNS`` is derived from it.
+An output row is declared once: its own columns here, each metric's in its file of ``metrics``;
+``output_schema()`` joins them (reading the metrics registry) and ``output_columns()`` is derived from it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
+
+import metrics
 
 
 class RecordError(ValueError):
@@ -132,79 +135,70 @@ def validate_record(rec: Mapping[str, Any]) -> EditRecord:
 
 # ------------------------------------------------------------------ output rows
 
-OUTPUT_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("record_id", pa.string(), nullable=False),
-        pa.field("config_id", pa.string(), nullable=False),
-        pa.field("model", pa.string()),
-        pa.field("policy", pa.string()),
-        pa.field("policy_params", pa.string()),  # JSON, sorted keys: what the configuration set
-        pa.field("policy_applied", pa.string()),  # JSON: every parameter the edit applied, defaults resolved
-        pa.field("label", pa.string()),  # the configuration's name for tables and plots, e.g. "tokendrop omega=0.4"
-        pa.field("height", pa.int32()),
-        pa.field("width", pa.int32()),
-        pa.field("seed", pa.int64()),
-        pa.field("steps", pa.int32()),
-        pa.field("guidance_scale", pa.float64()),
-        pa.field("resize_filter", pa.string()),   # PIL filter of the source resize to the edit size
-        pa.field("category", pa.string()),
-        pa.field("instruction", pa.string()),
-        pa.field("output_uri", pa.string()),
-        pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
-        pa.field("error", pa.string()),
-        pa.field("runtime_s", pa.float64()),
-        pa.field("keep_ratio_mean", pa.float64()),
-        pa.field("keep_ratio_per_step", pa.list_(pa.float32())),
-        pa.field("query_ratio_mean", pa.float64()),  # noisy tokens whose queries were computed (SpotEdit < 1)
-        pa.field("tokens_processed", pa.int64()),
-        pa.field("keys_per_step", pa.list_(pa.int32())),    # image tokens every attention layer saw as keys
-        pa.field("from_layer_per_step", pa.list_(pa.int32())),  # ToPi: layers before it saw every token
-        pa.field("active_per_step", pa.list_(pa.int32())),      # SpotEdit: noisy tokens with queries
-        pa.field("kept_per_step", pa.list_(pa.int32())),        # source (reference) tokens kept, exact counts
-        pa.field("loop_s", pa.float64()),       # denoising loop only (no encode/decode)
-        pa.field("policy_s", pa.float64()),     # of which the policy's plan + observe
-        pa.field("selector_s", pa.float64()),   # of which scoring inside the transformer (ToPi statistics)
-        pa.field("speedup_vs_full", pa.float64()),  # full's loop_s / this loop_s, both timed in the same unit
-        pa.field("run_position", pa.int32()),       # this edit's place in its unit's run order (0 = first)
-        pa.field("actor", pa.string()),             # host:pid of the actor that ran it
-        pa.field("cache", pa.string()),             # temporal cache (actors.caches) label, e.g. "magcache threshold=0.25"
-        pa.field("cache_params", pa.string()),      # JSON: the cache as applied ({"name", **params}); null = none
-        pa.field("cache_calls", pa.int32()),        # transformer calls the cache saw (all CFG branches)
-        pa.field("cache_skipped_calls", pa.int32()),    # of which it served, in part or whole
-        pa.field("cache_skipped_blocks", pa.int32()),   # transformer blocks not run because of it
-        pa.field("cache_blocks_total", pa.int32()),     # blocks the calls had (cache_calls x layers)
-        pa.field("cache_skipped_calls_cond", pa.int32()),
-        pa.field("cache_skipped_calls_uncond", pa.int32()),
-        pa.field("cache_skipped_blocks_cond", pa.int32()),
-        pa.field("cache_skipped_blocks_uncond", pa.int32()),
-        pa.field("psnr_bg", pa.float64()),
-        pa.field("ssim_bg", pa.float64()),
-        pa.field("mse_bg", pa.float64()),
-        pa.field("lpips_bg", pa.float64()),
-        pa.field("lpips_status", pa.string()),
-        pa.field("psnr_vs_full", pa.float64()),
-        pa.field("ssim_vs_full", pa.float64()),
-        pa.field("lpips_vs_full", pa.float64()),
-        pa.field("clip_whole", pa.float64()),    # CLIPScore (100 * max(cos, 0)) of the edit vs target_prompt
-        pa.field("clip_edited", pa.float64()),   # the same on edit * mask (PIE-Bench "edited part")
-        pa.field("clip_status", pa.string()),
-        pa.field("structure_distance", pa.float64()),  # DINO ViT-B/8 key self-similarity MSE, source vs edit
-        pa.field("structure_status", pa.string()),
-        pa.field("judge_protocol", pa.string()),     # VLM judge (actors.judge): viescore | imgedit
-        pa.field("judge_status", pa.string()),       # "ok" or why the judge_* numbers are null
-        pa.field("judge_sc", pa.float64()),          # VIEScore semantic consistency, 0-10 (min of its sub-scores)
-        pa.field("judge_pq", pa.float64()),          # VIEScore perceptual quality, 0-10
-        pa.field("judge_overall", pa.float64()),     # VIEScore O = sqrt(SC * PQ)
-        pa.field("judge_imgedit_avg", pa.float64()), # ImgEdit: mean of the rubric's three 1-5 scores
-        pa.field("judge_raw", pa.string()),          # JSON {question: the judge's raw answer}
-        pa.field("device", pa.string()),
-        pa.field("started_at", pa.timestamp("us", tz="UTC")),
-        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
-    ]
+ROW_FIELDS = (   # the row's own columns; the metrics' (metrics.output_columns) go before `device`
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("record_id", pa.string(), nullable=False),
+    pa.field("config_id", pa.string(), nullable=False),
+    pa.field("model", pa.string()),
+    pa.field("policy", pa.string()),
+    pa.field("policy_params", pa.string()),  # JSON, sorted keys: what the configuration set
+    pa.field("policy_applied", pa.string()),  # JSON: every parameter the edit applied, defaults resolved
+    pa.field("label", pa.string()),  # the configuration's name for tables and plots, e.g. "tokendrop omega=0.4"
+    pa.field("height", pa.int32()),
+    pa.field("width", pa.int32()),
+    pa.field("seed", pa.int64()),
+    pa.field("steps", pa.int32()),
+    pa.field("guidance_scale", pa.float64()),
+    pa.field("resize_filter", pa.string()),   # PIL filter of the source resize to the edit size
+    pa.field("category", pa.string()),
+    pa.field("instruction", pa.string()),
+    pa.field("output_uri", pa.string()),
+    pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
+    pa.field("error", pa.string()),
+    pa.field("runtime_s", pa.float64()),
+    pa.field("keep_ratio_mean", pa.float64()),
+    pa.field("keep_ratio_per_step", pa.list_(pa.float32())),
+    pa.field("query_ratio_mean", pa.float64()),  # noisy tokens whose queries were computed (SpotEdit < 1)
+    pa.field("tokens_processed", pa.int64()),
+    pa.field("keys_per_step", pa.list_(pa.int32())),    # image tokens every attention layer saw as keys
+    pa.field("from_layer_per_step", pa.list_(pa.int32())),  # ToPi: layers before it saw every token
+    pa.field("active_per_step", pa.list_(pa.int32())),      # SpotEdit: noisy tokens with queries
+    pa.field("kept_per_step", pa.list_(pa.int32())),        # source (reference) tokens kept, exact counts
+    pa.field("loop_s", pa.float64()),       # denoising loop only (no encode/decode)
+    pa.field("policy_s", pa.float64()),     # of which the policy's plan + observe
+    pa.field("selector_s", pa.float64()),   # of which scoring inside the transformer (ToPi statistics)
+    pa.field("speedup_vs_full", pa.float64()),  # full's loop_s / this loop_s, both timed in the same unit
+    pa.field("run_position", pa.int32()),       # this edit's place in its unit's run order (0 = first)
+    pa.field("actor", pa.string()),             # host:pid of the actor that ran it
+    pa.field("cache", pa.string()),             # temporal cache (actors.caches) label, e.g. "magcache threshold=0.25"
+    pa.field("cache_params", pa.string()),      # JSON: the cache as applied ({"name", **params}); null = none
+    pa.field("cache_calls", pa.int32()),        # transformer calls the cache saw (all CFG branches)
+    pa.field("cache_skipped_calls", pa.int32()),    # of which it served, in part or whole
+    pa.field("cache_skipped_blocks", pa.int32()),   # transformer blocks not run because of it
+    pa.field("cache_blocks_total", pa.int32()),     # blocks the calls had (cache_calls x layers)
+    pa.field("cache_skipped_calls_cond", pa.int32()),
+    pa.field("cache_skipped_calls_uncond", pa.int32()),
+    pa.field("cache_skipped_blocks_cond", pa.int32()),
+    pa.field("cache_skipped_blocks_uncond", pa.int32()),
+)
+ROW_TAIL = (   # when and where it ran
+    pa.field("device", pa.string()),
+    pa.field("started_at", pa.timestamp("us", tz="UTC")),
+    pa.field("finished_at", pa.timestamp("us", tz="UTC")),
 )
 
-OUTPUT_COLUMNS: tuple[str, ...] = tuple(OUTPUT_SCHEMA.names)
+
+def output_schema() -> pa.Schema:
+    """The output row's Arrow schema: the row's columns with every registered metric's (read now, so a metric
+    registered by a module imported later has its columns)."""
+    measured = [pa.field(c.name, c.arrow) for c in metrics.output_columns()]
+    return pa.schema([*ROW_FIELDS, *measured, *ROW_TAIL])
+
+
+def output_columns() -> tuple[str, ...]:
+    return tuple(output_schema().names)
+
+
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -222,7 +216,7 @@ def base_row(record: Mapping[str, Any] | EditRecord, config: Mapping[str, Any], 
     """Identifying columns of a row; every other column is ``None``."""
     keys = ("id", "category", "instruction")
     rec = record if isinstance(record, Mapping) else {k: getattr(record, k) for k in keys}
-    row: dict[str, Any] = {name: None for name in OUTPUT_COLUMNS}
+    row: dict[str, Any] = {name: None for name in output_columns()}
     row.update(
         run_id=run_id,
         record_id=str(rec.get("id")),
@@ -266,18 +260,17 @@ def error_row(
         started_at=started_at or finished_at,
         finished_at=finished_at,
         runtime_s=(finished_at - started_at).total_seconds() if started_at else 0.0,
-        lpips_status="not computed: edit failed",
-        clip_status="not computed: edit failed",
-        structure_status="not computed: edit failed",
-        judge_status="not computed: edit failed",
     )
+    row.update(metrics.failed_edit_columns())
     return row
 
 
-def check_row(row: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` if a row lacks/extends the output columns or has a bad status."""
-    missing = [c for c in OUTPUT_COLUMNS if c not in row]
-    extra = [c for c in row if c not in OUTPUT_SCHEMA.names]
+def check_row(row: Mapping[str, Any], names: Sequence[str] | None = None) -> None:
+    """Raise ``ValueError`` if a row lacks/extends the output columns (``names``, default: ``output_columns()``)
+    or has a bad status."""
+    names = output_columns() if names is None else names
+    missing = [c for c in names if c not in row]
+    extra = [c for c in row if c not in names]
     if missing or extra:
         raise ValueError(f"output row columns differ: missing={missing} extra={extra}")
     if row["status"] not in (STATUS_OK, STATUS_ERROR):
@@ -287,14 +280,12 @@ def check_row(row: Mapping[str, Any]) -> None:
 
 
 def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
-    """Rows -> Arrow table with exactly ``OUTPUT_SCHEMA`` (NaN metrics become null)."""
-    rows = list(rows)
+    """Rows -> Arrow table with exactly ``output_schema()`` (NaN metrics become null)."""
+    rows, schema = list(rows), output_schema()
     for row in rows:
-        check_row(row)
-    columns = {
-        name: [_clean(row[name]) for row in rows] for name in OUTPUT_COLUMNS
-    }
-    return pa.Table.from_pydict(columns, schema=OUTPUT_SCHEMA)
+        check_row(row, schema.names)
+    columns = {name: [_clean(row[name]) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def _clean(value: Any) -> Any:

@@ -2,80 +2,31 @@
 
 The table shows `n/a` where a metric could not be computed; a reader needs the reason next to it (no LPIPS
 weights, no ground-truth mask, `full` is its own reference, the edit failed). The reasons come from the rows
-(`lpips_status`, `clip_status`, `structure_status`, `judge_status`, `error`), never from guesses about numbers."""
+(each metric's status column, read by the metric's own `why_missing`, and `error`), never from guesses about
+numbers."""
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import pandas as pd
 
+import metrics
+
 from .labels import config_order
 
-BACKGROUND = ("psnr_bg", "ssim_bg", "mse_bg")
-VS_FULL = ("psnr_vs_full", "ssim_vs_full", "lpips_vs_full")
-NO_MASK = ("no background to score: the record has no ground-truth mask, or its mask covers the whole image "
-           "(a global edit such as grayscale), or `background` is not in metrics.compute")
-NO_FULL = "no `full` output of the same record to compare with (or `vs_full` not in metrics.compute)"
-CLIP = ("clip_whole", "clip_edited")
-JUDGE = ("judge_sc", "judge_pq", "judge_overall", "judge_imgedit_avg")
 Entry = tuple[str, int, int]   # (configuration, edits without the metric, ok edits)
-# lpips_status joins per-target messages as "bg: ...; vs_full: ..." (pipeline/edit_stage.py)
-_PART = re.compile(r"; (?=(?:bg|vs_full): )")
 
 
-def lpips_reason(status: object, metric: str) -> str:
-    """The part of an `lpips_status` that concerns `metric` (`lpips_bg` or `lpips_vs_full`)."""
-    if not isinstance(status, str) or not status.strip():
-        return "no reason recorded (empty lpips_status)"
-    target = "bg" if metric == "lpips_bg" else "vs_full"
-    parts = _PART.split(status)
-    mine = [p.split(": ", 1)[1] for p in parts if p.startswith(f"{target}: ")]
-    plain = [p for p in parts if not p.startswith(("bg: ", "vs_full: "))]
-    return "; ".join(mine or plain or parts)
+def row_reason(row: pd.Series, column: str) -> str:
+    """Why metric column `column` is missing on one ok row: the metric that declares it reads its row."""
+    try:
+        metric = metrics.metric_of(column)
+    except KeyError:
+        return "not computed"
+    return metric.why_missing(row, column)
 
 
-def status_reason(status: object, metric: str, column: str) -> str:
-    """Why `metric` is missing, from its `*_status` column; "ok; clip_edited: <why>" names one metric only."""
-    if not isinstance(status, str) or not status.strip():
-        return f"no reason recorded (no {column}: rows written before the metric existed?)"
-    prefix = f"ok; {metric}: "
-    return status[len(prefix):] if status.startswith(prefix) else status
-
-
-def row_reason(row: pd.Series, metric: str) -> str:
-    """Why `metric` is missing on one ok row."""
-    if metric in VS_FULL and row.get("policy") == "full":
-        return "full is the reference"
-    if metric == "lpips_bg" and pd.isna(row.get("psnr_bg")):
-        return NO_MASK
-    if metric in CLIP:
-        return "CLIP " + status_reason(row.get("clip_status"), metric, "clip_status")
-    if metric in JUDGE:
-        return judge_reason(row, metric)
-    if metric == "structure_distance":
-        return "structure distance " + status_reason(row.get("structure_status"), metric, "structure_status")
-    if metric.startswith("lpips"):
-        return "LPIPS " + lpips_reason(row.get("lpips_status"), metric)
-    if metric in BACKGROUND:
-        return NO_MASK
-    if metric in VS_FULL:
-        reason = lpips_reason(row.get("lpips_status"), "lpips_vs_full")
-        return reason if reason.startswith("no full output") else NO_FULL
-    return "not computed"
-
-
-def judge_reason(row: pd.Series, metric: str) -> str:
-    """Why a judge score is missing: its `judge_status`, or the other protocol's score when the judge was ok."""
-    status, protocol = row.get("judge_status"), row.get("judge_protocol")
-    if status == "ok" and isinstance(protocol, str):
-        other = "viescore" if metric == "judge_imgedit_avg" else "imgedit"
-        if other == protocol:
-            return f"the VLM judge ran the {protocol} protocol (metrics.judge.protocol), which has no `{metric}`"
-    return "VLM judge " + status_reason(status, metric, "judge_status")
-
-
-def missing_metric_lines(df: pd.DataFrame, metrics: list[str], label_col: str = "config_label") -> list[str]:
+def missing_metric_lines(df: pd.DataFrame, columns: list[str], label_col: str = "config_label") -> list[str]:
     """Markdown bullets: every metric that is n/a for some edits, for which configurations and why."""
     found: dict[tuple[str, str], list[Entry]] = defaultdict(list)   # (metric, reason) -> configurations
     labels = config_order(df, label_col)
@@ -87,7 +38,7 @@ def missing_metric_lines(df: pd.DataFrame, metrics: list[str], label_col: str = 
             reason = "every edit failed" + (f" (first error: {first[0][:160]})" if first else "")
             found[("every metric", reason)].append((label, len(rows), len(rows)))
             continue
-        for metric in metrics:
+        for metric in columns:
             nan = ok[ok[metric].isna()] if metric in ok else ok
             if nan.empty:
                 continue
@@ -120,8 +71,8 @@ def _merge_lines(found: dict[tuple[str, str], list[Entry]], n_configs: int) -> l
     for (metric, reason), entries in found.items():
         merged[(reason, tuple(entries))].append(metric)
     lines = []
-    for (reason, entries), metrics in merged.items():
-        names = ", ".join(m if m == "every metric" else f"`{m}`" for m in metrics)
+    for (reason, entries), columns in merged.items():
+        names = ", ".join(m if m == "every metric" else f"`{m}`" for m in columns)
         counts = {(k, n) for _, k, n in entries}
         if len(entries) == n_configs and len(counts) == 1:
             k, n = counts.pop()

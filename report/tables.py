@@ -10,14 +10,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import metrics
+
 from .labels import config_labels, config_order
 from .notes import identical_lines, missing_metric_lines
 from .speed import STATS, speed_notes, speedup_stats
 
 GROUP = ["model", "policy", "policy_params", "height", "width"]
-METRICS = ["psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full",
-           "clip_whole", "clip_edited", "structure_distance", "judge_overall", "judge_imgedit_avg"]
 TABLE_FIELDS = ("model", "height", "width")   # a table row spans seeds: only these may go into its name
+
+
+def report_metrics() -> list[str]:
+    """The numbers the table averages: every registered metric's reported columns (`metrics`), read now."""
+    return metrics.reported_columns()
 
 
 def load_results(results: str, storage: Any = None) -> pd.DataFrame:
@@ -32,7 +37,7 @@ def load_results(results: str, storage: Any = None) -> pd.DataFrame:
 def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
     """`table_label` names a table row (any seed); `config_label` one configuration (adds seed, steps)."""
     df = df.copy()
-    for metric in METRICS:   # results written before a metric existed: its column is all n/a
+    for metric in report_metrics():   # results written before a metric existed: its column is all n/a
         if metric not in df:
             df[metric] = np.nan
     df["table_label"] = config_labels(df, TABLE_FIELDS)
@@ -52,13 +57,13 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     The speedup is the median over records of full's time / this configuration's time on the same record,
     seed and steps (`loop_s`, the denoising loop; `runtime_s` where missing), with p25, p75 and n."""
     df = df if "table_label" in df else _with_labels(df)
-    ok = df[df["status"] == "ok"].copy()
+    ok, measured = df[df["status"] == "ok"].copy(), report_metrics()
     if "loop_s" not in ok or ok["loop_s"].isna().all():
         ok["loop_s"] = ok["runtime_s"]
     agg = ok.groupby(GROUP, dropna=False).agg(
         label=("table_label", "first"), edits=("record_id", "count"), runtime_s=("runtime_s", "mean"),
         loop_s=("loop_s", "median"), keep_ratio=("keep_ratio_mean", "mean"),
-        **{m: (m, finite_mean) for m in METRICS}).reset_index()
+        **{m: (m, finite_mean) for m in measured}).reset_index()
     errors = df[df["status"] != "ok"].groupby(GROUP, dropna=False).agg(
         errors=("record_id", "count"), error_label=("table_label", "first")).reset_index()
     agg = agg.merge(errors, on=GROUP, how="outer")   # a configuration whose every edit failed still shows
@@ -66,7 +71,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     agg = agg.fillna({"errors": 0, "edits": 0}).astype({"errors": int, "edits": int})
     agg = agg.merge(speedup_stats(df, GROUP)[GROUP + STATS], on=GROUP, how="left")
     agg["speedup_n"] = agg["speedup_n"].fillna(0).astype(int)   # no pair is a count of 0, not a missing number
-    cols = ["label"] + GROUP + ["edits", "errors", "runtime_s", "loop_s"] + STATS + ["keep_ratio"] + METRICS
+    cols = ["label"] + GROUP + ["edits", "errors", "runtime_s", "loop_s"] + STATS + ["keep_ratio"] + measured
     order = {label: i for i, label in enumerate(config_order(agg, "label"))}
     agg = agg.sort_values(["model", "height", "width", "label"],
                           key=lambda col: col.map(order) if col.name == "label" else col)
@@ -78,7 +83,7 @@ def markdown(table: pd.DataFrame, df: pd.DataFrame) -> str:
     shown = table.drop(columns=["policy", "policy_params"]).astype(object)
     shown = shown.where(shown.notna(), None)   # tabulate prints None as missingval, NaN as "nan"
     parts = ["# dropedit report", "", shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a"), ""]
-    notes = missing_metric_lines(df, METRICS, "table_label") + identical_lines(df, "table_label")
+    notes = missing_metric_lines(df, report_metrics(), "table_label") + identical_lines(df, "table_label")
     if notes:
         parts += ["## Metrics not computed (n/a above)", "",
                   "No number is filled in; means are over the edits that have the metric.", "", *notes, ""]

@@ -55,14 +55,15 @@ def _score_edit(actor, result, source, mask, config, record) -> dict:
     pixel metrics, on `result.image` as the editor made it (the actor's metric models must be built)."""
     import numpy as np
 
-    from pipeline.finish_stage import pixel_metrics
+    from pipeline.scoring import StageMetrics, scoring_of
     from pipeline.unit_stage import UnitEdit
 
     conf = {"config_id": "c", "full_config_id": "c", **config}
     edit = UnitEdit(conf, {"status": "ok"}, emit=True, image=np.asarray(result.image.convert("RGB")))
     inputs = {"source": np.asarray(source.convert("RGB")), "mask": mask}
     actor.score([edit], inputs, record.to_dict())
-    edit.row.update(pixel_metrics(edit, inputs, None, actor.compute))
+    finish = StageMetrics("finish", actor.metrics.settings)   # the finish stage's metrics, same settings
+    edit.row.update(finish.score(scoring_of(edit, inputs, None)))
     return {k: v for k, v in edit.row.items() if k != "status"}
 
 

@@ -1,4 +1,4 @@
-"""The VLM judge (actors.judge): parsing, the benchmarks' arithmetic, the endpoint client against a real local
+"""The VLM judge (metrics.judge): parsing, the benchmarks' arithmetic, the endpoint client against a real local
 HTTP server, and LocalJudge on a tiny Qwen2.5-VL built from a config."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import PIL.Image
 import pytest
 
-from actors.judge import (
+from metrics.judge import (
     EndpointJudge,
     JudgeError,
     imgedit_average,
@@ -26,7 +26,7 @@ from actors.judge import (
     resize_to_area,
     viescore,
 )
-from actors.judge.prompts import IMGEDIT_CATEGORIES, imgedit_criteria
+from metrics.judge.prompts import IMGEDIT_CATEGORIES, imgedit_criteria
 
 
 def _image(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> PIL.Image.Image:
@@ -212,7 +212,7 @@ def test_malformed_answer_keeps_raw_and_gives_status(server: ThreadingHTTPServer
 # ---- LocalJudge on a tiny Qwen2.5-VL -----------------------------------------------------------------------
 
 def test_local_judge_tiny_qwen_vl(tmp_path) -> None:
-    from actors.judge import LocalJudge
+    from metrics.judge import LocalJudge
     from actors.tiny_models import build_tiny_qwen_vl
 
     model, processor = build_tiny_qwen_vl(seed=0)

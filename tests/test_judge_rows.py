@@ -15,8 +15,8 @@ import pytest
 from pipeline import storage as st
 from pipeline.config import ConfigError, parse_config
 from pipeline.edit_stage import EditActor
-from pipeline.metrics import JUDGE_COLUMNS, NO_JUDGE, VlmJudge
-from pipeline.records import OUTPUT_SCHEMA, STATUS_OK, base_row, error_row, new_record, rows_to_table, validate_record
+from metrics.judge.metric import JUDGE_COLUMNS, NO_JUDGE, VlmJudge
+from pipeline.records import STATUS_OK, base_row, error_row, new_record, output_schema, rows_to_table, validate_record
 from report.notes import missing_metric_lines
 
 KEY_ENV, KEY = "DROPEDIT_TEST_ROWS_JUDGE_KEY", "sk-rows-secret-42"
@@ -118,7 +118,7 @@ def test_edit_stage_judge_columns_from_an_endpoint(server, tmp_path, monkeypatch
     assert [s["auth"] for s in server.seen] == [f"Bearer {KEY}"] * 2
     assert server.seen[0]["body"]["model"] == "judge-model" and "make it blue" in json.dumps(server.seen[0]["body"])
     table = rows_to_table([_row(out, record)])   # the columns fit the row schema
-    assert table.schema == OUTPUT_SCHEMA and table.column("judge_overall")[0].as_py() == pytest.approx(math.sqrt(24))
+    assert table.schema == output_schema() and table.column("judge_overall")[0].as_py() == pytest.approx(math.sqrt(24))
     assert KEY not in json.dumps(table.to_pylist(), default=str)   # the key is never stored
 
 
@@ -142,7 +142,7 @@ def test_no_judge_configured_gives_null_columns_and_a_status(tmp_path, score_edi
     out = score_edit(_actor(parse_config(BASE).metrics.model_dump(), tmp_path), result, source, None,
                      {"policy": "full"}, record)
     assert out["judge_status"] == NO_JUDGE == "unavailable: no metrics.judge configured"
-    assert all(out[c] is None for c in JUDGE_COLUMNS if c != "judge_status")
+    assert all(out[c] is None for c in (c.name for c in JUDGE_COLUMNS) if c != "judge_status")
     out = score_edit(_actor({"compute": ["background"]}, tmp_path), result, source, None, {"policy": "full"}, record)
     assert out["judge_status"] == "not computed: judge not in metrics.compute" and out["judge_sc"] is None
     failed = error_row(new_record(id="x", instruction="i"), {"config_id": "c"}, RuntimeError("boom"), run_id="r")
@@ -162,7 +162,8 @@ def test_judge_failures_are_statuses_not_crashes(server, tmp_path, monkeypatch, 
         def ask(self, images, prompt):
             raise RuntimeError(f"CUDA out of memory (key {KEY})")
 
-    actor.judge._judge = Broken()   # an unexpected exception: a status, the row stays ok
+    judge = next(m for m in actor.metrics.active if m.name == "judge").judge
+    judge._judge = Broken()   # an unexpected exception: a status, the row stays ok
     out = score_edit(actor, result, source, None, {"policy": "full"}, record)
     assert out["judge_status"] == "failed: RuntimeError: CUDA out of memory (key ***)"
     assert out["judge_sc"] is out["judge_overall"] is out["judge_raw"] is None

@@ -11,8 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.records import (
-    OUTPUT_COLUMNS,
-    OUTPUT_SCHEMA,
     RECORD_FIELDS,
     RECORD_SCHEMA,
     EditRecord,
@@ -21,6 +19,8 @@ from pipeline.records import (
     check_row,
     error_row,
     new_record,
+    output_columns,
+    output_schema,
     rows_to_table,
     validate_record,
 )
@@ -47,19 +47,33 @@ CONFIG = {
 
 def test_output_schema_has_required_columns_and_types():
     for name in REQUIRED_COLUMNS:
-        assert name in OUTPUT_SCHEMA.names, name
-    assert OUTPUT_SCHEMA.field("keep_ratio_per_step").type == pa.list_(pa.float32())
-    assert str(OUTPUT_SCHEMA.field("keep_ratio_per_step").type) == "list<item: float>"
-    assert OUTPUT_SCHEMA.field("policy_params").type == pa.string()
-    assert OUTPUT_SCHEMA.field("tokens_processed").type == pa.int64()
-    assert OUTPUT_SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
+        assert name in output_schema().names, name
+    assert output_schema().field("keep_ratio_per_step").type == pa.list_(pa.float32())
+    assert str(output_schema().field("keep_ratio_per_step").type) == "list<item: float>"
+    assert output_schema().field("policy_params").type == pa.string()
+    assert output_schema().field("tokens_processed").type == pa.int64()
+    assert output_schema().field("started_at").type == pa.timestamp("us", tz="UTC")
     for metric in ("psnr_bg", "ssim_bg", "mse_bg", "lpips_bg", "psnr_vs_full", "ssim_vs_full", "lpips_vs_full",
                    "clip_whole", "clip_edited", "structure_distance"):
-        assert OUTPUT_SCHEMA.field(metric).type == pa.float64()
-        assert OUTPUT_SCHEMA.field(metric).nullable
+        assert output_schema().field(metric).type == pa.float64()
+        assert output_schema().field(metric).nullable
     for status in ("lpips_status", "clip_status", "structure_status"):
-        assert OUTPUT_SCHEMA.field(status).type == pa.string()
-    assert OUTPUT_SCHEMA.field("kept_per_step").type == pa.list_(pa.int32())
+        assert output_schema().field(status).type == pa.string()
+    assert output_schema().field("kept_per_step").type == pa.list_(pa.int32())
+
+
+def test_metric_columns_come_from_the_metrics_registry():
+    import metrics
+
+    schema = output_schema()
+    declared = metrics.output_columns()
+    assert [c.name for c in declared] == [n for n in schema.names if any(n == c.name for c in declared)]
+    for column in declared:
+        assert schema.field(column.name).type == column.arrow and schema.field(column.name).nullable
+    failed = error_row(new_record(id="r", instruction="i"), CONFIG, RuntimeError("x"), run_id="run")
+    for metric in metrics.registered():
+        if metric.status_column:   # every metric says why an error row has no value
+            assert failed[metric.status_column] == "not computed: edit failed", metric.name
 
 
 def test_record_schema_matches_record_fields():
@@ -134,7 +148,7 @@ def test_error_row_and_table():
     ok.update(status="ok", keep_ratio_per_step=[1.0, 0.5], psnr_bg=float("nan"), psnr_vs_full=float("inf"),
               kept_per_step=[4096, 1024], started_at=started, finished_at=started)
     table = rows_to_table([row, ok])
-    assert table.schema.equals(OUTPUT_SCHEMA)
+    assert table.schema.equals(output_schema())
     assert table.column("record_id").to_pylist() == ["r1", "r3"]
     assert table.column("psnr_bg").to_pylist() == [None, None]  # NaN -> null
     assert math.isinf(table.column("psnr_vs_full").to_pylist()[1])
@@ -146,7 +160,7 @@ def test_rows_parquet_roundtrip(tmp_path):
     row = error_row({"id": "r1", "instruction": "x"}, CONFIG, "bad", run_id="run")
     pq.write_table(rows_to_table([row]), tmp_path / "o.parquet")
     back = pq.read_table(tmp_path / "o.parquet")
-    assert back.schema.equals(OUTPUT_SCHEMA) and back.num_rows == 1
+    assert back.schema.equals(output_schema()) and back.num_rows == 1
 
 
 def test_check_row_rejects_bad_rows():
@@ -160,4 +174,4 @@ def test_check_row_rejects_bad_rows():
     row["surprise"] = 1
     with pytest.raises(ValueError, match="extra=\\['surprise'\\]"):
         check_row(row)
-    assert len(OUTPUT_COLUMNS) == len(set(OUTPUT_COLUMNS))
+    assert len(output_columns()) == len(set(output_columns()))

@@ -17,8 +17,10 @@ import yaml
 import policies
 from jobs.ablate import main as ablate
 from pipeline.config import BUDGET_FROM, apply_overrides, expand_grid, load_config
-from pipeline.metrics import NO_CLIP_MODEL, NO_DINO_MODEL, NO_JUDGE
-from pipeline.records import OUTPUT_SCHEMA, STATUS_OK
+from metrics.clip import NO_CLIP_MODEL
+from metrics.judge.metric import NO_JUDGE
+from metrics.structure import NO_DINO_MODEL
+from pipeline.records import STATUS_OK, output_schema
 from pipeline.resume import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +127,8 @@ def test_preset_runs_on_the_tiny_models(preset, ray_session, tmp_path_factory, c
     table = run["table"]
     assert table is not None
     # every column of the output schema, with its type
-    assert table.schema.names == OUTPUT_SCHEMA.names
-    assert [f.type for f in table.schema] == [f.type for f in OUTPUT_SCHEMA]
+    assert table.schema.names == output_schema().names
+    assert [f.type for f in table.schema] == [f.type for f in output_schema()]
     everything = table.to_pandas()
     # every (record, configuration) pair of the group exactly once, nothing else
     pairs = list(zip(everything["config_id"], everything["record_id"]))

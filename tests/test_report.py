@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.storage import safe_name
 from report import grid as report_grid
-from report.notes import lpips_reason, status_reason
+from metrics.base import status_reason
+from metrics.lpips import lpips_reason
 from report.plots import keep_ratio_figure, speedup_figure
 from report.speed import trust_problems
 from report.tables import _with_labels, load_results, summary_table, write_report

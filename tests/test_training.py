@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from actors import training as T
-from pipeline.metrics import psnr
+from metrics.pixel import psnr
 from toy.data import make_record, vocabulary
 from toy.model import T5_LENGTH, ToyModelConfig, build_toy_flux_kontext
 from toy.vae import VaeLoss, set_latent_normalisation, vae_step
@@ -306,7 +306,7 @@ def test_shipped_toy_model_edits_toward_the_target(index):
     edited = np.asarray(result.image)
     assert psnr(edited, rec.target, rec.mask) > psnr(rec.source, rec.target, rec.mask) + 3
     if not rec.mask.all():   # background PSNR as the card and `dropedit report` compute it (PIE-Bench)
-        from pipeline.metrics import background_metrics
+        from metrics.pixel import background_metrics
         assert background_metrics(edited, rec.source, rec.mask)["psnr_bg"] > 24
 
 

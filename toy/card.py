@@ -2,7 +2,7 @@
 
 Held-out split: `toy.data` seed 1 (training uses seed 0), N records, categories cycling. Every record is
 edited with the `full` policy at 128x128 and scored against what is known exactly:
-- `psnr_bg`: background PSNR vs the source, PIE-Bench's convention (`pipeline.metrics.background_metrics`:
+- `psnr_bg`: background PSNR vs the source, PIE-Bench's convention (`metrics.pixel.background_metrics`:
   both images with the edited mask zeroed), the number `dropedit report` shows; undefined for edits whose
   mask is the whole image (grayscale, invert);
 - `psnr_edit`: PSNR inside the mask vs the exact target (only the mask's pixels).
@@ -43,7 +43,7 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
     import policies
     from actors import Editor
     from actors import training as T
-    from pipeline.metrics import background_metrics, psnr
+    from metrics.pixel import background_metrics, psnr
     from toy.data import make_record
 
     size = int(pipe.vae.config.sample_size)

@@ -183,7 +183,7 @@ def _load(path: str | Path) -> np.ndarray:
 
 def score(edited: np.ndarray, source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
     """Metrics against what is known exactly (PSNR in dB; PIE-Bench background convention for psnr_bg)."""
-    from pipeline.metrics import background_metrics, psnr
+    from metrics.pixel import background_metrics, psnr
 
     return {
         "psnr_bg": background_metrics(edited, source, mask)["psnr_bg"],
@@ -322,7 +322,7 @@ def matched_arms(df: pd.DataFrame, data: Path, out: Path, steps: int, model: str
 
 def fidelity_to_full(df: pd.DataFrame) -> pd.Series:
     """PSNR of each output against the `full` output of the same record (for the in-process rows too)."""
-    from pipeline.metrics import psnr
+    from metrics.pixel import psnr
 
     # each model entry against its own `full` (a fine-tuned copy is another model)
     full = {(r.model, r.record_id): r.output_uri for r in df[(df.policy == "full") & (df.status == "ok")].itertuples()}

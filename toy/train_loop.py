@@ -427,7 +427,7 @@ def _validate(pipe, phase: str, val_batch) -> float:
     import torch
 
     from actors import training as T
-    from pipeline.metrics import psnr
+    from metrics.pixel import psnr
 
     with torch.no_grad():
         if phase == "vae":

@@ -1,4 +1,4 @@
-"""LPIPS's torch model, built from local weights only; pipeline.metrics.Lpips is the metric around it.
+"""LPIPS's torch model, built from local weights only; metrics.lpips.Lpips is the metric around it.
 
 The trunk is built randomly initialised (``pnet_rand=True``: torchvision never downloads) and then
 overwritten from a local torchvision state dict (the configured path, or the torch hub cache where

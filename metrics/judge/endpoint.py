@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import PIL.Image
 
-from actors.judge.base import JUDGE_AREA, png_data_url, resize_to_area
-from actors.judge.parse import JudgeError
+from metrics.judge.base import JUDGE_AREA, png_data_url, resize_to_area
+from metrics.judge.parse import JudgeError
 
 # Worth another attempt: rate limiting and server-side trouble. Other 4xx (bad key, bad request) will not heal.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

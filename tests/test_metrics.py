@@ -1,4 +1,4 @@
-"""pipeline.metrics: PIE-Bench background metrics, fidelity vs full, local-only LPIPS."""
+"""metrics: PIE-Bench background metrics, fidelity vs full, local-only LPIPS, CLIP, DINO structure."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import torch
 import torchvision
 from PIL import Image
 
-from pipeline.metrics import (
-    LPIPS_OK,
-    Lpips,
-    align_to,
-    background_metrics,
-    fidelity_metrics,
-    to_float01,
-)
+from metrics.base import METRIC_OK as LPIPS_OK
+from metrics.images import align_to, to_float01
+from metrics.lpips import Lpips
+from metrics.pixel import background_metrics, fidelity_metrics
 
 
 def images(seed=0, shape=(48, 64)):
@@ -289,7 +285,7 @@ def torchmetrics_clip_scores(folder: str, pictures: list, prompt: str, monkeypat
 
 
 def test_clip_score_equals_torchmetrics_clipscore(no_network, tmp_path, monkeypatch):
-    from pipeline.metrics import Clip
+    from metrics.clip import Clip
 
     # torchmetrics takes a local folder only when its path says "openai" (its model-name check)
     folder = save_tiny_clip(tmp_path / "openai-clip-tiny")
@@ -309,7 +305,7 @@ def test_clip_score_equals_torchmetrics_clipscore(no_network, tmp_path, monkeypa
 
 
 def test_clip_without_model_says_why(no_network, tmp_path):
-    from pipeline.metrics import NO_CLIP_MODEL, Clip
+    from metrics.clip import NO_CLIP_MODEL, Clip
 
     edited, _, mask = images()
     assert Clip(None)(edited, "a cat", mask) == {"clip_whole": None, "clip_edited": None,
@@ -360,7 +356,7 @@ def reference_structure_distance(model, source: np.ndarray, edited: np.ndarray) 
 
 
 def test_structure_distance_matches_hand_computation(no_network, tmp_path):
-    from pipeline.metrics import Structure
+    from metrics.structure import Structure
 
     folder = save_tiny_dino(tmp_path / "dino")
     structure = Structure(folder)
@@ -375,7 +371,7 @@ def test_structure_distance_matches_hand_computation(no_network, tmp_path):
 
 
 def test_structure_without_model_says_why(tmp_path):
-    from pipeline.metrics import NO_DINO_MODEL, Structure
+    from metrics.structure import NO_DINO_MODEL, Structure
 
     assert Structure(None)(*images()[:2]) == (None, NO_DINO_MODEL)
     value, status = Structure(str(tmp_path / "nowhere"))(*images()[:2])
@@ -392,7 +388,8 @@ def test_edit_stage_fills_clip_and_structure_columns(no_network, tmp_path, score
 
     from pipeline import storage as st
     from pipeline.edit_stage import EditActor
-    from pipeline.metrics import Clip, Structure
+    from metrics.clip import Clip
+    from metrics.structure import Structure
     from pipeline.records import new_record, validate_record
 
     clip_dir, dino_dir = save_tiny_clip(tmp_path / "clip"), save_tiny_dino(tmp_path / "dino")

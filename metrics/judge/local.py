@@ -12,7 +12,7 @@ import PIL.Image
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from actors.judge.base import JUDGE_AREA, resize_to_area
+from metrics.judge.base import JUDGE_AREA, resize_to_area
 
 # Qwen2.5-VL's chat layout, used when a processor folder carries no chat template (the tiny test processor).
 _VISION = "<|vision_start|><|image_pad|><|vision_end|>"

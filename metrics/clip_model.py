@@ -8,7 +8,7 @@ model's positions).  ``clip_score`` is that computation, step for step (torchmet
 ``functional/multimodal/clip_score.py``: ``_get_features``, ``_clip_score_update``, ``CLIPScore.compute``).
 The class itself is not used: torchmetrics 1.9 takes ``get_image_features``' return value as a tensor, and
 transformers 5 returns an output object (the embedding is its ``pooler_output``), so it fails; and it accepts
-a local folder only when the path contains "openai".  pipeline.metrics.Clip is the metric around this;
+a local folder only when the path contains "openai".  metrics.clip.Clip is the metric around this;
 without a readable folder ``ClipUnavailable`` says why.
 """
 from __future__ import annotations

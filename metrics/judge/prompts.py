@@ -5,7 +5,7 @@ stepfun-ai/Step1X-Edit reuses it) builds each prompt as context + rule: a "profe
 that fixes the answer as `{"score": [...], "reasoning": "..."}`, then the zero-shot rule. Semantic consistency
 (SC) shows the source and the edited image and asks two 0-10 scores, editing success and over-editing (10 =
 minimal yet effective edit); perceptual quality (PQ) shows the edited image alone and asks naturalness and
-artifacts (10 = none). The summary (min, min, sqrt) is in `actors.judge.parse.viescore`.
+artifacts (10 = none). The summary (min, min, sqrt) is in `metrics.judge.parse.viescore`.
 
 ImgEdit (Ye et al. 2025, PKU-YuanGroup/ImgEdit `Benchmark/Basic`) gives the judge a rubric per edit type and
 three 1-5 scores: instruction adherence, visual quality/naturalness, detail/physical preservation (named per

@@ -12,16 +12,16 @@ edit's protocol. `LocalJudge` (torch, transformers) is imported on first use.
 
 from __future__ import annotations
 
-from actors.judge.base import JUDGE_AREA, Judge, png_data_url, resize_to_area
-from actors.judge.endpoint import EndpointJudge
-from actors.judge.parse import JudgeError, imgedit_average, imgedit_category_means, parse_scores, viescore
-from actors.judge.prompts import IMGEDIT_CATEGORIES, imgedit_prompt, viescore_pq_prompt, viescore_sc_prompt
-from actors.judge.score import judge_edit
+from metrics.judge.base import JUDGE_AREA, Judge, png_data_url, resize_to_area
+from metrics.judge.endpoint import EndpointJudge
+from metrics.judge.parse import JudgeError, imgedit_average, imgedit_category_means, parse_scores, viescore
+from metrics.judge.prompts import IMGEDIT_CATEGORIES, imgedit_prompt, viescore_pq_prompt, viescore_sc_prompt
+from metrics.judge.score import judge_edit
 
 
 def __getattr__(name: str) -> object:
     if name == "LocalJudge":  # keeps torch/transformers out of an endpoint-only import
-        from actors.judge.local import LocalJudge
+        from metrics.judge.local import LocalJudge
         return LocalJudge
     raise AttributeError(name)
 

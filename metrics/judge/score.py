@@ -10,9 +10,9 @@ from typing import Literal
 
 import PIL.Image
 
-from actors.judge.base import Judge
-from actors.judge.parse import JudgeError, imgedit_average, parse_scores, viescore
-from actors.judge.prompts import (
+from metrics.judge.base import Judge
+from metrics.judge.parse import JudgeError, imgedit_average, parse_scores, viescore
+from metrics.judge.prompts import (
     IMGEDIT_RANGE,
     VIESCORE_RANGE,
     imgedit_category,

@@ -19,7 +19,7 @@ JUDGE_AREA = 512 * 512
 class Judge(Protocol):
     """A vision-language judge: images and a prompt in, the raw answer text out.
 
-    Backends raise `actors.judge.parse.JudgeError` when they get no answer (unreachable, refused); parsing the
+    Backends raise `metrics.judge.parse.JudgeError` when they get no answer (unreachable, refused); parsing the
     answer is the caller's business, so the raw text can be kept whatever it says."""
 
     def ask(self, images: list[PIL.Image.Image], prompt: str) -> str: ...

@@ -1,7 +1,7 @@
 """Our own sampling loop over a diffusers editing pipeline: prepare → step → finish.
 
-Each step the policy plans, the mechanisms its policy declared (`actors.mechanisms`) turn the plan into
-what the transformer call does, the adapter runs the transformer on the chosen tokens, the regularized
+Each step the policy plans, the mechanisms of the edit (`actors.mechanisms`: those its policy declared, and
+the temporal cache the policy or the edit asked for) turn the plan into what the transformer call does, the adapter runs the transformer on the chosen tokens, the regularized
 sampler takes the step and the policy observes x̂0. Everything of one edit lives on its `EditState`."""
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from policies import Policy, PolicyRun, RunInfo, Seen, Step
 
 from .adapter import EditInputError, EditInputs, ModelAdapter
 from .architecture import describe
-from .caches import CacheRun, CacheRunInfo, CacheSpec
+from .caches import CacheError, CacheSpec
 from .caches import parse as parse_cache
 from .families import family_of
-from .mechanisms import Mechanism, StepCall, check_plan, mechanisms_for
+from .mechanisms import EditContext, Mechanism, StepCall, check_plan, mechanisms_for
 from .model_defaults import defaults_of
 from .results import EditResult, StepTrace
 from .routing import Routing, routed_blocks
@@ -71,18 +71,18 @@ class EditState:
     transformer: torch.nn.Module
     started: float
     trace: list[StepTrace] = field(default_factory=list)
-    cache: CacheRun | None = None   # the temporal cache of this edit, if any (actors.caches)
 
     @contextlib.contextmanager
     def attached(self, adapter: ModelAdapter) -> Iterator[None]:
-        """The adapter's hooks, the routing hooks where a mechanism routes, and every mechanism's own."""
+        """Every mechanism's hooks (those that attach first before the others), the adapter's, and the routing
+        hooks where a mechanism routes; all removed when the edit ends, whatever happens."""
         with contextlib.ExitStack() as stack:
-            if self.cache is not None:   # first: its block hooks sit inside the routing hooks, seeing routed rows
-                stack.enter_context(self.cache.attached())
+            for mechanism in (m for m in self.mechanisms if m.attaches_first):
+                stack.enter_context(mechanism.attached())
             stack.enter_context(adapter.attach(self.inputs))
             if any(m.uses_routing for m in self.mechanisms):
                 stack.enter_context(routed_blocks(self.transformer, self.routing))
-            for mechanism in self.mechanisms:
+            for mechanism in (m for m in self.mechanisms if not m.attaches_first):
                 stack.enter_context(mechanism.attached())
             yield
         self.routing.clear()
@@ -127,13 +127,14 @@ class Editor:
         model's saved default, else diffusers' 512; `resize_filter` (PIL name) to the family's (Kontext
         bicubic, Qwen Lanczos); `height`/`width` to the model's trained size, else the
         adapter's (Kontext: its preferred resolution of the image's aspect). `cache`: a temporal cache composed
-        with the policy (`actors.caches`: a spec, "name:k=v,..." or {"name": ..., ...}); None = none."""
+        with the policy (`actors.caches`: a spec, "name:k=v,..." or {"name": ..., ...}); None = the one the
+        policy's `needs.cache` declares, if any."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise EditInputError("the instruction is empty")
         steps = self.default_steps if steps is None else steps
         if int(steps) < 1:
             raise EditInputError(f"steps must be >= 1, got {steps}")
-        cache = parse_cache(cache)
+        cache = self._cache(cache)
         images = [open_image(image)] + [open_image(r) for r in references]
         started = time.perf_counter()
         notes: list[str] = []
@@ -144,11 +145,7 @@ class Editor:
                                                               self.defaults.max_sequence_length),
                                       resize_filter=resize_filter)
         inputs.notes[:0] = notes
-        state = self._prepare(inputs, int(seed), started)
-        if cache is not None:
-            state.cache = cache.start(CacheRunInfo(family=self.adapter.family, steps=state.run.steps,
-                                                   num_noisy=state.run.num_noisy, num_layers=state.run.num_layers,
-                                                   transformer=state.transformer))
+        state = self._prepare(inputs, int(seed), started, cache)
         z = inputs.latents
         with state.attached(self.adapter):
             for i, t in enumerate(inputs.timesteps):
@@ -157,8 +154,17 @@ class Editor:
                     on_step(state.trace[-1])
         return self._finish(state, z)
 
-    def _prepare(self, inputs: EditInputs, seed: int, started: float) -> EditState:
-        """The policy's run and the mechanisms it declared, for this edit only."""
+    def _cache(self, asked: CacheSpec | str | dict | None) -> CacheSpec | None:
+        """The edit's temporal cache: the one asked for, else the policy's; both, unless equal, are refused
+        (one cache per edit). Parsed here, so that a bad spec is refused before any model work."""
+        asked, declared = parse_cache(asked), parse_cache(self.policy.needs.cache)
+        if asked is not None and declared is not None and asked != declared:
+            raise CacheError(f"policy {self.policy.name!r} runs cache {declared.label()!r}; the edit asks for "
+                             f"{asked.label()!r} too: one cache per edit")
+        return asked if asked is not None else declared
+
+    def _prepare(self, inputs: EditInputs, seed: int, started: float, cache: CacheSpec | None) -> EditState:
+        """The policy's run and the mechanisms of the edit (the cache's among them), for this edit only."""
         transformer, family, needs = self.pipe.transformer, self.adapter.family, self.policy.needs
         arch = describe(transformer)
         scorer = TimedScorer(self.pipe, family, inputs.height, inputs.width, inputs.aligned_source[0]) \
@@ -169,7 +175,9 @@ class Editor:
                       config_hash=arch["config_hash"], model=arch["model"], token_scores=scorer)
         policy_run = self.policy.start(run)
         routing = Routing(family=family, num_noisy=run.num_noisy)
-        mechanisms = mechanisms_for(needs, transformer, family, inputs, routing, policy_run)
+        edit = EditContext(run=run, needs=needs, transformer=transformer, inputs=inputs, routing=routing,
+                           policy_run=policy_run)
+        mechanisms = mechanisms_for(edit, cache)
         return EditState(inputs, run, policy_run, mechanisms, routing, scorer, transformer, started)
 
     def _step(self, state: EditState, i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -182,14 +190,11 @@ class Editor:
         keep = plan.keep_source
         policy_seconds = time.perf_counter() - t0
         kept = None if keep is None or bool(keep.all()) else torch.nonzero(keep).flatten().to(device)
-        call = StepCall(plan=plan, kept=kept, input_index=kept)
+        call = StepCall(plan=plan, kept=kept, input_index=kept, index=i)
         state.routing.clear()
         for mechanism in state.mechanisms:
             mechanism.before_call(call)
-        if state.cache is not None:
-            state.cache.before_call(i, plan, self.policy.needs, device)
         v = self.adapter.velocity(inputs, z, t, call.input_index)
-        cache_calls = state.cache.take() if state.cache is not None else ()
         for mechanism in state.mechanisms:
             v = mechanism.after_call(call, v)
         x0 = clean_estimate(z, v, step.sigma)
@@ -203,12 +208,11 @@ class Editor:
                                             attention=call.attention))
         _synchronize(device)
         t2 = time.perf_counter()
-        state.trace.append(self._trace(state, call, step, t2 - t0, policy_seconds + t2 - t1, cache_calls))
+        state.trace.append(self._trace(state, call, step, t2 - t0, policy_seconds + t2 - t1))
         return z
 
     @staticmethod
-    def _trace(state: EditState, call: StepCall, step: Step, seconds: float, policy_seconds: float,
-               cache_calls: tuple = ()) -> StepTrace:
+    def _trace(state: EditState, call: StepCall, step: Step, seconds: float, policy_seconds: float) -> StepTrace:
         total = state.run.num_source
         scoring = state.scorer.take() if state.scorer is not None else 0.0
         return StepTrace(index=step.index, sigma=step.sigma, kept=total if call.kept is None else int(call.kept.numel()),
@@ -217,15 +221,15 @@ class Editor:
                                                  state.inputs.source_grids),
                          from_layer=call.from_layer, noisy=state.run.num_noisy, active=call.active, keys=call.keys,
                          active_mask=call.active_mask, selector_seconds=call.selector_seconds + scoring,
-                         cache_calls=cache_calls)
+                         cache_calls=call.cache_calls)
 
     def _finish(self, state: EditState, z: torch.Tensor) -> EditResult:
         """The mechanisms' last word on the latent (SpotEdit's replacement), then decoding."""
+        inputs, reported = state.inputs, {}
         for mechanism in state.mechanisms:
             z = mechanism.finish(z)
-        inputs, cache = state.inputs, state.cache
-        if cache is not None:
-            inputs.notes.extend(cache.notes)
+            inputs.notes.extend(mechanism.result_notes())
+            reported.update(mechanism.result_fields())
         pixels = self.adapter.decode(inputs, z)
         _synchronize(z.device)
         return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels,
@@ -233,5 +237,4 @@ class Editor:
                           seconds=time.perf_counter() - state.started, latents=z[0].float().cpu(),
                           source_latents=inputs.aligned_source[0].float().cpu(), notes=inputs.notes,
                           policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied(),
-                          cache_params=None if cache is None else cache.applied(),
-                          cache_summary={} if cache is None else cache.summary(), num_layers=state.run.num_layers)
+                          num_layers=state.run.num_layers, **reported)

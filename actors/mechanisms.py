@@ -1,26 +1,41 @@
 """The engine's mechanisms: what a plan may use beyond gathering source tokens at the transformer's input.
 
-A policy declares the mechanisms its plans use (`Policy.needs`); the editor installs those, and only those,
-for one edit. Each step, every installed mechanism turns its part of the plan into what the transformer
-call does (`before_call`), may post-process the velocity and report what happened (`after_call`), and may
-change the final latent (`finish`). The step loop only iterates over them: a new mechanism is a class here
-(its technique in a file of its own), a field of `Needs`, and a line in `mechanisms_for`.
+A policy declares the mechanisms its plans use (`Policy.needs`), a temporal cache among them; the editor
+installs those, and only those, for one edit. Each step, every installed mechanism turns its part of the plan
+into what the transformer call does (`before_call`), may post-process the velocity and report what happened
+(`after_call`), and may change the final latent (`finish`). The step loop only iterates over them: a new
+mechanism is a class here (its technique in a file of its own), a field of `Needs`, and a line in
+`mechanisms_for`. A temporal cache (`actors.caches`) is one too: its spec builds it (`spec.mechanism(edit)`),
+whether the policy's `needs.cache` or the edit's configuration asked for it.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Protocol
 
 import numpy as np
 import torch
 
-from policies import Needs, Plan, PolicyRun
+from policies import Needs, Plan, PolicyRun, RunInfo
 
 from .active_noisy import ActiveNoisy
 from .adapter import EditInputs
 from .attention_stats import AttentionCollector, collecting_attention
+from .results import CacheCall
 from .routing import Routing
+
+
+@dataclass(frozen=True)
+class EditContext:
+    """What a mechanism may know about the edit it is built for."""
+
+    run: RunInfo
+    needs: Needs
+    transformer: torch.nn.Module
+    inputs: EditInputs
+    routing: Routing
+    policy_run: PolicyRun
 
 
 @dataclass
@@ -30,18 +45,23 @@ class StepCall:
     plan: Plan
     kept: torch.Tensor | None          # source rows in the context (ascending); None = every source token
     input_index: torch.Tensor | None   # source rows the adapter gathers at the input; None = all (or routed)
+    index: int                         # the step
     from_layer: int = 0                # layers before it saw every source token
     attention: dict[int, Any] = field(default_factory=dict)   # layer -> LayerStats, when asked for
     selector_seconds: float = 0.0      # token scoring inside the transformer call
     active: int | None = None          # noisy tokens with queries; None = all
     keys: int | None = None            # image tokens every layer attended to; None = all
     active_mask: np.ndarray | None = None
+    cache_calls: tuple[CacheCall, ...] = ()   # one per transformer call, when a temporal cache ran
 
 
 class Mechanism:
     """No-op defaults; a mechanism overrides what it does."""
 
     uses_routing = False   # needs the per-block routing hooks (actors.routing)
+    # attached before the adapter's and the routing hooks, so that its own block hooks sit inside them and see
+    # the rows routing chose (a temporal cache); the others attach after them
+    attaches_first = False
 
     def attached(self) -> ContextManager[Any]:
         return contextlib.nullcontext()
@@ -54,6 +74,18 @@ class Mechanism:
 
     def finish(self, z: torch.Tensor) -> torch.Tensor:
         return z
+
+    def result_notes(self) -> list[str]:
+        return []   # what the edit's result should say about this mechanism
+
+    def result_fields(self) -> dict[str, Any]:
+        return {}   # `EditResult` fields this mechanism fills (a cache: cache_params, cache_summary)
+
+
+class MechanismSpec(Protocol):
+    """A validated, frozen description that builds a mechanism for one edit (a temporal cache's spec)."""
+
+    def mechanism(self, edit: EditContext) -> Mechanism: ...
 
 
 class LayerRouting(Mechanism):
@@ -119,15 +151,16 @@ class QuerySkip(Mechanism):
         return self.spot.replace(z, self.aligned, self.policy_run.replace_with_source())
 
 
-def mechanisms_for(needs: Needs, transformer: torch.nn.Module, family: str, inputs: EditInputs,
-                   routing: Routing, policy_run: PolicyRun) -> list[Mechanism]:
-    """The mechanisms a policy declared, in the order they configure a call."""
-    out: list[Mechanism] = []
+def mechanisms_for(edit: EditContext, cache: MechanismSpec | None = None) -> list[Mechanism]:
+    """The mechanisms of one edit in the order they configure a call: the temporal cache (if any) first, then
+    the ones the policy's plans use."""
+    needs, transformer, family, inputs = edit.needs, edit.transformer, edit.run.family, edit.inputs
+    out: list[Mechanism] = [] if cache is None else [cache.mechanism(edit)]
     num_noisy = inputs.latents.shape[1]
     if needs.layer_routing:
-        out.append(LayerRouting(routing, num_noisy))
+        out.append(LayerRouting(edit.routing, num_noisy))
     if needs.query_skip is not None:
-        out.append(QuerySkip(transformer, family, inputs, needs, routing, policy_run))
+        out.append(QuerySkip(transformer, family, inputs, needs, edit.routing, edit.policy_run))
     if needs.attention_stats:
         out.append(AttentionStats(transformer, family, num_noisy))
     return out

@@ -13,9 +13,7 @@ from . import full, random_drop, tokendrop, topi, sparse_context, spotedit  # no
 
 def make(name: str, **params: Any) -> Policy:
     """Build a policy by name; unknown names and parameters raise PolicyError naming what is accepted."""
-    if name not in REGISTRY:
-        raise PolicyError(f"unknown policy {name!r}; accepted: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**params)
+    return REGISTRY.make(name, **params)
 
 
 __all__ = ["make", "REGISTRY", "CachedContext", "Needs", "Plan", "Policy", "PolicyError", "PolicyRun",

@@ -3,7 +3,8 @@
 A `Policy` is an immutable set of hyper-parameters, declared as pydantic fields and validated on
 construction. `Policy.start` returns a fresh `PolicyRun` for one edit: every mask, score or random
 generator lives on that object, so two records, two actors or two threads never share policy state.
-A policy says which engine mechanisms its plans use in `needs`; the engine installs those and no others.
+A policy says which engine mechanisms its plans use in `needs` (a temporal cache among them); the engine
+installs those and no others.
 
 A new policy is one module, registered where it is defined:
 
@@ -20,11 +21,11 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-import pydantic
 import torch
-from pydantic import ConfigDict
 
-from .params import PolicyError, policy_error
+from core.registry import Plugin, Registry
+
+from .params import PolicyError
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,10 @@ class Needs:
     attention_stats: bool = False             # plans with attention_layers
     query_skip: CachedContext | None = None   # plans with active_noisy; what full steps cache (SpotEdit)
     token_scores: bool = False                # uses RunInfo.token_scores (SpotSelector, VAE-decoder features)
+    # a temporal cache every edit of this policy runs: an `actors.caches` spec, its label "name:k=v,..." or
+    # {"name": ..., **params} (data, so that this layer needs no engine import); the engine builds it and
+    # installs it with the mechanisms above. None: none (an edit may still ask for one)
+    cache: Any = None
 
 
 class PolicyRun(abc.ABC):
@@ -130,44 +135,20 @@ class PolicyRun(abc.ABC):
 
 
 # name -> policy class; filled by `Policy` subclasses declared with `name=...` as their modules are imported
-REGISTRY: dict[str, type[Policy]] = {}
+REGISTRY: Registry[Policy] = Registry("policy", PolicyError)
 
 
-class Policy(pydantic.BaseModel):
-    """Immutable validated hyper-parameters; subclasses declare them as fields and implement `start`."""
+class Policy(Plugin):
+    """Immutable validated hyper-parameters; subclasses declare them as fields and implement `start`.
+    Registration by `name=`, `params()` and the translation of validation errors: `core.registry.Plugin`."""
 
-    # extra="forbid": an unknown parameter is an error, not silently ignored
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
-
-    name: ClassVar[str]
+    registry: ClassVar[Registry[Policy]] = REGISTRY
     needs: ClassVar[Needs] = Needs()   # or a property where it depends on the parameters
-
-    def __init_subclass__(cls, name: str | None = None, **kw: Any) -> None:
-        """`class X(Policy, name="x")` registers X in REGISTRY under "x" (no name: not registered)."""
-        super().__init_subclass__(**kw)
-        if name is None:
-            return
-        taken = REGISTRY.get(name)
-        # the same class defined again (a module reloaded) replaces itself; any other class is refused
-        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise PolicyError(f"policy name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
-        cls.name = name
-        REGISTRY[name] = cls
-
-    def __init__(self, **params: Any) -> None:
-        try:
-            super().__init__(**params)
-        except pydantic.ValidationError as err:
-            raise policy_error(type(self), err) from None
 
     @property
     def regularize(self) -> bool:
         """TokenDrop's source-consistency sampler where tokens were dropped: the policy's `reg` parameter."""
         return bool(getattr(self, "reg", False))
-
-    def params(self) -> dict[str, Any]:
-        """Every parameter, JSON-friendly, in declared order (Parquet's `policy_params`)."""
-        return self.model_dump(mode="json")
 
     @abc.abstractmethod
     def start(self, run: RunInfo) -> PolicyRun:

@@ -1,8 +1,9 @@
 """What every temporal cache does inside one edit: per-branch state, the hooks, and what was skipped.
 
-A `CacheRun` belongs to one edit (`CacheSpec.start`). `attached()` installs its hooks on the transformer for
-that edit and removes them afterwards, whatever happens. The editor calls `before_call` before each step's
-transformer call(s) and `take()` after them, which returns one `CacheCall` per transformer call of the step.
+A `CacheRun` belongs to one edit (`CacheSpec.start`) and is one of its engine mechanisms
+(`actors.mechanisms.Mechanism`). `attached()` installs its hooks on the transformer for that edit and removes
+them afterwards, whatever happens. Its `before_call` reads the step's plan before the transformer call(s), and
+its `after_call` hands the step one `CacheCall` per transformer call (`StepCall.cache_calls`).
 
 State is kept per CFG branch: a stateful hook on the transformer carries a diffusers `StateManager`, so the
 `transformer.cache_context(name)` the Qwen adapter opens around each call ("cond", "uncond") selects the
@@ -35,6 +36,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import CacheContext, StateManager
 
+from ..mechanisms import EditContext, Mechanism, StepCall
 from ..results import CacheCall
 from ..routing import transformer_layers
 
@@ -52,6 +54,14 @@ class CacheRunInfo:
     num_noisy: int
     num_layers: int           # transformer blocks (Flux: dual then single)
     transformer: torch.nn.Module
+    device: torch.device = torch.device("cpu")   # where the edit's latents are
+    skips_queries: bool = False   # the policy skips queries (SpotEdit): its full steps refresh its K/V cache
+
+    @classmethod
+    def of(cls, edit: EditContext) -> CacheRunInfo:
+        run = edit.run
+        return cls(family=run.family, steps=run.steps, num_noisy=run.num_noisy, num_layers=run.num_layers,
+                   transformer=edit.transformer, device=run.device, skips_queries=edit.needs.query_skip is not None)
 
 
 class BranchState:
@@ -120,12 +130,13 @@ class BlockHook(ModelHook):
         return self.join(kwargs["hidden_states"], kwargs["encoder_hidden_states"])
 
 
-class CacheRun:
+class CacheRun(Mechanism):
     """One edit's cache. Subclasses set `state_cls`, `uses_blocks`, and implement `decide_call` (whole calls)
     or `head`/`middle`/`tail` (blocks)."""
 
     state_cls: type[BranchState] = BranchState
     uses_blocks = False
+    attaches_first = True   # its block hooks sit inside the routing hooks, seeing routed rows
 
     def __init__(self, spec: Any, run: CacheRunInfo) -> None:
         self.spec, self.info = spec, run
@@ -137,22 +148,28 @@ class CacheRun:
         self._record: dict[str, Any] | None = None
         self.notes: list[str] = []
 
-    # ---- the editor's side -------------------------------------------------------------------------------
+    # ---- the engine's side (a Mechanism) ------------------------------------------------------------------
     def attached(self) -> ContextManager[Any]:
         return _installed(self)
 
-    def before_call(self, step: int, plan: Any, needs: Any, device: torch.device) -> None:
+    def before_call(self, call: StepCall) -> None:
         """Which noisy rows the step's calls compute, and whether the policy needs their internals."""
-        self.step = int(step)
-        active = plan.active_noisy
+        self.step = int(call.index)
+        active = call.plan.active_noisy
         self.noisy_ids = None if active is None or bool(active.all()) else \
-            torch.nonzero(active.to(device)).flatten()
-        spot_full = needs.query_skip is not None and self.noisy_ids is None
-        self.force = bool(plan.attention_layers) or spot_full
+            torch.nonzero(active.to(self.info.device)).flatten()
+        spot_full = self.info.skips_queries and self.noisy_ids is None
+        self.force = bool(call.plan.attention_layers) or spot_full
 
-    def take(self) -> tuple[CacheCall, ...]:
-        calls, self.calls = tuple(self.calls), []
-        return calls
+    def after_call(self, call: StepCall, v: torch.Tensor) -> torch.Tensor:
+        call.cache_calls, self.calls = tuple(self.calls), []
+        return v
+
+    def result_notes(self) -> list[str]:
+        return list(self.notes)
+
+    def result_fields(self) -> dict[str, Any]:
+        return {"cache_params": self.applied(), "cache_summary": self.summary()}
 
     def applied(self) -> dict[str, Any]:
         return {"name": self.spec.name, **self.spec.params()}

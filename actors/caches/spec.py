@@ -1,10 +1,11 @@
 """The cache axis: which temporal cache an edit runs, as a validated, immutable spec.
 
-A spec is a frozen pydantic model of one technique's parameters that registers itself by name, like a
-policy (`class FirstBlock(CacheSpec, name="first-block")`). `make(name, **params)` and `parse("name:k=v,...")`
-build one; wrong names, types or ranges raise `CacheError` naming the accepted values. `spec.start(run)`
-returns a fresh `CacheRun` for one edit (its hooks and every tensor it remembers), so no state outlives an
-edit or is shared between edits, actors or CFG branches.
+A spec is a frozen pydantic model of one technique's parameters that registers itself by name in `CACHES`,
+like a policy (`class FirstBlock(CacheSpec, name="first-block")`; both are `core.registry.Plugin`s).
+`make(name, **params)` and `parse("name:k=v,...")` build one; wrong names, types or ranges raise `CacheError`
+naming the accepted values. `spec.mechanism(edit)` returns a fresh `CacheRun` for one edit, an engine
+`Mechanism` like the policies' (its hooks and every tensor it remembers), so no state outlives an edit or is
+shared between edits, actors or CFG branches.
 
 Every spec has the same "never skip" setting, which makes the edit equal to the policy alone bit for bit:
 `threshold=0` for first-block and magcache (a call is skipped only when its error is strictly below the
@@ -15,53 +16,33 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import pydantic
 import yaml
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from policies.params import Count, Fraction, Integer, Number, PolicyError, _message
+from core.registry import Plugin, PluginError, Registry
+from policies.params import Count, Fraction, Integer, Number
+
+from .runtime import CacheRun, CacheRunInfo
 
 if TYPE_CHECKING:
-    from .runtime import CacheRun, CacheRunInfo
+    from ..mechanisms import EditContext
 
 
-class CacheError(PolicyError):
+class CacheError(PluginError):
     """A cache name or parameter that cannot be accepted; the message names the accepted values."""
 
 
-# name -> spec class; filled by `CacheSpec` subclasses declared with `name=...` as their modules are imported
-CACHES: dict[str, type["CacheSpec"]] = {}
+# name -> spec class; filled by `CacheSpec` subclasses declared with `name=...` (actors.caches imports them)
+CACHES: Registry[CacheSpec] = Registry("cache", CacheError)
 
 Positive = Annotated[Integer, Field(ge=1)]
 NonNegative = Annotated[Number, Field(ge=0.0)]
 
 
-class CacheSpec(pydantic.BaseModel):
+class CacheSpec(Plugin):
     """Immutable validated parameters of one temporal cache; subclasses declare fields and `start`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
-
-    name: ClassVar[str]
-
-    def __init_subclass__(cls, name: str | None = None, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if name is None:
-            return
-        taken = CACHES.get(name)
-        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise CacheError(f"cache name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
-        cls.name = name
-        CACHES[name] = cls
-
-    def __init__(self, **params: Any) -> None:
-        try:
-            super().__init__(**params)
-        except pydantic.ValidationError as err:
-            raise _cache_error(type(self), err) from None
-
-    def params(self) -> dict[str, Any]:
-        """Every parameter, JSON-friendly, in declared order (what a row records as `cache_params`)."""
-        return self.model_dump(mode="json")
+    registry: ClassVar[Registry[CacheSpec]] = CACHES
 
     def label(self) -> str:
         """`name:k=v,...` with the parameters that differ from the defaults; `parse(label())` rebuilds it."""
@@ -77,8 +58,12 @@ class CacheSpec(pydantic.BaseModel):
         return False
 
     @abc.abstractmethod
-    def start(self, run: "CacheRunInfo") -> "CacheRun":
+    def start(self, run: CacheRunInfo) -> CacheRun:
         """A fresh run for one edit."""
+
+    def mechanism(self, edit: EditContext) -> CacheRun:
+        """This cache as one edit's engine mechanism (what `actors.mechanisms.mechanisms_for` installs)."""
+        return self.start(CacheRunInfo.of(edit))
 
 
 def _all_defaulted(cls: type[CacheSpec]) -> bool:
@@ -91,24 +76,9 @@ def _text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _cache_error(cls: type[CacheSpec], err: pydantic.ValidationError) -> CacheError:
-    errors = err.errors()
-    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
-    if unknown:
-        accepted = ", ".join(cls.model_fields) or "none"
-        return CacheError(f"cache {getattr(cls, 'name', cls.__name__)!r} has no parameter "
-                          f"{', '.join(map(repr, unknown))}; accepted: {accepted}")
-    return CacheError(f"cache {getattr(cls, 'name', cls.__name__)!r}: "
-                      + "; ".join(dict.fromkeys(_message(cls, e) for e in errors)))
-
-
 def make(name: str, **params: Any) -> CacheSpec:
     """A cache spec by name; unknown names and parameters raise CacheError naming what is accepted."""
-    from . import first_block, magcache, taylorseer  # noqa: F401  (they register)
-
-    if name not in CACHES:
-        raise CacheError(f"unknown cache {name!r}; accepted: {', '.join(sorted(CACHES))}")
-    return CACHES[name](**params)
+    return CACHES.make(name, **params)
 
 
 def parse(text: str | dict | CacheSpec | None) -> CacheSpec | None:
@@ -154,8 +124,6 @@ def _value(text: str) -> Any:
 
 
 def names() -> list[str]:
-    from . import first_block, magcache, taylorseer  # noqa: F401
-
     return sorted(CACHES)
 
 

@@ -1,5 +1,5 @@
-"""What a peer is: validated parameters, a reason it cannot run here (or None), and one edit through the
-diffusers pipeline's `__call__`."""
+"""What a peer is: validated parameters (a `core.registry.Plugin`, registered in `PEERS` by `name=`), a reason
+it cannot run here (or None), and one edit through the diffusers pipeline's `__call__`."""
 from __future__ import annotations
 
 import abc
@@ -11,18 +11,16 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import PIL.Image
-import pydantic
 import torch
-from pydantic import ConfigDict
 
-from policies.params import PolicyError, _message
+from core.registry import Plugin, PluginError, Registry
 
 from ..adapter import resize
 from ..editor import adapter_for, open_image
 from ..model_defaults import defaults_of
 
 
-class PeerError(PolicyError):
+class PeerError(PluginError):
     """A peer that cannot be built or cannot run here; the message says why."""
 
 
@@ -40,24 +38,14 @@ class PeerResult:
     notes: list[str] = field(default_factory=list)
 
 
-class Peer(pydantic.BaseModel, abc.ABC):
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+# name -> peer class; filled by `Peer` subclasses declared with `name=...` (actors.peers imports them)
+PEERS: Registry[Peer] = Registry("peer", PeerError)
 
-    name: ClassVar[str]
 
-    def __init__(self, **params: Any) -> None:
-        try:
-            super().__init__(**params)
-        except pydantic.ValidationError as err:
-            unknown = sorted(str(e["loc"][0]) for e in err.errors() if e["type"] == "extra_forbidden")
-            if unknown:
-                raise PeerError(f"peer {self.name!r} has no parameter {', '.join(map(repr, unknown))}; accepted: "
-                                f"{', '.join(type(self).model_fields)}") from None
-            raise PeerError(f"peer {self.name!r}: " + "; ".join(_message(type(self), e) for e in err.errors())) \
-                from None
+class Peer(Plugin):
+    """A peer's validated, frozen parameters; subclasses declare them, `unavailable` and `attached`."""
 
-    def params(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    registry: ClassVar[Registry[Peer]] = PEERS
 
     @classmethod
     @abc.abstractmethod

@@ -20,12 +20,10 @@ from typing_extensions import Annotated
 
 from policies.params import Count, Integer, Number
 
-from .base import Peer
+from .base import Peer, PeerError
 
 
-class CacheDit(Peer):
-    name = "cache-dit"
-
+class CacheDit(Peer, name="cache-dit"):
     threshold: Annotated[Number, Field(ge=0.0)] = 0.12   # residual_diff_threshold
     front: Annotated[Integer, Field(ge=1)] = 1           # Fn_compute_blocks
     back: Count = 0                                      # Bn_compute_blocks
@@ -48,7 +46,6 @@ class CacheDit(Peer):
 
         blocks = len(pipe.transformer.transformer_blocks) + len(getattr(pipe.transformer, "single_transformer_blocks", []))
         if self.front + self.back > blocks:
-            from .base import PeerError
             raise PeerError(f"peer 'cache-dit': front + back = {self.front + self.back} blocks, the model has {blocks}")
         config = DBCacheConfig(Fn_compute_blocks=self.front, Bn_compute_blocks=self.back,
                                residual_diff_threshold=self.threshold, max_warmup_steps=self.warmup,

@@ -22,9 +22,7 @@ from policies.params import Count, Number
 from .base import Peer, PeerError
 
 
-class RegionE(Peer):
-    name = "regione"
-
+class RegionE(Peer, name="regione"):
     threshold: Annotated[Number, Field(gt=0.0, le=1.0)] | None = None        # None: RegionE's per-pipeline value
     cache_threshold: Annotated[Number, Field(ge=0.0)] | None = None
     warmup_step: Count | None = None

@@ -21,7 +21,7 @@ from .adapter import EditInputError, EditInputs, ModelAdapter
 from .architecture import describe
 from .caches import CacheRun, CacheRunInfo, CacheSpec
 from .caches import parse as parse_cache
-from .families import family_of
+from .models import family_of
 from .mechanisms import Mechanism, StepCall, check_plan, mechanisms_for
 from .model_defaults import defaults_of
 from .results import EditResult, StepTrace
@@ -94,7 +94,8 @@ class Editor:
     def __init__(self, pipe: Any, policy: Policy) -> None:
         self.pipe = pipe
         self.policy = policy
-        self.adapter = adapter_for(pipe)
+        self.family = family_of(pipe)         # its record, not the adapter's tag: a family may reuse an adapter
+        self.adapter = self.family.adapter(pipe)
         self.defaults = defaults_of(pipe)   # what the model's saved files say (toy model: 32 tokens, 128x128)
 
     @property
@@ -146,7 +147,7 @@ class Editor:
         inputs.notes[:0] = notes
         state = self._prepare(inputs, int(seed), started)
         if cache is not None:
-            state.cache = cache.start(CacheRunInfo(family=self.adapter.family, steps=state.run.steps,
+            state.cache = cache.start(CacheRunInfo(family=self.family.name, steps=state.run.steps,
                                                    num_noisy=state.run.num_noisy, num_layers=state.run.num_layers,
                                                    transformer=state.transformer))
         z = inputs.latents
@@ -159,14 +160,15 @@ class Editor:
 
     def _prepare(self, inputs: EditInputs, seed: int, started: float) -> EditState:
         """The policy's run and the mechanisms it declared, for this edit only."""
-        transformer, family, needs = self.pipe.transformer, self.adapter.family, self.policy.needs
+        transformer, family, needs = self.pipe.transformer, self.family.name, self.policy.needs
         arch = describe(transformer)
         scorer = TimedScorer(self.pipe, family, inputs.height, inputs.width, inputs.aligned_source[0]) \
             if needs.token_scores else None
         run = RunInfo(family=family, noisy_grid=inputs.noisy_grid, source_grids=inputs.source_grids,
                       steps=len(inputs.timesteps), sigmas=inputs.sigmas.detach().cpu(), seed=seed,
                       device=inputs.latents.device, num_layers=arch["num_layers"], architecture=arch["class"],
-                      config_hash=arch["config_hash"], model=arch["model"], token_scores=scorer)
+                      config_hash=arch["config_hash"], model=arch["model"], token_scores=scorer,
+                      paper=self.family.paper)
         policy_run = self.policy.start(run)
         routing = Routing(family=family, num_noisy=run.num_noisy)
         mechanisms = mechanisms_for(needs, transformer, family, inputs, routing, policy_run)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from actors.attention_stats import LayerStats
-from actors.families import family as family_named
+from actors.models import family as family_named
 from policies.base import RunInfo, Seen, Step
 from policies.spotedit import SpotEdit
 from policies.tokendrop import TokenDrop

@@ -1,5 +1,5 @@
 """The `dropedit bench` arguments of one `bench/gpu.sh` run: a model family at one size, every registered policy
-as it decides and every mechanism forced (bench/forced.py), on the real transformer config (bench/flops.py) or,
+as it decides and every mechanism forced (bench/forced.py), on the real transformer config (actors/families/*/architecture.py) or,
 with --smoke, on a tiny one. `python -m bench.gpu_args flux 2048 OUT [--smoke]` prints them, one per line."""
 from __future__ import annotations
 

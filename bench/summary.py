@@ -24,7 +24,7 @@ class _Step:
     def __init__(self, row: dict[str, Any]) -> None:
         self.kept, self.total, self.noisy = row["kept"], row["total"], row["noisy"]
         self.from_layer, self.active, self.keys = row.get("from_layer", 0), row.get("active"), row.get("keys")
-        self.cache_calls = row.get("cache_calls", ())   # temporal cache: skipped blocks/calls (bench.flops)
+        self.cache_calls = row.get("cache_calls", ())   # temporal cache: skipped blocks/calls (costs.flops)
 
 
 def _steps(edit: dict[str, Any]) -> list[_Step]:

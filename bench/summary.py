@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable, Iterable
 
-from costs import flops, real
+from costs import flops
+from costs.architectures import real as real_architecture
 
 from .speed import spread
 

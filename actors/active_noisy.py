@@ -18,7 +18,7 @@ import torch
 from policies.base import CachedContext, Plan
 
 from .adapter import EditInputs
-from .families import family as family_named
+from .models import family as family_named
 from .routing import Routing
 from .spot_attention import SpotCall, SpotKV, spot_attention
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .families import family
+from .models import family
 from .routing import transformer_layers
 
 

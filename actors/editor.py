@@ -21,8 +21,8 @@ from .adapter import EditInputError, EditInputs, ModelAdapter
 from .architecture import describe
 from .caches import CacheError, CacheSpec
 from .caches import parse as parse_cache
-from .families import family_of
 from .mechanisms import EditContext, Mechanism, StepCall, check_plan, mechanisms_for
+from .models import family_of
 from .model_defaults import defaults_of
 from .results import EditResult, StepTrace
 from .routing import Routing, routed_blocks
@@ -94,7 +94,8 @@ class Editor:
     def __init__(self, pipe: Any, policy: Policy) -> None:
         self.pipe = pipe
         self.policy = policy
-        self.adapter = adapter_for(pipe)
+        self.family = family_of(pipe)         # its record, not the adapter's tag: a family may reuse an adapter
+        self.adapter = self.family.adapter(pipe)
         self.defaults = defaults_of(pipe)   # what the model's saved files say (toy model: 32 tokens, 128x128)
 
     @property
@@ -165,14 +166,15 @@ class Editor:
 
     def _prepare(self, inputs: EditInputs, seed: int, started: float, cache: CacheSpec | None) -> EditState:
         """The policy's run and the mechanisms of the edit (the cache's among them), for this edit only."""
-        transformer, family, needs = self.pipe.transformer, self.adapter.family, self.policy.needs
+        transformer, family, needs = self.pipe.transformer, self.family.name, self.policy.needs
         arch = describe(transformer)
         scorer = TimedScorer(self.pipe, family, inputs.height, inputs.width, inputs.aligned_source[0]) \
             if needs.token_scores else None
         run = RunInfo(family=family, noisy_grid=inputs.noisy_grid, source_grids=inputs.source_grids,
                       steps=len(inputs.timesteps), sigmas=inputs.sigmas.detach().cpu(), seed=seed,
                       device=inputs.latents.device, num_layers=arch["num_layers"], architecture=arch["class"],
-                      config_hash=arch["config_hash"], model=arch["model"], token_scores=scorer)
+                      config_hash=arch["config_hash"], model=arch["model"], token_scores=scorer,
+                      paper=self.family.paper)
         policy_run = self.policy.start(run)
         routing = Routing(family=family, num_noisy=run.num_noisy)
         edit = EditContext(run=run, needs=needs, transformer=transformer, inputs=inputs, routing=routing,

@@ -1,52 +1,27 @@
-"""Load a diffusers editing pipeline by name: real checkpoints from a local folder, tiny ones built here."""
+"""Load a diffusers editing pipeline by name (`actors.models`): real checkpoints from a local folder, tiny
+ones built here."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
 
 from .adapter import EditInputError
-
-
-def _tiny(builder_name: str, **kwargs: Any) -> Callable[[], Any]:
-    def build() -> Any:
-        from . import tiny_models   # imported lazily: only tests and demos need it
-        return getattr(tiny_models, builder_name)(**kwargs)
-    return build
-
-
-# name -> (pipeline class, builder for a model that needs no files, or None if a path is required)
-MODELS: dict[str, tuple[type, Callable[[], Any] | None]] = {
-    "flux-kontext": (FluxKontextPipeline, None),
-    "qwen-image-edit": (QwenImageEditPipeline, None),
-    "qwen-image-edit-plus": (QwenImageEditPlusPipeline, None),
-    "tiny-flux-kontext": (FluxKontextPipeline, _tiny("build_tiny_flux_kontext")),
-    "tiny-qwen-image-edit": (QwenImageEditPipeline, _tiny("build_tiny_qwen_image_edit")),
-    "tiny-qwen-image-edit-plus": (QwenImageEditPlusPipeline, _tiny("build_tiny_qwen_image_edit", plus=True)),
-    "toy-flux-kontext": (FluxKontextPipeline, None),      # v1: 128 px, 8x8 tokens (kept for comparison)
-    "toy-flux-kontext-v2": (FluxKontextPipeline, None),   # 256 px, 16x16 tokens (the testbed's model)
-}
-
-# Models shipped in this repository: loaded from here when no path is given (`jobs.train` wrote them).
-_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-SHIPPED: dict[str, Path] = {name: _MODELS_DIR / name for name in ("toy-flux-kontext", "toy-flux-kontext-v2")}
+from .models import MODELS, model
 
 
 def protocol_of(name: str, path: str | Path | None = None) -> dict[str, Any] | None:
     """The sampling protocol an edit with `name` runs when the config gives none, without loading it: the
     family adapter's `default_steps`/`default_guidance`/`resize_filter` (the papers' settings), the steps
     overridden by the model's saved `dropedit.json`. None for an unknown name."""
-    from .families import PIPELINES
     from .model_defaults import read_defaults
 
     if name not in MODELS:
         return None
-    cls = MODELS[name][0]
-    fam = next(f for c, f in PIPELINES if c is cls)
-    adapter = fam.adapter
-    saved = read_defaults(path if path is not None else SHIPPED.get(name))
+    spec = model(name)
+    fam, adapter = spec.family, spec.family.adapter
+    saved = read_defaults(path if path is not None else spec.shipped)
     return {"family": fam.name, "steps": saved.steps or adapter.default_steps,
             "guidance_scale": adapter.default_guidance, "resize_filter": adapter.resize_filter}
 
@@ -69,22 +44,22 @@ def load_pipeline(name: str, path: str | Path | None = None, device: str | torch
     """
     if name not in MODELS:
         raise EditInputError(f"unknown model {name!r}; accepted: {', '.join(MODELS)}")
-    cls, build = MODELS[name]
+    spec = model(name)
     device = torch.device(device) if device is not None else default_device()
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     dtype = dtype or default_dtype(device)
-    if path is None and name in SHIPPED:
-        path = SHIPPED[name]
+    if path is None and spec.shipped is not None:
+        path = spec.shipped
         if not path.is_dir():
             raise EditInputError(f"model {name!r} ships in {path}, which is missing (a non-editable install?): "
                                  "give its folder as path")
     if path is not None:
         if not Path(path).is_dir():
             raise EditInputError(f"model path {str(path)!r} is not a local folder")
-        pipe = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
-    elif build is not None:
-        pipe = build()
+        pipe = spec.pipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+    elif spec.tiny is not None:
+        pipe = spec.tiny()
         if pipe.transformer.dtype != dtype:
             pipe = pipe.to(dtype=dtype)
     else:

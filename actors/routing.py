@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from .families import family
+from .models import family
 
 ROUTE_HOOK = "dropedit_block_route"
 

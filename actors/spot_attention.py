@@ -25,7 +25,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 
-from .families import family
+from .models import family
 from .routing import transformer_layers
 
 BRANCH_HOOK = "dropedit_spot_branch"

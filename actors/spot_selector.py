@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .families import family
+from .models import family
 
 METRICS = ("lpips_vae", "l2", "cosine")
 PATCH = 2   # both families pack 2×2 latent pixels into one token

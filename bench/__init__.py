@@ -1,5 +1,5 @@
 """The speed benchmark: each policy's speed against `full` on a benchmark-size model of the real classes
-(`bench.speed`), the FLOP model that prices the same traces on the real architectures (`bench.flops`),
+(`bench.speed`), the FLOP model that prices the same traces on the real architectures (`costs.flops`),
 the summary rows (`bench.summary`), the Ray pipeline's overhead (`bench.pipeline`), the Markdown report
 (`bench.report`), and the whole measurement as one call (`bench.run`).
 

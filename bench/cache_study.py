@@ -22,7 +22,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import PIL.Image
 
-from . import caches, flops
+from costs import flops, real
+
+from . import caches
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHES = ("first-block:threshold=0.05", "first-block:threshold=0.12", "first-block:threshold=0.18",
@@ -171,7 +173,8 @@ def measure(pipe: Any, config: str, record: Record, steps: int, config_first: bo
         record.full_pixels = (reference or caches.run_config(pipe, "full|", record.spec, steps))["pixels"]
     wall = r["reference_seconds"] if reference is None else reference["seconds"]
     cpu = r["reference_cpu_seconds"] if reference is None else reference["cpu_seconds"]
-    arch, text = flops.REAL["FLUX.1-Kontext-dev"]
+    kontext = real("FLUX.1-Kontext-dev")
+    arch, text = kontext.arch, kontext.text()
     values = caches.record_values(r, record.full_pixels, record.target, wall, arch, text)
     values["flop_1024"] = flops.predicted_speedup(arch, scaled(r["trace"]), text, r.get("source_cached", False))
     return {"config": config, "record": record.id, "category": record.spec.get("category"),

@@ -1,6 +1,6 @@
 """Temporal caches, token pruning, their compositions and the cache-dit peer on the same edits: fidelity to the
 uncached `full` edit and to the exact target, skipped calls, FLOP-ideal speedup on FLUX.1-Kontext-dev (the toy's
-traces priced on the real config by `bench.flops`, skipped blocks included) and measured speedup (paired with
+traces priced on the real config by `costs.flops`, skipped blocks included) and measured speedup (paired with
 `full` on the same record; wall time on a shared CPU is noisy).
 
     python -m bench.caches [--model toy-flux-kontext-v2] [--steps 28] [--records N] [--config "POLICY[k=v;..]|CACHE"]
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from . import flops
+from costs import flops, real
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = (
@@ -122,7 +122,8 @@ def compare(model: str = "toy-flux-kontext-v2", configs: tuple[str, ...] = DEFAU
     pipe = actors.load_pipeline(model, device="cpu")
     manifest = [json.loads(line) for line in (ROOT / "configs" / "demo_manifest.jsonl").read_text().splitlines()
                 if line.strip()][:records]
-    arch, text = flops.REAL["FLUX.1-Kontext-dev"]
+    kontext = real("FLUX.1-Kontext-dev")
+    arch, text = kontext.arch, kontext.text()
     out: dict[str, dict[str, list[float]]] = {c: {} for c in configs}
     for record in manifest:
         target = np.asarray(PIL.Image.open(ROOT / "configs" / record["target"]).convert("RGB"), np.float64) / 255

@@ -7,7 +7,7 @@
 #
 # For each family (flux, qwen) and size (1024², 2048²) one `dropedit bench` run (in-process, no Ray, no
 # pipeline-overhead part) on a model of the real classes whose transformer has the real config's depth and
-# width (bench/flops.py: FLUX 19 + 38 blocks, Qwen 60 blocks, 24 heads × 128) with RANDOM weights (timing only),
+# width (actors/families/*/architecture.py: FLUX 19 + 38 blocks, Qwen 60 blocks, 24 heads × 128) with RANDOM weights (timing only),
 # text encoders and VAE tiny: every registered policy as it decides, and every mechanism forced to skip at fixed
 # ratios (bench/forced.py: gather at keep 0.5, ToPi Mode B from layer 10 at keep 0.5 with and without anchor
 # steps, SpotEdit at 50 % and 20 % active, the latter with its selector), 3 steps, 1 repetition.

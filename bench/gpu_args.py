@@ -1,5 +1,5 @@
 """The `dropedit bench` arguments of one `bench/gpu.sh` run: a model family at one size, every registered policy
-as it decides and every mechanism forced (bench/forced.py), on the real transformer config (bench/flops.py) or,
+as it decides and every mechanism forced (bench/forced.py), on the real transformer config (actors/families/*/architecture.py) or,
 with --smoke, on a tiny one. `python -m bench.gpu_args flux 2048 OUT [--smoke]` prints them, one per line."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 import sys
 from typing import Any
 
-from .flops import FLUX_KONTEXT_DEV, QWEN_IMAGE_EDIT
+from actors.families.flux_kontext.architecture import FLUX_KONTEXT_DEV_CONFIG as FLUX_KONTEXT_DEV
+from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_CONFIG as QWEN_IMAGE_EDIT
 
 REAL = {"flux": FLUX_KONTEXT_DEV, "qwen": QWEN_IMAGE_EDIT}
 EXEMPT = 10   # ToPi's default exempt layers on the real models: the forced Mode B routes from the same layer

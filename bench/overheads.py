@@ -30,7 +30,7 @@ from diffusers import (AutoencoderKL, AutoencoderKLQwenImage, FluxKontextPipelin
                        QwenImageEditPipeline, QwenImageTransformer2DModel)
 
 from actors.attention_stats import AttentionCollector, LayerStats
-from actors.families import family as family_named
+from actors.models import family as family_named
 from actors.sampler import regularized_step
 from actors.spot_attention import SpotCall, SpotKV
 from actors.spot_selector import TimedScorer
@@ -42,7 +42,9 @@ from policies.topi_select import top_k_count
 
 from . import overheads_report as rep
 from . import report
-from .flops import FLUX_KONTEXT_DEV, FLUX_KONTEXT_TEXT_TOKENS, QWEN_IMAGE_EDIT, QWEN_IMAGE_EDIT_TEXT_TOKENS
+from actors.families.flux_kontext.architecture import FLUX_KONTEXT_DEV_CONFIG as FLUX_KONTEXT_DEV, FLUX_KONTEXT_TEXT_TOKENS
+from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_CONFIG as QWEN_IMAGE_EDIT, \
+    QWEN_IMAGE_EDIT_TEXT_TOKENS
 
 # FLUX.1-Kontext-dev vae/config.json (the FLUX.1 autoencoder: ch 128, ch_mult 1, 2, 4, 4, 2 res blocks, z 16).
 FLUX_VAE: dict[str, Any] = {

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from actors.attention_stats import LayerStats
-from actors.families import family as family_named
+from actors.models import family as family_named
 from policies.base import RunInfo, Seen, Step
 from policies.spotedit import SpotEdit
 from policies.tokendrop import TokenDrop
@@ -48,7 +48,8 @@ def run_info(family: str, grid: tuple[int, int], steps: int, num_layers: int,
     """What a policy sees of one edit (one reference, aligned with the noisy grid)."""
     return RunInfo(family=family, noisy_grid=grid, source_grids=(grid,), steps=steps,
                    sigmas=torch.linspace(1.0, 0.0, steps + 1), seed=0, device=torch.device("cpu"),
-                   num_layers=num_layers, architecture=ARCHITECTURE[family], token_scores=token_scores)
+                   num_layers=num_layers, architecture=ARCHITECTURE[family], token_scores=token_scores,
+                   paper=family_named(family).paper)
 
 
 def default_steps(family: str) -> int:

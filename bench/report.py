@@ -147,7 +147,7 @@ def multi_reference_lines(result: dict[str, Any]) -> list[str]:
             "repetition. Reference tokens: all references' tokens (the first at the edit size, the others at "
             "~1024² area as Edit-Plus encodes them).", "",
             *multi_reference_table(result["rows"], names[0]), "",
-            "FLOP-ideal on the real architecture (`bench/flops.py`): sequence = text + noisy + Σ reference tokens, "
+            "FLOP-ideal on the real architecture (`costs/flops.py`): sequence = text + noisy + Σ reference tokens, "
             "the `warm-up` steps full, then ⌈keep·n⌉ tokens of every reference; text = the prompt's and the "
             "negative prompt's (true CFG: two calls per step), 196 vision tokens per reference. Per pruned step = "
             "the limit of a long edit; papers report ~2× (one reference) and ~4× (several) wall-clock on GPUs.", "",
@@ -201,7 +201,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["Skipped policies:", ""] + [f"- `{k}`: {v}" for k, v in result["skipped"].items()] + [""]
     lines += ["## The same traces priced on the real architectures", "",
               "FLOP-ideal speedup of the transformer calls (attention + linear FLOPs from each config, "
-              "`bench/flops.py`), for the traces measured above (same token counts, same per-step keeps). "
+              "`costs/flops.py`), for the traces measured above (same token counts, same per-step keeps). "
               "Papers report wall-clock on GPUs, with their own step counts and keep ratios.", "",
               *real_table(result["rows"], names), "",
               *(multi_reference_lines(result) if result.get("multi_reference") else []),

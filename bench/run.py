@@ -16,7 +16,9 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     from actors import default_device
     from actors.loading import default_dtype
 
-    from . import flops, report
+    from costs import flops
+
+    from . import report
     from .speed import build_bench_pipeline, measure, parse_policy, policy_specs
     from .summary import real_pricing, summarise
 

@@ -1,5 +1,5 @@
 """A SYNTHETIC stand-in for the editing model, for `dropedit simulate`: it edits nothing. It sleeps, scaled down,
-for the time the FLOP model (`bench.flops`) gives the configuration on the real architecture at an assumed
+for the time the cost model (`costs`) gives the configuration on the real architecture at an assumed
 GPU throughput, with heavy-tailed noise, after a model-load sleep; its "edit" is the source image itself.
 
 Everything else is the real graph: `SimulatedEditActor` is a `pipeline.unit_stage.UnitActor`, so unit order,
@@ -21,8 +21,8 @@ import ray
 from pipeline.unit_stage import UnitActor, UnitEdit
 from pipeline.records import policy_params_json
 
-from .estimate import ARCHITECTURE
-from .flops import REAL, REAL_MULTI_REFERENCE, call_flops, image_tokens
+from costs import edit_cost, gpu_seconds
+from costs.flops import image_tokens
 
 NOMINAL_KEEP = 0.5   # assumption for policies whose keep ratio is adaptive (TokenDrop, ToPi mass, SpotEdit)
 KEEP_PARAMS = ("ratio", "keep")   # parameters that fix a configuration's keep ratio
@@ -69,16 +69,10 @@ def nominal_keep(config: Mapping[str, Any]) -> float:
 
 
 def edit_seconds(config: Mapping[str, Any], tflops: float) -> float:
-    """FLOP-model time of one edit on the real architecture of the config's model, at `tflops` TFLOP/s."""
-    name = ARCHITECTURE.get(config["model_name"], config["model_name"])
-    arch, text = REAL[name] if name in REAL else (REAL_MULTI_REFERENCE[name][0], REAL_MULTI_REFERENCE[name][1](1))
-    guidance = config.get("guidance_scale")
-    if arch.family == "qwen" and guidance is not None and guidance <= 1:
-        text = text[:1]
-    n = image_tokens(config["height"], config["width"])
-    kept = round(nominal_keep(config) * n)
-    per_step = sum(call_flops(arch, t, n, n, kept=kept).total for t in text)
-    return per_step * config["steps"] / (tflops * 1e12)
+    """Cost-model time of one edit on the real architecture of the config's model, at `tflops` TFLOP/s."""
+    cost = edit_cost(config["model_name"], config["height"], config["width"], config["steps"],
+                     config.get("guidance_scale"), keep=nominal_keep(config))
+    return gpu_seconds(cost.flops, tflops)
 
 
 class SimulatedEditActor(UnitActor):

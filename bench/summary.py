@@ -5,7 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable, Iterable
 
-from . import flops
+from costs import flops
+from costs.architectures import real as real_architecture
+
 from .speed import spread
 
 # What each paper reports (wall-clock, their GPUs, their step counts): shown next to our FLOP pricing.
@@ -23,7 +25,7 @@ class _Step:
     def __init__(self, row: dict[str, Any]) -> None:
         self.kept, self.total, self.noisy = row["kept"], row["total"], row["noisy"]
         self.from_layer, self.active, self.keys = row.get("from_layer", 0), row.get("active"), row.get("keys")
-        self.cache_calls = row.get("cache_calls", ())   # temporal cache: skipped blocks/calls (bench.flops)
+        self.cache_calls = row.get("cache_calls", ())   # temporal cache: skipped blocks/calls (costs.flops)
 
 
 def _steps(edit: dict[str, Any]) -> list[_Step]:
@@ -75,6 +77,7 @@ def _ratios(full: dict[int, float], mine: dict[int, float]) -> list[float]:
     return [full[rep] / mine[rep] for rep in sorted(mine) if rep in full and mine[rep] > 0]
 
 
+EDIT_PLUS_ARCHITECTURES = ("Qwen-Image-Edit-Plus",)   # the real architectures taking several references
 # name -> (architecture, text tokens of each call of one step for a given reference count)
 RealPricing = dict[str, tuple[flops.Arch, Callable[[int], tuple[int, ...]]]]
 
@@ -83,9 +86,8 @@ def real_pricing(model: str) -> RealPricing:
     """The real architectures a benchmark family's traces are priced on: Edit-Plus traces (several
     references, their own text lengths) on Qwen-Image-Edit-Plus, the others on FLUX.1-Kontext-dev and
     Qwen-Image-Edit (one reference each)."""
-    if model == "qwen-plus":
-        return dict(flops.REAL_MULTI_REFERENCE)
-    return {name: (arch, lambda _n, text=text: text) for name, (arch, text) in flops.REAL.items()}
+    names = EDIT_PLUS_ARCHITECTURES if model == "qwen-plus" else ("FLUX.1-Kontext-dev", "Qwen-Image-Edit")
+    return {name: (priced.arch, priced.architecture.text_tokens) for name in names for priced in [real_architecture(name)]}
 
 
 def summarise(edits: list[dict[str, Any]], bench_arch: flops.Arch,
@@ -173,7 +175,7 @@ def analytic_multi_reference(sizes: Iterable[int], counts: Iterable[int], budget
     """FLOP-ideal Sparse Context speedups on the real Edit-Plus architecture for each (size, keep, reference
     count): per pruned step, and for whole edits of `steps` steps with the budget's warm-up."""
     out = []
-    for name, (arch, text) in flops.REAL_MULTI_REFERENCE.items():
+    for name, (arch, text) in real_pricing("qwen-plus").items():
         for size in sizes:
             noisy = flops.image_tokens(size)
             for keep, warmup in budgets:

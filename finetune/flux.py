@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from actors import training as T
-from actors.families import family_of
+from actors.models import family_of
 
 from .objective import Draws
 

@@ -78,7 +78,7 @@ def velocity_target(z_tgt: torch.Tensor, noise: torch.Tensor, sigma: torch.Tenso
 
 def objective_for(pipe: Any, max_sequence_length: int | None = None, guidance: float | None = None) -> FamilyObjective:
     """The family's objective for a loaded pipeline."""
-    from actors.families import family_of
+    from actors.models import family_of
 
     name = family_of(pipe).name
     if name == "flux":

@@ -1,39 +1,43 @@
 """`python -m jobs.train CONFIG --dry-run`: what a fine-tune will do and cost, without a model or Ray.
 
 Memory per GPU is an estimate from the real architecture's parameter counts (the tiny and toy models are
-costed as the real architecture of their family, as `bench.estimate` does): weights (bf16 base for LoRA, fp32
+costed as the real architecture `actors.models` prices them as, as the run's dry run does): weights (bf16 base for LoRA, fp32
 master weights for full), the trainable parameters' gradients and AdamW moments (fp32), and activations
 (~34 bytes per token, hidden unit and layer without checkpointing, Korthikanti et al. 2022; with gradient
 checkpointing one bf16 layer input per layer plus one layer's activations). Encoders are counted while they
 encode (once, at the start), not during training (`model.park_encoders`). FLOPs per step come from the FLOP
-model of one transformer call (`step_flops`, given by the job: `bench.flops`), times 3 for full fine-tuning
+model of one transformer call (`costs.flops`), times 3 for full fine-tuning
 (forward, and a backward of twice its cost), times 2 for LoRA (no weight gradients of the frozen base), plus
 one forward with gradient checkpointing; the source tokens are costed at the drop range's mean kept share.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+
+from actors.models import model
+from costs import for_model, gpu_seconds
+from costs.flops import call_flops
 
 from .config import FinetuneConfig
 
 GIB = 1024 ** 3
-# real architecture per model name: (transformer params, encoder params, hidden, layers, LoRA-able linears
-# of width hidden x hidden per model: Flux 19 dual blocks x 8 + 38 single x 3; Qwen 60 blocks x 8)
-ARCH = {
-    "flux": {"params": 11.9e9, "encoders": 4.9e9, "dim": 3072, "layers": 57, "lora_linears": 19 * 8 + 38 * 3},
-    "qwen": {"params": 20.4e9, "encoders": 8.4e9, "dim": 3072, "layers": 60, "lora_linears": 60 * 8},
-}
-TEXT_TOKENS = {"flux": 512, "qwen": 1389}   # T5 padded to 512; Qwen2.5-VL: the source's vision tokens + prompt
-PLUS_TEXT_PER_REFERENCE = 196 + 7
+# LoRA-able linears of width hidden x hidden per block (DEFAULT_TARGETS): 8 in a dual-stream block (q, k, v, out
+# of each stream), 3 in a Flux single-stream block (q, k, v)
+LORA_LINEARS_DUAL, LORA_LINEARS_SINGLE = 8, 3
 
 
-def _family(name: str) -> str:
-    return "flux" if "flux" in name else "qwen"
+def _sizes(model_name: str) -> dict[str, float]:
+    """What memory depends on, of the real architecture the model is priced as (`costs`)."""
+    priced = for_model(model_name)
+    arch = priced.arch
+    return {"params": priced.architecture.params, "encoders": priced.architecture.encoder_params,
+            "dim": arch.dim, "layers": arch.num_layers,
+            "lora_linears": arch.dual_layers * LORA_LINEARS_DUAL + arch.single_layers * LORA_LINEARS_SINGLE}
 
 
 def memory_gib(cfg: FinetuneConfig, tokens: int) -> dict[str, float]:
     """Estimated GiB per GPU while training and while encoding."""
-    a = ARCH[_family(cfg.model.name)]
+    a = _sizes(cfg.model.name)
     workers = cfg.scaling.num_workers
     if cfg.lora is not None:
         trainable = cfg.lora.rank * 2 * a["dim"] * a["lora_linears"]
@@ -67,20 +71,20 @@ def _references(cfg: FinetuneConfig, records: int | None) -> tuple[float, int | 
     return sum(1 + len(r["references"]) for r in rows) / len(rows), len(rows)
 
 
-def plan(cfg: FinetuneConfig, step_flops: Callable[..., float] | None = None,
-         records: int | None = None) -> dict[str, Any]:
+def plan(cfg: FinetuneConfig, records: int | None = None) -> dict[str, Any]:
     """The plan as a dict (what `describe` prints)."""
     from .schedule import steps_per_epoch
 
-    fam, size, t = _family(cfg.model.name), cfg.data.size, cfg.train
+    priced, size, t = for_model(cfg.model.name), cfg.data.size, cfg.train
     noisy = (size // 16) ** 2
     references, records = _references(cfg, records)
-    text = min(TEXT_TOKENS[fam], cfg.model.max_sequence_length or TEXT_TOKENS[fam])
+    prompt = priced.text(references=max(1, round(references)))[0]   # the conditional call's text tokens
+    text = min(prompt, cfg.model.max_sequence_length or prompt)
     lo, hi = t.reference_drop or (0.0, 0.0)
     kept = noisy * references * (1 - (lo + hi) / 2)
     per_sample = noisy + kept + text
     batch = cfg.scaling.num_workers * t.batch_size * t.grad_accum
-    out = {"model": cfg.model.name, "family": fam, "mode": f"LoRA rank {cfg.lora.rank}" if cfg.lora else
+    out = {"model": cfg.model.name, "family": model(cfg.model.name).family.name, "mode": f"LoRA rank {cfg.lora.rank}" if cfg.lora else
            f"full ({cfg.scaling.strategy})", "workers": cfg.scaling.num_workers, "global_batch": batch,
            "image_tokens": noisy, "references": references, "text_tokens": text, "mean_kept_reference_tokens": kept,
            "tokens_per_step": int(batch * per_sample), "records": records,
@@ -88,9 +92,9 @@ def plan(cfg: FinetuneConfig, step_flops: Callable[..., float] | None = None,
                                                                         t.batch_size, t.grad_accum),
            **memory_gib(cfg, int(per_sample))}
     out["fits_gpu"] = max(out["train_gib"], out["encode_gib"]) <= cfg.scaling.gpu_memory_gib
-    if step_flops is not None:
-        factor = (2 if cfg.lora is not None else 3) + (1 if t.gradient_checkpointing else 0)
-        out["flops_per_step"] = factor * batch * step_flops(cfg.model.name, text, noisy, noisy * references, kept)
+    factor = (2 if cfg.lora is not None else 3) + (1 if t.gradient_checkpointing else 0)
+    forward = call_flops(priced.arch, text, noisy, noisy * references, kept=int(round(kept))).total
+    out["flops_per_step"] = factor * batch * forward
     return out
 
 
@@ -105,9 +109,8 @@ def describe(p: dict[str, Any]) -> str:
              f"trainable parameters: {p['trainable_params_M']:.1f} M; memory per GPU (estimate): "
              f"{p['train_gib']:.1f} GiB training, {p['encode_gib']:.1f} GiB while encoding"
              + ("" if p["fits_gpu"] else "  -- MORE than scaling.gpu_memory_gib")]
-    if "flops_per_step" in p:
-        one_gpu = p["flops_per_step"] / 400e12
-        lines.append(f"FLOPs per optimizer step (FLOP model of the real architecture): {p['flops_per_step']:.3g}: "
-                     f"{one_gpu:.1f} GPU-seconds at 400 TFLOP/s sustained, {one_gpu / p['workers']:.1f} s per step "
-                     f"on {p['workers']} GPU(s)")
+    one_gpu = gpu_seconds(p["flops_per_step"])
+    lines.append(f"FLOPs per optimizer step (FLOP model of the real architecture): {p['flops_per_step']:.3g}: "
+                 f"{one_gpu:.1f} GPU-seconds at 400 TFLOP/s sustained, {one_gpu / p['workers']:.1f} s per step "
+                 f"on {p['workers']} GPU(s)")
     return "\n".join(lines)

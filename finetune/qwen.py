@@ -9,7 +9,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from actors.families import family_of
+from actors.models import family_of
 from actors.families.qwen_image_edit.positions import RowSelection, gathered_positions
 
 from .objective import Draws, velocity_target

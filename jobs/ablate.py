@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, known_policies=policies.REGISTRY)
     check_run(cfg, expand_grid(cfg))
     if getattr(args, "dry_run", False):
-        from bench.estimate import DEFAULT_GPU_TFLOPS, dry_run
+        from costs import DEFAULT_GPU_TFLOPS
+        from pipeline.dry_run import dry_run
 
         text, _ = dry_run(cfg, args.records, args.gpu_tflops or DEFAULT_GPU_TFLOPS, source=args.config)
         print(text)

@@ -131,13 +131,13 @@ def run(args: argparse.Namespace) -> int:
         check_image(image)
     import actors
     import policies
-    from actors.loading import SHIPPED
+    from actors.models import shipped_folders
 
     from actors.caches import parse as parse_cache
 
     policy = policies.make(args.policy, **parse_assignments(args.assignments))
     cache = parse_cache(args.cache)   # a bad spec is refused here, before any model work
-    check_size(args.model_path or SHIPPED.get(args.model), height, width, args.any_size)
+    check_size(args.model_path or shipped_folders().get(args.model), height, width, args.any_size)
     pipe = actors.load_pipeline(args.model, path=args.model_path)
     editor = actors.Editor(pipe, policy)
     steps = editor.default_steps if args.steps is None else args.steps

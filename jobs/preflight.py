@@ -35,11 +35,11 @@ def check_caches(configs: list[dict[str, Any]]) -> None:
 
 def check_sizes(configs: list[dict[str, Any]]) -> None:
     """Refuse sizes outside what a model's saved files say it was trained at (the toy model: 128x128)."""
-    from actors.loading import SHIPPED
     from actors.model_defaults import read_defaults
+    from actors.models import shipped_folders
 
     for conf in configs:
-        folder = conf.get("model_path") or SHIPPED.get(conf["model_name"])
+        folder = conf.get("model_path") or shipped_folders().get(conf["model_name"])
         problem = read_defaults(folder).size_problem(conf["height"], conf["width"])
         if problem:
             raise ValueError(f"model {conf['model']!r} at resolution {conf['width']}x{conf['height']}: {problem}; "

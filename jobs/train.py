@@ -67,21 +67,11 @@ def _finetune(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)   # validated in the driver, before any worker starts
     if args.dry_run:
-        print(describe(plan(cfg, step_flops=_step_flops)))
+        print(describe(plan(cfg)))
         return 0
     init_ray()
     print(json.dumps(fit(cfg, fresh=args.fresh, max_failures=args.max_failures)))
     return 0
-
-
-def _step_flops(model_name: str, text: int, noisy: int, source: int, kept: float) -> float:
-    """Forward FLOPs of one training call of the real architecture (bench.flops), per sample."""
-    from bench.estimate import ARCHITECTURE
-    from bench.flops import REAL, REAL_MULTI_REFERENCE, call_flops
-
-    name = ARCHITECTURE[model_name]
-    arch = REAL[name][0] if name in REAL else REAL_MULTI_REFERENCE[name][0]
-    return call_flops(arch, text, noisy, source, kept=int(round(kept))).total
 
 
 def main(argv: list[str] | None = None) -> int:

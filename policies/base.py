@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
@@ -46,6 +46,16 @@ class RunInfo:
     # (x̂0 [num_noisy, C], metric) -> distance of each noisy token to the first reference, float [num_noisy];
     # metrics "lpips_vae", "l2", "cosine" (actors.spot_selector, timed as the step's selector_seconds)
     token_scores: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+    # the papers' settings for this family, by policy name (actors.families: `Family.paper`)
+    paper: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def paper_default(self, policy: str, parameter: str) -> Any:
+        """The papers' `parameter` of `policy` for this edit's family; an error, never another family's."""
+        try:
+            return self.paper[policy][parameter]
+        except KeyError:
+            raise PolicyError(f"policy {policy!r} has no default {parameter} for model family {self.family!r} "
+                              f"(the papers give none): set {parameter} explicitly") from None
 
     @property
     def num_source(self) -> int:

@@ -13,9 +13,6 @@ from .base import Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, St
 FORMAT = "dropedit.topi-calibration/1"
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "calibration"
 
-# The representative layers the paper reports for the real checkpoints (Appendix C.3), by architecture.
-PAPER_LAYERS = {("FluxTransformer2DModel", 57): (13, 18, 31), ("QwenImageTransformer2DModel", 60): (35, 37, 42)}
-
 
 class SensitivityRun(PolicyRun):
     """Full context at every step; every layer reports Σ_h Σ_noisy i Σ_source j A (Eq. 4's inner sum)."""
@@ -112,7 +109,8 @@ def auto_layers(run: RunInfo) -> tuple[tuple[int, ...], str]:
     if found is not None:
         path, doc = found
         return calibrated_layers(doc, run, str(path)), f"calibration:{path.name}"
-    paper = PAPER_LAYERS.get((run.architecture, run.num_layers))
+    # the layers the paper reports for the family's real checkpoint (by depth; actors.families)
+    paper = run.paper.get("topi", {}).get("layers", {}).get(run.num_layers)
     if paper is not None:
         return paper, "paper"
     raise PolicyError(

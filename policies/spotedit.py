@@ -35,8 +35,6 @@ Selector = Literal["lpips_vae", "l2", "cosine"]     # distances of x̂0 to the s
 FUSIONS, SELECTORS = get_args(Fusion), get_args(Selector)
 PAPER_STEPS = 50
 OFFICIAL_RESETS = (13, 22, 31)        # the official code's reset steps for 50 steps (both families)
-OFFICIAL_DILATE = {"flux": 0, "qwen": 1}
-PAPER_TAU = {"flux": 0.2, "qwen": 0.15}   # Kontext: the paper's 0.2; Qwen: the official code's 0.15
 
 
 def fusion_alpha(t: float) -> float:
@@ -70,8 +68,9 @@ class SpotEditRun(PolicyRun):
             raise PolicyError("policy 'spotedit' needs the editor's token scorer (RunInfo.token_scores)")
         self.policy, self.run = policy, run
         self.resets = frozenset(default_resets(run.steps) if policy.reset_steps is None else policy.reset_steps)
-        self.dilate = OFFICIAL_DILATE.get(run.family, 0) if policy.dilate is None else policy.dilate
-        self.tau = PAPER_TAU.get(run.family, PAPER_TAU["flux"]) if policy.tau is None else policy.tau
+        # unset: the family's values (actors.families; Kontext τ 0.2 and dilation 0, Qwen 0.15 and 1)
+        self.dilate = run.paper_default("spotedit", "dilate") if policy.dilate is None else policy.dilate
+        self.tau = run.paper_default("spotedit", "tau") if policy.tau is None else policy.tau
         self.unchanged: torch.Tensor | None = None   # bool over noisy tokens, for the next step
         self.final: torch.Tensor | None = None       # non-edited tokens of the last step that skipped any
 

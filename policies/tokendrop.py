@@ -18,8 +18,6 @@ from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 from .params import Count, Integer, Number
 from .triangle import triangle_threshold
 
-# The paper's settings per model family: (ω, full steps).
-PAPER_DEFAULTS = {"flux": (0.4, 2), "qwen": (0.1, 4)}
 PAPER_GRID = 64   # the token grid side the paper's kernel is specified for (FLUX at 1024²)
 
 
@@ -54,9 +52,10 @@ def adaptive_keep(diff: torch.Tensor, omega: float, kernel: int = 11, sigma: flo
 
 class TokenDropRun(PolicyRun):
     def __init__(self, policy: "TokenDrop", run: RunInfo) -> None:
-        defaults = PAPER_DEFAULTS.get(run.family, PAPER_DEFAULTS["flux"])
-        self.omega = defaults[0] if policy.omega is None else policy.omega
-        self.full_steps = defaults[1] if policy.full_steps is None else policy.full_steps
+        # the paper's (ω, full steps) of the model family (actors.families) where unset
+        self.omega = run.paper_default("tokendrop", "omega") if policy.omega is None else policy.omega
+        self.full_steps = run.paper_default("tokendrop", "full_steps") if policy.full_steps is None \
+            else policy.full_steps
         self.policy, self.run = policy, run
         self.kernel, self.sigma = policy.kernel, policy.blur_sigma
         if policy.blur == "grid":

@@ -106,9 +106,10 @@ def test_bench_with_several_references_on_edit_plus(tmp_path):
     `full` with the same references; traces, text lengths and the real-architecture pricing follow the count."""
     import math
 
-    from bench import flops
+    from actors.families.qwen_image_edit.architecture import edit_plus_text_tokens
     from actors.tiny_models import build_tiny_qwen_vl_processor
     from bench.speed import bench_image
+    from costs.flops import image_tokens
     from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE
 
     out = tmp_path / "bench"
@@ -122,7 +123,7 @@ def test_bench_with_several_references_on_edit_plus(tmp_path):
     assert result["settings"]["references"] == [1, 2] and not result["skipped"]
     rows = {(r["references"], r["policy"]): r for r in result["rows"]}
     assert set(rows) == {(n, p) for n in (1, 2) for p in ["full", *policies_]}
-    extra = flops.image_tokens(1024)   # Edit-Plus encodes the second reference at ~1024² area
+    extra = image_tokens(1024)   # Edit-Plus encodes the second reference at ~1024² area
     for (count, policy), row in rows.items():
         assert row["noisy_tokens"] == 4 and row["source_tokens"] == 4 + (count - 1) * extra
         assert row["speedup_loop"]["n"] == 1 and set(row["predicted_real"]) == {"Qwen-Image-Edit-Plus"}
@@ -132,13 +133,13 @@ def test_bench_with_several_references_on_edit_plus(tmp_path):
     assert edits[(2, policies_[1])]["trace"][1]["kept"] == math.ceil(0.1 * 4) + math.ceil(0.1 * extra)
     assert rows[(2, policies_[0])]["predicted_real"]["Qwen-Image-Edit-Plus"] \
         > rows[(1, policies_[0])]["predicted_real"]["Qwen-Image-Edit-Plus"]
-    # the text encoder's lengths follow flops.edit_plus_text_tokens, here with the tiny processor's vision tokens
+    # the text encoder's lengths follow edit_plus_text_tokens, here with the tiny processor's vision tokens
     processor = build_tiny_qwen_vl_processor()
     side = round(math.sqrt(CONDITION_IMAGE_SIZE))
     vision = int(processor.image_processor(images=[bench_image(side)])["image_grid_thw"].prod()) // 4
     instruction = len(processor.tokenizer("make the circle red").input_ids)
     for count in (1, 2):
-        assert tuple(rows[(count, "full")]["text_tokens"]) == flops.edit_plus_text_tokens(count, instruction, vision)
+        assert tuple(rows[(count, "full")]["text_tokens"]) == edit_plus_text_tokens(count, instruction, vision)
     # the analytic table: the real Edit-Plus at 1024², 1 and 3 references, the run's budgets
     priced = {(p["size"], p["references"], p["keep"]): p for p in result["multi_reference"]}
     assert {(1024, n, k) for n in (1, 2, 3) for k in (0.25, 0.1)} <= set(priced)

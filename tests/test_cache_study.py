@@ -189,11 +189,12 @@ def test_composes_text_groups_by_policy():
 def test_projection_to_1024_keeps_shares_and_prices_pruning_higher():
     from types import SimpleNamespace
 
-    from bench import flops
+    import costs
+    from costs import flops
 
     toy = [SimpleNamespace(noisy=64, total=64, kept=32, active=None, keys=None, from_layer=0, cache_calls=())] * 4
     big = study.scaled(toy)
     assert big[0].noisy == 4096 and big[0].total == 4096 and big[0].kept == 2048 and big[0].active is None
-    arch, text = flops.REAL["FLUX.1-Kontext-dev"]
+    arch, text = costs.real("FLUX.1-Kontext-dev").arch, costs.real("FLUX.1-Kontext-dev").text()
     # at 64 + 64 image tokens the 512 text tokens dominate: half the source buys far less than at 4096 + 4096
     assert flops.predicted_speedup(arch, big, text) > flops.predicted_speedup(arch, toy, text) + 0.1

@@ -230,11 +230,12 @@ def test_cli_refuses_a_bad_cache_before_the_model_loads(tmp_path):
 
 
 def test_flop_model_counts_skipped_blocks_and_calls(flux_pipe, qwen_pipe, image):
-    from bench import flops
+    import costs
+    from costs import flops
     from bench.speed import trace_rows
     from bench.summary import _Step
 
-    kontext, text = flops.REAL["FLUX.1-Kontext-dev"]
+    kontext, text = costs.real("FLUX.1-Kontext-dev").arch, costs.real("FLUX.1-Kontext-dev").text()
     full = _edit(flux_pipe, "full", image)
     assert flops.predicted_speedup(kontext, full.trace, text) == pytest.approx(1.0)
     speedups = {}
@@ -252,7 +253,7 @@ def test_flop_model_counts_skipped_blocks_and_calls(flux_pipe, qwen_pipe, image)
     fb = _edit(flux_pipe, "full", image, ALWAYS["first-block"])
     assert speedups["first-block"] > 0.9 * STEPS / (STEPS - fb.cache_skipped_calls["cond"])
     # per CFG branch: Qwen's two calls per step are priced each with its own skips
-    qwen, qtext = flops.REAL["Qwen-Image-Edit"]
+    qwen, qtext = costs.real("Qwen-Image-Edit").arch, costs.real("Qwen-Image-Edit").text()
     r = actors.Editor(qwen_pipe, policies.make("full")).edit(image, "x", steps=4, height=SIZE, width=SIZE,
                                                             cache="first-block:threshold=1e6")
     one = flops.call_flops(qwen, qtext[0], 16, 16).total

@@ -1,5 +1,5 @@
 """bench/gpu.sh end to end in its CPU smoke mode (tiny model, 32², both families side by side), and the
-arguments of its real-size runs (the real transformer configs of bench/flops.py)."""
+arguments of its real-size runs (the real transformer configs of actors/families/*/architecture.py)."""
 import json
 import os
 import subprocess

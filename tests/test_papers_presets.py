@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 import policies
-from bench.estimate import DEFAULT_GPU_TFLOPS, dry_run, edit_cost
+from costs import DEFAULT_GPU_TFLOPS, edit_cost
+from pipeline.dry_run import dry_run
 from jobs.ablate import main as ablate
 from jobs.preflight import check_run
 from pipeline.config import expand_grid, load_config

@@ -10,7 +10,7 @@ import torch
 
 import actors
 from actors.routing import Routing, routed_blocks
-from actors.families import family
+from actors.models import family
 from actors.families.flux_kontext.attention import FluxSpotProcessor
 from actors.families.qwen_image_edit.attention import QwenSpotProcessor
 from actors.spot_attention import SpotCall, SpotKV, attention_modules, fuse, spot_attention

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import policies
+from actors.models import family as family_named
 from policies.base import RunInfo, Seen, Step
 from policies.spotedit import default_resets, dilate_edited, fusion_alpha
 
@@ -43,7 +44,7 @@ def test_parameters_are_validated():
 def _run(policy, scores, steps=8, family="flux"):
     sigmas = torch.linspace(1.0, 0.0, steps + 1)
     run = RunInfo(family=family, noisy_grid=(2, 3), source_grids=((2, 3),), steps=steps, sigmas=sigmas, seed=0,
-                  device=torch.device("cpu"), token_scores=lambda x0, metric: scores)
+                  device=torch.device("cpu"), token_scores=lambda x0, metric: scores, paper=family_named(family).paper)
     return policy.start(run), [Step(i, float(sigmas[i]), float(sigmas[i + 1])) for i in range(steps)]
 
 

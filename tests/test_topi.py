@@ -10,6 +10,7 @@ import torch
 import actors
 import policies
 from actors.attention_stats import LayerStats
+from actors.models import family
 from jobs.cli import main as cli
 from policies.base import PolicyError, RunInfo, Seen, Step
 from policies.topi_select import choose_layers, minimal_mass_set, token_scores
@@ -18,7 +19,8 @@ from policies.topi_select import choose_layers, minimal_mass_set, token_scores
 def _run_info(num_layers=4, steps=8, config_hash="abc", architecture="FluxTransformer2DModel"):
     return RunInfo(family="flux", noisy_grid=(4, 4), source_grids=((4, 4),), steps=steps,
                    sigmas=torch.linspace(1, 0, steps + 1), seed=0, device=torch.device("cpu"),
-                   num_layers=num_layers, architecture=architecture, config_hash=config_hash)
+                   num_layers=num_layers, architecture=architecture, config_hash=config_hash,
+                   paper=family("flux").paper)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -91,17 +91,20 @@ def test_toy_model_grid_and_default_out():
 
 
 def test_toy_model_reads_the_size_from_the_model_folder(tmp_path, monkeypatch):
-    from actors import loading
+    from dataclasses import replace
+
+    from actors import models
 
     folder = tmp_path / "toy-flux-kontext-v2"
     folder.mkdir()
     (folder / "model_index.json").write_text("{}")
     (folder / "dropedit.json").write_text(json.dumps({"max_sequence_length": 32, "sizes": [[256, 256]]}))
-    monkeypatch.setitem(loading.SHIPPED, "toy-flux-kontext-v2", folder)
+    v2 = models.model("toy-flux-kontext-v2")
+    monkeypatch.setitem(models.MODELS, "toy-flux-kontext-v2", replace(v2, shipped=folder))
     assert results.toy_model("toy-flux-kontext-v2") == V2
     assert results.toy_model("toy-flux-kontext-v2", 128).size == 128          # --size overrides
     assert results.toy_model("toy-flux-kontext").size == 128                  # v1's shipped folder
-    monkeypatch.setitem(loading.SHIPPED, "toy-flux-kontext-v2", tmp_path / "absent")
+    monkeypatch.setitem(models.MODELS, "toy-flux-kontext-v2", replace(v2, shipped=tmp_path / "absent"))
     with pytest.raises(ValueError, match="not in .* yet"):
         results.toy_model("toy-flux-kontext-v2")
     with pytest.raises(ValueError, match="not a shipped toy model"):

@@ -279,9 +279,9 @@ def test_fine_tuning_options_are_checked_before_training(tmp_path):
 # ------------------------------------------------------------------ the shipped model
 
 def test_shipped_toy_model_is_small_safetensors_with_its_card():
-    from actors.loading import SHIPPED
+    from actors.models import shipped_folders
 
-    folder = SHIPPED["toy-flux-kontext"]
+    folder = shipped_folders()["toy-flux-kontext"]
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 50 * 2 ** 20
     weights = [p for p in files if p.suffix == ".safetensors"]
@@ -376,10 +376,10 @@ def test_progressive_resolution_starts_from_a_smaller_model(tmp_path):
 # ------------------------------------------------------------------ the shipped v2 (256 px, 16x16 tokens)
 
 def test_shipped_v2_is_small_safetensors_with_its_card_and_recipe():
-    from actors.loading import SHIPPED
     from actors.model_defaults import read_defaults
+    from actors.models import shipped_folders
 
-    folder = SHIPPED["toy-flux-kontext-v2"]
+    folder = shipped_folders()["toy-flux-kontext-v2"]
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 50 * 2 ** 20
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]

@@ -5,6 +5,7 @@ import torch
 from skimage.exposure import histogram as sk_histogram
 from skimage.filters import threshold_triangle
 
+from actors.models import family
 from actors.sampler import clean_estimate, consistency_correction, regularized_step
 from policies.tokendrop import adaptive_keep
 from policies.triangle import threshold_from_histogram, triangle_threshold
@@ -88,6 +89,6 @@ def test_grid_scaled_blur_covers_the_same_share_of_the_image():
     paper, grid = adaptive_keep(diff, 0.0, 11, 1.0), adaptive_keep(diff, 0.0, 3, 0.25)
     assert grid[6:10, 6:10].all() and int(grid.sum()) < int(paper.sum())
     run = RunInfo(family="flux", noisy_grid=(16, 16), source_grids=((16, 16),), steps=4,
-                  sigmas=torch.linspace(1, 0, 5), seed=0, device=torch.device("cpu"))
+                  sigmas=torch.linspace(1, 0, 5), seed=0, device=torch.device("cpu"), paper=family("flux").paper)
     applied = make("tokendrop", blur="grid").start(run).applied()
     assert (applied["kernel"], applied["blur_sigma"], applied["blur"]) == (3, 0.25, "grid")

@@ -73,13 +73,14 @@ class ToyModel:
 def toy_model(name: str = DEFAULT_MODEL, size: int | None = None) -> ToyModel:
     """`name` with its trained size: `size` when given, else the first of the sizes its folder's
     `dropedit.json` lists (`actors.model_defaults`)."""
-    from actors.loading import SHIPPED
     from actors.model_defaults import read_defaults
+    from actors.models import shipped_folders
 
-    if name not in SHIPPED:
-        raise ValueError(f"{name!r} is not a shipped toy model; accepted: {', '.join(SHIPPED)}")
+    shipped = shipped_folders()
+    if name not in shipped:
+        raise ValueError(f"{name!r} is not a shipped toy model; accepted: {', '.join(shipped)}")
     if size is None:
-        folder = SHIPPED[name]
+        folder = shipped[name]
         if not (folder / "model_index.json").is_file():
             raise ValueError(f"model {name!r} is not in {folder} yet (train it first: python -m jobs.train ...)")
         trained = read_defaults(folder).default_size

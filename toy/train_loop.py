@@ -552,7 +552,7 @@ def _copy_output(checkpoint: Any, out: Path, lora: bool) -> dict[str, Any]:
 
 def _model_name(run_name: str) -> str:
     """The `actors.load_pipeline` name of a trained toy: its run name when registered, else the v1 toy's."""
-    from actors.loading import MODELS
+    from actors.models import MODELS
 
     return run_name if run_name in MODELS else "toy-flux-kontext"
 

@@ -1,15 +1,30 @@
-"""What the engine asks of a model family, instead of switching on its name."""
+"""What the engine asks of a model family, instead of switching on its name, and what the cost model prices
+a model of it as."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 
 
 @dataclass(frozen=True)
+class Architecture:
+    """The real transformer a model is priced as (`costs`): the tiny and toy models of a family are costed as
+    the checkpoint the papers run, since that is what a run on a GPU will hold."""
+
+    name: str                                        # "FLUX.1-Kontext-dev"
+    transformer: Mapping[str, Any]                   # the checkpoint's transformer/config.json
+    text_tokens: Callable[[int], tuple[int, ...]]    # references -> text tokens of each call of a step
+    params: float                                    # transformer parameters (fine-tuning memory)
+    encoder_params: float                            # text encoder + VAE parameters
+    # the calls after the first are true CFG's negative prompt: skipped at guidance_scale <= 1
+    true_cfg: bool = False
+
+
+@dataclass(frozen=True)
 class Family:
-    name: str                  # RunInfo.family: what policies key their per-model defaults on
+    name: str                  # RunInfo.family
     adapter: Callable[[Any], Any]                              # pipe -> ModelAdapter
     stats_processor: Callable[[Any, int, Any], Any]            # (stock processor, layer, collector) -> processor
     spot_processor: Callable[[Any, int], Any]                  # (SpotKV, layer) -> processor
@@ -17,3 +32,6 @@ class Family:
     gather_rotary: Callable[[Any, torch.Tensor, dict], Any]    # a block's RoPE with image rows gathered
     unpack: Callable[[Any, torch.Tensor, int, int], torch.Tensor]      # packed tokens -> VAE latents
     decoder_features: Callable[[Any, torch.Tensor], list[torch.Tensor]]  # early VAE-decoder activations
+    # policy name -> {parameter: the papers' value for this family} (RunInfo.paper): a policy finds its
+    # defaults here and refuses a family without them, never borrowing another family's
+    paper: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

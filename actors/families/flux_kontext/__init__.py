@@ -17,4 +17,7 @@ def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torc
 FLUX_KONTEXT = Family(
     name="flux", adapter=FluxKontextAdapter, stats_processor=attention.FluxStatsProcessor,
     spot_processor=attention.FluxSpotProcessor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
-    unpack=vae.unpack, decoder_features=vae.decoder_features)
+    unpack=vae.unpack, decoder_features=vae.decoder_features,
+    paper={"tokendrop": {"omega": 0.4, "full_steps": 2},
+           "spotedit": {"tau": 0.2, "dilate": 0},              # the paper's τ; dilation as the official code
+           "topi": {"layers": {57: (13, 18, 31)}}})            # Appendix C.3, by transformer depth

@@ -17,4 +17,7 @@ def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torc
 QWEN_IMAGE_EDIT = Family(
     name="qwen", adapter=QwenImageEditAdapter, stats_processor=attention.QwenStatsProcessor,
     spot_processor=attention.QwenSpotProcessor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
-    unpack=vae.unpack, decoder_features=vae.decoder_features)
+    unpack=vae.unpack, decoder_features=vae.decoder_features,
+    paper={"tokendrop": {"omega": 0.1, "full_steps": 4},
+           "spotedit": {"tau": 0.15, "dilate": 1},             # the official code's values for Qwen
+           "topi": {"layers": {60: (35, 37, 42)}}})            # Appendix C.3, by transformer depth

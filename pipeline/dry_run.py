@@ -2,9 +2,9 @@
 starting Ray.
 
 The grid is the run's own (`pipeline.config.expand_grid`: steps and guidance resolved per model). The cost is
-the FLOP model (`bench.flops`) of the real architecture of each model's family (FLUX.1-Kontext-dev,
-Qwen-Image-Edit, Qwen-Image-Edit-Plus with one reference, whatever checkpoint the config names, the toy and tiny
-models included): full-context FLOPs of one transformer call x calls per step (Qwen's true CFG: 2, none with
+the cost model's (`costs.edit_cost`) of the real architecture each model is priced as in `actors.models`
+(FLUX.1-Kontext-dev, Qwen-Image-Edit, Qwen-Image-Edit-Plus with one reference, whatever checkpoint the config
+names, the toy and tiny models included): full-context FLOPs of one transformer call x calls per step (Qwen's true CFG: 2, none with
 guidance <= 1) x steps, per edit. Pruning lowers it: the estimate is an upper bound, the cost at keep 1 (every
 configuration is costed as `full`). GPU-hours = FLOPs / the GPU's sustained rate (`gpu_tflops`: an assumption,
 by default 400 TFLOP/s, roughly an H100's effective dense bf16 on these large matmuls; the VAE, text encoder
@@ -13,49 +13,11 @@ and metrics are not counted).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Sequence
 
-from pipeline.config import RunConfig, expand_grid
+from costs import DEFAULT_GPU_TFLOPS, edit_cost, gpu_seconds
 
-from .flops import REAL, REAL_MULTI_REFERENCE, call_flops, image_tokens
-
-DEFAULT_GPU_TFLOPS = 400.0   # assumption: an H100's effective bf16 rate on large matmuls (peak dense is ~990)
-
-# model name -> the real architecture the FLOP model costs it as
-ARCHITECTURE = {
-    "flux-kontext": "FLUX.1-Kontext-dev", "toy-flux-kontext": "FLUX.1-Kontext-dev",
-    "tiny-flux-kontext": "FLUX.1-Kontext-dev",
-    "qwen-image-edit": "Qwen-Image-Edit", "tiny-qwen-image-edit": "Qwen-Image-Edit",
-    "qwen-image-edit-plus": "Qwen-Image-Edit-Plus", "tiny-qwen-image-edit-plus": "Qwen-Image-Edit-Plus",
-}
-
-
-@dataclass(frozen=True)
-class EditCost:
-    architecture: str
-    steps: int
-    calls_per_step: int
-    tokens: int            # image tokens of the output (= of the aligned source)
-    text: tuple[int, ...]  # text tokens of each call of a step
-    flops: float           # one edit, full context
-
-
-def edit_cost(model_name: str, height: int, width: int, steps: int, guidance_scale: float | None) -> EditCost:
-    """Full-context FLOPs of one edit of `model_name`'s family at (height, width)."""
-    name = ARCHITECTURE.get(model_name)
-    if name is None:
-        raise ValueError(f"no FLOP model for model {model_name!r}; known: {', '.join(ARCHITECTURE)}")
-    if name in REAL:
-        arch, text = REAL[name]
-    else:
-        arch, text_of = REAL_MULTI_REFERENCE[name]
-        text = text_of(1)   # one reference: the count is per record, unknown here
-    if arch.family == "qwen" and guidance_scale is not None and guidance_scale <= 1:
-        text = text[:1]   # true CFG off: one call per step
-    n = image_tokens(height, width)
-    per_step = sum(call_flops(arch, t, n, n).total for t in text)
-    return EditCost(name, steps, len(text), n, tuple(text), per_step * steps)
+from .config import RunConfig, expand_grid
 
 
 def count_records(cfg: RunConfig) -> tuple[int | None, str]:
@@ -63,7 +25,7 @@ def count_records(cfg: RunConfig) -> tuple[int | None, str]:
     uri = cfg.input.uri
     if "://" in uri:
         return None, "object storage is not read in a dry run, records unknown; pass --records N"
-    from pipeline.sources import read_records
+    from .sources import read_records
 
     try:
         records = read_records(uri, cfg.input.format, cfg.storage, **dict(cfg.input.options))
@@ -92,7 +54,7 @@ def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT
                 costs[key] = edit_cost(model.name, *key)
             flops_per_record += costs[key].flops
         models.append({"model": model.key, "name": model.name, "configurations": len(mine), "costs": costs})
-    hours_per_record = flops_per_record / (gpu_tflops * 1e12) / 3600
+    hours_per_record = gpu_seconds(flops_per_record, gpu_tflops) / 3600
     edits = None if records is None else records * len(configs)
     return {"configs": configs, "records": records, "input_note": input_note, "edits": edits,
             "models": models, "flops_per_record": flops_per_record, "hours_per_record": hours_per_record,
@@ -133,4 +95,4 @@ def dry_run(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFA
     return describe(cfg, p, source), p
 
 
-__all__: Sequence[str] = ("DEFAULT_GPU_TFLOPS", "dry_run", "edit_cost", "plan")
+__all__: Sequence[str] = ("dry_run", "plan")

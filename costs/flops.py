@@ -1,4 +1,6 @@
-"""FLOP model of one transformer call and of a whole edit, from a Flux / Qwen-Image transformer config.
+"""FLOP model of one transformer call and of a whole edit, from a Flux / Qwen-Image transformer config (the
+real checkpoints' configs are their families', `actors.families.*.architecture`; `costs.architectures` finds
+them by model name).
 
 What is counted (1 multiply-add = 2 FLOPs): every `nn.Linear` (projections, MLPs, embedders, the AdaLN
 modulation linears on the conditioning vector) and the two attention matmuls, Q·Kᵀ and A·V. What is not:
@@ -26,43 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-# FLUX.1-Kontext-dev, transformer/config.json (black-forest-labs/FLUX.1-Kontext-dev on the Hugging Face hub);
-# equal to the defaults of diffusers' FluxTransformer2DModel (0.42). Text: T5 padded to max_sequence_length=512,
-# which is what FluxKontextPipeline (and actors.families.flux_kontext) passes. One transformer call per step (guidance
-# is distilled into the `guidance` embedding, no CFG).
-FLUX_KONTEXT_DEV: dict[str, Any] = {
-    "_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": 64, "out_channels": None,
-    "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128, "num_attention_heads": 24,
-    "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
-    "axes_dims_rope": [16, 56, 56],
-}
-FLUX_KONTEXT_TEXT_TOKENS = (512,)
-
-# Qwen-Image-Edit, transformer/config.json (Qwen/Qwen-Image-Edit on the hub); equal to the defaults of
-# diffusers' QwenImageTransformer2DModel (0.42). Text length depends on the prompt: the Qwen2.5-VL encoder sees
-# the source resized to ~1024² area (QwenImageEditPipeline), i.e. 1036² px -> 74² patches of 14 px -> 37² = 1369
-# merged vision tokens, plus 2 vision markers, the instruction and 5 template tokens after the 64 dropped ones.
-# Typical value used here: 1369 + 2 + 13 (a short instruction) + 5 = 1389 for the prompt, and 1369 + 2 + 1 + 5
-# = 1377 for the negative prompt " " of true CFG, which makes two transformer calls per step.
-QWEN_IMAGE_EDIT: dict[str, Any] = {
-    "_class_name": "QwenImageTransformer2DModel", "patch_size": 2, "in_channels": 64, "out_channels": 16,
-    "num_layers": 60, "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 3584,
-    "guidance_embeds": False, "axes_dims_rope": [16, 56, 56],
-}
-QWEN_IMAGE_EDIT_TEXT_TOKENS = (1389, 1377)
-
-# Qwen-Image-Edit-2509 ("Edit-Plus", several reference images), transformer/config.json: the same as
-# Qwen-Image-Edit's (published copy: lightx2v/Qwen-Image-Lightning, Qwen-Image-Edit-2509/config.json).
-QWEN_IMAGE_EDIT_PLUS: dict[str, Any] = dict(QWEN_IMAGE_EDIT)
-# QwenImageEditPlusPipeline shows the text encoder every reference at CONDITION_IMAGE_SIZE = 384² area: a square
-# one becomes 392² after the processor's 28-px rounding -> 28² patches -> 14² = 196 merged vision tokens. Each
-# reference is announced as "Picture i: <|vision_start|><|image_pad|>…<|vision_end|>": 5 text tokens
-# ("Picture", " ", "i", ":", " " with Qwen2's pre-tokenizer, i < 10) + 2 markers. Approximate to a few tokens
-# (the Plus system prompt may not be exactly the 64 dropped ones), which moves the ratios by < 0.1%.
-EDIT_PLUS_VISION_TOKENS = 196
-EDIT_PLUS_PICTURE_TOKENS = 5 + 2
+from typing import Any, Iterable, Mapping, Sequence
 
 TIMESTEP_CHANNELS = 256   # sinusoidal timestep features fed to TimestepEmbedding (both families)
 
@@ -106,29 +72,6 @@ def arch_from_config(config: Mapping[str, Any], name: str = "") -> Arch:
 def arch_of(transformer: Any) -> Arch:
     """The `Arch` of a loaded diffusers transformer."""
     return arch_from_config({**dict(transformer.config), "_class_name": type(transformer).__name__})
-
-
-REAL: dict[str, tuple[Arch, tuple[int, ...]]] = {
-    # name -> (architecture, text tokens of each transformer call of one step)
-    "FLUX.1-Kontext-dev": (arch_from_config(FLUX_KONTEXT_DEV, "FLUX.1-Kontext-dev"), FLUX_KONTEXT_TEXT_TOKENS),
-    "Qwen-Image-Edit": (arch_from_config(QWEN_IMAGE_EDIT, "Qwen-Image-Edit"), QWEN_IMAGE_EDIT_TEXT_TOKENS),
-}
-
-
-def edit_plus_text_tokens(references: int, instruction_tokens: int = 13,
-                          vision_tokens: int = EDIT_PLUS_VISION_TOKENS) -> tuple[int, int]:
-    """Text tokens of the two calls of one Qwen-Image-Edit-Plus step (prompt, negative prompt " ") with
-    `references` square reference images; 5 template tokens follow the user content, as for Qwen-Image-Edit."""
-    if references < 1:
-        raise ValueError(f"references must be >= 1, got {references}")
-    images = references * (EDIT_PLUS_PICTURE_TOKENS + vision_tokens)
-    return images + instruction_tokens + 5, images + 1 + 5
-
-
-REAL_MULTI_REFERENCE: dict[str, tuple[Arch, Callable[[int], tuple[int, ...]]]] = {
-    # name -> (architecture, text tokens of each call of one step as a function of the reference count)
-    "Qwen-Image-Edit-Plus": (arch_from_config(QWEN_IMAGE_EDIT_PLUS, "Qwen-Image-Edit-Plus"), edit_plus_text_tokens),
-}
 
 
 def image_tokens(height: int, width: int | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The FLOP model (bench/flops.py): hand counts of one layer of each real architecture, torch's own FLOP
+"""The FLOP model (costs/flops.py): hand counts of one layer of each real architecture, torch's own FLOP
 counter on tiny transformers of the real classes, and the properties a speedup needs."""
 import dataclasses
 import inspect
@@ -11,10 +11,13 @@ from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import flops
+import costs
+from actors.families.flux_kontext.architecture import FLUX_KONTEXT_DEV_CONFIG
+from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_CONFIG, edit_plus_text_tokens
+from costs import flops
 
-FLUX, FLUX_TEXT = flops.REAL["FLUX.1-Kontext-dev"]
-QWEN, QWEN_TEXT = flops.REAL["Qwen-Image-Edit"]
+FLUX, FLUX_TEXT = costs.real("FLUX.1-Kontext-dev").arch, costs.real("FLUX.1-Kontext-dev").text()
+QWEN, QWEN_TEXT = costs.real("Qwen-Image-Edit").arch, costs.real("Qwen-Image-Edit").text()
 
 
 def test_real_configs_match_the_published_shapes():
@@ -22,8 +25,8 @@ def test_real_configs_match_the_published_shapes():
     assert (QWEN.dim, QWEN.dual_layers, QWEN.single_layers, QWEN.text_dim) == (3072, 60, 0, 3584)
     assert FLUX_TEXT == (512,) and len(QWEN_TEXT) == 2   # Qwen: true CFG, two calls per step
     # diffusers' defaults are the real checkpoints' configs
-    for cls, cfg in ((FluxTransformer2DModel, flops.FLUX_KONTEXT_DEV),
-                     (QwenImageTransformer2DModel, flops.QWEN_IMAGE_EDIT)):
+    for cls, cfg in ((FluxTransformer2DModel, FLUX_KONTEXT_DEV_CONFIG),
+                     (QwenImageTransformer2DModel, QWEN_IMAGE_EDIT_CONFIG)):
         params = inspect.signature(cls.__init__).parameters
         for key in ("num_layers", "attention_head_dim", "num_attention_heads", "joint_attention_dim", "in_channels"):
             assert params[key].default == cfg[key], (cls.__name__, key)
@@ -130,7 +133,7 @@ def _trace(noisy: int, keeps: list[int], **extra) -> list[SimpleNamespace]:
 
 
 def test_no_drop_is_ratio_one_and_more_drop_is_faster():
-    for arch, text in flops.REAL.values():
+    for arch, text in ((FLUX, FLUX_TEXT), (QWEN, QWEN_TEXT)):
         assert flops.predicted_speedup(arch, _trace(4096, [4096] * 4), text) == 1.0
         ratios = [flops.predicted_speedup(arch, _trace(4096, [k] * 4), text) for k in (4096, 3000, 2048, 0)]
         assert ratios == sorted(ratios) and ratios[-1] > ratios[0]
@@ -247,7 +250,7 @@ def test_multi_reference_call_equals_torch_flop_counter():
 
 
 def test_edit_plus_text_tokens_and_the_multi_reference_gain():
-    plus, text_of = flops.REAL_MULTI_REFERENCE["Qwen-Image-Edit-Plus"]
+    plus, text_of = costs.real("Qwen-Image-Edit-Plus").arch, edit_plus_text_tokens
     assert plus == dataclasses.replace(QWEN, name="Qwen-Image-Edit-Plus")   # Edit-2509 = Edit's transformer
     one, three = text_of(1), text_of(3)
     assert one == (7 + 196 + 13 + 5, 7 + 196 + 1 + 5)

@@ -1,0 +1,103 @@
+"""The model registry: every model name, with its family, the diffusers pipeline it loads as, the real
+architecture the cost model prices it as, and where it comes from (a folder shipped here, a builder of a tiny
+copy, or a path the user gives). Every other table of models (loading, the families by pipeline, the cost
+model, the fine-tune plan) derives from this one; adding a family is its folder in `actors/families/` plus
+its entries here (or `register_model` from any module, as tests/test_model_registry.py does)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
+
+from .families import FLUX_KONTEXT, QWEN_IMAGE_EDIT, Architecture, Family
+from .families.flux_kontext.architecture import FLUX_KONTEXT_DEV
+from .families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_ARCH, QWEN_IMAGE_EDIT_PLUS_ARCH
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"   # models shipped in this repository
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: Family                   # adapter, attention, positions, VAE access, paper defaults
+    pipeline: type                   # the diffusers pipeline class it loads as
+    architecture: Architecture       # what the cost model prices it as (the real checkpoint of its kind)
+    shipped: Path | None = None      # its folder in this repository: loaded from there when no path is given
+    tiny: Callable[[], Any] | None = None   # builds it with no files (tests, demos); None: needs a path
+
+
+def _tiny(builder_name: str, **kwargs: Any) -> Callable[[], Any]:
+    def build() -> Any:
+        from . import tiny_models   # imported lazily: only tests and demos need it
+        return getattr(tiny_models, builder_name)(**kwargs)
+    return build
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model name; its family comes with it. A name, a family name or a pipeline class may mean one
+    thing only."""
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    for other in MODELS.values():
+        if other.family.name == spec.family.name and other.family is not spec.family:
+            raise ValueError(f"model family {spec.family.name!r} is already registered as another record")
+        if other.pipeline is spec.pipeline and other.family is not spec.family:
+            raise ValueError(f"pipeline {spec.pipeline.__name__} already belongs to family {other.family.name!r}")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def model(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; accepted: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def shipped_folders() -> dict[str, Path]:
+    """The models shipped in this repository, by name: their folders."""
+    return {name: spec.shipped for name, spec in MODELS.items() if spec.shipped is not None}
+
+
+def families() -> dict[str, Family]:
+    return {spec.family.name: spec.family for spec in MODELS.values()}
+
+
+def family(name: str) -> Family:
+    known = families()
+    if name not in known:
+        raise ValueError(f"unknown model family {name!r}; accepted: {', '.join(known)}")
+    return known[name]
+
+
+def family_of(pipe: Any) -> Family:
+    """The family of a loaded pipeline, by its class or the nearest registered base class."""
+    by_class = {spec.pipeline: spec.family for spec in MODELS.values()}
+    for cls in type(pipe).__mro__:
+        if cls in by_class:
+            return by_class[cls]
+    raise TypeError(f"unsupported pipeline {type(pipe).__name__}; accepted: "
+                    f"{', '.join(sorted({cls.__name__ for cls in by_class}))}")
+
+
+for _spec in (
+    ModelSpec("flux-kontext", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV),
+    ModelSpec("qwen-image-edit", QWEN_IMAGE_EDIT, QwenImageEditPipeline, QWEN_IMAGE_EDIT_ARCH),
+    ModelSpec("qwen-image-edit-plus", QWEN_IMAGE_EDIT, QwenImageEditPlusPipeline, QWEN_IMAGE_EDIT_PLUS_ARCH),
+    ModelSpec("tiny-flux-kontext", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
+              tiny=_tiny("build_tiny_flux_kontext")),
+    ModelSpec("tiny-qwen-image-edit", QWEN_IMAGE_EDIT, QwenImageEditPipeline, QWEN_IMAGE_EDIT_ARCH,
+              tiny=_tiny("build_tiny_qwen_image_edit")),
+    ModelSpec("tiny-qwen-image-edit-plus", QWEN_IMAGE_EDIT, QwenImageEditPlusPipeline, QWEN_IMAGE_EDIT_PLUS_ARCH,
+              tiny=_tiny("build_tiny_qwen_image_edit", plus=True)),
+    # v1: 128 px, 8x8 tokens (kept for comparison); v2: 256 px, 16x16 tokens (the testbed's model)
+    ModelSpec("toy-flux-kontext", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
+              shipped=MODELS_DIR / "toy-flux-kontext"),
+    ModelSpec("toy-flux-kontext-v2", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
+              shipped=MODELS_DIR / "toy-flux-kontext-v2"),
+):
+    register_model(_spec)

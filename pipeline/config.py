@@ -15,7 +15,6 @@ configuration carries the ``full_config_id`` of that reference.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -25,8 +24,8 @@ import yaml
 from pydantic import (BeforeValidator, Field, StrictInt, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from core.assignments import AssignmentError, apply_assignments
 from pipeline import storage as st
-from pipeline.assignments import AssignmentError, parse_assignment
 from pipeline.validation import FieldError, NonEmptyStr, Number, Section, describe, empty_if_none, one_or_more
 
 FULL_POLICY = "full"
@@ -274,37 +273,11 @@ def load_config(
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each dotted ``key=value`` applied (numeric parts index lists)."""
-    out = copy.deepcopy(dict(raw))
-    for item in overrides:
-        try:
-            key, value = parse_assignment(item)
-        except AssignmentError as exc:
-            raise ConfigError(str(exc)) from None
-        parts = key.split(".")
-        if not all(parts):
-            raise ConfigError(f"--set {item!r}: bad dotted key {key!r}")
-        _assign(out, parts, value, item)
-    return out
-
-
-def _assign(node: Any, parts: list[str], value: Any, item: str) -> None:
-    for depth, part in enumerate(parts):
-        last, where = depth == len(parts) - 1, ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {where}: no list item {part!r} (length {len(node)})")
-            part = int(part)  # type: ignore[assignment]
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {where}: parent is a scalar, cannot set a key in it")
-        if last:
-            node[part] = value
-            return
-        if isinstance(node, dict) and node.get(part) is None:
-            node[part] = {}  # new (or empty) section
-        elif not isinstance(node[part], (dict, list)):
-            raise ConfigError(f"--set {item}: {where} is a scalar, cannot set a key in it")
-        node = node[part]
+    """Return a copy of ``raw`` with each dotted ``key=value`` applied (`core.assignments`' rules)."""
+    try:
+        return apply_assignments(raw, overrides)
+    except AssignmentError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # ------------------------------------------------------------------- validation

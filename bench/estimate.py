@@ -1,7 +1,8 @@
 """`dropedit run CONFIG --dry-run`: what a run would do and what it would cost, without loading a model or
 starting Ray.
 
-The grid is the run's own (`pipeline.config.expand_grid`: steps and guidance resolved per model). The cost is
+The grid is the run's own (`pipeline.config.expand_run`, expanded once per run: steps and guidance resolved per
+model). The cost is
 the FLOP model (`bench.flops`) of the real architecture of each model's family (FLUX.1-Kontext-dev,
 Qwen-Image-Edit, Qwen-Image-Edit-Plus with one reference, whatever checkpoint the config names, the toy and tiny
 models included): full-context FLOPs of one transformer call x calls per step (Qwen's true CFG: 2, none with
@@ -16,7 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from pipeline.config import RunConfig, expand_grid
+from pipeline.config import RunConfig
+from pipeline.configuration import ExpandedRun
 
 from .flops import REAL, REAL_MULTI_REFERENCE, call_flops, image_tokens
 
@@ -72,11 +74,11 @@ def count_records(cfg: RunConfig) -> tuple[int | None, str]:
     return len(records), f"{len(records)} records"
 
 
-def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS) -> dict[str, Any]:
+def plan(run: ExpandedRun, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS) -> dict[str, Any]:
     """The grid, the number of edits and the estimated GPU-hours (upper bound: keep 1)."""
     if gpu_tflops <= 0:
         raise ValueError(f"--gpu-tflops must be > 0, got {gpu_tflops}")
-    configs = expand_grid(cfg)
+    cfg, configs = run.config, run.configurations
     if records is None:
         records, input_note = count_records(cfg)
     else:
@@ -84,10 +86,10 @@ def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT
     flops_per_record = 0.0
     models = []
     for model in cfg.models:
-        mine = [c for c in configs if c["model"] == model.key]
+        mine = run.of_model(model.key)
         costs = {}
         for c in mine:
-            key = (c["height"], c["width"], c["steps"], c["guidance_scale"])
+            key = (c.height, c.width, c.steps, c.guidance_scale)
             if key not in costs:
                 costs[key] = edit_cost(model.name, *key)
             flops_per_record += costs[key].flops
@@ -102,8 +104,8 @@ def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT
 def describe(cfg: RunConfig, p: dict[str, Any], source: str = "") -> str:
     """The dry run's printout."""
     configs = p["configs"]
-    policies = Counter(c["label"] for c in configs)
-    sizes = sorted({(c["height"], c["width"]) for c in configs})
+    policies = Counter(c.label for c in configs)
+    sizes = sorted({(c.height, c.width) for c in configs})
     records = "?" if p["records"] is None else str(p["records"])
     lines = [f"dry run{' of ' + source if source else ''}: nothing loaded, Ray not started",
              f"input: {cfg.input.uri} (format {cfg.input.format}): {p['input_note']}",
@@ -127,10 +129,10 @@ def describe(cfg: RunConfig, p: dict[str, Any], source: str = "") -> str:
     return "\n".join(lines)
 
 
-def dry_run(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS,
+def dry_run(run: ExpandedRun, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS,
             source: str = "") -> tuple[str, dict[str, Any]]:
-    p = plan(cfg, records, gpu_tflops)
-    return describe(cfg, p, source), p
+    p = plan(run, records, gpu_tflops)
+    return describe(run.config, p, source), p
 
 
 __all__: Sequence[str] = ("DEFAULT_GPU_TFLOPS", "dry_run", "edit_cost", "plan")

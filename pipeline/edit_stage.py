@@ -17,11 +17,11 @@ from actors.results import EditResult
 
 from . import storage as st
 from .config import METRIC_GROUPS, policy_kwargs
+from .configuration import Configuration
 from .metrics import Clip, Lpips, Structure, VlmJudge, judge_columns
 from .records import policy_params_json, utcnow
 from .resume import kept_counts
 from .unit_stage import UnitActor, UnitEdit, reference_of
-from .units import is_reference
 
 
 def keep_mask_mean(result: EditResult) -> np.ndarray:
@@ -36,7 +36,7 @@ def keep_mask_mean(result: EditResult) -> np.ndarray:
 class EditActor(UnitActor):
     """The GPU stage with the real (or tiny) diffusers model: loaded once per actor, with the metrics' models.
 
-    `configs` (config_id -> configuration dict of pipeline.config.expand_grid) travels once per actor; each
+    `configs` (config_id -> `Configuration.to_row()` of the run's grid) travels once per actor; each
     unit names its configurations by id."""
 
     def __init__(self, model: str, model_path: str | None, output: str, run_id: str,
@@ -44,7 +44,7 @@ class EditActor(UnitActor):
                  metrics: dict[str, Any] | None = None, cache_dir: str = "~/.cache/dropedit/models",
                  model_options: dict[str, Any] | None = None) -> None:
         self.storage = st.StorageConfig.from_mapping(storage)
-        sources = {c["budget_source"] for c in configs.values() if c.get("budget_source")}
+        sources = {c.get("budget_source") for c in configs.values()} - {None}   # the rows, before rebuilding
         stored = kept_counts(st.join_uri(output, "results"), sources, self.storage) if sources else {}
         super().__init__(configs, run_id, stored)
         path = st.localize_model_path(model_path, cache_dir, self.storage) if model_path else None
@@ -79,19 +79,20 @@ class EditActor(UnitActor):
         blank = PIL.Image.new("RGB", (64, 64), (127, 127, 127))
         Editor(self.pipe, policies.make("full")).edit(blank, "warm up", seed=0, steps=1, height=64, width=64)
 
-    def edit(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+    def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
              budget: list[int] | None) -> UnitEdit:
         started = utcnow()
         source = PIL.Image.fromarray(inputs["source"])
         references = [PIL.Image.fromarray(r) for r in inputs["references"]]
-        policy = policies.make(config["policy"], **policy_kwargs(config, budget))
+        policy = policies.make(config.policy, **policy_kwargs(config, budget))
+        cache = None if config.cache is None else dict(config.cache)
         result = Editor(self.pipe, policy).edit(
-            source, unit["instruction"], seed=config["seed"], steps=config["steps"],
-            guidance_scale=config.get("guidance_scale"), height=config["height"], width=config["width"],
-            references=references, resize_filter=config.get("resize_filter"), cache=config.get("cache"))
+            source, unit["instruction"], seed=config.seed, steps=config.steps,
+            guidance_scale=config.guidance_scale, height=config.height, width=config.width,
+            references=references, resize_filter=config.resize_filter, cache=cache)
         row = self.ok_row(config, unit, started)
         row.update(trace_columns(result))
-        if config.get("cache") is not None:
+        if cache is not None:
             columns = result.cache_columns()
             row.update({k: v for k, v in columns.items() if k not in ("cache", "cache_params")},
                        cache_params=policy_params_json(result.cache_params))
@@ -114,7 +115,7 @@ class EditActor(UnitActor):
             e.row.update(self._judged(made, source, unit))
 
     def _lpips(self, row: dict[str, Any], edited: PIL.Image.Image, source: PIL.Image.Image,
-               mask: np.ndarray | None, made: PIL.Image.Image, config: Mapping[str, Any],
+               mask: np.ndarray | None, made: PIL.Image.Image, config: Configuration,
                full: UnitEdit | None) -> list[str]:
         """lpips_bg and lpips_vs_full into ``row``; returns the statuses."""
         if self.lpips is None:
@@ -123,7 +124,7 @@ class EditActor(UnitActor):
         if mask is not None and "background" in self.compute:
             row["lpips_bg"], status = self.lpips(edited, source, mask)
             statuses.append(f"bg: {status}")
-        if "vs_full" in self.compute and not is_reference(config):
+        if "vs_full" in self.compute and not config.is_reference:
             if full is None or not full.ok:
                 statuses.append("vs_full: the full edit of this record failed")
             else:

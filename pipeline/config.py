@@ -1,4 +1,5 @@
-"""Run configuration: YAML -> validated pydantic models -> the ablation grid.
+"""Run configuration: YAML -> validated pydantic models -> the ablation grid (`expand_run`: the typed, frozen
+`pipeline.configuration.ExpandedRun`, built once per run). `--set` overrides follow `core.assignments`.
 
 Errors name the offending key (dotted path) and, where there is a fixed set, the
 accepted values (pipeline.validation turns pydantic's errors into such lines).

@@ -226,8 +226,8 @@ def test_shorthands_and_metric_switches():
 def test_each_labelled_entry_gets_its_own_pool_and_loads_by_name():
     from pipeline.graph import edit_actor
 
-    expanded = expand_run(cfg(models=[{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}],
-                              resolutions=[64], seeds=[0]))
+    models = [{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}]
+    expanded = expand_run(cfg(models=models, resolutions=[64], seeds=[0]))
     assert expanded.model_keys() == ["base", "tuned"]     # one actor pool each, for the whole run
     for label, path in (("base", None), ("tuned", "/b")):
         _, kwargs = edit_actor(expanded.of_model(label), expanded.config, "r")

@@ -62,7 +62,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _params(text: str) -> tuple[str, dict[str, Any]]:
-    from pipeline.assignments import parse_assignments
+    from core.assignments import parse_assignments
 
     name, _, rest = text.partition("[")
     return name, parse_assignments([p for p in rest.rstrip("]").split(";") if p]) if rest else {}

@@ -14,10 +14,11 @@ import math
 import os
 import random
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ray
 
+from pipeline.configuration import Configuration
 from pipeline.unit_stage import UnitActor, UnitEdit
 from pipeline.records import policy_params_json
 
@@ -61,17 +62,17 @@ class SimLedger:
                 "all_ready": self.all_ready}
 
 
-def nominal_keep(config: Mapping[str, Any]) -> float:
-    if config["policy"] == "full":
+def nominal_keep(config: Configuration) -> float:
+    if config.policy == "full":
         return 1.0
-    params = config.get("policy_params") or {}
+    params = config.policy_params
     return next((float(params[k]) for k in KEEP_PARAMS if isinstance(params.get(k), (int, float))), NOMINAL_KEEP)
 
 
-def edit_seconds(config: Mapping[str, Any], tflops: float) -> float:
+def edit_seconds(config: Configuration, tflops: float) -> float:
     """Cost-model time of one edit on the real architecture of the config's model, at `tflops` TFLOP/s."""
-    cost = edit_cost(config["model_name"], config["height"], config["width"], config["steps"],
-                     config.get("guidance_scale"), keep=nominal_keep(config))
+    cost = edit_cost(config.model_name, config.height, config.width, config.steps, config.guidance_scale,
+                     keep=nominal_keep(config))
     return gpu_seconds(cost.flops, tflops)
 
 
@@ -83,7 +84,7 @@ class SimulatedEditActor(UnitActor):
         super().__init__(configs, run_id)
         self.ledger = ray.get_actor(ledger)
         self.scale, self.noise = scale, noise
-        self.cost = {cid: edit_seconds(c, tflops) for cid, c in configs.items()}
+        self.cost = {cid: edit_seconds(c, tflops) for cid, c in self.configs.items()}
         self.rng = random.Random(f"{self.actor}-{time.time_ns()}")
         self.device = f"synthetic GPU ({tflops:g} TFLOP/s)"
         time.sleep(load_s * scale)
@@ -98,12 +99,12 @@ class SimulatedEditActor(UnitActor):
         factor = math.exp(self.rng.gauss(0.0, self.noise))
         return seconds * factor * (3.0 if self.rng.random() < 0.02 * (self.noise > 0) else 1.0)
 
-    def edit(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+    def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
              budget: list[int] | None) -> UnitEdit:
         from pipeline.records import utcnow
 
         started = utcnow()
-        seconds = self._noisy(self.cost[config["config_id"]])
+        seconds = self._noisy(self.cost[config.config_id])
         if self.kill_at is not None and (time.time() - self.start) / self.scale >= self.kill_at:
             time.sleep(seconds * self.scale / 2)
             self.ledger.worked.remote(seconds / 2)
@@ -111,18 +112,19 @@ class SimulatedEditActor(UnitActor):
             os._exit(1)   # the actor dies mid-edit, as a lost node would: Ray restarts it, Ray Data retries
         time.sleep(seconds * self.scale)
         self.ledger.worked.remote(seconds)   # fire and forget
-        n = image_tokens(config["height"], config["width"])
-        kept = budget or [round(nominal_keep(config) * n)] * config["steps"]
+        n = image_tokens(config.height, config.width)
+        kept = budget or [round(nominal_keep(config) * n)] * config.steps
         row = self.ok_row(config, unit, started)
         row.update(runtime_s=seconds, loop_s=seconds, keep_ratio_mean=sum(kept) / (n * len(kept)),
                    kept_per_step=kept, tokens_processed=sum(kept), query_ratio_mean=1.0,
-                   policy_applied=policy_params_json(config.get("policy_params")))
+                   policy_applied=policy_params_json(config.policy_params))
         return UnitEdit(config, row, emit=True, image=inputs["source"], kept_per_step=kept)
 
 
 def simulated_factory(ledger: str, tflops: float, load_s: float, scale: float, noise: float):
     """A `pipeline.graph.ActorFactory` that gives every model entry the synthetic model."""
-    def factory(configs: list[dict[str, Any]], cfg: Any, run_id: str) -> tuple[type, dict[str, Any]]:
-        return SimulatedEditActor, dict(configs={c["config_id"]: c for c in configs}, run_id=run_id, ledger=ledger,
+    def factory(configs: Sequence[Configuration], cfg: Any, run_id: str) -> tuple[type, dict[str, Any]]:
+        rows = {c.config_id: c.to_row() for c in configs}   # what crosses Ray: plain rows
+        return SimulatedEditActor, dict(configs=rows, run_id=run_id, ledger=ledger,
                                         tflops=tflops, load_s=load_s, scale=scale, noise=noise)
     return factory

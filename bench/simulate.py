@@ -22,7 +22,8 @@ from typing import Any
 import PIL.Image
 
 from pipeline import storage as st
-from pipeline.config import RunConfig, expand_grid, load_config
+from pipeline.config import RunConfig, expand_run, load_config
+from pipeline.configuration import ExpandedRun
 from pipeline.resume import read_results
 
 from .sim_model import SimLedger, edit_seconds, simulated_factory
@@ -64,9 +65,9 @@ def simulation_config(config: str, overrides: list[str], gpus: int, output: str,
     return load_config(config, sets, known_policies=set(policies.REGISTRY))
 
 
-def ideal_work(cfg: RunConfig, tflops: float, records: int) -> float:
+def ideal_work(run: ExpandedRun, tflops: float, records: int) -> float:
     """GPU-seconds the grid needs without noise (for the time scale and the kill times)."""
-    return records * sum(edit_seconds(c, tflops) for c in expand_grid(cfg))
+    return records * sum(edit_seconds(c, tflops) for c in run.configurations)
 
 
 def row_accounting(results: str, storage: Any, expected: int) -> dict[str, int]:
@@ -91,20 +92,21 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
 
     from pipeline.graph import run_ablation
 
-    work = ideal_work(cfg, tflops, records)
+    run = expand_run(cfg)   # once: the work estimate, the graph and the counts share it
+    work = ideal_work(run, tflops, records)
     scale = scale or DEFAULTS["target_wall_s"] / (work / gpus + load_s)
     ledger_name = f"dropedit-sim-ledger-{os.getpid()}-{time.time_ns()}"
     ledger = SimLedger.options(name=ledger_name).remote(_kill_times(kills, work / gpus, seed), gpus)
     factory = simulated_factory(ledger_name, tflops, load_s, scale, noise)
     started = time.time()
-    summary = run_ablation(cfg, factory=factory)
+    summary = run_ablation(run, factory=factory)
     ended = time.time()
     counts = ray.get(ledger.counts.remote())
-    configurations = len(expand_grid(cfg))
+    configurations = len(run.configurations)
     first_ready = counts["all_ready"] or started
     makespan = load_s + (ended - first_ready) / scale
     return {"gpus": gpus, "records": records, "configurations": configurations,
-            "units": records * len({c["model"] for c in expand_grid(cfg)}),
+            "units": records * len(run.model_keys()),
             "makespan_s": round(makespan, 1), "ideal_makespan_s": round(counts["busy_s"] / gpus, 1),
             "gpu_busy": round(counts["busy_s"] / (gpus * makespan), 4),
             "model_loads": counts["model_loads"], "actors": gpus, "actor_kills": counts["actor_kills"],

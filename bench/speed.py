@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from pipeline.assignments import parse_assignments
+from core.assignments import parse_inline
 
 INSTRUCTION = "make the circle red"
 
@@ -35,25 +35,12 @@ class PolicySpec:
         return f"{self.name}:{args}" if args else self.name
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside [] or {} (so `budget=[1,2]` stays one item)."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch in "[{"
-        depth -= ch in "]}"
-        if ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p for p in (s.strip() for s in parts) if p]
-
-
 def parse_policy(text: str) -> PolicySpec:
     """`name` or `name:k=v,k=v` (values parsed as YAML)."""
     name, _, rest = text.partition(":")
     if not name.strip():
         raise ValueError(f"--policy expects name[:key=value,...], got {text!r}")
-    return PolicySpec(name.strip(), parse_assignments(_split_top_level(rest)))
+    return PolicySpec(name.strip(), parse_inline(rest))
 
 
 def default_policies(registry: dict[str, type]) -> list[PolicySpec]:

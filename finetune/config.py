@@ -1,11 +1,12 @@
 """The fine-tuning config: pydantic models with readable errors, loaded from YAML plus `--set key=value`."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.assignments import apply_assignments
 
 MODEL_NAMES = ("flux-kontext", "qwen-image-edit", "qwen-image-edit-plus", "tiny-flux-kontext",
                "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus", "toy-flux-kontext")
@@ -116,23 +117,12 @@ def is_finetune_config(raw: dict[str, Any]) -> bool:
 
 
 def read_raw(path: str | None, overrides: list[str] = ()) -> dict[str, Any]:
-    """The YAML file as a dict with `key.sub=value` overrides (YAML values) applied."""
+    """The YAML file as a dict with `key.sub=value` overrides applied (`core.assignments`' rules)."""
     raw: dict[str, Any] = {}
     if path:
         with open(path) as f:
-            raw = copy.deepcopy(yaml.safe_load(f) or {})
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if node is None:
-                raise ValueError(f"--set {key}: {p} is null")
-        node[leaf] = yaml.safe_load(value)
-    return raw
+            raw = yaml.safe_load(f) or {}
+    return apply_assignments(raw, overrides)
 
 
 def load_config(path: str | None, overrides: list[str] = ()) -> FinetuneConfig:

@@ -46,23 +46,24 @@ def write_run_report(results: str, output: str, storage) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import policies
-    from pipeline.config import expand_grid, load_config
+    from pipeline.config import expand_run, load_config
     from pipeline.graph import run_ablation
     from pipeline.ray_session import init_ray
 
     from .preflight import check_run
 
     cfg = load_config(args.config, args.overrides, known_policies=policies.REGISTRY)
-    check_run(cfg, expand_grid(cfg))
+    expanded = expand_run(cfg)   # the one expansion of the grid: preflight, the dry run and the graph share it
+    check_run(expanded)
     if getattr(args, "dry_run", False):
         from costs import DEFAULT_GPU_TFLOPS
         from pipeline.dry_run import dry_run
 
-        text, _ = dry_run(cfg, args.records, args.gpu_tflops or DEFAULT_GPU_TFLOPS, source=args.config)
+        text, _ = dry_run(expanded, args.records, args.gpu_tflops or DEFAULT_GPU_TFLOPS, source=args.config)
         print(text)
         return 0
     init_ray()
-    summary = run_ablation(cfg)
+    summary = run_ablation(expanded)
     print(json.dumps(summary))
     if not args.no_report:
         print(json.dumps({"report": write_run_report(summary["results"], cfg.output, cfg.storage)}))

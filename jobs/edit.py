@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.assignments import parse_assignments
+from core.assignments import parse_assignments
 
 # Kept here as text so that `--help` needs no torch import; tests/test_cli_edit.py checks them against
 # actors.MODELS and policies.REGISTRY.

@@ -4,45 +4,48 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from pipeline.configuration import Configuration, ExpandedRun
 
 
-def check_policies(configs: list[dict[str, Any]]) -> None:
+def check_policies(configs: Sequence[Configuration]) -> None:
     import policies
     from pipeline.config import policy_kwargs
 
     for conf in configs:
         try:
-            policy = policies.make(conf["policy"], **policy_kwargs(conf))
+            policy = policies.make(conf.policy, **policy_kwargs(conf))
         except (ValueError, TypeError) as err:
-            raise ValueError(f"configuration {conf.get('label') or conf['policy']!r}: {err}") from None
-        if conf.get("budget_source") and "budget" not in type(policy).model_fields:
-            raise ValueError(f"configuration {conf['label']!r}: policy {conf['policy']!r} takes no per-step "
+            raise ValueError(f"configuration {conf.label or conf.policy!r}: {err}") from None
+        if conf.budget_source and "budget" not in type(policy).model_fields:
+            raise ValueError(f"configuration {conf.label!r}: policy {conf.policy!r} takes no per-step "
                              "budget, so it cannot take one from another configuration (budget_from)")
 
 
-def check_caches(configs: list[dict[str, Any]]) -> None:
+def check_caches(configs: Sequence[Configuration]) -> None:
     """Every configuration's temporal cache builds (name, types, ranges), before Ray starts."""
     from actors.caches import parse
 
     for conf in configs:
-        if conf.get("cache") is not None:
+        if conf.cache is not None:
             try:
-                parse(dict(conf["cache"]))
+                parse(dict(conf.cache))
             except (ValueError, TypeError) as err:
-                raise ValueError(f"configuration {conf['label']!r}: {err}") from None
+                raise ValueError(f"configuration {conf.label!r}: {err}") from None
 
 
-def check_sizes(configs: list[dict[str, Any]]) -> None:
+def check_sizes(configs: Sequence[Configuration]) -> None:
     """Refuse sizes outside what a model's saved files say it was trained at (the toy model: 128x128)."""
     from actors.model_defaults import read_defaults
     from actors.models import shipped_folders
 
     for conf in configs:
-        folder = conf.get("model_path") or shipped_folders().get(conf["model_name"])
-        problem = read_defaults(folder).size_problem(conf["height"], conf["width"])
+        folder = conf.model_path or shipped_folders().get(conf.model_name)
+        problem = read_defaults(folder).size_problem(conf.height, conf.width)
         if problem:
-            raise ValueError(f"model {conf['model']!r} at resolution {conf['width']}x{conf['height']}: {problem}; "
+            raise ValueError(f"model {conf.model!r} at resolution {conf.width}x{conf.height}: {problem}; "
                              "change `resolutions` in the config")
 
 
@@ -68,8 +71,9 @@ def check_output(output: str) -> None:
                          "`--set output=$PWD/results` on the submitting machine")
 
 
-def check_run(cfg: Any, configs: list[dict[str, Any]]) -> None:
-    check_output(cfg.output)
-    check_policies(configs)
-    check_caches(configs)
-    check_sizes(configs)
+def check_run(run: ExpandedRun) -> None:
+    """Every check, on the run's one expansion of the grid."""
+    check_output(run.config.output)
+    check_policies(run.configurations)
+    check_caches(run.configurations)
+    check_sizes(run.configurations)

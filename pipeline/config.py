@@ -1,4 +1,5 @@
-"""Run configuration: YAML -> validated pydantic models -> the ablation grid.
+"""Run configuration: YAML -> validated pydantic models -> the ablation grid (`expand_run`: the typed, frozen
+`pipeline.configuration.ExpandedRun`, built once per run). `--set` overrides follow `core.assignments`.
 
 Errors name the offending key (dotted path) and, where there is a fixed set, the
 accepted values (pipeline.validation turns pydantic's errors into such lines).
@@ -15,7 +16,7 @@ configuration carries the ``full_config_id`` of that reference.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -26,8 +27,9 @@ from pydantic import (BeforeValidator, Field, StrictInt, ValidationError, Valida
                       model_validator)
 
 import metrics
+from core.assignments import AssignmentError, apply_assignments
 from pipeline import storage as st
-from pipeline.assignments import AssignmentError, parse_assignment
+from pipeline.configuration import Configuration, ExpandedRun
 from pipeline.validation import FieldError, NonEmptyStr, Number, Section, describe, empty_if_none, one_or_more
 
 FULL_POLICY = "full"
@@ -275,37 +277,11 @@ def load_config(
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each dotted ``key=value`` applied (numeric parts index lists)."""
-    out = copy.deepcopy(dict(raw))
-    for item in overrides:
-        try:
-            key, value = parse_assignment(item)
-        except AssignmentError as exc:
-            raise ConfigError(str(exc)) from None
-        parts = key.split(".")
-        if not all(parts):
-            raise ConfigError(f"--set {item!r}: bad dotted key {key!r}")
-        _assign(out, parts, value, item)
-    return out
-
-
-def _assign(node: Any, parts: list[str], value: Any, item: str) -> None:
-    for depth, part in enumerate(parts):
-        last, where = depth == len(parts) - 1, ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {where}: no list item {part!r} (length {len(node)})")
-            part = int(part)  # type: ignore[assignment]
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {where}: parent is a scalar, cannot set a key in it")
-        if last:
-            node[part] = value
-            return
-        if isinstance(node, dict) and node.get(part) is None:
-            node[part] = {}  # new (or empty) section
-        elif not isinstance(node[part], (dict, list)):
-            raise ConfigError(f"--set {item}: {where} is a scalar, cannot set a key in it")
-        node = node[part]
+    """Return a copy of ``raw`` with each dotted ``key=value`` applied (`core.assignments`' rules)."""
+    try:
+        return apply_assignments(raw, overrides)
+    except AssignmentError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # ------------------------------------------------------------------- validation
@@ -422,9 +398,9 @@ BUDGET_FROM = "budget_from"   # a policy parameter: another configuration's labe
                               # for the same record become this one's budget (TokenDrop's matched random arm)
 
 
-def policy_kwargs(conf: Mapping[str, Any], budget: Sequence[int] | None = None) -> dict[str, Any]:
+def policy_kwargs(conf: Configuration, budget: Sequence[int] | None = None) -> dict[str, Any]:
     """The policy's own parameters of a configuration: `budget_from` resolved into `budget` when given."""
-    params = {k: v for k, v in conf["policy_params"].items() if k != BUDGET_FROM}
+    params = {k: v for k, v in conf.policy_params.items() if k != BUDGET_FROM}
     if budget is not None:
         params["budget"] = list(budget)
     return params
@@ -436,53 +412,64 @@ def _label_key(label: str) -> tuple[str, ...]:
     return (policy, *sorted(params))
 
 
-def resolve_budgets(group: list[dict[str, Any]]) -> None:
-    """Point each configuration with `budget_from` at the configuration of that label in its group (same
-    model, size, seed): `budget_source` is its config_id. The graph runs sources first."""
-    labels = {_label_key(c["label"]): c for c in group}
+def resolve_budgets(group: Sequence[Configuration]) -> list[Configuration]:
+    """The group (same model, size, seed) with each configuration that has `budget_from` pointed at the
+    configuration of that label: `budget_source` is its config_id. The graph runs sources first."""
+    labels = {_label_key(c.label): c for c in group}
+    out = []
     for conf in group:
-        wanted = conf["policy_params"].get(BUDGET_FROM)
-        if wanted is None:
-            continue
-        source = labels.get(_label_key(str(wanted)))
-        if source is None:
-            raise ConfigError(f"policies: {BUDGET_FROM} {wanted!r} of {conf['label']!r} names no configuration; "
-                              f"accepted: {', '.join(sorted(c['label'] for c in group))}")
-        if BUDGET_FROM in source["policy_params"]:
-            raise ConfigError(f"policies: {BUDGET_FROM} of {conf['label']!r} names {source['label']!r}, which "
-                              f"takes its own budget from another configuration; name one that does not")
-        conf["budget_source"] = source["config_id"]
+        wanted = conf.policy_params.get(BUDGET_FROM)
+        if wanted is not None:
+            source = labels.get(_label_key(str(wanted)))
+            if source is None:
+                raise ConfigError(f"policies: {BUDGET_FROM} {wanted!r} of {conf.label!r} names no configuration; "
+                                  f"accepted: {', '.join(sorted(c.label for c in group))}")
+            if BUDGET_FROM in source.policy_params:
+                raise ConfigError(f"policies: {BUDGET_FROM} of {conf.label!r} names {source.label!r}, which "
+                                  f"takes its own budget from another configuration; name one that does not")
+            conf = dataclasses.replace(conf, budget_source=source.config_id)
+        out.append(conf)
+    return out
 
 
-def expand_grid(cfg: RunConfig) -> list[dict[str, Any]]:
-    """All configurations (one dict each), ``full`` ones first, duplicates dropped."""
+def _configuration(model: ModelSpec, policy: str, params: dict[str, Any], cache: dict[str, Any] | None,
+                   size: tuple[int, int], seed: int, protocol: Mapping[str, Any], resize_filter: str | None,
+                   full_id: str | None) -> Configuration:
+    """One grid point; `full_id`: its group's reference so far (None: this one, if it is the uncached full)."""
+    identity = {"model": model.key, "policy": policy, "policy_params": params, "height": size[0],
+                "width": size[1], "seed": seed, "steps": protocol["steps"],
+                "guidance_scale": protocol["guidance_scale"], "cache": cache}
+    cid = config_id(identity, resize_filter)
+    if policy == FULL_POLICY and cache is None and full_id is None:
+        full_id = cid
+    label = cache_label(cache)
+    return Configuration(
+        model=model.key, model_name=model.name, model_path=model.path, model_options=dict(model.options),
+        policy=policy, policy_params=params, height=size[0], width=size[1], seed=seed,
+        steps=protocol["steps"], guidance_scale=protocol["guidance_scale"], resize_filter=protocol["resize_filter"],
+        cache=cache, cache_label=label, config_id=cid,
+        label=config_label(policy, params) + (f" + {label}" if cache else ""), full_config_id=full_id)
+
+
+def expand_grid(cfg: RunConfig) -> list[Configuration]:
+    """All configurations, ``full`` ones first, duplicates dropped. A run builds them once (`expand_run`)."""
     variants = [(p.name, params, cache) for cache in grid_caches(cfg)
                 for p in grid_policies(cfg) for params in expand_policy(p)]
     variants.sort(key=lambda v: (v[0] != FULL_POLICY or v[2] is not None))  # stable: the reference first
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Configuration] = {}
     protocols = {model.key: sampling(cfg, model) for model in cfg.models}
-    for model, (h, w), seed in itertools.product(cfg.models, cfg.resolutions, cfg.seeds):
+    for model, size, seed in itertools.product(cfg.models, cfg.resolutions, cfg.seeds):
         full_id, group = None, []
-        protocol = protocols[model.key]
         for policy, params, cache in variants:
-            conf: dict[str, Any] = {
-                "model": model.key,
-                "model_name": model.name,
-                "model_path": model.path,
-                "model_options": dict(model.options),
-                "policy": policy,
-                "policy_params": params,
-                "height": h,
-                "width": w,
-                "seed": seed,
-                **protocol,
-            }
-            conf["cache"], conf["cache_label"] = cache, cache_label(cache)
-            conf["config_id"] = config_id(conf, cfg.resize_filter)
-            conf["label"] = config_label(policy, params) + (f" + {conf['cache_label']}" if cache else "")
-            if policy == FULL_POLICY and cache is None and full_id is None:
-                full_id = conf["config_id"]
-            conf["full_config_id"] = full_id
-            group.append(out.setdefault(conf["config_id"], conf))
-        resolve_budgets(group)
+            conf = _configuration(model, policy, params, cache, size, seed, protocols[model.key],
+                                  cfg.resize_filter, full_id)
+            full_id = conf.full_config_id
+            group.append(out.setdefault(conf.config_id, conf))
+        for conf in resolve_budgets(group):
+            out[conf.config_id] = conf   # a duplicate (same id) resolves the same: the position stays the first
     return list(out.values())
+
+
+def expand_run(cfg: RunConfig) -> ExpandedRun:
+    """The run: the config with its configurations, expanded once for preflight, the dry run and the graph."""
+    return ExpandedRun(cfg, tuple(expand_grid(cfg)))

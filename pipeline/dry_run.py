@@ -1,10 +1,11 @@
 """`dropedit run CONFIG --dry-run`: what a run would do and what it would cost, without loading a model or
 starting Ray.
 
-The grid is the run's own (`pipeline.config.expand_grid`: steps and guidance resolved per model). The cost is
-the cost model's (`costs.edit_cost`) of the real architecture each model is priced as in `actors.models`
-(FLUX.1-Kontext-dev, Qwen-Image-Edit, Qwen-Image-Edit-Plus with one reference, whatever checkpoint the config
-names, the toy and tiny models included): full-context FLOPs of one transformer call x calls per step (Qwen's true CFG: 2, none with
+The grid is the run's own (`pipeline.config.expand_run`, expanded once per run: steps and guidance resolved per
+model). The cost is the cost model's (`costs.edit_cost`) of the real architecture each model is priced as in
+`actors.models` (FLUX.1-Kontext-dev, Qwen-Image-Edit, Qwen-Image-Edit-Plus with one reference, whatever checkpoint
+the config names, the toy and tiny models included): full-context FLOPs of one transformer call x calls per step
+(Qwen's true CFG: 2, none with
 guidance <= 1) x steps, per edit. Pruning lowers it: the estimate is an upper bound, the cost at keep 1 (every
 configuration is costed as `full`). GPU-hours = FLOPs / the GPU's sustained rate (`gpu_tflops`: an assumption,
 by default 400 TFLOP/s, roughly an H100's effective dense bf16 on these large matmuls; the VAE, text encoder
@@ -16,8 +17,9 @@ from collections import Counter
 from typing import Any, Sequence
 
 from costs import DEFAULT_GPU_TFLOPS, edit_cost, gpu_seconds
+from pipeline.configuration import ExpandedRun
 
-from .config import RunConfig, expand_grid
+from .config import RunConfig
 
 
 def count_records(cfg: RunConfig) -> tuple[int | None, str]:
@@ -34,11 +36,11 @@ def count_records(cfg: RunConfig) -> tuple[int | None, str]:
     return len(records), f"{len(records)} records"
 
 
-def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS) -> dict[str, Any]:
+def plan(run: ExpandedRun, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS) -> dict[str, Any]:
     """The grid, the number of edits and the estimated GPU-hours (upper bound: keep 1)."""
     if gpu_tflops <= 0:
         raise ValueError(f"--gpu-tflops must be > 0, got {gpu_tflops}")
-    configs = expand_grid(cfg)
+    cfg, configs = run.config, run.configurations
     if records is None:
         records, input_note = count_records(cfg)
     else:
@@ -46,10 +48,10 @@ def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT
     flops_per_record = 0.0
     models = []
     for model in cfg.models:
-        mine = [c for c in configs if c["model"] == model.key]
+        mine = run.of_model(model.key)
         costs = {}
         for c in mine:
-            key = (c["height"], c["width"], c["steps"], c["guidance_scale"])
+            key = (c.height, c.width, c.steps, c.guidance_scale)
             if key not in costs:
                 costs[key] = edit_cost(model.name, *key)
             flops_per_record += costs[key].flops
@@ -64,8 +66,8 @@ def plan(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT
 def describe(cfg: RunConfig, p: dict[str, Any], source: str = "") -> str:
     """The dry run's printout."""
     configs = p["configs"]
-    policies = Counter(c["label"] for c in configs)
-    sizes = sorted({(c["height"], c["width"]) for c in configs})
+    policies = Counter(c.label for c in configs)
+    sizes = sorted({(c.height, c.width) for c in configs})
     records = "?" if p["records"] is None else str(p["records"])
     lines = [f"dry run{' of ' + source if source else ''}: nothing loaded, Ray not started",
              f"input: {cfg.input.uri} (format {cfg.input.format}): {p['input_note']}",
@@ -89,10 +91,10 @@ def describe(cfg: RunConfig, p: dict[str, Any], source: str = "") -> str:
     return "\n".join(lines)
 
 
-def dry_run(cfg: RunConfig, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS,
+def dry_run(run: ExpandedRun, records: int | None = None, gpu_tflops: float = DEFAULT_GPU_TFLOPS,
             source: str = "") -> tuple[str, dict[str, Any]]:
-    p = plan(cfg, records, gpu_tflops)
-    return describe(cfg, p, source), p
+    p = plan(run, records, gpu_tflops)
+    return describe(run.config, p, source), p
 
 
 __all__: Sequence[str] = ("dry_run", "plan")

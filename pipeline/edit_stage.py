@@ -17,6 +17,7 @@ from actors.results import EditResult
 
 from . import storage as st
 from .config import policy_kwargs
+from .configuration import Configuration
 from .records import policy_params_json, utcnow
 from .resume import kept_counts
 from .scoring import StageMetrics, metric_settings, scoring_of
@@ -35,7 +36,7 @@ def keep_mask_mean(result: EditResult) -> np.ndarray:
 class EditActor(UnitActor):
     """The GPU stage with the real (or tiny) diffusers model: loaded once per actor, with the metrics' models.
 
-    `configs` (config_id -> configuration dict of pipeline.config.expand_grid) travels once per actor; each
+    `configs` (config_id -> `Configuration.to_row()` of the run's grid) travels once per actor; each
     unit names its configurations by id."""
 
     def __init__(self, model: str, model_path: str | None, output: str, run_id: str,
@@ -43,7 +44,7 @@ class EditActor(UnitActor):
                  metrics: dict[str, Any] | None = None, cache_dir: str = "~/.cache/dropedit/models",
                  model_options: dict[str, Any] | None = None) -> None:
         self.storage = st.StorageConfig.from_mapping(storage)
-        sources = {c["budget_source"] for c in configs.values() if c.get("budget_source")}
+        sources = {c.get("budget_source") for c in configs.values()} - {None}   # the rows, before rebuilding
         stored = kept_counts(st.join_uri(output, "results"), sources, self.storage) if sources else {}
         super().__init__(configs, run_id, stored)
         path = st.localize_model_path(model_path, cache_dir, self.storage) if model_path else None
@@ -72,19 +73,20 @@ class EditActor(UnitActor):
         blank = PIL.Image.new("RGB", (64, 64), (127, 127, 127))
         Editor(self.pipe, policies.make("full")).edit(blank, "warm up", seed=0, steps=1, height=64, width=64)
 
-    def edit(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+    def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
              budget: list[int] | None) -> UnitEdit:
         started = utcnow()
         source = PIL.Image.fromarray(inputs["source"])
         references = [PIL.Image.fromarray(r) for r in inputs["references"]]
-        policy = policies.make(config["policy"], **policy_kwargs(config, budget))
+        policy = policies.make(config.policy, **policy_kwargs(config, budget))
+        cache = None if config.cache is None else dict(config.cache)
         result = Editor(self.pipe, policy).edit(
-            source, unit["instruction"], seed=config["seed"], steps=config["steps"],
-            guidance_scale=config.get("guidance_scale"), height=config["height"], width=config["width"],
-            references=references, resize_filter=config.get("resize_filter"), cache=config.get("cache"))
+            source, unit["instruction"], seed=config.seed, steps=config.steps,
+            guidance_scale=config.guidance_scale, height=config.height, width=config.width,
+            references=references, resize_filter=config.resize_filter, cache=cache)
         row = self.ok_row(config, unit, started)
         row.update(trace_columns(result))
-        if config.get("cache") is not None:
+        if cache is not None:
             columns = result.cache_columns()
             row.update({k: v for k, v in columns.items() if k not in ("cache", "cache_params")},
                        cache_params=policy_params_json(result.cache_params))

@@ -19,13 +19,14 @@ import pyarrow.compute as pc
 import ray
 
 from . import storage as st
-from .config import RunConfig, expand_grid
+from .config import RunConfig
+from .configuration import Configuration, ExpandedRun
 from .finish_stage import finish_units
 from .load_stage import load_units
 from .record_stream import record_dataset
 from .records import STATUS_OK
 from .resume import completed_pairs, read_results
-from .units import expand_units, models_in_order
+from .units import expand_units
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,23 @@ log = logging.getLogger(__name__)
 CPU_STAGE_MEMORY = 2**30   # measured: ~650 MiB with torchmetrics (torch) imported
 CPU_BATCH = 4   # units per CPU-stage task at least: fewer, larger tasks (a unit holds ~20 images; 4 stay in memory)
 
-# (model entry's configurations, cfg, run_id) -> (actor class, its constructor kwargs); the real editor by
-# default, a synthetic model in `dropedit simulate`
-ActorFactory = Callable[[list[dict[str, Any]], RunConfig, str], tuple[type, dict[str, Any]]]
+# (model entry's configurations, cfg, run_id) -> (actor class, its constructor kwargs: configurations as
+# `to_row()` dicts, what crosses Ray); the real editor by default, a synthetic model in `dropedit simulate`
+ActorFactory = Callable[[Sequence[Configuration], RunConfig, str], tuple[type, dict[str, Any]]]
 
 
 def results_uri(cfg: RunConfig) -> str:
     return st.join_uri(cfg.output, "results")
 
 
-def edit_actor(configs: list[dict[str, Any]], cfg: RunConfig, run_id: str) -> tuple[type, dict[str, Any]]:
+def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) -> tuple[type, dict[str, Any]]:
     from .edit_stage import EditActor   # pulls in torch/diffusers: only where a run starts
 
     first = configs[0]
-    return EditActor, dict(model=first["model_name"], model_path=first["model_path"], output=cfg.output,
-                           run_id=run_id, configs={c["config_id"]: c for c in configs},
+    return EditActor, dict(model=first.model_name, model_path=first.model_path, output=cfg.output,
+                           run_id=run_id, configs={c.config_id: c.to_row() for c in configs},
                            storage=cfg.storage.model_dump(), metrics=cfg.metrics.model_dump(),
-                           cache_dir=cfg.model_cache_dir, model_options=first.get("model_options") or {})
+                           cache_dir=cfg.model_cache_dir, model_options=dict(first.model_options))
 
 
 def done_by_record(done: set[tuple[str, str]], config_ids: Sequence[str]) -> dict[str, frozenset[str]]:
@@ -63,7 +64,7 @@ def done_by_record(done: set[tuple[str, str]], config_ids: Sequence[str]) -> dic
     return {rid: frozenset(cids) for rid, cids in out.items()}
 
 
-def model_dataset(cfg: RunConfig, configs: list[dict[str, Any]], done: dict[str, frozenset[str]],
+def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: dict[str, frozenset[str]],
                   run_id: str, factory: ActorFactory) -> ray.data.Dataset:
     """The graph of one model entry, ending in its output rows."""
     storage = cfg.storage.model_dump()
@@ -72,7 +73,7 @@ def model_dataset(cfg: RunConfig, configs: list[dict[str, Any]], done: dict[str,
     cpu_batch = max(CPU_BATCH, actors.batch_size)   # an actor call's worth of units per CPU task, at least
     return (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
             .map_batches(expand_units, batch_format="pyarrow", num_cpus=0.25,
-                         fn_kwargs=dict(config_ids=[c["config_id"] for c in configs], done=done))
+                         fn_kwargs=dict(config_ids=[c.config_id for c in configs], done=done))
             .repartition(target_num_rows_per_block=cpu_batch)   # a manifest is one block: spread its loading
             .map_batches(load_units, batch_size=cpu_batch, batch_format="pyarrow", num_cpus=1,
                          memory=CPU_STAGE_MEMORY, fn_kwargs=dict(output=cfg.output, storage=storage))
@@ -95,19 +96,19 @@ def written_files(cfg: RunConfig) -> set[str]:
         return set()
 
 
-def run_ablation(cfg: RunConfig, factory: ActorFactory = edit_actor) -> dict[str, Any]:
+def run_ablation(run: ExpandedRun, factory: ActorFactory = edit_actor) -> dict[str, Any]:
     """Run every missing (record, configuration) pair; returns counts for the caller to print."""
+    cfg = run.config
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
-    configs = expand_grid(cfg)
     done = completed_pairs(results_uri(cfg), cfg.storage)
     fs, results_path = st.filesystem_for(results_uri(cfg), cfg.storage)
     before = written_files(cfg)
-    for model in models_in_order(configs):
-        mine = [c for c in configs if c["model"] == model]
-        ids = [c["config_id"] for c in mine]
+    for model in run.model_keys():   # one actor pool per model entry, for the whole run
+        mine = run.of_model(model)
+        ids = [c.config_id for c in mine]
         model_dataset(cfg, mine, done_by_record(done, ids), run_id, factory).write_parquet(
             results_path, filesystem=fs)
-    return {"run_id": run_id, "configurations": len(configs), "already_done": len(done),
+    return {"run_id": run_id, "configurations": len(run.configurations), "already_done": len(done),
             **new_row_counts(cfg, before), "results": results_uri(cfg)}
 
 

@@ -10,7 +10,6 @@ import PIL.Image
 from metrics import MetricSettings, Scoring, Stage, registered, selected
 
 from .unit_stage import UnitEdit
-from .units import is_reference
 
 
 def metric_settings(block: Mapping[str, Any] | None, device: str = "cpu",
@@ -49,5 +48,5 @@ def scoring_of(edit: UnitEdit, inputs: Mapping[str, Any], full: UnitEdit | None,
     return Scoring(
         source=PIL.Image.fromarray(inputs["source"]), made=PIL.Image.fromarray(edit.image), mask=inputs["mask"],
         full=PIL.Image.fromarray(full.image) if full is not None and full.ok else None,
-        is_reference=is_reference(edit.config), instruction=texts.get("instruction"),
+        is_reference=edit.config.is_reference, instruction=texts.get("instruction"),
         target_prompt=texts.get("target_prompt"), category=texts.get("category"))

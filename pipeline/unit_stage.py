@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from .config import BUDGET_FROM
+from .configuration import Configuration
 from .records import base_row, error_row, utcnow
-from .units import is_reference, needed_configs, run_order
+from .units import needed_configs, run_order
 
 EDITS_FIELD = pa.field("edits", pa.binary())
 
@@ -30,7 +31,7 @@ EDITS_FIELD = pa.field("edits", pa.binary())
 class UnitEdit:
     """One configuration's edit inside a unit: its output row so far, pixels, and whether it is emitted."""
 
-    config: Mapping[str, Any]
+    config: Configuration
     row: dict[str, Any]
     emit: bool
     image: np.ndarray | None = None          # the edit as the model made it, H x W x 3 uint8
@@ -44,17 +45,20 @@ class UnitEdit:
 
 
 class UnitActor:
-    """Class-based `map_batches` UDF (one instance per actor: the model is loaded once)."""
+    """Class-based `map_batches` UDF (one instance per actor: the model is loaded once).
 
-    def __init__(self, configs: dict[str, dict[str, Any]], run_id: str,
+    `configs` (config_id -> `Configuration.to_row()`) crosses Ray as plain rows; the actor rebuilds them."""
+
+    def __init__(self, configs: Mapping[str, Mapping[str, Any]], run_id: str,
                  stored_budgets: dict[tuple[str, str], list[int]] | None = None) -> None:
-        self.configs, self.run_id = configs, run_id
+        self.configs = {cid: Configuration.from_row(row) for cid, row in configs.items()}
+        self.run_id = run_id
         self.stored_budgets = stored_budgets or {}
         self.actor = f"{socket.gethostname()}:{os.getpid()}"
         self.device = "cpu"
 
     # -- subclass API
-    def edit(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+    def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
              budget: list[int] | None) -> UnitEdit:
         raise TypeError(f"{type(self).__name__} does not define edit()")
 
@@ -71,8 +75,9 @@ class UnitActor:
     def _unit_payload(self, unit: dict[str, Any], blob: bytes | None) -> bytes:
         if blob is None:   # the CPU stage could not load the record: one error row per configuration
             now = utcnow()
-            edits = [UnitEdit(self.configs[c], error_row(unit, self.configs[c], unit["load_error"], run_id=self.run_id,
-                                                           device=self.device, started_at=now), True)
+            edits = [UnitEdit(self.configs[c], error_row(unit, self.configs[c].to_row(), unit["load_error"],
+                                                         run_id=self.run_id, device=self.device, started_at=now),
+                              True)
                      for c in unit["config_ids"]]
         else:
             edits = self.run_unit(unit, pickle.loads(blob))
@@ -87,47 +92,47 @@ class UnitActor:
         for position, config in enumerate(order):
             edit = self._attempt(config, inputs, unit, done)
             edit.row["run_position"] = position
-            edit.emit = config["config_id"] in emit
-            done[config["config_id"]] = edit
+            edit.emit = config.config_id in emit
+            done[config.config_id] = edit
         edits = list(done.values())
         pair_with_full(edits)
         self.score(edits, inputs, unit)
         return edits
 
-    def _attempt(self, config: Mapping[str, Any], inputs: dict[str, Any], unit: Mapping[str, Any],
+    def _attempt(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
                  done: Mapping[str, UnitEdit]) -> UnitEdit:
         started = utcnow()
         try:
             edit = self.edit(config, inputs, unit, self._budget(config, str(unit["id"]), done))
         except Exception as err:   # noqa: BLE001 - one failed edit is that row's error, not the job's
-            edit = UnitEdit(config, error_row(unit, config, err, run_id=self.run_id, device=self.device,
+            edit = UnitEdit(config, error_row(unit, config.to_row(), err, run_id=self.run_id, device=self.device,
                                               started_at=started), True)
         edit.row.update(actor=self.actor, device=self.device)
         return edit
 
-    def _budget(self, config: Mapping[str, Any], record_id: str, done: Mapping[str, UnitEdit]) -> list[int] | None:
-        source = config.get("budget_source")
+    def _budget(self, config: Configuration, record_id: str, done: Mapping[str, UnitEdit]) -> list[int] | None:
+        source = config.budget_source
         if source is None:
             return None
         if source in done and done[source].ok:
             return done[source].kept_per_step
         if (source, record_id) in self.stored_budgets:
             return self.stored_budgets[(source, record_id)]
-        raise ValueError(f"no ok row of the configuration {config['policy_params'][BUDGET_FROM]!r} for this "
+        raise ValueError(f"no ok row of the configuration {config.policy_params[BUDGET_FROM]!r} for this "
                          "record: its per-step budget is unknown")
 
-    def ok_row(self, config: Mapping[str, Any], unit: Mapping[str, Any], started: datetime) -> dict[str, Any]:
+    def ok_row(self, config: Configuration, unit: Mapping[str, Any], started: datetime) -> dict[str, Any]:
         """An ok row's identifying columns, for subclasses' `edit`."""
-        row = base_row(unit, config, self.run_id)
+        row = base_row(unit, config.to_row(), self.run_id)
         row.update(status="ok", started_at=started, finished_at=utcnow())
         return row
 
 
 def reference_of(edit: UnitEdit, edits: list[UnitEdit]) -> UnitEdit | None:
     """The unit's edit of `edit`'s group reference (the uncached `full`); None for the reference itself."""
-    if is_reference(edit.config):
+    if edit.config.is_reference:
         return None
-    return next((e for e in edits if e.config["config_id"] == edit.config.get("full_config_id")), None)
+    return next((e for e in edits if e.config.config_id == edit.config.full_config_id), None)
 
 
 def pair_with_full(edits: list[UnitEdit]) -> None:

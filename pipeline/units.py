@@ -16,47 +16,40 @@ another configuration."""
 from __future__ import annotations
 
 import zlib
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
 from .records import RECORD_FIELDS, RECORD_SCHEMA
 
+if TYPE_CHECKING:
+    from .configuration import Configuration
+
 UNIT_SCHEMA = RECORD_SCHEMA.append(pa.field("config_ids", pa.list_(pa.string())))
 
 
-def models_in_order(configs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The model entries (labels) of a grid, in config order: one actor pool each."""
-    return list(dict.fromkeys(c["model"] for c in configs))
-
-
-def group_key(config: Mapping[str, Any]) -> str:
+def group_key(config: Configuration) -> str:
     """Configurations that share a `full` reference (same model, size, seed, sampling) form a group."""
-    return str(config.get("full_config_id") or config["config_id"])
+    return str(config.full_config_id or config.config_id)
 
 
-def is_reference(config: Mapping[str, Any]) -> bool:
-    """The group's uncached `full` configuration: what the others' fidelity and speedup compare with."""
-    return config["config_id"] == config.get("full_config_id")
-
-
-def run_order(configs: Sequence[Mapping[str, Any]], record_id: str) -> list[Mapping[str, Any]]:
+def run_order(configs: Sequence[Configuration], record_id: str) -> list[Configuration]:
     """The order one unit runs `configs` in: per group, independent configurations rotated by a stable hash of
     the record id, then the budget-dependent ones (after their sources, which are independent)."""
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+    groups: dict[str, list[Configuration]] = {}
     for conf in configs:
         groups.setdefault(group_key(conf), []).append(conf)
     shift = zlib.crc32(str(record_id).encode())
-    out: list[Mapping[str, Any]] = []
+    out: list[Configuration] = []
     for members in groups.values():
-        free = [c for c in members if not c.get("budget_source")]
-        dependent = [c for c in members if c.get("budget_source")]
+        free = [c for c in members if not c.budget_source]
+        dependent = [c for c in members if c.budget_source]
         k = shift % len(free) if free else 0
         out += free[k:] + free[:k] + dependent
     return out
 
 
-def needed_configs(emit: Iterable[str], configs: Mapping[str, Mapping[str, Any]],
+def needed_configs(emit: Iterable[str], configs: Mapping[str, Configuration],
                    stored_budget: set[str]) -> list[str]:
     """The configurations a unit runs: the ones it emits rows for, plus each group's `full` (the in-memory
     reference and timing partner; re-run, not emitted, when a resumed unit lacks it) and each budget source
@@ -64,10 +57,10 @@ def needed_configs(emit: Iterable[str], configs: Mapping[str, Mapping[str, Any]]
     run = dict.fromkeys(emit)
     for cid in list(run):
         conf = configs[cid]
-        full = conf.get("full_config_id")
+        full = conf.full_config_id
         if full and full != cid:
             run.setdefault(full)
-        source = conf.get("budget_source")
+        source = conf.budget_source
         if source and source not in stored_budget:
             run.setdefault(source)
     return list(run)

@@ -56,9 +56,14 @@ def _score_edit(actor, result, source, mask, config, record) -> dict:
     import numpy as np
 
     from pipeline.scoring import StageMetrics, scoring_of
+    from pipeline.configuration import Configuration
     from pipeline.unit_stage import UnitEdit
 
-    conf = {"config_id": "c", "full_config_id": "c", **config}
+    h, w = result.image.height, result.image.width
+    conf = Configuration(**{"model": "m", "model_name": "m", "model_path": None, "model_options": {},
+                            "policy": "full", "policy_params": {}, "height": h, "width": w, "seed": 0, "steps": 1,
+                            "guidance_scale": None, "resize_filter": None, "cache": None, "cache_label": None,
+                            "config_id": "c", "label": "full", "full_config_id": "c", **config})
     edit = UnitEdit(conf, {"status": "ok"}, emit=True, image=np.asarray(result.image.convert("RGB")))
     inputs = {"source": np.asarray(source.convert("RGB")), "mask": mask}
     actor.score([edit], inputs, record.to_dict())

@@ -13,7 +13,7 @@ import pytest
 
 from report import write_report
 from pipeline import storage as st
-from pipeline.config import parse_config
+from pipeline.config import expand_run, parse_config
 from pipeline.graph import run_ablation
 from pipeline.resume import read_results
 
@@ -60,7 +60,7 @@ def _config(manifest, output, **extra):
 def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, image_factory, tmp_path):
     manifest, n_records = _write_inputs(s3_prefix, image_factory)
     cfg = _config(manifest, f"{s3_prefix}/out")
-    summary = run_ablation(cfg)
+    summary = run_ablation(expand_run(cfg))
     assert summary["edited"] == 2 * n_records            # full + tokendrop for every record
 
     table = read_results(f"{s3_prefix}/out/results").to_pandas()
@@ -102,7 +102,7 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
         assert st.exists(uri.replace("/images/", "/masks/"))
 
     # Resume: only the pairs without an ok row run again; no ok pair is written twice.
-    again = run_ablation(cfg)
+    again = run_ablation(expand_run(cfg))
     assert again["edited"] == 2 * 4
     table = read_results(f"{s3_prefix}/out/results").to_pandas()
     assert not table[table["status"] == "ok"].duplicated(["config_id", "record_id"]).any()
@@ -145,7 +145,7 @@ def test_killed_actor_is_replaced_and_its_rows_redone(ray_session, tmp_path, ima
 
     thread = threading.Thread(target=kill_once, daemon=True)
     thread.start()
-    run_ablation(cfg)
+    run_ablation(expand_run(cfg))
     thread.join(timeout=5)
     assert killed, "the test never caught the actor mid-run"
     table = read_results(os.path.join(output, "results")).to_pandas()

@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 
 from jobs.preflight import check_run
-from pipeline.config import expand_grid, parse_config
+from pipeline.config import expand_run, parse_config
 from pipeline.graph import run_ablation
 from pipeline.resume import latest_rows, read_results
 
@@ -18,8 +18,9 @@ def test_caches_compose_with_policies_in_the_pipeline(ray_session, tmp_path):
            "actors": {"num_gpus": 0, "num_cpus": 1, "min_size": 1, "max_size": 1, "batch_size": 1},
            "metrics": {"compute": ["background", "vs_full"]}}
     cfg = parse_config(raw)
-    check_run(cfg, expand_grid(cfg))
-    run_ablation(cfg)
+    run = expand_run(cfg)
+    check_run(run)
+    run_ablation(run)
     rows = latest_rows(read_results(str(tmp_path / "out" / "results"))).to_pandas()
     assert len(rows) == 5 * 6 and (rows["status"] == "ok").all()
     plain = rows[rows["cache"].isna()]

@@ -10,6 +10,7 @@ from pipeline.config import (
     apply_overrides,
     config_id,
     expand_grid,
+    expand_run,
     expand_policy,
     load_config,
     parse_config,
@@ -105,7 +106,7 @@ def test_credentials_are_rejected_and_not_echoed(changes, key):
 def test_model_path_is_optional_for_builtin_models():
     c = cfg(models=[{"name": "tiny-flux-kontext"}])
     assert c.models[0].path is None
-    assert expand_grid(c)[0]["model_path"] is None
+    assert expand_grid(c)[0].model_path is None
 
 
 def test_known_policies_restrict_names():
@@ -163,16 +164,16 @@ def test_grid_size_ids_and_full_reference():
     grid = expand_grid(cfg())
     # 2 models x (1 full + 2 tokendrop + 3 random) x 2 resolutions x 2 seeds
     assert len(grid) == 2 * 6 * 2 * 2
-    ids = [g["config_id"] for g in grid]
+    ids = [g.config_id for g in grid]
     assert len(set(ids)) == len(ids) and all(len(i) == 12 for i in ids)
     for g in grid:
-        full = next(x for x in grid if x["config_id"] == g["full_config_id"])
-        assert full["policy"] == "full"
-        assert (full["model"], full["height"], full["seed"]) == (g["model"], g["height"], g["seed"])
+        full = next(x for x in grid if x.config_id == g.full_config_id)
+        assert full.policy == "full"
+        assert (full.model, full.height, full.seed) == (g.model, g.height, g.seed)
     first = grid[0]
-    assert first["policy"] == "full" and first["model_path"] == "s3://models/FLUX.1-Kontext-dev"
+    assert first.policy == "full" and first.model_path == "s3://models/FLUX.1-Kontext-dev"
     # stable: same inputs, same ids; parsing twice changes nothing
-    assert [g["config_id"] for g in expand_grid(cfg())] == ids
+    assert [g.config_id for g in expand_grid(cfg())] == ids
 
 
 def test_config_id_depends_on_each_field_and_is_stable():
@@ -190,24 +191,24 @@ def test_config_id_depends_on_each_field_and_is_stable():
 def test_full_is_added_only_when_vs_full_is_requested():
     no_full = [p for p in BASE["policies"] if p["name"] != "full"]
     grid = expand_grid(cfg(policies=no_full))
-    assert sum(g["policy"] == "full" for g in grid) == 2 * 2 * 2  # one per model/size/seed
-    assert all(g["full_config_id"] for g in grid)
+    assert sum(g.policy == "full" for g in grid) == 2 * 2 * 2  # one per model/size/seed
+    assert all(g.full_config_id for g in grid)
     grid = expand_grid(cfg(policies=no_full, metrics={"compute": ["background"]}))
-    assert not any(g["policy"] == "full" for g in grid)
-    assert all(g["full_config_id"] is None for g in grid)
+    assert not any(g.policy == "full" for g in grid)
+    assert all(g.full_config_id is None for g in grid)
 
 
 def test_one_name_under_two_labels_gives_two_sets_of_configurations():
     # a fine-tuned copy of a model: same registry name, another folder; rows must stay apart by label
     grid = expand_grid(cfg(models=[{"name": "tiny", "path": "/a", "label": "base"},
                                    {"name": "tiny", "path": "/b", "label": "tuned"}], resolutions=[64], seeds=[0]))
-    by_label = {label: [g for g in grid if g["model"] == label] for label in ("base", "tuned")}
+    by_label = {label: [g for g in grid if g.model == label] for label in ("base", "tuned")}
     assert len(by_label["base"]) == len(by_label["tuned"]) == len(grid) // 2 > 0
-    assert {g["model_name"] for g in grid} == {"tiny"}
-    assert {g["model_path"] for g in by_label["tuned"]} == {"/b"}
-    assert not {g["config_id"] for g in by_label["base"]} & {g["config_id"] for g in by_label["tuned"]}
-    tuned_full = {g["config_id"] for g in by_label["tuned"] if g["policy"] == "full"}
-    assert {g["full_config_id"] for g in by_label["tuned"]} == tuned_full   # compared with its own full
+    assert {g.model_name for g in grid} == {"tiny"}
+    assert {g.model_path for g in by_label["tuned"]} == {"/b"}
+    assert not {g.config_id for g in by_label["base"]} & {g.config_id for g in by_label["tuned"]}
+    tuned_full = {g.config_id for g in by_label["tuned"] if g.policy == "full"}
+    assert {g.full_config_id for g in by_label["tuned"]} == tuned_full   # compared with its own full
 
 
 def test_duplicate_configurations_are_dropped():
@@ -224,16 +225,14 @@ def test_shorthands_and_metric_switches():
 
 def test_each_labelled_entry_gets_its_own_pool_and_loads_by_name():
     from pipeline.graph import edit_actor
-    from pipeline.units import models_in_order
 
-    grid = expand_grid(cfg(models=[{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}],
-                           resolutions=[64], seeds=[0]))
-    assert models_in_order(grid) == ["base", "tuned"]     # one actor pool each, for the whole run
-    run = cfg(models=[{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}])
+    models = [{"name": "tiny", "label": "base"}, {"name": "tiny", "path": "/b", "label": "tuned"}]
+    expanded = expand_run(cfg(models=models, resolutions=[64], seeds=[0]))
+    assert expanded.model_keys() == ["base", "tuned"]     # one actor pool each, for the whole run
     for label, path in (("base", None), ("tuned", "/b")):
-        _, kwargs = edit_actor([c for c in grid if c["model"] == label], run, "r")
+        _, kwargs = edit_actor(expanded.of_model(label), expanded.config, "r")
         assert kwargs["model"] == "tiny" and kwargs["model_path"] == path
-        assert {c["model"] for c in kwargs["configs"].values()} == {label}
+        assert {c["model"] for c in kwargs["configs"].values()} == {label}   # plain rows: what crosses Ray
 
 
 def test_unset_steps_and_guidance_follow_the_model_family_protocol():
@@ -241,22 +240,22 @@ def test_unset_steps_and_guidance_follow_the_model_family_protocol():
            "policies": [{"name": "full"}], "resolutions": [64], "seeds": [0]}
     unset = parse_config({k: v for k, v in raw.items() if k not in ("steps", "guidance_scale")})
     assert unset.steps is None and unset.guidance_scale is None
-    by_model = {g["model"]: g for g in expand_grid(unset)}
-    assert (by_model["tiny-flux-kontext"]["steps"], by_model["tiny-flux-kontext"]["guidance_scale"]) == (28, 3.5)
-    assert (by_model["tiny-qwen-image-edit"]["steps"], by_model["tiny-qwen-image-edit"]["guidance_scale"]) == (50, 4.0)
+    by_model = {g.model: g for g in expand_grid(unset)}
+    assert (by_model["tiny-flux-kontext"].steps, by_model["tiny-flux-kontext"].guidance_scale) == (28, 3.5)
+    assert (by_model["tiny-qwen-image-edit"].steps, by_model["tiny-qwen-image-edit"].guidance_scale) == (50, 4.0)
     # unset resolves to the same configuration (and id) as writing the protocol's values out
     explicit = parse_config({**raw, "models": [{"name": "tiny-flux-kontext"}], "steps": 28, "guidance_scale": 3.5})
-    assert expand_grid(explicit)[0]["config_id"] == by_model["tiny-flux-kontext"]["config_id"]
+    assert expand_grid(explicit)[0].config_id == by_model["tiny-flux-kontext"].config_id
     # one set, the other from the protocol
     half = parse_config({**raw, "steps": 8, "guidance_scale": None})
-    assert {(g["steps"], g["guidance_scale"]) for g in expand_grid(half)} == {(8, 3.5), (8, 4.0)}
+    assert {(g.steps, g.guidance_scale) for g in expand_grid(half)} == {(8, 3.5), (8, 4.0)}
 
 
 def test_explicit_sampling_settings_keep_their_config_ids():
     # the id a config with explicit steps/guidance had before protocol defaults existed
     grid = expand_grid(cfg())
-    assert all((g["steps"], g["guidance_scale"]) == (28, 2.5) for g in grid)
-    assert grid[0]["config_id"] == "87caabd7c433"   # computed before unset meant "the model's protocol"
+    assert all((g.steps, g.guidance_scale) == (28, 2.5) for g in grid)
+    assert grid[0].config_id == "87caabd7c433"   # computed before unset meant "the model's protocol"
 
 
 def test_the_cache_axis_composes_with_every_policy_and_keeps_uncached_ids():
@@ -264,12 +263,12 @@ def test_the_cache_axis_composes_with_every_policy_and_keeps_uncached_ids():
     cached = expand_grid(cfg(policies=["full", "tokendrop"], resolutions=[64], seeds=[0],
                              caches=["none", {"name": "magcache", "threshold": [0.1, 0.25]}]))
     assert len(cached) == 3 * len(plain)
-    uncached = [c for c in cached if c["cache"] is None]
-    assert [c["config_id"] for c in uncached] == [c["config_id"] for c in plain]   # ids of earlier runs stay
-    labels = [c["label"] for c in cached]
+    uncached = [c for c in cached if c.cache is None]
+    assert [c.config_id for c in uncached] == [c.config_id for c in plain]   # ids of earlier runs stay
+    labels = [c.label for c in cached]
     assert labels[0] == "full" and "tokendrop + magcache threshold=0.25" in labels
-    fulls = {c["model"]: c["config_id"] for c in uncached if c["policy"] == "full"}
-    assert all(c["full_config_id"] == fulls[c["model"]] for c in cached)   # the uncached full is the reference
+    fulls = {c.model: c.config_id for c in uncached if c.policy == "full"}
+    assert all(c.full_config_id == fulls[c.model] for c in cached)   # the uncached full is the reference
     # no `none` listed: the uncached full is still there as the vs-full reference
     only = expand_grid(cfg(policies=["tokendrop"], resolutions=[64], seeds=[0], caches=[{"name": "first-block"}]))
-    assert [(c["policy"], c["cache_label"]) for c in only][0] == ("full", None)
+    assert [(c.policy, c.cache_label) for c in only][0] == ("full", None)

@@ -7,38 +7,37 @@ import sys
 import pytest
 
 from jobs import preflight
-from pipeline.config import expand_grid, parse_config
+from pipeline.config import expand_run, parse_config
 
 
-def _configs(**extra):
+def _run(**extra):
     raw = {"input": "configs/demo_manifest.jsonl", "output": "results", "models": [{"name": "toy-flux-kontext"}],
            "policies": [{"name": "full"}], "resolutions": [128], "steps": 2}
     raw.update(extra)
-    cfg = parse_config(raw)
-    return cfg, expand_grid(cfg)
+    return expand_run(parse_config(raw))
 
 
 def test_good_config_passes():
-    preflight.check_run(*_configs(policies=[{"name": "tokendrop", "omega": [0.0, 0.4]}]))
+    preflight.check_run(_run(policies=[{"name": "tokendrop", "omega": [0.0, 0.4]}]))
 
 
 def test_policy_parameter_out_of_range_names_the_configuration():
     with pytest.raises(ValueError, match=r"tokendrop omega=5.*omega.*\[-1.0, 1.0\]"):
-        preflight.check_run(*_configs(policies=[{"name": "tokendrop", "omega": 5}]))
+        preflight.check_run(_run(policies=[{"name": "tokendrop", "omega": 5}]))
 
 
 def test_size_outside_the_models_training_is_refused():
     with pytest.raises(ValueError, match="trained at 128x128 only"):
-        preflight.check_run(*_configs(resolutions=[256]))
-    preflight.check_sizes(_configs(models=[{"name": "tiny-flux-kontext"}], resolutions=[256])[1])   # any size
+        preflight.check_run(_run(resolutions=[256]))
+    preflight.check_sizes(_run(models=[{"name": "tiny-flux-kontext"}], resolutions=[256]).configurations)   # any size
 
 
 def test_relative_output_is_refused_inside_a_ray_job(monkeypatch):
-    cfg, configs = _configs()
-    preflight.check_run(cfg, configs)   # on a laptop: relative to where the user is
+    run = _run()
+    preflight.check_run(run)   # on a laptop: relative to where the user is
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "."}}))
     with pytest.raises(ValueError, match="temporary copy of the working directory"):
-        preflight.check_run(cfg, configs)
+        preflight.check_run(run)
     preflight.check_output("/abs/results")
     preflight.check_output("s3://bucket/results")
 

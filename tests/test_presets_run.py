@@ -107,7 +107,7 @@ def _run_group(group: str, tmp_path: Path) -> dict:
     records = [json.loads(line)["id"] for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     cfg = load_config(str(config), known_policies=set(policies.REGISTRY))
     return {"rc": rc, "table": table, "records": records, "out": tmp_path / "out",
-            "configs": {c["config_id"] for c in expand_grid(cfg)}}
+            "configs": {c.config_id for c in expand_grid(cfg)}}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS, key=lambda p: (GROUPS[p], p.stem)), ids=lambda p: p.stem)
@@ -122,7 +122,7 @@ def test_preset_runs_on_the_tiny_models(preset, ray_session, tmp_path_factory, c
     assert (run["out"] / "report").is_dir()
     # this preset on its own, as `dropedit run PRESET --set ...` would read it
     cfg = load_config(str(preset), _overrides(preset, run["out"].parent), known_policies=set(policies.REGISTRY))
-    configs = {c["config_id"]: c for c in expand_grid(cfg)}
+    configs = {c.config_id: c for c in expand_grid(cfg)}
 
     table = run["table"]
     assert table is not None
@@ -160,13 +160,13 @@ def test_preset_runs_on_the_tiny_models(preset, ray_session, tmp_path_factory, c
 
     # matched budgets: exactly the reference configuration's per-step kept counts, record by record
     kept = {(c, r): list(k) for c, r, k in zip(rows["config_id"], rows["record_id"], rows["kept_per_step"])}
-    matched = [c for c in configs.values() if BUDGET_FROM in c["policy_params"]]
+    matched = [c for c in configs.values() if BUDGET_FROM in c.policy_params]
     assert bool(matched) == preset.stem.startswith("tokendrop")
     for conf in matched:
-        source = configs[conf["budget_source"]]
-        assert source["label"] == conf["policy_params"][BUDGET_FROM]
+        source = configs[conf.budget_source]
+        assert source.label == conf.policy_params[BUDGET_FROM]
         for rec in run["records"]:
-            assert kept[(conf["config_id"], rec)] == kept[(source["config_id"], rec)], (conf["label"], rec)
+            assert kept[(conf.config_id, rec)] == kept[(source.config_id, rec)], (conf.label, rec)
 
     if "multi" in preset.stem:   # the second reference's tokens are in the context: more than one 64² image's
         full = rows[rows["policy"] == "full"]

@@ -173,10 +173,10 @@ def test_every_ablation_variant_in_the_shipped_config_starts_on_its_model(flux_p
     cfg = load_config(str(config), known_policies=set(policies.REGISTRY))
     arch = describe(flux_pipe.transformer)
     run = _run_info(num_layers=arch["num_layers"], config_hash=arch["config_hash"])
-    variants = [c for c in expand_grid(cfg) if c["policy"] == "topi"]
+    variants = [c for c in expand_grid(cfg) if c.policy == "topi"]
     assert len(variants) == 13
     for conf in variants:
-        policies.make("topi", **conf["policy_params"]).start(run)   # raises on a bad variant
+        policies.make("topi", **conf.policy_params).start(run)   # raises on a bad variant
     merged = actors.Editor(flux_pipe, policies.make("topi", mode="merge", exempt_layers=1, interval=3)) \
         .edit(image_factory(96, 64), "make it red", seed=0, steps=4, height=64, width=96)
     assert merged.trace[1].from_layer == 1 and merged.trace[1].kept < merged.trace[1].total

@@ -141,10 +141,10 @@ def test_study_config_runs_the_named_model_at_its_size(tmp_path):
     topi = [p for p in cfg.policies if p.name == "topi"]
     assert topi and all(Path(p.params["layers"]).resolve() == calib.resolve() for p in topi)
     grid = expand_grid(cfg)
-    blurs = {(c["policy_params"]["omega"], c["policy_params"]["reg"], c["policy_params"]["blur"])
-             for c in grid if c["policy"] == "tokendrop"}
+    blurs = {(c.policy_params["omega"], c.policy_params["reg"], c.policy_params["blur"])
+             for c in grid if c.policy == "tokendrop"}
     assert blurs == {(w, r, b) for w in (0.0, 0.4) for r in (True, False) for b in ("paper", "grid")}
-    assert {(c["height"], c["width"]) for c in grid} == {(256, 256)}
+    assert {(c.height, c.width) for c in grid} == {(256, 256)}
 
     finetuned = {label: sc.finetune_dir(tmp_path, label) for label in sc.finetune_configs(V2.name)}
     scfg = results.study_config(sc.CONFIG, V2, tmp_path / "data", tmp_path / "sparse", 4, finetuned=finetuned)

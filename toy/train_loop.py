@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from core.assignments import apply_assignments
+
 if TYPE_CHECKING:   # torch, diffusers and Ray load in the workers and the driver's `fit`, not on import
     from toy.model import ToyModelConfig
 
@@ -58,21 +60,12 @@ LOG_FIELDS = ("phase", "step", "loss", "val", "val_drop", "lr", "seconds", "wall
 
 
 def load_config(path: str | None, overrides: list[str] = ()) -> dict[str, Any]:
-    """Defaults, then the YAML file, then `key.sub=value` overrides (YAML values)."""
+    """Defaults, then the YAML file, then `key.sub=value` overrides (`core.assignments`' rules)."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         with open(path) as f:
             _merge(cfg, yaml.safe_load(f) or {}, "")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return cfg
+    return apply_assignments(cfg, overrides)
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:

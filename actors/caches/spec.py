@@ -16,13 +16,13 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import yaml
 from pydantic import Field
 
 from core.registry import Plugin, PluginError, Registry
 from policies.params import Count, Fraction, Integer, Number
 
 from .runtime import CacheRun, CacheRunInfo
+from core.assignments import AssignmentError, parse_inline
 
 if TYPE_CHECKING:
     from ..mechanisms import EditContext
@@ -83,7 +83,7 @@ def make(name: str, **params: Any) -> CacheSpec:
 
 def parse(text: str | dict | CacheSpec | None) -> CacheSpec | None:
     """`"first-block:threshold=0.1,warmup=2"` (the CLI's `--cache`), a dict `{"name": ..., **params}` (a config),
-    a spec (returned as is) or None / "" / "none" (no cache). Values are YAML; a list is written `[a;b;c]`."""
+    a spec (returned as is) or None / "" / "none" (no cache). Values by `core.assignments` (a list: `[a;b;c]`)."""
     if text is None or isinstance(text, CacheSpec):
         return text
     if isinstance(text, dict):
@@ -99,28 +99,11 @@ def parse(text: str | dict | CacheSpec | None) -> CacheSpec | None:
         if rest.strip():
             raise CacheError(f"cache {text!r}: no cache takes no parameters")
         return None
-    params: dict[str, Any] = {}
-    for item in (p for p in rest.split(",") if p.strip()):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CacheError(f"cache {text!r}: expected NAME:key=value,key=value, got {item!r}")
-        params[key.strip()] = _value(value.strip())
-    return make(name.strip(), **params)
-
-
-def _value(text: str) -> Any:
-    if text.startswith("[") and text.endswith("]"):
-        return [_value(p.strip()) for p in text[1:-1].split(";") if p.strip()]
     try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+        params = parse_inline(rest)
+    except AssignmentError as exc:
+        raise CacheError(f"cache {text!r}: expected NAME:key=value,key=value ({exc})") from None
+    return make(name.strip(), **params)
 
 
 def names() -> list[str]:

@@ -15,6 +15,7 @@ import metrics
 import policies
 from pipeline.finish_stage import finish_units
 from pipeline.records import base_row, error_row, new_record, output_schema, utcnow
+from pipeline.configuration import Configuration
 from pipeline.unit_stage import UnitEdit
 from report.notes import row_reason
 from report.tables import report_metrics, summary_table
@@ -56,11 +57,13 @@ def _unit_batch(flux_pipe, source: PIL.Image.Image, mask: np.ndarray) -> tuple[p
     """One unit with one real tiny `full` edit, as the GPU stage hands it to the finish stage."""
     result = actors.Editor(flux_pipe, policies.make("full")).edit(source, "make it red", seed=0, steps=2,
                                                                    height=64, width=64)
-    config = {"config_id": "c_full", "full_config_id": "c_full", "policy": "full", "model": "tiny-flux-kontext",
-              "height": 64, "width": 64, "seed": 0, "steps": 2}
+    config = Configuration(model="tiny-flux-kontext", model_name="tiny-flux-kontext", model_path=None,
+                           model_options={}, policy="full", policy_params={}, height=64, width=64, seed=0, steps=2,
+                           guidance_scale=None, resize_filter=None, cache=None, cache_label=None,
+                           config_id="c_full", label="full", full_config_id="c_full")
     record = new_record(id="r0", image="x.png", instruction="make it red")
     now = utcnow()
-    row = base_row(record, config, "run") | {"status": "ok", "device": "cpu", "started_at": now, "finished_at": now}
+    row = base_row(record, config.to_row(), "run") | {"status": "ok", "device": "cpu", "started_at": now, "finished_at": now}
     image = np.asarray(result.image.convert("RGB"))
     inputs = {"source": np.asarray(source.convert("RGB")), "mask": mask, "references": []}
     edits = [UnitEdit(config, row, emit=True, image=image)]

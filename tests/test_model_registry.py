@@ -73,7 +73,7 @@ def test_a_family_from_a_temporary_module_edits_with_its_own_defaults(fake_famil
 
 
 def test_a_family_from_a_temporary_module_is_priced_and_dry_runs(fake_family, tmp_path):
-    from pipeline.config import load_config
+    from pipeline.config import expand_run, load_config
     from pipeline.dry_run import dry_run
 
     fake = costs.edit_cost("tiny-fake", 256, 256, 10, 3.5)
@@ -83,7 +83,7 @@ def test_a_family_from_a_temporary_module_is_priced_and_dry_runs(fake_family, tm
     config = tmp_path / "fake.yaml"
     config.write_text("input: configs/demo_manifest.jsonl\noutput: results\nmodels:\n  - name: tiny-fake\n"
                       "policies:\n  - name: full\n  - name: tokendrop\nresolutions: [256]\nseeds: [0]\n")
-    text, plan = dry_run(load_config(str(config), []), records=2)
+    text, plan = dry_run(expand_run(load_config(str(config), [])), records=2)
     assert "costed as Fake-Transformer" in text
     assert plan["edits"] == 4 and plan["flops_per_record"] == pytest.approx(2 * costs.edit_cost(
         "tiny-fake", 256, 256, 28, 3.5).flops)   # the family's protocol: Flux's adapter, 28 steps

@@ -1,4 +1,7 @@
-"""The fine-tuning config: pydantic models with readable errors, loaded from YAML plus `--set key=value`."""
+"""The training config, the one loader of `python -m jobs.train`: pydantic models with readable errors, loaded
+from YAML plus `--set key=value`. A config whose `data` names a manifest (`data.uri`) is a `FinetuneConfig`
+(configs/finetune/*.yaml); any other is the toy's `ToyTrainConfig` (`finetune.toy_config`: configs/train_toy*.yaml,
+configs/finetune_toy_*.yaml), trained on the procedural toy data by the same driver."""
 from __future__ import annotations
 
 import copy
@@ -6,6 +9,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .toy_config import ToyTrainConfig
 
 MODEL_NAMES = ("flux-kontext", "qwen-image-edit", "qwen-image-edit-plus", "tiny-flux-kontext",
                "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus", "toy-flux-kontext")
@@ -135,5 +140,9 @@ def read_raw(path: str | None, overrides: list[str] = ()) -> dict[str, Any]:
     return raw
 
 
-def load_config(path: str | None, overrides: list[str] = ()) -> FinetuneConfig:
-    return FinetuneConfig.model_validate(read_raw(path, overrides))
+def load_config(path: str | None, overrides: list[str] = ()) -> FinetuneConfig | ToyTrainConfig:
+    """The validated config of a YAML file plus overrides: a manifest fine-tune or the toy's training."""
+    raw = read_raw(path, overrides)
+    if is_finetune_config(raw):
+        return FinetuneConfig.model_validate(raw)
+    return ToyTrainConfig.model_validate(raw)

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import torch
 from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift
 
-from actors.reference_drop import sample_reference_keep
+from .reference_drop import sample_reference_keep
 
 
 @dataclass
@@ -76,13 +76,16 @@ def velocity_target(z_tgt: torch.Tensor, noise: torch.Tensor, sigma: torch.Tenso
     return (1 - s) * z_tgt + s * noise, noise - z_tgt
 
 
-def objective_for(pipe: Any, max_sequence_length: int | None = None, guidance: float | None = None) -> FamilyObjective:
-    """The family's objective for a loaded pipeline."""
+def objective_for(pipe: Any, max_sequence_length: int | None = None, guidance: float | None = None,
+                  edit_weight: float = 0.0) -> FamilyObjective:
+    """The family's objective for a loaded pipeline (`edit_weight`: Flux only, the toy's edit-weighted loss)."""
     from actors.families import family_of
 
     name = family_of(pipe).name
     if name == "flux":
         from .flux import FluxObjective
-        return FluxObjective(pipe, max_sequence_length, guidance)
+        return FluxObjective(pipe, max_sequence_length, guidance, edit_weight)
+    if edit_weight:
+        raise ValueError("edit_weight is implemented for the Flux family only")
     from .qwen import QwenObjective
     return QwenObjective(pipe, max_sequence_length)

@@ -42,7 +42,7 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
 
     import policies
     from actors import Editor
-    from actors import training as T
+    from toy.vae import to_pixels, to_uint8
     from pipeline.metrics import background_metrics, psnr
     from toy.data import make_record
 
@@ -55,9 +55,9 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
                              height=size, width=size)
         edited = np.asarray(result.image)
         with torch.no_grad():
-            pixels = T.to_pixels(np.stack([rec.source, rec.target])).to(pipe.vae.device, pipe.vae.dtype)
+            pixels = to_pixels(np.stack([rec.source, rec.target])).to(pipe.vae.device, pipe.vae.dtype)
             z = pipe.vae.encode(pixels).latent_dist.mode()
-            recon = T.to_uint8(pipe.vae.decode(z, return_dict=False)[0])
+            recon = to_uint8(pipe.vae.decode(z, return_dict=False)[0])
         rows.append({
             "id": rec.id, "category": rec.category, "instruction": rec.instruction,
             "mask_fraction": float(rec.mask.mean()),

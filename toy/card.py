@@ -213,7 +213,7 @@ def _training_section(summary: dict[str, Any], mc: dict[str, Any], note: str, co
     dit_rows = [r for r in summary["log"] if r["phase"] == "transformer"]
     vae_wall = vae_rows[-1]["wall_s"] if vae_rows else 0.0
     tc, n_workers = train["transformer"], int(train["scaling"]["num_workers"])
-    extras = [f"edit-weighted loss w = {tc['edit_weight']} (`actors.training.changed_tokens`)"
+    extras = [f"edit-weighted loss w = {tc['edit_weight']} (`finetune.flow_matching.changed_tokens`)"
               for _ in [0] if tc.get("edit_weight")]
     steps = [f"VAE: {train['vae']['steps']} steps, batch {train['vae']['batch_size']} random "
              f"{train['vae'].get('crop', mc['image_size'])} px crops, AdamW lr {train['vae']['lr']}, L1 + MSE + "

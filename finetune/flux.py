@@ -1,7 +1,7 @@
 """FLUX.1-Kontext's objective: the source as Kontext's conditioning sequence (frame index 1), T5 + CLIP text,
 the distilled guidance as an input, a whole micro-batch in one transformer call with dropped reference tokens
-hidden as attention keys per sample (`finetune.flow_matching.flow_matching_loss`; with `edit_weight` w > 0 the tokens an edit changes
-weigh 1 + w)."""
+hidden as attention keys per sample (`finetune.flow_matching.flow_matching_loss`; with `edit_weight` w > 0 the
+tokens an edit changes weigh 1 + w, the toy's v2 recipe)."""
 from __future__ import annotations
 
 from typing import Any, Iterator, Sequence

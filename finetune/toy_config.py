@@ -104,7 +104,8 @@ class ToyTrainConfig(_Section):
             if self.lora_rank < 1:
                 raise ValueError(f"lora_rank must be a positive integer, got {self.lora_rank!r}")
             if not is_pipeline_folder(self.init_from):
-                raise ValueError("lora_rank needs init_from = a saved pipeline folder: an adapter adapts a trained base")
+                raise ValueError("lora_rank needs init_from = a saved pipeline folder: "
+                                 "an adapter adapts a trained base")
         return self
 
     def check_paths(self) -> None:

@@ -14,7 +14,7 @@ from .toy_config import ToyTrainConfig, is_pipeline_folder
 def fresh_state() -> dict[str, Any]:
     """The state of a run that has trained nothing: what a checkpoint carries besides the weights."""
     return {"phase": "vae", "step": 0, "log": [], "wall_s": 0.0, "vae_stats": None, "val_sweep": None,
-            "recent": []}
+            "recent": [], "resumed_at": []}
 
 
 def start(cfg: ToyTrainConfig, model_cfg: Any, checkpoint: Any) -> tuple[Any, bool, dict[str, Any], Any]:
@@ -34,6 +34,7 @@ def start(cfg: ToyTrainConfig, model_cfg: Any, checkpoint: Any) -> tuple[Any, bo
         if saved["vae_stats"]:
             pipe.vae.register_to_config(**saved["vae_stats"])
         state = {k: saved.get(k, v) for k, v in state.items()}
+        state["resumed_at"] = [*state["resumed_at"], state["step"]]
         if state["phase"] is None and state["step"] < cfg.transformer.steps:
             state["phase"] = "transformer"   # a finished run given more steps trains on
     elif is_pipeline_folder(init):

@@ -50,7 +50,7 @@ def write_toy_summary(cfg: ToyTrainConfig, loop_cfg: dict[str, Any], name: str, 
     summary = {"run": name, "storage": storage, "model_config": model, "train_config": train_config,
                "load": {"name": _model_name(cfg.name), "path": init if lora else str(out),
                         "lora": str(out) if lora else None},
-               "wall_s": state["wall_s"], "this_call_s": this_call_s,
+               "resumed_at": state["resumed_at"], "wall_s": state["wall_s"], "this_call_s": this_call_s,
                "val_sweep": state.get("val_sweep"), "log": state["log"]}
     (out / "loss.json").write_text(json.dumps(summary, indent=1))
     if not lora:   # what the model was trained on becomes its edit defaults (actors.model_defaults)

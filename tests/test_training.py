@@ -184,7 +184,9 @@ def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
     failing = [a.replace("name=ci", "name=ci-fail").replace(str(tmp_path / "model"), str(tmp_path / "model-fail"))
                for a in args] + ["--set", "fail_at_step=1"]
     assert train.main(failing + ["--max-failures", "1"]) == 0
-    resumed = json.loads((tmp_path / "model-fail" / "loss.json").read_text())["log"]
+    summary = json.loads((tmp_path / "model-fail" / "loss.json").read_text())
+    resumed = summary["log"]
+    assert summary["resumed_at"] == [1]               # it did fail, and was restored at step 1
     keys = ("phase", "step", "loss", "val", "val_drop")
     assert [[r.get(k) for k in keys] for r in resumed] == [[r.get(k) for k in keys] for r in first]
 

@@ -133,9 +133,9 @@ def test_train_job_fine_tunes_a_lora_adapter(ray_session, tmp_path):
     last = max(p for p in (tmp_path / "runs" / "lora").glob("checkpoint_*") if p.is_dir())
     assert (last / "lora" / "pytorch_lora_weights.safetensors").is_file()   # every checkpoint holds the adapter
     saved = torch.load(last / "state.pt", map_location="cpu", weights_only=False)
-    assert saved["transformer"] and all("lora_" in k for k in saved["transformer"])
+    assert saved["weights"] and all("lora_" in k for k in saved["weights"])
     add_lora(base.transformer, rank=4)
-    load_adapter_state(base.transformer, saved["transformer"])
+    load_adapter_state(base.transformer, saved["weights"])
     assert (_velocity(loaded, batch) - _velocity(base, batch)).abs().max() <= 1e-5
     plain = actors.load_pipeline("toy-flux-kontext", path=base_dir, device="cpu")
     assert (_velocity(loaded, batch) - _velocity(plain, batch)).abs().max() > 1e-4

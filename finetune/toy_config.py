@@ -39,7 +39,7 @@ class ToyData(_Section):
 
 
 class VaePhase(_Section):
-    steps: int = Field(2500, ge=0)
+    steps: int = Field(2500, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0)
     warmup: int = Field(50, ge=0)
@@ -47,7 +47,7 @@ class VaePhase(_Section):
 
 
 class TransformerPhase(_Section):
-    steps: int = Field(4000, ge=0)
+    steps: int = Field(4000, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(5e-4, gt=0)
     warmup: int = Field(100, ge=0)

@@ -164,6 +164,8 @@ def _run_phase(run: ToyRun, phase: str, steps: int, step: Callable[[], float],
             _checkpoint(run, module, optimizer, phase)
 
     run_steps(run.state, steps, step, after_step, fail_at_step=fail_at, phase=phase)
+    if run.state["phase"] == phase:   # restored past the configured steps: nothing would ever hand over
+        raise ValueError(f"{phase} phase restored at step {run.state['step']}, past its {steps} steps")
 
 
 def _log_row(run: ToyRun, phase: str, lr: float, validation: dict[str, Any]) -> None:

@@ -9,13 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from diffusers import FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline
+from diffusers import (
+    FluxKontextPipeline,
+    QwenImageEditPipeline,
+    QwenImageEditPlusPipeline,
+)
+
+from core.resources import resource
 
 from .families import FLUX_KONTEXT, QWEN_IMAGE_EDIT, Architecture, Family
 from .families.flux_kontext.architecture import FLUX_KONTEXT_DEV
-from .families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_ARCH, QWEN_IMAGE_EDIT_PLUS_ARCH
+from .families.qwen_image_edit.architecture import (
+    QWEN_IMAGE_EDIT_ARCH,
+    QWEN_IMAGE_EDIT_PLUS_ARCH,
+)
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"   # models shipped in this repository
+MODELS_DIR = resource("models")   # models shipped in this repository (or with a non-editable install)
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ class ModelSpec:
 
 def _tiny(builder_name: str, **kwargs: Any) -> Callable[[], Any]:
     def build() -> Any:
-        from . import tiny_models   # imported lazily: only tests and demos need it
+        from . import tiny_models  # imported lazily: only tests and demos need it
         return getattr(tiny_models, builder_name)(**kwargs)
     return build
 

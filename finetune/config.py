@@ -1,4 +1,7 @@
-"""The fine-tuning config: pydantic models with readable errors, loaded from YAML plus `--set key=value`."""
+"""The training config, the one loader of `python -m jobs.train`: pydantic models with readable errors, loaded
+from YAML plus `--set key=value`. A config whose `data` names a manifest (`data.uri`) is a `FinetuneConfig`
+(configs/finetune/*.yaml); any other is the toy's `ToyTrainConfig` (`finetune.toy_config`: configs/train_toy*.yaml,
+configs/finetune_toy_*.yaml), trained on the procedural toy data by the same driver."""
 from __future__ import annotations
 
 from typing import Any, Literal, Optional
@@ -7,10 +10,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.assignments import apply_assignments
+from .toy_config import ToyTrainConfig
 
-MODEL_NAMES = ("flux-kontext", "qwen-image-edit", "qwen-image-edit-plus", "tiny-flux-kontext",
-               "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus", "toy-flux-kontext")
 DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+
+
+def trainable_models() -> tuple[str, ...]:
+    """The registered models whose family has a fine-tuning objective (`finetune.objective.OBJECTIVES`)."""
+    from actors.models import MODELS
+
+    from .objective import OBJECTIVES
+
+    return tuple(name for name, spec in MODELS.items() if spec.family.name in OBJECTIVES)
 
 
 class _Section(BaseModel):
@@ -18,7 +29,7 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    name: str                                   # an actors.loading name
+    name: str                                   # a name of the model registry (actors.models)
     path: Optional[str] = None                  # local folder or s3:// prefix (synced to cache_dir)
     cache_dir: str = "~/.cache/dropedit/models"
     max_sequence_length: Optional[int] = None   # text length; None: the adapter's default (512)
@@ -26,8 +37,9 @@ class ModelSection(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in MODEL_NAMES:
-            raise ValueError(f"unknown model {v!r}; accepted: {', '.join(MODEL_NAMES)}")
+        names = trainable_models()
+        if v not in names:
+            raise ValueError(f"unknown model {v!r}; accepted: {', '.join(names)}")
         return v
 
 
@@ -125,5 +137,9 @@ def read_raw(path: str | None, overrides: list[str] = ()) -> dict[str, Any]:
     return apply_assignments(raw, overrides)
 
 
-def load_config(path: str | None, overrides: list[str] = ()) -> FinetuneConfig:
-    return FinetuneConfig.model_validate(read_raw(path, overrides))
+def load_config(path: str | None, overrides: list[str] = ()) -> FinetuneConfig | ToyTrainConfig:
+    """The validated config of a YAML file plus overrides: a manifest fine-tune or the toy's training."""
+    raw = read_raw(path, overrides)
+    if is_finetune_config(raw):
+        return FinetuneConfig.model_validate(raw)
+    return ToyTrainConfig.model_validate(raw)

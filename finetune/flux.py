@@ -1,21 +1,24 @@
 """FLUX.1-Kontext's objective: the source as Kontext's conditioning sequence (frame index 1), T5 + CLIP text,
 the distilled guidance as an input, a whole micro-batch in one transformer call with dropped reference tokens
-hidden as attention keys per sample (`actors.training.flow_matching_loss`)."""
+hidden as attention keys per sample (`finetune.flow_matching.flow_matching_loss`; with `edit_weight` w > 0 the
+tokens an edit changes weigh 1 + w, the toy's v2 recipe)."""
 from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
 import torch
 
-from actors import training as T
 from actors.models import family_of
 
+from . import flow_matching as T
 from .objective import Draws
 
 
 class FluxObjective:
-    def __init__(self, pipe: Any, max_sequence_length: int | None, guidance: float | None) -> None:
+    def __init__(self, pipe: Any, max_sequence_length: int | None, guidance: float | None,
+                 edit_weight: float = 0.0) -> None:
         self.pipe = pipe
+        self.edit_weight = edit_weight
         self.adapter = family_of(pipe).adapter(pipe)
         # the model's own T5 context: 512 for FLUX.1-Kontext-dev, shorter for the tiny and toy models
         self.length = int(max_sequence_length or min(512, pipe.tokenizer_2.model_max_length))
@@ -54,5 +57,6 @@ class FluxObjective:
         loss = T.flow_matching_loss(
             model, stack("z_src"), stack("z_tgt"), stack("prompt_embeds"), stack("pooled"),
             first["text_ids"].to(device), first["latent_ids"].to(device), first["source_ids"].to(device),
-            draws.sigmas.to(device), torch.stack(draws.noise).to(device), keep=keep, guidance=guidance)
+            draws.sigmas.to(device), torch.stack(draws.noise).to(device), keep=keep, guidance=guidance,
+            edit_weight=self.edit_weight)
         yield loss, len(samples)

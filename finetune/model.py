@@ -43,7 +43,7 @@ def make_trainable(pipe: Any, cfg: FinetuneConfig) -> list[torch.nn.Parameter]:
     checkpointing when asked. Returns the parameters the optimizer updates."""
     transformer = pipe.transformer
     if cfg.lora is not None:
-        from actors.lora import add_lora
+        from .lora import add_lora
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.data.seed)

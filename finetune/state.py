@@ -42,7 +42,7 @@ def gather(pipe: Any, module: torch.nn.Module, optimizer: Any, lora: bool, fsdp:
 
 def restore_weights(transformer: torch.nn.Module, saved: dict[str, Any], lora: bool) -> None:
     """Before wrapping: DDP then broadcasts them, and every worker starts from the same weights."""
-    from actors.lora import load_adapter_state
+    from .lora import load_adapter_state
 
     if lora:
         load_adapter_state(transformer, saved["weights"])
@@ -78,21 +78,23 @@ def save_pipeline(pipe: Any, folder: str | Path, transformer_weights: dict[str, 
             part.save_pretrained(str(folder / name))
 
 
-def report(run: Any, metrics: dict[str, Any], final: bool) -> None:
-    """One checkpoint: `state.pt`, and `lora/` (every checkpoint) or `model/` (the last one, full fine-tuning)."""
+def report(pipe: Any, module: torch.nn.Module, optimizer: Any, state: dict[str, Any], metrics: dict[str, Any], *,
+           rank: int, lora: bool, fsdp: bool, final: bool, extra: dict[str, Any] | None = None) -> None:
+    """One checkpoint: `state.pt` (the run state, the trained transformer weights, the optimizer, and `extra`:
+    the toy's VAE and phase), and `lora/` (every checkpoint) or `model/` (the last one, full fine-tuning)."""
     import ray.train
 
-    from actors.lora import save_lora
+    from .lora import save_lora
 
-    lora, fsdp = run.cfg.lora is not None, run.cfg.scaling.strategy == "fsdp"
-    weights, optim = gather(run.pipe, run.module, run.optimizer, lora, fsdp)
+    weights, optim = gather(pipe, module, optimizer, lora, fsdp)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
-        if run.rank == 0:
-            torch.save({**run.state, "weights": weights, "optimizer": optim}, os.path.join(tmp, "state.pt"))
+        if rank == 0:
+            torch.save({**state, **(extra or {}), "weights": weights, "optimizer": optim},
+                       os.path.join(tmp, "state.pt"))
             if lora:
-                save_lora(run.pipe, os.path.join(tmp, "lora"))
+                save_lora(pipe, os.path.join(tmp, "lora"))
             elif final:
-                save_pipeline(run.pipe, os.path.join(tmp, "model"), weights)
+                save_pipeline(pipe, os.path.join(tmp, "model"), weights)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=checkpoint)

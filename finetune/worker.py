@@ -1,12 +1,13 @@
-"""The loop every Ray Train worker runs: encode its records once, then optimizer steps of gradient-accumulated
-micro-batches, validation at fixed drop ratios, the loss log and checkpoints. Everything a step draws is a
-function of (seed, step, micro-step, rank) (`schedule.py`), so a run restored from its checkpoint at step k
-repeats steps k+1 … exactly as the uninterrupted run does."""
+"""The loop every Ray Train worker runs (`run_steps`, the toy's phases included: `toy_run.py`) and the manifest
+fine-tune's worker: encode its records once, then optimizer steps of gradient-accumulated micro-batches
+(`optimizer_step`, shared with the toy), validation at fixed drop ratios, the loss log and checkpoints.
+Everything a step draws is a function of (seed, step, micro-step, rank) (`schedule.py`), so a run restored from
+its checkpoint at step k repeats steps k+1 … exactly as the uninterrupted run does."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -35,20 +36,36 @@ class Run:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Runs on every worker; `config["cfg"]` is the validated config as a dict."""
+    """Runs on every worker; `config["cfg"]` is the validated config as a dict, `config["kind"]` says which
+    (`manifest`: a fine-tune on a manifest's records; `toy`: the toy's phases on its procedural data)."""
     import ray.train
 
+    if config.get("kind") == "toy":
+        from .toy_run import toy_train_loop
+        toy_train_loop(config)
+        return
     run = _setup(FinetuneConfig.model_validate(config["cfg"]), ray.train.get_checkpoint())
     run.log_uri = config.get("log_uri")
+    run_steps(run.state, run.cfg.train.steps, lambda: _step(run), lambda lr, s: _after_step(run, lr, s),
+              fail_at_step=None if run.resumed else run.cfg.fail_at_step)
+
+
+def run_steps(state: dict[str, Any], steps: int, step: Callable[[], float],
+              after_step: Callable[[float, float], None], fail_at_step: int | None = None,
+              phase: str | None = None) -> None:
+    """The loop of every phase of every run: optimizer steps from `state["step"]` to `steps` (`step` advances
+    the state and returns its learning rate), the wall time, then `after_step(lr, seconds)` (log rows,
+    validation, checkpoints), until `state["phase"]` is no longer `phase` (a phase hands over to the next
+    itself; a manifest fine-tune has no phases). `fail_at_step` (tests): fail there, as a crashed worker would."""
     t_last = time.perf_counter()
-    while run.state["step"] < run.cfg.train.steps:
-        if run.cfg.fail_at_step is not None and not run.resumed and run.state["step"] == run.cfg.fail_at_step:
-            raise RuntimeError(f"fail_at_step {run.cfg.fail_at_step}: injected failure (tests)")
-        lr = _step(run)
+    while state["step"] < steps and state.get("phase") == phase:
+        if fail_at_step is not None and state["step"] == fail_at_step:
+            raise RuntimeError(f"fail_at_step {fail_at_step}: injected failure (tests)")
+        lr = step()
         now = time.perf_counter()
-        run.state["wall_s"] += now - t_last
+        state["wall_s"] += now - t_last
         seconds, t_last = now - t_last, now
-        _after_step(run, lr, seconds)
+        after_step(lr, seconds)
 
 
 def _setup(cfg: FinetuneConfig, checkpoint: Any) -> Run:
@@ -110,36 +127,50 @@ def encode_shard(objective: FamilyObjective, shard: Any, size: int, cache: Any =
 
 
 def _step(run: Run) -> float:
-    """One optimizer step over `grad_accum` micro-batches; returns its learning rate. Gradients are
-    all-reduced once, in the step's last transformer call (DDP's `no_sync` before it)."""
-    from .model import autocast
-
+    """One optimizer step over `grad_accum` micro-batches of this worker's encoded records; returns its
+    learning rate."""
     cfg, step = run.cfg.train, run.state["step"]
     lr = learning_rate(cfg.lr, cfg.steps, cfg.warmup, step)
-    for group in run.optimizer.param_groups:
+    micro_batches = (([run.train[i] for i in batch_indices(run.cfg.data.seed, run.rank, len(run.train),
+                                                            cfg.batch_size, cfg.grad_accum, step, micro)],
+                      generator(run.cfg.data.seed, run.rank, step, micro)) for micro in range(cfg.grad_accum))
+    loss = optimizer_step(run.module, run.optimizer, run.params, run.objective, run.pipe.scheduler.config,
+                          micro_batches, cfg.batch_size * cfg.grad_accum, lr, cfg.reference_drop,
+                          cfg.mixed_precision, cfg.grad_clip, run.device)
+    run.state["recent"].append(loss)
+    run.state["step"] = step + 1
+    return lr
+
+
+def optimizer_step(module: torch.nn.Module, optimizer: Any, params: list[torch.nn.Parameter],
+                   objective: FamilyObjective, scheduler_config: Any,
+                   micro_batches: Iterable[tuple[list[dict[str, Any]], torch.Generator]], per_step: int, lr: float,
+                   reference_drop: tuple[float, float] | None, mixed_precision: str, grad_clip: float,
+                   device: torch.device) -> float:
+    """One optimizer step of the flow-matching loss over gradient-accumulated micro-batches (samples, the
+    generator of their draws); returns the step's loss, averaged over workers. Gradients are all-reduced once,
+    in the step's last transformer call (DDP's `no_sync` before it)."""
+    from .model import autocast
+
+    for group in optimizer.param_groups:
         group["lr"] = lr
-    run.module.train()
-    run.optimizer.zero_grad(set_to_none=True)
-    total, per_step = 0.0, cfg.batch_size * cfg.grad_accum
-    for micro in range(cfg.grad_accum):
-        idx = batch_indices(run.cfg.data.seed, run.rank, len(run.train), cfg.batch_size, cfg.grad_accum, step, micro)
-        samples = [run.train[i] for i in idx]
-        draws = draw(run.pipe.scheduler.config, samples, generator(run.cfg.data.seed, run.rank, step, micro),
-                     cfg.reference_drop)
-        n_calls = run.objective.call_count(samples)
-        calls = run.objective.losses(run.module, samples, draws, run.device)
+    module.train()
+    optimizer.zero_grad(set_to_none=True)
+    total, batches = 0.0, list(micro_batches)
+    for m, (samples, gen) in enumerate(batches):
+        draws = draw(scheduler_config, samples, gen, reference_drop)
+        n_calls = objective.call_count(samples)
+        calls = objective.losses(module, samples, draws, device)
         for j in range(n_calls):
-            with _sync(run.module, micro == cfg.grad_accum - 1 and j == n_calls - 1):
-                with autocast(run.device, cfg.mixed_precision):
+            with _sync(module, m == len(batches) - 1 and j == n_calls - 1):
+                with autocast(device, mixed_precision):
                     loss, n = next(calls)
                 (loss * (n / per_step)).backward()
             total += float(loss.detach()) * n / per_step
         calls.close()
-    torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
-    run.optimizer.step()
-    run.state["recent"].append(_mean_over_workers(total, run.device))
-    run.state["step"] = step + 1
-    return lr
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return _mean_over_workers(total, device)
 
 
 def _sync(module: torch.nn.Module, sync: bool):
@@ -158,20 +189,26 @@ def _mean_over_workers(value: float, device: torch.device) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
-@torch.no_grad()
 def validate(run: Run, ratio: float) -> float:
-    """The flow-matching loss of the validation records at fixed draws with `ratio` of the reference tokens
-    dropped (the same number on every worker)."""
+    """The validation loss of this run's validation records at `ratio` (the same number on every worker)."""
+    model = getattr(run.module, "module", run.module) if run.cfg.scaling.strategy == "ddp" else run.module
+    return validation_loss(model, run.objective, run.val, ratio, run.device, run.cfg.train.mixed_precision)
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, objective: FamilyObjective, samples: list[dict[str, Any]],
+                    ratio: float, device: torch.device, mixed_precision: str = "no") -> float:
+    """The flow-matching loss of `samples` at fixed draws with `ratio` of the reference tokens dropped
+    (`fixed_draws`: comparable across steps, runs and models)."""
     from .model import autocast
 
-    model = getattr(run.module, "module", run.module) if run.cfg.scaling.strategy == "ddp" else run.module
     model.eval()
-    draws = fixed_draws(run.val, ratio)
+    draws = fixed_draws(samples, ratio)
     total = 0.0
-    with autocast(run.device, run.cfg.train.mixed_precision):
-        for loss, n in run.objective.losses(model, run.val, draws, run.device):
+    with autocast(device, mixed_precision):
+        for loss, n in objective.losses(model, samples, draws, device):
             total += float(loss) * n
-    return total / len(run.val)
+    return total / len(samples)
 
 
 def _after_step(run: Run, lr: float, seconds: float) -> None:
@@ -196,7 +233,8 @@ def _after_step(run: Run, lr: float, seconds: float) -> None:
                   f"{seconds:.2f} s/step", flush=True)
     if step % cfg.checkpoint_every == 0 or done:
         last = run.state["log"][-1] if run.state["log"] else {}
-        report(run, last, final=done)
+        report(run.pipe, run.module, run.optimizer, run.state, last, rank=run.rank, lora=cfg.lora is not None,
+               fsdp=cfg.scaling.strategy == "fsdp", final=done)
 
 
 def _write_log(run: Run) -> None:

@@ -1,22 +1,20 @@
 """`python -m jobs.train CONFIG`: fine-tune an editing model, or train the toy one, on Ray Train (a `TorchTrainer`).
 
-A config whose `data` names a manifest (`data.uri`: configs/finetune/*.yaml) fine-tunes any supported model
-(FLUX.1-Kontext, Qwen-Image-Edit, Qwen-Image-Edit-Plus, their tiny stand-ins, the toy model) on its edit
-triplets with LoRA or full fine-tuning and reference-token drop (`finetune/`; `--dry-run` prints the plan:
-workers, memory per GPU, tokens and FLOPs per step, steps per epoch). The toy configs (configs/train_toy.yaml,
-configs/finetune_toy_*.yaml) train on the procedural toy data as below.
-
-Two phases in one run: the VAE on reconstruction, then the transformer on conditional flow matching
-(`toy.train_loop`; the step itself is `actors.training`). Every worker makes its own records for every step
-from `toy.data` (record indices are a function of phase, step and rank), and every step's noise comes from a
-generator seeded by the same numbers, so a resumed run continues exactly where its last checkpoint left it.
+One driver for both (`finetune/`): a config whose `data` names a manifest (`data.uri`: configs/finetune/*.yaml)
+fine-tunes any supported model (FLUX.1-Kontext, Qwen-Image-Edit, Qwen-Image-Edit-Plus, their tiny stand-ins, the
+toy model) on its edit triplets with LoRA or full fine-tuning and reference-token drop (`--dry-run` prints the
+plan: workers, memory per GPU, tokens and FLOPs per step, steps per epoch). The toy configs
+(configs/train_toy*.yaml, configs/finetune_toy_*.yaml) train on the procedural toy data
+(`finetune/toy_source.py`) in two phases: the VAE on reconstruction, then the transformer on conditional flow
+matching (`finetune/toy_run.py`). Every step's records and draws are functions of the seed, phase, step and
+rank, so a resumed run continues exactly where its last checkpoint left it.
 
 Re-running the same command resumes from the latest checkpoint in `storage_path/name` (Ray Train V2
 restores it); `--fresh` starts over under a new run name. Checkpoints hold the model, the optimizer and the
-loss log; rank 0 also mirrors the log to `storage_path/name/loss.csv` as it goes. At the end the trained
-pipeline is written with `save_pretrained` (safetensors) to `output`, with `loss.json` beside it.
+loss log; rank 0 also mirrors the log beside them as it goes (`loss.jsonl`; the toy's `loss.csv`). At the end
+the trained pipeline (or the LoRA adapter alone) is written to `output`, with `loss.json` beside it.
 
-Fine-tuning (Sparse Context): `init_from` a saved pipeline folder (e.g. models/toy-flux-kontext) starts the
+Toy fine-tuning (Sparse Context): `init_from` a saved pipeline folder (e.g. models/toy-flux-kontext) starts the
 transformer phase from that model; `transformer.reference_drop: [lo, hi]` drops per sample a share ~ U[lo, hi]
 of the reference tokens at random; `lora_rank: R` trains a LoRA adapter on the attention projections instead
 of all weights, and then `output` receives the adapter alone (load it with
@@ -40,33 +38,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finetune.config import is_finetune_config, read_raw
-
-    from pipeline.ray_session import init_ray
-
-    if is_finetune_config(read_raw(args.config, args.overrides)):
-        return _finetune(args)
-    from toy.train_loop import check_config, fit, load_config
-
-    if args.dry_run:
-        raise SystemExit("--dry-run is for fine-tuning configs (data.uri); the toy config has no plan to print")
-
-    cfg = load_config(args.config, args.overrides)
-    check_config(cfg)   # in the driver, before any worker starts
-    init_ray()
-    print(json.dumps(fit(cfg, fresh=args.fresh, max_failures=args.max_failures)))
-    return 0
-
-
-def _finetune(args: argparse.Namespace) -> int:
-    from finetune.config import load_config
+    from finetune.config import FinetuneConfig, load_config
     from finetune.driver import fit
-    from finetune.plan import describe, plan
 
     from pipeline.ray_session import init_ray
 
     cfg = load_config(args.config, args.overrides)   # validated in the driver, before any worker starts
     if args.dry_run:
+        if not isinstance(cfg, FinetuneConfig):
+            raise SystemExit("--dry-run is for fine-tuning configs (data.uri); the toy config has no plan to print")
+        from finetune.plan import describe, plan
         print(describe(plan(cfg)))
         return 0
     init_ray()

@@ -10,7 +10,7 @@ LPIPS trunk: PIE-Bench used SqueezeNet (torchmetrics ``net_type='squeeze'``), th
 not torchmetrics' ``LearnedPerceptualImagePatchSimilarity``: that class builds its trunk with torchvision's
 pretrained weights (a download unless the torch hub cache has them) and takes no local file.  The two are
 the same network: torchmetrics' LPIPS is a port of this package, and with the same trunk weights they give
-the same distance (tests/test_pipeline_metrics.py checks it for SqueezeNet).
+the same distance (tests/test_metrics.py checks it for SqueezeNet).
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ InputFormat = Literal["auto", "manifest", "pie", "gedit", "imgedit"]
 METRIC_GROUPS = get_args(MetricGroup)
 LPIPS_NETS = get_args(LpipsNet)
 INPUT_FORMATS = get_args(InputFormat)
-MODEL_OPTIONS = ("lora",)   # lora: folder (or s3:// prefix) of a LoRA adapter saved by actors.lora.save_lora
+MODEL_OPTIONS = ("lora",)   # lora: folder (or s3:// prefix) of a LoRA adapter saved by finetune.lora.save_lora
 
 
 class ConfigError(ValueError):

@@ -5,7 +5,7 @@ Where each is used: `_get_qkv_projections` (actors/families/flux_kontext/attenti
 (actors/families/*/vae.py), `_execution_device` (the family adapters), `StateManager._context` and
 `CacheContext` (actors/spot_attention.py, the CFG branch of SpotEdit's cache), a processor's
 `_attention_backend` / `_parallel_config` (copied onto ours), `_pack_latents` and `_prepare_latent_image_ids`
-(actors/training.py)."""
+(finetune/flow_matching.py)."""
 import inspect
 
 import torch

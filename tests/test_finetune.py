@@ -84,8 +84,9 @@ def test_schedule_is_a_function_of_the_step():
 
 
 def test_finetune_imports_no_layer_above_it():
-    """finetune/ sits beside toy/ and bench/: it may import pipeline, actors, policies, never toy, bench, report,
-    jobs."""
+    """finetune/ sits above the toy testbed (its data, model and VAE are a data source and a phase of the one
+    training driver) and beside bench/: it may import pipeline, actors, policies and toy.data, toy.model,
+    toy.vae, never the rest of toy, bench, report, jobs."""
     import ast
     import pathlib
 
@@ -93,7 +94,9 @@ def test_finetune_imports_no_layer_above_it():
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            assert not [n for n in names if n.split(".")[0] in ("toy", "bench", "report", "jobs")], path
+            testbed = ("toy.data", "toy.model", "toy.vae")
+            assert not [n for n in names if n.split(".")[0] in ("toy", "bench", "report", "jobs")
+                        and n not in testbed], path
 
 
 def test_dry_run_prints_the_plan(capsys, tmp_path):

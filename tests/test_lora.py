@@ -4,7 +4,7 @@ import torch
 
 import actors
 import policies
-from actors.lora import add_lora, save_lora
+from finetune.lora import add_lora, save_lora
 
 
 def test_lora_saved_apart_and_loaded_back_edits_like_the_adapted_model(tmp_path, image_factory):
@@ -48,17 +48,17 @@ def _base(folder):
 def _batch(pipe, n=2):
     import numpy as np
 
-    from actors import training as T
+    from finetune.toy_source import encode_batch
     from toy.data import make_record
 
     recs = [make_record(0, i, 64) for i in range(n)]
-    return T.encode_batch(pipe, np.stack([r.source for r in recs]), np.stack([r.target for r in recs]),
-                          [r.instruction for r in recs])
+    return encode_batch(pipe, np.stack([r.source for r in recs]), np.stack([r.target for r in recs]),
+                        [r.instruction for r in recs])
 
 
 def _velocity(pipe, batch):
     """The transformer's velocity for fixed σ and noise: what an edit's every step computes."""
-    from actors import training as T
+    from finetune import flow_matching as T
 
     noisy_ids, source_ids = T.image_ids(pipe, 64, torch.device("cpu"))
     noise = torch.randn(batch.z_tgt.shape, generator=torch.Generator().manual_seed(0))
@@ -79,7 +79,7 @@ def test_lora_training_steps_train_the_adapter_only_and_it_loads_back(tmp_path):
     """A few flow-matching steps (with reference drop) on a LoRA-wrapped transformer: only the adapter moves;
     the saved adapter, loaded onto the untouched base by `load_pipeline(..., lora=...)`, gives the trained
     model's velocity."""
-    from actors import training as T
+    from finetune import flow_matching as T
 
     base_dir = _base(tmp_path / "base")
     files = _files(base_dir)
@@ -109,7 +109,7 @@ def test_train_job_fine_tunes_a_lora_adapter(ray_session, tmp_path):
     it gives the velocity of the job's own last state (base + the adapter tensors of its checkpoint)."""
     import json
 
-    from actors.lora import load_adapter_state
+    from finetune.lora import load_adapter_state
     from jobs import train
 
     base_dir = _base(tmp_path / "base")
@@ -133,9 +133,9 @@ def test_train_job_fine_tunes_a_lora_adapter(ray_session, tmp_path):
     last = max(p for p in (tmp_path / "runs" / "lora").glob("checkpoint_*") if p.is_dir())
     assert (last / "lora" / "pytorch_lora_weights.safetensors").is_file()   # every checkpoint holds the adapter
     saved = torch.load(last / "state.pt", map_location="cpu", weights_only=False)
-    assert saved["transformer"] and all("lora_" in k for k in saved["transformer"])
+    assert saved["weights"] and all("lora_" in k for k in saved["weights"])
     add_lora(base.transformer, rank=4)
-    load_adapter_state(base.transformer, saved["transformer"])
+    load_adapter_state(base.transformer, saved["weights"])
     assert (_velocity(loaded, batch) - _velocity(base, batch)).abs().max() <= 1e-5
     plain = actors.load_pipeline("toy-flux-kontext", path=base_dir, device="cpu")
     assert (_velocity(loaded, batch) - _velocity(plain, batch)).abs().max() > 1e-4

@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 import actors
-from actors import training as T
-from actors.reference_drop import key_mask, sample_reference_keep
+from finetune import flow_matching as T
+from finetune.reference_drop import key_mask, sample_reference_keep
+from finetune.toy_source import encode_batch
 from toy.data import make_record, vocabulary
 from toy.model import ToyModelConfig, build_toy_flux_kontext
 
@@ -69,8 +70,8 @@ def test_training_loss_with_drop_equals_gathering_the_kept_references():
     the mean over samples of the loss with each sample's kept reference tokens (and their ids) gathered."""
     pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
     recs = [make_record(0, i, 64) for i in range(3)]
-    batch = T.encode_batch(pipe, np.stack([r.source for r in recs]), np.stack([r.target for r in recs]),
-                           [r.instruction for r in recs])
+    batch = encode_batch(pipe, np.stack([r.source for r in recs]), np.stack([r.target for r in recs]),
+                         [r.instruction for r in recs])
     noisy_ids, source_ids = T.image_ids(pipe, 64, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
     sigmas, noise = torch.tensor([0.2, 0.5, 0.8]), torch.randn(batch.z_tgt.shape, generator=g)

@@ -155,11 +155,14 @@ def test_study_config_runs_the_named_model_at_its_size(tmp_path):
 
 
 def test_v2_finetune_configs_differ_from_each_other_in_the_drop_only():
-    from toy.train_loop import load_config
+    from finetune.config import load_config
+
+    def load(path):
+        return load_config(str(path)).model_dump(mode="json")
 
     configs = sc.finetune_configs("toy-flux-kontext-v2")
     assert set(configs) == {"toy-ft-nodrop", "toy-ft-drop"}
-    drop, nodrop = load_config(str(configs["toy-ft-drop"])), load_config(str(configs["toy-ft-nodrop"]))
+    drop, nodrop = load(configs["toy-ft-drop"]), load(configs["toy-ft-nodrop"])
     assert drop["transformer"].pop("reference_drop") == [0.0, 0.95]
     assert nodrop["transformer"].pop("reference_drop") is None
     assert drop["name"] != nodrop["name"] and "v2" in drop["name"]       # their own checkpoints
@@ -169,7 +172,7 @@ def test_v2_finetune_configs_differ_from_each_other_in_the_drop_only():
     assert drop == nodrop
     assert drop["init_from"] == "models/toy-flux-kontext-v2" and drop["model"]["image_size"] == 256
     v1 = sc.finetune_configs("toy-flux-kontext")
-    assert load_config(str(v1["toy-ft-drop"]))["init_from"] == "models/toy-flux-kontext"   # v1's kept
+    assert load(v1["toy-ft-drop"])["init_from"] == "models/toy-flux-kontext"   # v1's kept
     with pytest.raises(ValueError, match="no Sparse Context fine-tune configs"):
         sc.finetune_configs("flux-kontext")
 

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from actors import training as T
+from finetune import flow_matching as T
+from finetune.objective import draw, sample_sigmas
+from finetune.toy_source import encode_batch
 from metrics.pixel import psnr
 from toy.data import make_record, vocabulary
 from toy.model import T5_LENGTH, ToyModelConfig, build_toy_flux_kontext
-from toy.vae import VaeLoss, set_latent_normalisation, vae_step
+from toy.vae import VaeLoss, set_latent_normalisation, to_pixels, to_uint8, vae_step
 
 TINY = dict(image_size=64, num_layers=1, num_single_layers=1, num_attention_heads=1, attention_head_dim=16,
             axes_dims_rope=(4, 6, 6), vae_channels=(8, 8, 8, 8), vae_groups=4, words=tuple(vocabulary()))
@@ -43,7 +45,7 @@ def test_toy_words_are_single_tokens(tiny):
 def test_latents_and_text_match_the_pipeline(tiny):
     """Training must see the source exactly as FluxKontextPipeline.prepare_latents / encode_prompt build it."""
     src, _, text = _records(2)
-    pixels = T.to_pixels(src)
+    pixels = to_pixels(src)
     ours = T.encode_latents(tiny, pixels)
     _, image_latents, latent_ids, image_ids = tiny.prepare_latents(
         pixels, 2, 16, 64, 64, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0))
@@ -54,7 +56,7 @@ def test_latents_and_text_match_the_pipeline(tiny):
     embeds, pooled, ids = T.encode_text(tiny, text)
     assert embeds.shape == (2, T5_LENGTH, 32) and pooled.shape == (2, 32) and ids.shape == (T5_LENGTH, 3)
     # the uint8 round trip is the pipeline's own post-processing
-    assert np.array_equal(T.to_uint8(pixels), src)
+    assert np.array_equal(to_uint8(pixels), src)
 
 
 def test_editor_sees_what_training_sees(tiny, tmp_path):
@@ -105,7 +107,9 @@ def test_flow_matching_target_is_noise_minus_target():
 
 
 def test_sigmas_are_shifted_into_zero_one():
-    s = T.sample_sigmas(4096, 64, torch.Generator().manual_seed(0))
+    from actors.tiny_models import FLUX_KONTEXT_SCHEDULER_CONFIG
+
+    s = sample_sigmas(FLUX_KONTEXT_SCHEDULER_CONFIG, 4096, 64, torch.Generator().manual_seed(0))
     assert s.min() > 0 and s.max() < 1
     # FLUX's shift for 64 tokens is exp(mu) < e^0.5: the median σ moves above 1/2 but not far
     assert 0.5 < float(s.median()) < 0.65
@@ -114,21 +118,21 @@ def test_sigmas_are_shifted_into_zero_one():
 def test_transformer_and_vae_steps_learn_a_fixed_batch(tiny):
     torch.manual_seed(0)
     src, tgt, text = _records(4)
-    batch = T.encode_batch(tiny, src, tgt, text)
+    batch = encode_batch(tiny, src, tgt, text)
     opt = torch.optim.AdamW(tiny.transformer.parameters(), lr=3e-3)
     losses = [T.transformer_step(tiny, opt, batch, torch.Generator().manual_seed(0)) for _ in range(12)]
     assert losses[-1] < losses[0]           # same noise every step: a fixed objective that must go down
     assert all(math.isfinite(x) for x in losses)
     vae_loss = VaeLoss(tiny.vae)
     vopt = torch.optim.AdamW(tiny.vae.parameters(), lr=3e-3)
-    pixels = T.to_pixels(src)
+    pixels = to_pixels(src)
     vl = [vae_step(vae_loss, vopt, pixels)["loss"] for _ in range(8)]
     assert vl[-1] < vl[0]
 
 
 def test_latent_normalisation_gives_unit_statistics(tiny):
     src, tgt, _ = _records(4)
-    pixels = T.to_pixels(np.concatenate([src, tgt]))
+    pixels = to_pixels(np.concatenate([src, tgt]))
     set_latent_normalisation(tiny, pixels)
     z = T.encode_latents(tiny, pixels)
     assert abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-3
@@ -175,15 +179,59 @@ def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
     with open(tmp_path / "runs" / "ci" / "loss.csv") as f:
         assert len(list(csv.DictReader(f))) == 5
 
+    # exact resume: a run that fails at transformer step 1 and is restored from its checkpoint logs what the
+    # uninterrupted run logged (same losses and validation, to the bit)
+    failing = [a.replace("name=ci", "name=ci-fail").replace(str(tmp_path / "model"), str(tmp_path / "model-fail"))
+               for a in args] + ["--set", "fail_at_step=1"]
+    assert train.main(failing + ["--max-failures", "1"]) == 0
+    summary = json.loads((tmp_path / "model-fail" / "loss.json").read_text())
+    resumed = summary["log"]
+    assert summary["resumed_at"] == [1]               # it did fail, and was restored at step 1
+    keys = ("phase", "step", "loss", "val", "val_drop")
+    assert [[r.get(k) for k in keys] for r in resumed] == [[r.get(k) for k in keys] for r in first]
+
     from diffusers import FluxKontextPipeline
     pipe = FluxKontextPipeline.from_pretrained(str(out), local_files_only=True)
     assert pipe.vae.config.scaling_factor != 1.0     # latent statistics were written into the config
     assert pipe.transformer.config.num_layers == 1
 
 
+# The losses of the previous toy stack (toy/train_loop.py's `_train_step`, before the toy became a data source
+# of finetune/'s driver) on TINY at data seed 0, fixed lr 1e-3: 3 VAE steps (batch 4, 32 px crops), then 3
+# transformer steps (batch 4, edit_weight 4, no drop), recorded by running that code in-process.
+# That loop sampled the VAE posterior from the global generator (seeded 0 here); the toy run now draws it from
+# the step's generator, so that a run resumed inside the VAE phase is exact too.
+PREVIOUS_STACK = {"vae": [0.6643720865249634, 0.8234931230545044, 0.5789104104042053],
+                  "transformer": [1.5775452852249146, 1.5188350677490234, 1.5030542612075806]}
+
+
+def test_toy_steps_reproduce_the_previous_stack():
+    """The toy data source and the shared optimizer step draw the records, crops, σ and ε the toy's own
+    training loop drew: its first steps give the recorded losses (the same models train)."""
+    from finetune.objective import objective_for
+    from finetune.toy_source import ToySource
+    from finetune.worker import optimizer_step
+
+    pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
+    source, cpu = ToySource(seed=0, size=64, rank=0, world=1), torch.device("cpu")
+    vae_loss, vopt = VaeLoss(pipe.vae), torch.optim.AdamW(pipe.vae.parameters(), lr=1e-3, weight_decay=0.0)
+    torch.manual_seed(0)
+    vae = [vae_step(vae_loss, vopt, to_pixels(source.vae_images(s, 4, 32, source.generator("vae", s))))["loss"]
+           for s in range(3)]
+    pipe.vae.eval()
+    params = list(pipe.transformer.parameters())
+    topt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    objective = objective_for(pipe, T5_LENGTH, None, edit_weight=4.0)
+    dit = [optimizer_step(pipe.transformer, topt, params, objective, pipe.scheduler.config,
+                          [(source.samples(pipe, s, 4, T5_LENGTH, cpu), source.generator("transformer", s))], 4,
+                          1e-3, None, "no", 1.0, cpu) for s in range(3)]
+    assert vae == pytest.approx(PREVIOUS_STACK["vae"], rel=1e-5)
+    assert dit == pytest.approx(PREVIOUS_STACK["transformer"], rel=1e-5)
+
+
 def test_start_from_a_trained_vae(tiny, tmp_path):
     """`init_from`: another run's VAE (weights, latent statistics, log) and a transformer phase at step 0."""
-    from toy.train_loop import start_from_vae
+    from finetune.toy_init import start_from_vae
 
     log = [{"phase": "vae", "step": 2, "wall_s": 5.0}, {"phase": "transformer", "step": 1, "wall_s": 6.0}]
     stats = {"shift_factor": 0.25, "scaling_factor": 2.0}
@@ -202,17 +250,15 @@ def test_start_from_a_trained_vae(tiny, tmp_path):
 def test_transformer_step_drops_reference_tokens_per_sample(tiny):
     """A few steps with `reference_drop` on: finite losses, weights that move, and a loss that is the
     gathered-reference loss of the very σ, ε and keep masks the step draws (not the full-context loss)."""
-    from actors.reference_drop import sample_reference_keep
-
     pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
     src, tgt, text = _records(4)
-    batch = T.encode_batch(pipe, src, tgt, text)
+    batch = encode_batch(pipe, src, tgt, text)
     b, n = batch.z_tgt.shape[:2]
     noisy_ids, source_ids = T.image_ids(pipe, 64, torch.device("cpu"))
     # the step's draws, replayed from the same seed: σ, then ε, then the keep masks
-    g = torch.Generator().manual_seed(7)
-    sigmas, noise = T.sample_sigmas(b, n, g), torch.randn(batch.z_tgt.shape, generator=g)
-    keep = sample_reference_keep(b, n, 0.0, 0.95, g)
+    d = draw(pipe.scheduler.config, [{"z_src": batch.z_src[i], "z_tgt": batch.z_tgt[i]} for i in range(b)],
+             torch.Generator().manual_seed(7), (0.0, 0.95))
+    sigmas, noise, keep = d.sigmas, torch.stack(d.noise), torch.stack(d.keep)
     with torch.no_grad():
         gathered = np.mean([float(T.flow_matching_loss(
             pipe.transformer, batch.z_src[i:i + 1, keep[i]], batch.z_tgt[i:i + 1], batch.prompt_embeds[i:i + 1],
@@ -231,7 +277,7 @@ def test_transformer_step_drops_reference_tokens_per_sample(tiny):
 
 def test_validation_loss_at_a_fixed_drop_is_fixed_and_differs_from_no_drop(tiny):
     src, tgt, text = _records(3)
-    batch = T.encode_batch(tiny, src, tgt, text)
+    batch = encode_batch(tiny, src, tgt, text)
     none, half = T.validation_loss(tiny, batch), T.validation_loss(tiny, batch, 0.5)
     assert none == T.validation_loss(tiny, batch, 0.0) and half == T.validation_loss(tiny, batch, 0.5)
     assert half != none and math.isfinite(half)
@@ -240,7 +286,8 @@ def test_validation_loss_at_a_fixed_drop_is_fixed_and_differs_from_no_drop(tiny)
 def test_fine_tuning_starts_from_a_saved_pipeline(tmp_path):
     """`init_from` a save_pretrained folder: its weights and latent statistics, the transformer phase at step 0,
     and a model section that must describe it."""
-    from toy.train_loop import is_pipeline_folder, load_init_pipeline, start_from_pipeline
+    from finetune.toy_config import is_pipeline_folder
+    from finetune.toy_init import load_init_pipeline, start_from_pipeline
 
     tiny = build_toy_flux_kontext(ToyModelConfig(**{**TINY, "seed": 3}))
     tiny.vae.register_to_config(shift_factor=0.125, scaling_factor=1.5)
@@ -256,18 +303,18 @@ def test_fine_tuning_starts_from_a_saved_pipeline(tmp_path):
 
 
 def test_fine_tuning_options_are_checked_before_training(tmp_path):
-    from toy.train_loop import check_config, load_config
+    from finetune.config import load_config
 
     with pytest.raises(ValueError, match="reference_drop"):
-        check_config(load_config(None, ["transformer.reference_drop=[0.8, 0.2]"]))
+        load_config(None, ["transformer.reference_drop=[0.8, 0.2]"])
     with pytest.raises(ValueError, match="reference_drop"):
-        check_config(load_config(None, ["transformer.reference_drop=0.5"]))
+        load_config(None, ["transformer.reference_drop=0.5"])
     with pytest.raises(ValueError, match="lora_rank needs init_from"):
-        check_config(load_config(None, ["lora_rank=4"]))
+        load_config(None, ["lora_rank=4"])
     with pytest.raises(ValueError, match="neither a saved pipeline"):
-        check_config(load_config(None, [f"init_from={tmp_path}"]))
-    check_config(load_config("configs/finetune_toy_drop.yaml"))
-    drop, nodrop = load_config("configs/finetune_toy_drop.yaml"), load_config("configs/finetune_toy_nodrop.yaml")
+        load_config(None, [f"init_from={tmp_path}"]).check_paths()
+    load_config("configs/finetune_toy_drop.yaml").check_paths()
+    drop, nodrop = (load_config(f"configs/finetune_toy_{k}.yaml").model_dump(mode="json") for k in ("drop", "nodrop"))
     assert drop["transformer"].pop("reference_drop") == [0.0, 0.95]
     assert nodrop["transformer"].pop("reference_drop") is None
     for cfg in (drop, nodrop):   # the two runs differ in the drop only (and where they write)
@@ -345,23 +392,24 @@ def test_changed_tokens_follow_the_edit_and_weight_the_loss():
 
 
 def test_data_mix_and_edit_weight_are_config_options(tmp_path):
-    from toy.train_loop import batch_arrays, check_config, load_config
+    from finetune.config import load_config
+    from finetune.toy_source import batch_arrays
 
     cats = ["recolor", "add"]
     _, _, text = batch_arrays(0, 10, 4, 64, cats)
     assert [make_record(0, i, 64, cats[i % 2]).instruction for i in range(10, 14)] == text
     with pytest.raises(ValueError, match="data.categories"):
-        check_config(load_config(None, ["data.categories=[recolor, sharpen]"]))
+        load_config(None, ["data.categories=[recolor, sharpen]"])
     with pytest.raises(ValueError, match="edit_weight"):
-        check_config(load_config(None, ["transformer.edit_weight=-1"]))
+        load_config(None, ["transformer.edit_weight=-1"])
     cfg = load_config("configs/train_toy_v2.yaml")
-    check_config(cfg)
-    assert cfg["model"]["image_size"] == 256 and cfg["init_from"] == "models/toy-flux-kontext"
+    cfg.check_paths()
+    assert cfg.model["image_size"] == 256 and cfg.init_from == "models/toy-flux-kontext"
 
 
 def test_progressive_resolution_starts_from_a_smaller_model(tmp_path):
     """init_from a pipeline saved at 64 px into a 128 px config: the same weights, the new image size."""
-    from toy.train_loop import load_init_pipeline
+    from finetune.toy_init import load_init_pipeline
 
     small = build_toy_flux_kontext(ToyModelConfig(**TINY))
     small.save_pretrained(tmp_path / "small")
@@ -369,7 +417,7 @@ def test_progressive_resolution_starts_from_a_smaller_model(tmp_path):
     assert pipe.vae.config.sample_size == 128
     for a, b in zip(pipe.transformer.parameters(), small.transformer.parameters()):
         assert torch.equal(a, b)
-    batch = T.encode_batch(pipe, *_records(2, size=128), T5_LENGTH)
+    batch = encode_batch(pipe, *_records(2, size=128), T5_LENGTH)
     assert batch.z_src.shape[1] == (128 // 16) ** 2   # 8x8 tokens: 16 px per token
 
 

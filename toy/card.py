@@ -42,8 +42,8 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
 
     import policies
     from actors import Editor
-    from actors import training as T
     from metrics.pixel import background_metrics, psnr
+    from toy.vae import to_pixels, to_uint8
     from toy.data import make_record
 
     size = int(pipe.vae.config.sample_size)
@@ -55,9 +55,9 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
                              height=size, width=size)
         edited = np.asarray(result.image)
         with torch.no_grad():
-            pixels = T.to_pixels(np.stack([rec.source, rec.target])).to(pipe.vae.device, pipe.vae.dtype)
+            pixels = to_pixels(np.stack([rec.source, rec.target])).to(pipe.vae.device, pipe.vae.dtype)
             z = pipe.vae.encode(pixels).latent_dist.mode()
-            recon = T.to_uint8(pipe.vae.decode(z, return_dict=False)[0])
+            recon = to_uint8(pipe.vae.decode(z, return_dict=False)[0])
         rows.append({
             "id": rec.id, "category": rec.category, "instruction": rec.instruction,
             "mask_fraction": float(rec.mask.mean()),
@@ -213,7 +213,7 @@ def _training_section(summary: dict[str, Any], mc: dict[str, Any], note: str, co
     dit_rows = [r for r in summary["log"] if r["phase"] == "transformer"]
     vae_wall = vae_rows[-1]["wall_s"] if vae_rows else 0.0
     tc, n_workers = train["transformer"], int(train["scaling"]["num_workers"])
-    extras = [f"edit-weighted loss w = {tc['edit_weight']} (`actors.training.changed_tokens`)"
+    extras = [f"edit-weighted loss w = {tc['edit_weight']} (`finetune.flow_matching.changed_tokens`)"
               for _ in [0] if tc.get("edit_weight")]
     steps = [f"VAE: {train['vae']['steps']} steps, batch {train['vae']['batch_size']} random "
              f"{train['vae'].get('crop', mc['image_size'])} px crops, AdamW lr {train['vae']['lr']}, L1 + MSE + "

@@ -24,10 +24,10 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     import torch
 
     import actors
-    from actors import training as T
+    from finetune.flow_matching import transformer_step
+    from finetune.toy_source import batch_arrays, encode_batch
     from toy.card import by_category, evaluate
     from toy.model import T5_LENGTH
-    from toy.train_loop import batch_arrays
 
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.vae.register_to_config(sample_size=size)
@@ -37,9 +37,9 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 20)   # a short warm-up: the optimizer state is fresh
         src, tgt, text = batch_arrays(0, DATA_START + step * batch, batch, size)
-        batch_ = T.encode_batch(pipe, src, tgt, text, T5_LENGTH)
+        batch_ = encode_batch(pipe, src, tgt, text, T5_LENGTH)
         gen = torch.Generator().manual_seed(1000 + step)
-        losses.append(T.transformer_step(pipe, optimizer, batch_, gen, edit_weight=edit_weight))
+        losses.append(transformer_step(pipe, optimizer, batch_, gen, edit_weight=edit_weight))
     train_s = time.perf_counter() - started
     rows = evaluate(pipe, n_eval, steps=eval_steps)
     table = by_category(rows, ["psnr_edit", "source_psnr_edit", "psnr_bg"])

@@ -49,9 +49,9 @@ def finetune_dir(out: Path, label: str) -> Path:
 def finetune(config: Path, threads: int, output: Path | None = None) -> dict[str, Any]:
     """Train one copy (into `output` when given, else the config's) unless its pipeline folder exists;
     returns its `loss.json` summary. Re-running resumes from the run's last checkpoint."""
-    from toy.train_loop import load_config
+    from finetune.config import load_config
 
-    out = Path(output) if output is not None else Path(load_config(str(config))["output"])
+    out = Path(output) if output is not None else Path(load_config(str(config)).output)
     if not (out / "model_index.json").exists():
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         # its own process: Ray Train starts and stops its own local cluster there

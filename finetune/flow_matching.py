@@ -1,46 +1,31 @@
-"""The flow-matching training step of a `FluxKontextPipeline`: encoding, the loss and one optimizer step.
-
-No Ray in here and nothing model-size specific: the toy model (`toy.model`) trains with it under Ray Train
-(`toy.train_loop`), and a fine-tune of a real FLUX.1-Kontext checkpoint would call the same functions. Every
-piece is unit-testable.
+"""The flow-matching loss of a `FluxKontextPipeline` and what it needs: latents and text encoded exactly as at
+inference, the image positions, the edit-weighted loss, and one in-process optimizer step (`transformer_step`,
+for pilots and tests; a Ray Train worker's step is `finetune.worker`, through `finetune.flux`).
 
 The loss is the conditional flow-matching loss of TokenDrop Sec. 2.1: z_t = (1 − σ)·z_tgt + σ·ε, target
 velocity ε − z_tgt (the paper's Eq. 6 prints z_src − z_tgt, a typo under its own convention
 x_t = (1 − t)·x_0 + t·x_1, v = x_1 − x_0). The source tokens z_src enter as Kontext's conditioning sequence
 with `img_ids[..., 0] = 1`, exactly as `FluxKontextPipeline` builds it. Sparse Context's reference drop
-(`actors.reference_drop`) hides a random share of the source tokens per sample as attention keys.
+(`finetune.reference_drop`) hides a random share of the source tokens per sample as attention keys.
 Prompts are encoded at the model's own T5 length (its tokenizer's `model_max_length`: 512 for FLUX, 32 for
 the toy), the sequence it sees at inference.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import FluxKontextPipeline, FluxTransformer2DModel
-from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift
 
-from .reference_drop import key_mask, sample_reference_keep
-from .tiny_models import FLUX_KONTEXT_SCHEDULER_CONFIG
+from .reference_drop import key_mask
+
+if TYPE_CHECKING:
+    from .toy_source import Batch
 
 
 # ------------------------------------------------------------------ encoding
-
-def to_pixels(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-    """uint8 B x H x W x 3 -> float B x 3 x H x W in [-1, 1], as `VaeImageProcessor.preprocess` gives."""
-    arr = np.stack(list(images)) if not isinstance(images, np.ndarray) else images
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """float B x 3 x H x W in [-1, 1] -> uint8 B x H x W x 3, as diffusers' "pil" post-processing rounds."""
-    x = (pixels.detach().float().cpu() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    return (x * 255).round().astype(np.uint8)
-
 
 @torch.no_grad()
 def encode_latents(pipe: FluxKontextPipeline, pixels: torch.Tensor) -> torch.Tensor:
@@ -83,16 +68,6 @@ def image_ids(pipe: FluxKontextPipeline, size: int, device: torch.device) -> tup
 
 # ------------------------------------------------------------------ losses
 
-def sample_sigmas(batch: int, num_tokens: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """σ ~ logit-normal(0, 1) pushed through the scheduler's dynamic shift for this token count, so training
-    visits the noise levels the sampler will use (SD3's recipe; FLUX shifts by sequence length)."""
-    cfg = FLUX_KONTEXT_SCHEDULER_CONFIG
-    mu = calculate_shift(num_tokens, cfg["base_image_seq_len"], cfg["max_image_seq_len"],
-                         cfg["base_shift"], cfg["max_shift"])
-    u = torch.sigmoid(torch.randn(batch, generator=generator))
-    return math.exp(mu) / (math.exp(mu) + (1 / u - 1))
-
-
 def flow_matching_loss(transformer: FluxTransformer2DModel, z_src: torch.Tensor, z_tgt: torch.Tensor,
                        prompt_embeds: torch.Tensor, pooled: torch.Tensor, text_ids: torch.Tensor,
                        noisy_ids: torch.Tensor, source_ids: torch.Tensor, sigmas: torch.Tensor,
@@ -134,45 +109,26 @@ def changed_tokens(z_src: torch.Tensor, z_tgt: torch.Tensor, threshold: float = 
 
 # ------------------------------------------------------------------ one step
 
-@dataclass
-class Batch:
-    """One transformer training batch, already encoded (the encoders are frozen in this phase)."""
-    z_src: torch.Tensor
-    z_tgt: torch.Tensor
-    prompt_embeds: torch.Tensor
-    pooled: torch.Tensor
-    text_ids: torch.Tensor
-
-
-def encode_batch(pipe: FluxKontextPipeline, sources: np.ndarray, targets: np.ndarray,
-                 instructions: Sequence[str], max_sequence_length: int | None = None) -> Batch:
-    both = encode_latents(pipe, to_pixels(np.concatenate([sources, targets])))
-    n = len(sources)
-    embeds, pooled, text_ids = encode_text(pipe, instructions, max_sequence_length)
-    return Batch(z_src=both[:n], z_tgt=both[n:], prompt_embeds=embeds, pooled=pooled, text_ids=text_ids)
-
-
 def transformer_step(pipe: FluxKontextPipeline, optimizer: torch.optim.Optimizer, batch: Batch,
                      generator: torch.Generator, grad_clip: float = 1.0,
                      model: torch.nn.Module | None = None,
                      reference_drop: tuple[float, float] | None = None, edit_weight: float = 0.0) -> float:
-    """One optimizer step of the flow-matching loss; returns the loss. `model` is the (possibly
-    DDP-wrapped) transformer to call; it defaults to `pipe.transformer`. `reference_drop` = (low, high):
-    per sample a drop ratio ~ U[low, high] of the reference tokens, dropped at random."""
+    """One in-process optimizer step of the flow-matching loss; returns the loss. `model` is the transformer to
+    call (default `pipe.transformer`). σ, ε and the kept reference tokens are drawn as a Ray Train worker draws
+    them (`finetune.objective.draw`): `reference_drop` = (low, high), per sample a drop ratio ~ U[low, high]."""
+    from .objective import draw
+
     model = model or pipe.transformer
     model.train()
     device = batch.z_tgt.device
     b, n = batch.z_tgt.shape[:2]
     noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(n)) * 2 * pipe.vae_scale_factor, device)
-    sigmas = sample_sigmas(b, n, generator).to(device)
-    noise = torch.randn(batch.z_tgt.shape, generator=generator).to(device, batch.z_tgt.dtype)
-    # drawn after σ and ε, so a run with the drop sees the same σ and ε as one without it
-    keep = None
-    if reference_drop is not None:
-        keep = sample_reference_keep(b, batch.z_src.shape[1], *reference_drop, generator=generator)
+    samples = [{"z_src": batch.z_src[i], "z_tgt": batch.z_tgt[i]} for i in range(b)]
+    d = draw(pipe.scheduler.config, samples, generator, reference_drop)
+    keep = torch.stack(d.keep) if d.keep[0] is not None else None
     loss = flow_matching_loss(model, batch.z_src, batch.z_tgt, batch.prompt_embeds, batch.pooled,
-                              batch.text_ids, noisy_ids, source_ids, sigmas, noise, keep=keep,
-                              edit_weight=edit_weight)
+                              batch.text_ids, noisy_ids, source_ids, d.sigmas.to(device),
+                              torch.stack(d.noise).to(device, batch.z_tgt.dtype), keep=keep, edit_weight=edit_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     # only what trains (all of it, or a LoRA adapter's matrices)
@@ -182,20 +138,17 @@ def transformer_step(pipe: FluxKontextPipeline, optimizer: torch.optim.Optimizer
 
 
 @torch.no_grad()
-def validation_loss(pipe: FluxKontextPipeline, batch: Batch, drop_ratio: float = 0.0, seed: int = 12345) -> float:
-    """Flow-matching loss of `batch` at fixed σ (0.1 … 0.9 across the batch), fixed noise and, for
-    `drop_ratio` > 0, a fixed random set of exactly round(ratio·n) dropped reference tokens per sample:
-    comparable across steps, runs and models."""
+def validation_loss(pipe: FluxKontextPipeline, batch: Batch, drop_ratio: float = 0.0) -> float:
+    """The flow-matching loss of `batch` at the validation draws a worker uses (`finetune.objective.fixed_draws`:
+    σ spread over 0.1 … 0.9, fixed noise, exactly round(ratio·n) dropped reference tokens per sample)."""
+    from .objective import fixed_draws
+
     pipe.transformer.eval()
     device = batch.z_tgt.device
-    n, tokens = batch.z_tgt.shape[:2]
-    gen = torch.Generator().manual_seed(seed)
-    sigmas = torch.linspace(0.1, 0.9, n)
-    noise = torch.randn(batch.z_tgt.shape, generator=gen).to(device, batch.z_tgt.dtype)
-    keep = None
-    if drop_ratio > 0:
-        keep = sample_reference_keep(n, batch.z_src.shape[1], drop_ratio, drop_ratio,
-                                     generator=torch.Generator().manual_seed(seed + 1))
-    noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(tokens)) * 2 * pipe.vae_scale_factor, device)
+    b, n = batch.z_tgt.shape[:2]
+    d = fixed_draws([{"z_src": batch.z_src[i], "z_tgt": batch.z_tgt[i]} for i in range(b)], drop_ratio)
+    keep = torch.stack(d.keep) if d.keep[0] is not None else None
+    noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(n)) * 2 * pipe.vae_scale_factor, device)
     return float(flow_matching_loss(pipe.transformer, batch.z_src, batch.z_tgt, batch.prompt_embeds, batch.pooled,
-                                    batch.text_ids, noisy_ids, source_ids, sigmas.to(device), noise, keep=keep))
+                                    batch.text_ids, noisy_ids, source_ids, d.sigmas.to(device),
+                                    torch.stack(d.noise).to(device, batch.z_tgt.dtype), keep=keep))

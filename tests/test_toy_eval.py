@@ -60,7 +60,7 @@ def test_labels_of_other_methods_and_active_fraction():
 def test_findings_follow_the_numbers():
     import pandas as pd
 
-    from toy import findings
+    from studies.toy import findings
 
     def rows(bgs):
         out = [{"policy": "full", "label": "full", "ratio": None, "psnr_bg": bgs[0]}]

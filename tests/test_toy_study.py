@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from toy import findings, picture_grid, results
+from studies.toy import findings, picture_grid
+from toy import results
 from toy import sparse_context_study as sc
 
 V2 = results.ToyModel("toy-flux-kontext-v2", 256)

@@ -9,7 +9,7 @@ output, steps and ToPi's calibration file), then runs the matched-budget random 
 per record (the kept-token counts of that record's TokenDrop run, step by step; a pipeline configuration
 holds one budget for all records, so these run in-process with the same `Editor` and metric code), scores
 every output against the exact targets and writes `docs/toy-results.md` with its tables, plots and picture
-grid (`toy.picture_grid`). Re-running skips what is already done; each model has its own working folder
+grid (`studies.toy.picture_grid`). Re-running skips what is already done; each model has its own working folder
 (`default_out`).
 
 Claims checked (TokenDrop, Sec. 3.1, 3.2, 4.1, Appendix D.1):
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toy import findings as toy_findings
+from studies.toy import findings as toy_findings
 from toy import sparse_context_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -490,7 +490,7 @@ def run_study(config: str | Path = CONFIG, out: str | Path | None = None, docs: 
         bench = Path(multiref_bench)
         sparse = sparse_context_study.section(sc, losses, Path(docs) / "toy-results",
                                               bench.read_text() if bench.exists() else None, toy)
-    from toy.picture_grid import study_grid
+    from studies.toy.picture_grid import study_grid
 
     edits = study_grid(df, data, Path(docs) / "toy-results" / "edits.png", sc)
     seconds = time.perf_counter() - started
@@ -692,7 +692,7 @@ map runs at two kernels: {kernel_text}.
 
 ## Findings
 
-Computed from the tables below by `toy/findings.py`:
+Computed from the tables below by `studies/toy/findings.py`:
 
 {nl.join(f for f in findings if f)}
 
@@ -763,7 +763,7 @@ def _edits_section(edits: dict[str, Any] | None) -> str:
     return f"""## Representative edits
 
 One held-out record per category (the first, by id, that every configuration shown edited): the source, the
-exact target, `full`, then one configuration per method (`toy/picture_grid.py`).
+exact target, `full`, then one configuration per method (`studies/toy/picture_grid.py`).
 
 ![edits](toy-results/{Path(edits['path']).name})
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toy.findings import finite_mean
+from studies.toy.findings import finite_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "toy_sparse_context.yaml"

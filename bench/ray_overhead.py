@@ -12,12 +12,13 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+from core.resources import resource
 from typing import Any
 
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_MANIFEST = REPO / "configs" / "demo_manifest.jsonl"
+DEMO_MANIFEST = resource("configs", "demo_manifest.jsonl")
 
 
 def demo_records(count: int, folder: Path) -> str:

@@ -1,5 +1,5 @@
 """How often each policy's own work runs in one edit (driven through the policies' own schedules), its share of
-a real-size step and edit, and the Markdown of `bench/overheads.py`.
+a real-size step and edit, and the Markdown of `overheads/measure.py`.
 
 Shares: own work per step (on a step where it runs) ÷ one full step (block medians × depth × transformer calls),
 and own work per edit (each piece × how often the policy's defaults run it) ÷ steps × that step. The edit here

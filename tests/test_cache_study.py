@@ -146,7 +146,7 @@ def test_run_measures_only_what_is_pending(tmp_path, monkeypatch):
 
 
 def test_aggregate_psnr_of_mean_error_and_unavailable_peer(monkeypatch):
-    monkeypatch.setattr(study, "unavailable", lambda c: "no CUDA here" if c == "peer:regione|" else None)
+    monkeypatch.setattr(study_grid, "unavailable", lambda c: "no CUDA here" if c == "peer:regione|" else None)
     lines = [fake_line("full|", "a", 0.0), fake_line("full|", "b", 0.0),
              fake_line("full|magcache:threshold=0.25", "a", 1e-4), fake_line("full|magcache:threshold=0.25", "b", 3e-4)]
     rows = doc.aggregate(lines, "toy", 4, ["full|", "full|magcache:threshold=0.25", "peer:regione|"])

@@ -12,11 +12,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
-
-from core.resources import resource
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from core.resources import resource
 
 DEMO_MANIFEST = resource("configs", "demo_manifest.jsonl")
 

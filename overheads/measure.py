@@ -26,22 +26,33 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from diffusers import AutoencoderKL, AutoencoderKLQwenImage, FluxKontextPipeline, FluxTransformer2DModel, QwenImageEditPipeline, QwenImageTransformer2DModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLQwenImage,
+    FluxKontextPipeline,
+    FluxTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageTransformer2DModel,
+)
 
 from actors.attention_stats import AttentionCollector, LayerStats
 from actors.families import family as family_named
 from actors.sampler import regularized_step
 from actors.spot_attention import SpotCall, SpotKV
 from actors.spot_selector import TimedScorer
+from bench import markdown as report
+from bench.flops import (
+    FLUX_KONTEXT_DEV,
+    FLUX_KONTEXT_TEXT_TOKENS,
+    QWEN_IMAGE_EDIT,
+    QWEN_IMAGE_EDIT_TEXT_TOKENS,
+)
+from overheads import table as rep
 from policies.base import Seen
 from policies.spotedit import SpotEdit, fusion_alpha
 from policies.tokendrop import TokenDrop
 from policies.topi import ToPi
 from policies.topi_select import top_k_count
-
-from overheads import table as rep
-from bench import markdown as report
-from bench.flops import FLUX_KONTEXT_DEV, FLUX_KONTEXT_TEXT_TOKENS, QWEN_IMAGE_EDIT, QWEN_IMAGE_EDIT_TEXT_TOKENS
 
 # FLUX.1-Kontext-dev vae/config.json (the FLUX.1 autoencoder: ch 128, ch_mult 1, 2, 4, 4, 2 res blocks, z 16).
 FLUX_VAE: dict[str, Any] = {

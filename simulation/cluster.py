@@ -21,11 +21,10 @@ from typing import Any
 
 import PIL.Image
 
+from bench.sim_model import SimLedger, edit_seconds, simulated_factory
 from pipeline import storage as st
 from pipeline.config import RunConfig, expand_grid, load_config
 from pipeline.resume import read_results
-
-from bench.sim_model import SimLedger, edit_seconds, simulated_factory
 
 DEFAULTS = dict(tflops=400.0, load_s=60.0, noise=0.15, target_wall_s=300.0)
 

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from studies.cache import pareto as cp
-from studies.cache import grid as study_grid
-from studies.cache import run as study
 from studies.cache import doc
+from studies.cache import grid as study_grid
+from studies.cache import pareto as cp
+from studies.cache import run as study
 
 
 def row(config: str, flop: float, q: float, measured: float | None = None, family: str | None = None) -> dict:

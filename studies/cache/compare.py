@@ -14,15 +14,13 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
-
-from core.resources import resource
 from typing import Any
 
 import numpy as np
 import PIL.Image
 
 from bench import flops
+from core.resources import resource
 
 CONFIGS = resource("configs")
 DEFAULT_CONFIGS = (
@@ -117,8 +115,9 @@ def record_values(r: dict[str, Any], full_pixels: np.ndarray, target: np.ndarray
 
 def compare(model: str = "toy-flux-kontext-v2", configs: tuple[str, ...] = DEFAULT_CONFIGS, steps: int = 28,
             records: int | None = None) -> list[dict[str, Any]]:
-    import actors
     import torch
+
+    import actors
 
     torch.set_num_threads(1)   # paired timings on a shared CPU: one thread each
     pipe = actors.load_pipeline(model, device="cpu")

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from studies.cache import pareto as cp
 from studies.cache import grid as study
+from studies.cache import pareto as cp
 from studies.cache.compare import psnr_of
 
 Row = dict[str, Any]

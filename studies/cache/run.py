@@ -16,17 +16,23 @@ import json
 import os
 import time
 from pathlib import Path
-
-from core.resources import resource
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import PIL.Image
 
-from studies.cache import compare as caches
-from studies.cache.grid import PROJECTED_NOISY, append_rows, family, grid, pending, read_rows
 from bench import flops
+from core.resources import resource
+from studies.cache import compare as caches
+from studies.cache.grid import (
+    PROJECTED_NOISY,
+    append_rows,
+    family,
+    grid,
+    pending,
+    read_rows,
+)
 
 CONFIGS = resource("configs")
 # ---- measuring ---------------------------------------------------------------------------------------------------
@@ -106,8 +112,9 @@ def run(out: Path, model: str = "toy-flux-kontext-v2", steps: int = 28, records:
     if not todo:
         return []
     log = log or (lambda message: print(message, flush=True))
-    import actors
     import torch
+
+    import actors
 
     torch.set_num_threads(threads)   # paired timings on a shared CPU: one thread each
     pipe = actors.load_pipeline(model, device="cpu")

@@ -67,7 +67,7 @@ def benchmark(settings: dict[str, Any], out: str | Path, num_gpus: float, pipeli
     model, size, steps, input); write `out/bench.json` and `out/bench.md`. `on_ray`: the measurements run as
     Ray tasks with `num_gpus`. Returns the result written to bench.json."""
     from . import report
-    from .pipeline import pipeline_overhead
+    from bench.ray_overhead import pipeline_overhead
     from .summary import real_pricing
 
     started = time.perf_counter()

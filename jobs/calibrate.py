@@ -10,11 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-
-from pipeline import storage as st
-from pipeline.records import RECORD_FIELDS
-from pipeline.sources import read_records
 
 from .edit import _size
 
@@ -33,64 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="Ray actors; 0 = edit in this process")
 
 
-def mean_scores(rows: list[dict[str, Any]]) -> list[float]:
-    good = [r["scores"] for r in rows if r["error"] is None]
-    if not good:
-        raise ValueError("no calibration record could be edited: "
-                         + "; ".join(f"{r['id']}: {r['error']}" for r in rows[:5]))
-    return [sum(col) / len(good) for col in zip(*good)]
-
-
-def _run_local(actor_args: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list[dict], dict]:
-    from pipeline.calibration_stage import CalibrationActor
-
-    actor = CalibrationActor(**actor_args)
-    rows = []
-    for i, rec in enumerate(records):
-        rows.append(actor.row(rec))
-        print(f"calibrate: {i + 1}/{len(records)} {rows[-1]['id']}"
-              + (f" error: {rows[-1]['error']}" if rows[-1]["error"] else ""), file=sys.stderr)
-    return rows, actor.architecture
-
-
-def _run_ray(actor_args: dict[str, Any], records: list[dict[str, Any]], workers: int) -> tuple[list[dict], dict]:
-    import ray
-
-    from pipeline.calibration_stage import CalibrationActor
-
-    from pipeline.ray_session import init_ray
-
-    init_ray()
-    items = [{k: rec.get(k) for k in RECORD_FIELDS} for rec in records]
-    data = ray.data.from_items(items).map_batches(
-        CalibrationActor, fn_constructor_kwargs=actor_args, batch_size=1, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
-    rows = data.take_all()
-    return rows, json.loads(rows[0]["architecture"])   # every actor loaded the same model
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.top_m < 1:
-        raise ValueError(f"--top-m must be >= 1, got {args.top_m}")
-    height, width = _size(args.size)
-    records = read_records(args.input, args.format)
-    if args.limit is not None:
-        records = records[: args.limit]
-    if not records:
-        raise ValueError(f"no records in {args.input}")
-    actor_args = dict(model=args.model, model_path=args.model_path, steps=args.steps, seed=args.seed,
-                      height=height, width=width)
-    rows, arch = (_run_ray(actor_args, records, args.workers) if args.workers > 0
-                  else _run_local(actor_args, records))
-    from policies.calibration import calibration_document
+    from pipeline.calibration_run import calibrate
 
-    good = [r for r in rows if r["error"] is None]
-    doc = calibration_document(mean_scores(rows), args.top_m, arch, samples=len(good), steps=args.steps,
-                               model=args.model)
-    doc["errors"] = {r["id"]: r["error"] for r in rows if r["error"] is not None}
-    st.write_bytes(args.out, (json.dumps(doc, indent=1) + "\n").encode())
+    height, width = _size(args.size)
+    doc = calibrate(args.model, args.input, args.out, top_m=args.top_m, steps=args.steps, seed=args.seed,
+                    height=height, width=width, model_path=args.model_path, fmt=args.format, limit=args.limit,
+                    workers=args.workers)
     print(json.dumps({"out": args.out, "layers": doc["layers"], "samples": doc["samples"],
-                      "errors": len(doc["errors"]), "architecture": arch}))
+                      "errors": len(doc["errors"]), "architecture": doc["architecture"]}))
     return 0
 
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     with tempfile.TemporaryDirectory(prefix="dropedit-sim-") as tmp:
         output = os.path.abspath(args.output or tmp)
-        from bench.simulate import simulate, simulation_config, table
+        from simulation.cluster import simulate, simulation_config, table
 
         cfg = simulation_config(args.config, args.overrides, args.gpus, output, args.records, args.configurations,
                                 args.write_faults, args.batch_size)

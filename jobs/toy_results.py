@@ -5,7 +5,7 @@ One command behind `docs/toy-results.md`, on `--model` (default `toy-flux-kontex
 calibration for the model when it has none, fine-tunes the two Sparse Context copies, runs
 `configs/toy_ablation.yaml` and `configs/toy_sparse_context.yaml` (set for the model) with `dropedit run`'s
 machinery, runs the matched-budget random arms, scores every output against the exact targets and writes the
-doc with its tables, plots and picture grid (`toy/results.py` says what is checked). Re-running skips what is
+doc with its tables, plots and picture grid (`studies/toy/run.py` says what is checked). Re-running skips what is
 already done; each model works in its own folder (results/toy-v2, results/toy for v1).
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ import json
 import os
 import sys
 
-from toy.results import CONFIG, DEFAULT_MODEL, ROOT
+from studies.toy.config import CONFIG
+from studies.toy.models import DEFAULT_MODEL
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ToPi calibration file; default configs/calibration/MODEL.json, made when missing")
     p.add_argument("--out", default=None,
                    help="working folder: data, Parquet, images, report (default results/toy-v2; v1: results/toy)")
-    p.add_argument("--docs", default=str(ROOT / "docs"), help="where toy-results.md and its plots go")
+    p.add_argument("--docs", default="docs", help="where toy-results.md and its plots go")
     p.add_argument("--n", type=int, default=64, help="held-out records")
     p.add_argument("--steps", type=int, default=28, help="sampling steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads in this process and the fine-tunes")
@@ -44,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toy.results import run_study
+    from studies.toy.run import run_study
 
     print(json.dumps(run_study(args.config, args.out, args.docs, n=args.n, steps=args.steps, threads=args.threads,
                                sparse_context=not args.no_sparse_context, multiref_bench=args.multiref_bench,

@@ -6,7 +6,7 @@ what needs a model (LPIPS, CLIP, DINO, the judge), and returns the unit with its
 partial rows. PNG encoding, writes and pixel metrics happen in the CPU stage after (`finish_stage`).
 
 Subclasses implement `edit(config, inputs, unit, budget)` (`edit_stage.EditActor`: the model;
-`bench.simulate.SimulatedEditActor`: a synthetic stand-in) and may override `score`."""
+`simulation.cluster.SimulatedEditActor`: a synthetic stand-in) and may override `score`."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""The cache study (bench.cache_study): Pareto frontier and verdicts on synthetic rows, the resume skip, the
+"""The cache study (studies.cache.run): Pareto frontier and verdicts on synthetic rows, the resume skip, the
 aggregation and the README section. No model runs (the edits are stubbed)."""
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import math
 
 import pytest
 
-from bench import cache_pareto as cp
-from bench import cache_study as study
-from bench import cache_study_doc as doc
+from studies.cache import doc
+from studies.cache import grid as study_grid
+from studies.cache import pareto as cp
+from studies.cache import run as study
 
 
 def row(config: str, flop: float, q: float, measured: float | None = None, family: str | None = None) -> dict:
-    return {"config": config, "family": family or study.family(config), "flop_speedup": flop,
+    return {"config": config, "family": family or study_grid.family(config), "flop_speedup": flop,
             "measured_speedup": flop if measured is None else measured, "psnr_target": q, "psnr_full": q}
 
 
@@ -26,19 +27,19 @@ PEER = row("peer:cache-dit|", 2.4, 38.0)
 
 
 def test_family_and_parts():
-    assert [study.family(c) for c in ("full|", "full|magcache:threshold=0.25", "random[ratio=0.5]|",
+    assert [study_grid.family(c) for c in ("full|", "full|magcache:threshold=0.25", "random[ratio=0.5]|",
                                       "random[ratio=0.5]|magcache:threshold=0.25", "peer:cache-dit|")] == \
         ["full", "cache", "pruning", "cache+pruning", "peer"]
-    assert study.parts("random[ratio=0.5]|magcache:threshold=0.25") == ("random[ratio=0.5]|",
+    assert study_grid.parts("random[ratio=0.5]|magcache:threshold=0.25") == ("random[ratio=0.5]|",
                                                                       "full|magcache:threshold=0.25")
-    assert study.parts("full|magcache:threshold=0.25") is None
+    assert study_grid.parts("full|magcache:threshold=0.25") is None
 
 
 def test_grid_holds_every_composition_s_parts():
-    g = study.grid()
-    comps = [c for c in g if study.family(c) == "cache+pruning"]
+    g = study_grid.grid()
+    comps = [c for c in g if study_grid.family(c) == "cache+pruning"]
     assert len(comps) >= 3 * 4 and len(set(g)) == len(g)
-    assert all(set(study.parts(c)) <= set(g) for c in comps)
+    assert all(set(study_grid.parts(c)) <= set(g) for c in comps)
     assert {"first-block", "magcache", "taylorseer"} <= {c.partition("|")[2].partition(":")[0] for c in comps}
 
 
@@ -85,7 +86,7 @@ def test_composition_verdict_shortfall():
 
 
 def test_composes_against_its_parts():
-    parts = {COMP["config"]: study.parts(COMP["config"])}
+    parts = {COMP["config"]: study_grid.parts(COMP["config"])}
     res = cp.composes([CACHE, POLICY, COMP], parts, "flop_speedup", "psnr_target")
     assert len(res) == 1 and res[0]["composes"]          # faster than both, neither part as fast
     assert res[0]["speed_gain"] == pytest.approx(3.2 / 3.0)
@@ -113,16 +114,16 @@ def fake_line(config: str, record: str, mse_full: float = 1e-4) -> dict:
 
 def test_resume_skips_finished_configurations(tmp_path, monkeypatch):
     path = tmp_path / "rows.jsonl"
-    study.append_rows(path, [fake_line("full|", "a"), fake_line("full|", "b")])
-    study.append_rows(path, [fake_line("random[ratio=0.5]|", "a")])          # one record of two: not finished
+    study_grid.append_rows(path, [fake_line("full|", "a"), fake_line("full|", "b")])
+    study_grid.append_rows(path, [fake_line("random[ratio=0.5]|", "a")])          # one record of two: not finished
     with path.open("a") as f:
         f.write('{"torn')                                                  # an interrupted write
-    rows = study.read_rows(path)
+    rows = study_grid.read_rows(path)
     assert len(rows) == 3
-    assert study.finished(rows, "toy", 4, ["a", "b"]) == {"full|"}
-    assert study.finished(rows, "toy", 8, ["a", "b"]) == set()             # other steps: nothing finished
-    assert study.pending(["full|", "random[ratio=0.5]|", "peer:regione|"], rows, "toy", 4, ["a", "b"]) == \
-        ["random[ratio=0.5]|"] + (["peer:regione|"] if study.unavailable("peer:regione|") is None else [])
+    assert study_grid.finished(rows, "toy", 4, ["a", "b"]) == {"full|"}
+    assert study_grid.finished(rows, "toy", 8, ["a", "b"]) == set()             # other steps: nothing finished
+    assert study_grid.pending(["full|", "random[ratio=0.5]|", "peer:regione|"], rows, "toy", 4, ["a", "b"]) == \
+        ["random[ratio=0.5]|"] + (["peer:regione|"] if study_grid.unavailable("peer:regione|") is None else [])
 
 
 def test_run_measures_only_what_is_pending(tmp_path, monkeypatch):
@@ -134,18 +135,18 @@ def test_run_measures_only_what_is_pending(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "measure", lambda pipe, config, rec, steps, config_first=False:
                         calls.append((config, rec.id)) or fake_line(config, rec.id))
     configs = ["full|", "tokendrop[omega=0]|"]
-    demo = [json.loads(line)["id"] for line in (study.ROOT / "configs" / "demo_manifest.jsonl").read_text().splitlines()
+    demo = [json.loads(line)["id"] for line in (study.CONFIGS / "demo_manifest.jsonl").read_text().splitlines()
             if line.strip()][:2]   # the run's first two records
-    study.append_rows(tmp_path / "rows.jsonl", [fake_line("full|", r) for r in demo])
+    study_grid.append_rows(tmp_path / "rows.jsonl", [fake_line("full|", r) for r in demo])
     ran = study.run(tmp_path, "toy", 4, records=2, configs=configs, log=lambda m: None)
     assert ran == ["tokendrop[omega=0]|"] and [c for c, _ in calls] == ["tokendrop[omega=0]|"] * 2
     monkeypatch.setattr(actors, "load_pipeline", lambda *a, **k: pytest.fail("nothing to run: no model load"))
     assert study.run(tmp_path, "toy", 4, records=2, configs=configs, log=lambda m: None) == []
-    assert len(study.read_rows(tmp_path / "rows.jsonl")) == 4
+    assert len(study_grid.read_rows(tmp_path / "rows.jsonl")) == 4
 
 
 def test_aggregate_psnr_of_mean_error_and_unavailable_peer(monkeypatch):
-    monkeypatch.setattr(study, "unavailable", lambda c: "no CUDA here" if c == "peer:regione|" else None)
+    monkeypatch.setattr(study_grid, "unavailable", lambda c: "no CUDA here" if c == "peer:regione|" else None)
     lines = [fake_line("full|", "a", 0.0), fake_line("full|", "b", 0.0),
              fake_line("full|magcache:threshold=0.25", "a", 1e-4), fake_line("full|magcache:threshold=0.25", "b", 3e-4)]
     rows = doc.aggregate(lines, "toy", 4, ["full|", "full|magcache:threshold=0.25", "peer:regione|"])
@@ -181,7 +182,7 @@ def test_matched_speed_tolerance_denies_an_uncontested_win():
 def test_composes_text_groups_by_policy():
     other = row("random[ratio=0.5]|first-block:threshold=0.12", 2.0, 20.0)
     rows = [CACHE, POLICY, COMP, other, row("random[ratio=0.5]|", 1.05, 24.0)]
-    parts = {c["config"]: study.parts(c["config"]) for c in (COMP, other)}
+    parts = {c["config"]: study_grid.parts(c["config"]) for c in (COMP, other)}
     text = cp.composes_text(rows, parts, "flop_speedup", "psnr_target")
     assert "1 of 2" in text and "`tokendrop[omega=0]` 1/1" in text and "`random[ratio=0.5]` 0/1" in text
 

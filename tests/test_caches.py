@@ -267,7 +267,7 @@ def test_flop_model_counts_skipped_blocks_and_calls(flux_pipe, qwen_pipe, image)
 
 def test_cache_comparison_table_runs_on_the_toy_model():
     from actors import peers
-    from bench import caches as study
+    from studies.cache import compare as study
 
     configs = ("full|", "full|taylorseer:interval=2,warmup=1", "tokendrop[omega=0]|first-block:threshold=1e6")
     if peers.available()["cache-dit"] is None:

@@ -1,11 +1,11 @@
-"""bench/overheads.py end to end at --scale tiny: every family, size and policy has finite positive timings, and
+"""overheads/measure.py end to end at --scale tiny: every family, size and policy has finite positive timings, and
 the shares are what the document says they are (own work ÷ block medians × depth × calls). No speed asserted."""
 import json
 import math
 
 import pytest
 
-from bench import overheads
+from overheads import measure as overheads
 
 POLICIES = {"tokendrop", "topi", "spotedit"}
 SIZES = (64, 128)

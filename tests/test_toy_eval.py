@@ -4,16 +4,18 @@ import math
 import numpy as np
 import pytest
 
-from toy import card, results
+from toy import card
 from toy.data import make_record
+from studies.toy import labels as toy_labels
+from studies.toy import scoring as toy_scoring
 
 
 def test_score_of_the_exact_target_and_of_the_source():
     rec = make_record(1, 0, category="recolor")
-    perfect = results.score(rec.target, rec.source, rec.target, rec.mask)
+    perfect = toy_scoring.score(rec.target, rec.source, rec.target, rec.mask)
     assert perfect["psnr_edit"] is None and perfect["psnr_target"] is None   # infinite: identical images
     assert perfect["psnr_bg"] == math.inf          # outside the mask the target equals the source
-    noop = results.score(rec.source, rec.source, rec.target, rec.mask)
+    noop = toy_scoring.score(rec.source, rec.source, rec.target, rec.mask)
     assert noop["psnr_mask_vs_source"] is None and 0 < noop["psnr_edit"] < 40
 
 
@@ -27,12 +29,12 @@ def test_by_category_means_and_skips_undefined_values():
 
 
 def test_labels_and_correlation():
-    assert results.label("random", {"ratio": 0.5, "reg": True}) == "random 0.50, with reg"
-    assert results.label("random", {"budget": [1, 2], "reg": False, "matched_omega": 0.4}) == \
+    assert toy_labels.label("random", {"ratio": 0.5, "reg": True}) == "random 0.50, with reg"
+    assert toy_labels.label("random", {"budget": [1, 2], "reg": False, "matched_omega": 0.4}) == \
         "random, budget of TokenDrop ω=0.4, no reg"
-    assert results.label("tokendrop", {"omega": 0.4, "reg": False}) == "TokenDrop ω=0.4, no reg"
+    assert toy_labels.label("tokendrop", {"omega": 0.4, "reg": False}) == "TokenDrop ω=0.4, no reg"
     x = np.array([0.1, 0.2, 0.3, 0.4])
-    assert results.correlation(x, x ** 2) == pytest.approx((0.984, 1.0), abs=1e-3)
+    assert toy_scoring.correlation(x, x ** 2) == pytest.approx((0.984, 1.0), abs=1e-3)
 
 
 def test_loss_plot(tmp_path):
@@ -45,14 +47,14 @@ def test_loss_plot(tmp_path):
 def test_labels_of_other_methods_and_active_fraction():
     import pandas as pd
 
-    assert results.label("topi", {"tau": 0.85, "mode": "merge"}) == "ToPi τ=0.85, merge"
-    assert results.label("spotedit", {"tau": 0.2, "fusion": "spotfusion"}) == "SpotEdit τ=0.2, spotfusion"
+    assert toy_labels.label("topi", {"tau": 0.85, "mode": "merge"}) == "ToPi τ=0.85, merge"
+    assert toy_labels.label("spotedit", {"tau": 0.2, "fusion": "spotfusion"}) == "SpotEdit τ=0.2, spotfusion"
     # rows hold the configured parameters only: defaults are named
-    assert results.label("topi", {"tau": 0.5}) == "ToPi τ=0.5, prune"
-    assert results.label("spotedit", {"tau": 0.5}) == "SpotEdit τ=0.5, spotfusion"
+    assert toy_labels.label("topi", {"tau": 0.5}) == "ToPi τ=0.5, prune"
+    assert toy_labels.label("spotedit", {"tau": 0.5}) == "SpotEdit τ=0.5, spotfusion"
     df = pd.DataFrame({"height": [128, 128, 256, 128], "width": [128, 128, 128, 128],
                        "active_per_step": [[64, 64, 32, 16], None, [128, 64], float("nan")]})
-    frac = results.active_fraction(df)
+    frac = toy_scoring.active_fraction(df)
     assert frac[0] == pytest.approx(44 / 64) and math.isnan(frac[1]) and frac[2] == pytest.approx(96 / 128)
     assert math.isnan(frac[3])
 
@@ -60,16 +62,16 @@ def test_labels_of_other_methods_and_active_fraction():
 def test_findings_follow_the_numbers():
     import pandas as pd
 
-    from toy import findings
+    from studies.toy import findings
 
     def rows(bgs):
         out = [{"policy": "full", "label": "full", "ratio": None, "psnr_bg": bgs[0]}]
         for ratio, bg in zip((0.25, 0.5), bgs[1:]):
             out.append({"policy": "random", "ratio": ratio, "psnr_bg": bg,
-                        "label": results.label("random", {"ratio": ratio, "reg": False})})
+                        "label": toy_labels.label("random", {"ratio": ratio, "reg": False})})
         return pd.DataFrame(out)
 
-    assert "**reproduces** (30.0 → 25.0 → 20.0 dB" in findings.random_drop(rows([30, 25, 20]), results.label)
-    assert "**does not reproduce**" in findings.random_drop(rows([30, 25, 26]), results.label)
+    assert "**reproduces** (30.0 → 25.0 → 20.0 dB" in findings.random_drop(rows([30, 25, 20]), toy_labels.label)
+    assert "**does not reproduce**" in findings.random_drop(rows([30, 25, 26]), toy_labels.label)
     assert "**does not reproduce**" in findings.keep_vs_area(0.4, 0.5, -0.1)
     assert "**reproduces**" in findings.keep_vs_area(0.4, 0.5, 0.1)

@@ -1,4 +1,4 @@
-"""`python -m bench.scaling_table docs/scaling`: the `dropedit simulate` results in a folder (one JSON line per
+"""`python -m simulation.scaling_table docs/scaling`: the `dropedit simulate` results in a folder (one JSON line per
 `*.json`, written by docs/scaling/run.sh) as the Markdown table README's "Scaling" section shows."""
 from __future__ import annotations
 

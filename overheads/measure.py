@@ -1,6 +1,6 @@
 """Each policy's own work at real size against one real-size transformer block (issue 18, "Speed at real size").
 
-    python -m bench.overheads [--family flux|qwen|both] [--sizes 1024,2048] [--repeats N] [--threads 1]
+    python -m overheads.measure [--family flux|qwen|both] [--sizes 1024,2048] [--repeats N] [--threads 1]
                               [--out DIR] [--scale real|tiny] [--warmup N] [--active 0.5]
 
 With random weights (timing only), fp32, on the CPU: one block of each kind of FLUX.1-Kontext-dev (a dual
@@ -9,7 +9,7 @@ With random weights (timing only), fp32, on the CPU: one block of each kind of F
 code at the same size: SpotEdit's observe with the editor's SpotSelector on the real FLUX / Qwen-Image VAE
 decoder, SpotEdit's K/V cache (SpotKV.assemble, full and partial calls, one layer), ToPi's statistics processor
 on one layer of each kind and its observe, TokenDrop's plan + observe (the adaptive mask) and its regularized
-sampler step. `bench/overheads_report.py` turns them into shares of a step and of an edit.
+sampler step. `overheads/table.py` turns them into shares of a step and of an edit.
 `--scale tiny` runs the same code with tiny configs in seconds (tests/test_overheads.py).
 Writes OUT/overheads.json and OUT/overheads.md.
 """
@@ -26,25 +26,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from diffusers import (AutoencoderKL, AutoencoderKLQwenImage, FluxKontextPipeline, FluxTransformer2DModel,
-                       QwenImageEditPipeline, QwenImageTransformer2DModel)
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLQwenImage,
+    FluxKontextPipeline,
+    FluxTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageTransformer2DModel,
+)
 
 from actors.attention_stats import AttentionCollector, LayerStats
 from actors.models import family as family_named
 from actors.sampler import regularized_step
 from actors.spot_attention import SpotCall, SpotKV
 from actors.spot_selector import TimedScorer
+from bench import markdown as report
+from actors.families.flux_kontext.architecture import FLUX_KONTEXT_DEV_CONFIG as FLUX_KONTEXT_DEV
+from actors.families.flux_kontext.architecture import FLUX_KONTEXT_TEXT_TOKENS
+from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_CONFIG as QWEN_IMAGE_EDIT
+from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_TEXT_TOKENS
+from overheads import table as rep
 from policies.base import Seen
 from policies.spotedit import SpotEdit, fusion_alpha
 from policies.tokendrop import TokenDrop
 from policies.topi import ToPi
 from policies.topi_select import top_k_count
-
-from . import overheads_report as rep
-from . import report
-from actors.families.flux_kontext.architecture import FLUX_KONTEXT_DEV_CONFIG as FLUX_KONTEXT_DEV, FLUX_KONTEXT_TEXT_TOKENS
-from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_CONFIG as QWEN_IMAGE_EDIT, \
-    QWEN_IMAGE_EDIT_TEXT_TOKENS
 
 # FLUX.1-Kontext-dev vae/config.json (the FLUX.1 autoencoder: ch 128, ch_mult 1, 2, 4, 4, 2 res blocks, z 16).
 FLUX_VAE: dict[str, Any] = {
@@ -318,7 +324,7 @@ def measure(families: list[str], scale: Scale, sizes: list[int], repeats: int, w
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.overheads", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m overheads.measure", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=("flux", "qwen", "both"), default="both")
     p.add_argument("--sizes", default=None, help="image sizes in px, comma-separated (real: 1024,2048; tiny: 64,128)")

@@ -1,8 +1,8 @@
 """The study of issue 19: temporal caches alone, pruning policies alone, every cache composed with the pruning
 policies, and the peers (cache-dit with and without TaylorSeer; RegionE where it can run), on the toy model's
-demo records, each configuration measured like `bench.caches` measures it (whose functions run the edits).
+demo records, each configuration measured like `studies.cache.compare` measures it (whose functions run the edits).
 
-    python -m bench.cache_study [--out docs/cache-study] [--steps 28] [--records N] [--threads 1]
+    python -m studies.cache.run [--out docs/cache-study] [--steps 28] [--records N] [--threads 1]
 
 Resumable: each configuration's per-record rows are appended to OUT/rows.jsonl when the configuration finishes,
 and a rerun skips the configurations already there (same model and steps). Then the table (OUT/table.md,
@@ -23,100 +23,18 @@ import numpy as np
 import PIL.Image
 
 from costs import flops, real
+from core.resources import resource
+from studies.cache import compare as caches
+from studies.cache.grid import (
+    PROJECTED_NOISY,
+    append_rows,
+    family,
+    grid,
+    pending,
+    read_rows,
+)
 
-from . import caches
-
-ROOT = Path(__file__).resolve().parents[1]
-CACHES = ("first-block:threshold=0.05", "first-block:threshold=0.12", "first-block:threshold=0.18",
-          "first-block:threshold=0.2", "first-block:threshold=0.25",
-          "magcache:threshold=0.06", "magcache:threshold=0.12", "magcache:threshold=0.25",
-          "taylorseer:interval=3", "taylorseer:interval=5", "taylorseer:interval=8")
-PROJECTED_NOISY = flops.image_tokens(1024)   # FLUX.1-Kontext-dev at 1024²: 64² noisy tokens (and as many source)
-TOPI = "exempt_layers=1;top_m=2"   # the toy's 6 blocks: 1 exempt front block (the paper: 10 of 57)
-POLICIES = ("tokendrop[omega=0]", "tokendrop[omega=0.4]", "random[ratio=0.25]", "random[ratio=0.5]",
-            f"topi[tau=0.85;{TOPI}]", f"topi[tau=0.5;{TOPI}]", "spotedit[tau=0.2]", "spotedit[tau=0.5]")
-PEERS = ("peer:cache-dit|", "peer:cache-dit[taylorseer=true]|", "peer:regione|")
-# compositions: every cache at a middle setting, then at a faster one, with one setting of every policy
-COMPOSE_CACHES = (("first-block:threshold=0.12", "magcache:threshold=0.25", "taylorseer:interval=3"),
-                  ("first-block:threshold=0.25", "taylorseer:interval=5"))
-COMPOSE_POLICIES = ("tokendrop[omega=0]", "random[ratio=0.5]", f"topi[tau=0.85;{TOPI}]", "spotedit[tau=0.2]")
-
-
-def grid() -> tuple[str, ...]:
-    """Every configuration of the study, in run order (the ones the verdicts need first)."""
-    out = ["full|", *(f"full|{c}" for c in CACHES), *(f"{p}|" for p in POLICIES), *PEERS]
-    for group in COMPOSE_CACHES:
-        out += [f"{p}|{c}" for c in group for p in COMPOSE_POLICIES]
-    return tuple(out)
-
-
-def family(config: str) -> str:
-    """full | cache | pruning | cache+pruning | peer."""
-    what, _, cache = config.partition("|")
-    if what.startswith("peer:"):
-        return "peer"
-    policy = what.partition("[")[0]
-    if policy == "full":
-        return "cache" if cache else "full"
-    return "cache+pruning" if cache else "pruning"
-
-
-def parts(config: str) -> tuple[str, str] | None:
-    """A composition's two parts as configurations: (the policy alone, the cache alone); None otherwise."""
-    if family(config) != "cache+pruning":
-        return None
-    what, _, cache = config.partition("|")
-    return f"{what}|", f"full|{cache}"
-
-
-def unavailable(config: str) -> str | None:
-    """Why a peer cannot run on this machine (None when it can, and for our own configurations)."""
-    what = config.partition("|")[0]
-    if not what.startswith("peer:"):
-        return None
-    from actors import peers
-
-    return peers.available().get(what[5:].partition("[")[0], "unknown peer")
-
-
-# ---- resume ------------------------------------------------------------------------------------------------------
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Every per-record row written so far (a torn last line, from an interrupted write, is ignored)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def finished(rows: Iterable[dict[str, Any]], model: str, steps: int, records: Iterable[str]) -> set[str]:
-    """Configurations with a row for every one of `records` at this model and step count."""
-    want, seen = set(records), {}
-    for r in rows:
-        if r.get("model") == model and r.get("steps") == steps:
-            seen.setdefault(r["config"], set()).add(r["record"])
-    return {c for c, got in seen.items() if want <= got}
-
-
-def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """One configuration's rows, appended together and flushed to disk (a rerun then skips it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
-        f.flush()
-
-
-def pending(configs: Iterable[str], rows: list[dict[str, Any]], model: str, steps: int,
-            records: Iterable[str]) -> list[str]:
-    """The configurations still to run: not finished, and runnable here."""
-    done = finished(rows, model, steps, list(records))
-    return [c for c in configs if c not in done and unavailable(c) is None]
-
-
+CONFIGS = resource("configs")
 # ---- measuring ---------------------------------------------------------------------------------------------------
 class Record:
     """One demo record: its source, target, mask (PNG files) and its uncached `full` edit (computed once)."""
@@ -125,11 +43,11 @@ class Record:
         from pipeline.images import mask_from_image
 
         def load(name: str) -> np.ndarray:
-            return np.asarray(PIL.Image.open(ROOT / "configs" / spec[name]).convert("RGB"), np.float64) / 255
+            return np.asarray(PIL.Image.open(CONFIGS / spec[name]).convert("RGB"), np.float64) / 255
 
         self.spec, self.id = spec, spec["id"]
         self.source, self.target = load("image"), load("target")
-        self.mask = mask_from_image(PIL.Image.open(ROOT / "configs" / spec["mask"])) if spec.get("mask") else None
+        self.mask = mask_from_image(PIL.Image.open(CONFIGS / spec["mask"])) if spec.get("mask") else None
         self.full_pixels: np.ndarray | None = None
 
 
@@ -188,15 +106,16 @@ def run(out: Path, model: str = "toy-flux-kontext-v2", steps: int = 28, records:
         log: Callable[[str], None] | None = None) -> list[str]:
     """Run every pending configuration, appending its rows to OUT/rows.jsonl as it finishes; returns the
     configurations run (none when everything is there)."""
-    specs = [json.loads(line) for line in (ROOT / "configs" / "demo_manifest.jsonl").read_text().splitlines()
+    specs = [json.loads(line) for line in (CONFIGS / "demo_manifest.jsonl").read_text().splitlines()
              if line.strip()][:records]
     path = out / "rows.jsonl"
     todo = pending(configs or grid(), read_rows(path), model, steps, [s["id"] for s in specs])
     if not todo:
         return []
     log = log or (lambda message: print(message, flush=True))
-    import actors
     import torch
+
+    import actors
 
     torch.set_num_threads(threads)   # paired timings on a shared CPU: one thread each
     pipe = actors.load_pipeline(model, device="cpu")
@@ -213,17 +132,17 @@ def run(out: Path, model: str = "toy-flux-kontext-v2", steps: int = 28, records:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import cache_study_doc
+    from studies.cache import doc as cache_study_doc
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "cache-study")
+    p.add_argument("--out", type=Path, default=Path("docs") / "cache-study")
     p.add_argument("--model", default="toy-flux-kontext-v2")
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--records", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--config", action="append", default=None, help="run only these (default: the whole grid)")
     p.add_argument("--no-run", action="store_true", help="only regenerate the table, plot and docs from the rows")
-    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--readme", type=Path, default=Path("README.md"))
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     if not args.no_run:

@@ -1,5 +1,5 @@
 """How often each policy's own work runs in one edit (driven through the policies' own schedules), its share of
-a real-size step and edit, and the Markdown of `bench/overheads.py`.
+a real-size step and edit, and the Markdown of `overheads/measure.py`.
 
 Shares: own work per step (on a step where it runs) ÷ one full step (block medians × depth × transformer calls),
 and own work per edit (each piece × how often the policy's defaults run it) ÷ steps × that step. The edit here
@@ -20,7 +20,7 @@ from policies.tokendrop import TokenDrop
 from policies.topi import ToPi
 
 LIMIT = 0.02   # the issue's bar: a policy's own work ≤ 2 % of a real-size edit
-ARCHITECTURE = {"flux": "FluxTransformer2DModel", "qwen": "QwenImageTransformer2DModel"}
+TRANSFORMER_CLASS = {"flux": "FluxTransformer2DModel", "qwen": "QwenImageTransformer2DModel"}
 COUNT_GRID = (8, 8)   # the schedules do not depend on the grid: count on a small one
 
 # Why a piece costs what it costs (used where a policy is above the bar); {h}, {w}, {layers}, {calls} filled in.
@@ -48,7 +48,7 @@ def run_info(family: str, grid: tuple[int, int], steps: int, num_layers: int,
     """What a policy sees of one edit (one reference, aligned with the noisy grid)."""
     return RunInfo(family=family, noisy_grid=grid, source_grids=(grid,), steps=steps,
                    sigmas=torch.linspace(1.0, 0.0, steps + 1), seed=0, device=torch.device("cpu"),
-                   num_layers=num_layers, architecture=ARCHITECTURE[family], token_scores=token_scores,
+                   num_layers=num_layers, architecture=TRANSFORMER_CLASS[family], token_scores=token_scores,
                    paper=family_named(family).paper)
 
 

@@ -180,7 +180,7 @@ def pipeline_lines(p: dict[str, Any] | None) -> list[str]:
 def markdown(result: dict[str, Any]) -> str:
     s, m = result["settings"], result["machine"]
     names = list(result["real_architectures"])
-    lines = [f"# dropedit speed benchmark", "",
+    lines = ["# dropedit speed benchmark", "",
              f"Benchmark model: `{s['model']}` family, real diffusers classes, random weights: "
              f"{result['bench_arch']['dual_layers']} dual + {result['bench_arch']['single_layers']} single "
              f"layers, width {result['bench_arch']['dim']} ({s['heads']} heads × {s['head_dim']}); "

@@ -16,8 +16,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_MANIFEST = REPO / "configs" / "demo_manifest.jsonl"
+from core.resources import resource
+
+DEMO_MANIFEST = resource("configs", "demo_manifest.jsonl")
 
 
 def demo_records(count: int, folder: Path) -> str:

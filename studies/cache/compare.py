@@ -3,7 +3,7 @@ uncached `full` edit and to the exact target, skipped calls, FLOP-ideal speedup 
 traces priced on the real config by `costs.flops`, skipped blocks included) and measured speedup (paired with
 `full` on the same record; wall time on a shared CPU is noisy).
 
-    python -m bench.caches [--model toy-flux-kontext-v2] [--steps 28] [--records N] [--config "POLICY[k=v;..]|CACHE"]
+    python -m studies.cache.compare [--model toy-flux-kontext-v2] [--steps 28] [--records N] [--config "POLICY[k=v;..]|CACHE"]
 
 prints a Markdown table, one row per configuration, means over the demo records (configs/demo_manifest.jsonl).
 """
@@ -14,15 +14,15 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import PIL.Image
 
 from costs import flops, real
+from core.resources import resource
 
-ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = resource("configs")
 DEFAULT_CONFIGS = (
     "full|", "full|first-block:threshold=0.05", "full|first-block:threshold=0.12", "full|first-block:threshold=0.25",
     "full|magcache:threshold=0.06", "full|magcache:threshold=0.25", "full|taylorseer:interval=3",
@@ -73,7 +73,7 @@ def run_config(pipe: Any, config: str, record: dict[str, Any], steps: int) -> di
     import policies
     from actors import peers
 
-    image = ROOT / "configs" / record["image"]
+    image = CONFIGS / record["image"]
     what, _, cache = config.partition("|")
     if what.startswith("peer:"):
         name, params = _params(what[5:])
@@ -91,7 +91,7 @@ def run_config(pipe: Any, config: str, record: dict[str, Any], steps: int) -> di
         return {"pixels": r.pixels, "seconds": r.seconds, "trace": trace, "skipped": sum(r.skipped_calls.values()),
                 "keep": 1.0, "query": 1.0, "source_cached": False, "reference_seconds": plain.seconds,
                 "cpu_seconds": cpu2 - cpu1, "reference_cpu_seconds": cpu1 - cpu0}
-    from .speed import source_cached
+    from bench.speed import source_cached
 
     name, params = _params(what)
     policy = policies.make(name, **params)
@@ -115,18 +115,19 @@ def record_values(r: dict[str, Any], full_pixels: np.ndarray, target: np.ndarray
 
 def compare(model: str = "toy-flux-kontext-v2", configs: tuple[str, ...] = DEFAULT_CONFIGS, steps: int = 28,
             records: int | None = None) -> list[dict[str, Any]]:
-    import actors
     import torch
+
+    import actors
 
     torch.set_num_threads(1)   # paired timings on a shared CPU: one thread each
     pipe = actors.load_pipeline(model, device="cpu")
-    manifest = [json.loads(line) for line in (ROOT / "configs" / "demo_manifest.jsonl").read_text().splitlines()
+    manifest = [json.loads(line) for line in (CONFIGS / "demo_manifest.jsonl").read_text().splitlines()
                 if line.strip()][:records]
     kontext = real("FLUX.1-Kontext-dev")
     arch, text = kontext.arch, kontext.text()
     out: dict[str, dict[str, list[float]]] = {c: {} for c in configs}
     for record in manifest:
-        target = np.asarray(PIL.Image.open(ROOT / "configs" / record["target"]).convert("RGB"), np.float64) / 255
+        target = np.asarray(PIL.Image.open(CONFIGS / record["target"]).convert("RGB"), np.float64) / 255
         full = run_config(pipe, "full|", record, steps)
         for config in configs:
             r = full if config == "full|" else run_config(pipe, config, record, steps)

@@ -1,4 +1,4 @@
-"""Pareto frontier and verdicts of the cache study (`bench.cache_study`), computed from its aggregated rows so that
+"""Pareto frontier and verdicts of the cache study (`studies.cache.run`), computed from its aggregated rows so that
 the prose follows the numbers. A row is a dict with at least `config`, `family` (full | cache | pruning |
 cache+pruning | peer), the quality columns (`psnr_full`, `psnr_target`: higher is better; an identical edit is
 inf) and the speed columns (`flop_speedup`, `measured_speedup`); rows with a `reason` (a peer that cannot run

@@ -8,7 +8,6 @@ study's scored rows.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -21,12 +21,11 @@ from typing import Any
 
 import PIL.Image
 
+from bench.sim_model import SimLedger, edit_seconds, simulated_factory
 from pipeline import storage as st
 from pipeline.config import RunConfig, expand_run, load_config
 from pipeline.configuration import ExpandedRun
 from pipeline.resume import read_results
-
-from .sim_model import SimLedger, edit_seconds, simulated_factory
 
 DEFAULTS = dict(tflops=400.0, load_s=60.0, noise=0.15, target_wall_s=300.0)
 

@@ -3,7 +3,7 @@ from .adapter import EditInputError
 from .editor import Editor, adapter_for
 from .loading import default_device, load_pipeline
 from .models import MODELS
-from .results import EditResult, StepTrace
+from actors.edit_result import EditResult, StepTrace
 
 __all__ = ["Editor", "EditResult", "StepTrace", "EditInputError", "load_pipeline", "adapter_for", "MODELS",
            "default_device"]

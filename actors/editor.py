@@ -24,7 +24,7 @@ from .caches import parse as parse_cache
 from .mechanisms import EditContext, Mechanism, StepCall, check_plan, mechanisms_for
 from .models import family_of
 from .model_defaults import defaults_of
-from .results import EditResult, StepTrace
+from actors.edit_result import EditResult, StepTrace
 from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
 from .spot_selector import TimedScorer

@@ -22,7 +22,7 @@ from policies import Needs, Plan, PolicyRun, RunInfo
 from .active_noisy import ActiveNoisy
 from .adapter import EditInputs
 from .attention_stats import AttentionCollector, collecting_attention
-from .results import CacheCall
+from actors.edit_result import CacheCall
 from .routing import Routing
 
 

@@ -149,7 +149,7 @@ def trace_rows(trace: list[Any], cpu_seconds: Sequence[float | None] = ()) -> li
 
 
 def _cache_rows(step: Any) -> dict[str, Any]:
-    """A temporal cache's calls of the step (actors.results.CacheCall), when one ran: what costs.flops prices."""
+    """A temporal cache's calls of the step (actors.edit_result.CacheCall), when one ran: what costs.flops prices."""
     calls = getattr(step, "cache_calls", ())
     return {"cache_calls": [dataclasses.asdict(c) for c in calls]} if calls else {}
 

@@ -7,7 +7,7 @@ modulation linears on the conditioning vector) and the two attention matmuls, Q�
 element-wise work (norms, qk-norm, RoPE, activations, softmax, modulation, residuals, bias adds), which is
 O(tokens·dim) against O(tokens·dim²) and O(tokens²·dim) for the rest.
 
-Which tokens a layer sees, per step of a trace (`actors.results.StepTrace`):
+Which tokens a layer sees, per step of a trace (`actors.edit_result.StepTrace`):
 - layers before `from_layer` see every source token (ToPi's exempt layers), the others the `kept` ones;
 - with `active` set (SpotEdit), only the text, the `active` noisy tokens and, unless the policy caches the
   condition image (`source_cached`), the kept source tokens are computed (projections, queries, MLP, output
@@ -164,7 +164,7 @@ def step_flops(arch: Arch, step: Any, text_tokens: Iterable[int], source_cached:
 
 
 def _skips(call: Any) -> tuple[int | None, bool]:
-    """(skipped_from, skipped_call) of a cache call: an `actors.results.CacheCall` or its dict (JSON rows)."""
+    """(skipped_from, skipped_call) of a cache call: an `actors.edit_result.CacheCall` or its dict (JSON rows)."""
     get = call.get if isinstance(call, Mapping) else (lambda k, d=None: getattr(call, k, d))
     skipped_from = get("skipped_from", None)
     return (None if skipped_from is None else int(skipped_from)), bool(get("skipped_call", False))

@@ -16,10 +16,10 @@ DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj
 
 
 def trainable_models() -> tuple[str, ...]:
-    """The registered models whose family has a fine-tuning objective (`finetune.objective.OBJECTIVES`)."""
+    """The registered models whose family has a fine-tuning objective (`finetune.objectives.OBJECTIVES`)."""
     from actors.models import MODELS
 
-    from .objective import OBJECTIVES
+    from .objectives import OBJECTIVES
 
     return tuple(name for name, spec in MODELS.items() if spec.family.name in OBJECTIVES)
 

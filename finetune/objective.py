@@ -74,28 +74,3 @@ def velocity_target(z_tgt: torch.Tensor, noise: torch.Tensor, sigma: torch.Tenso
     """(z_t, ε − z_tgt) for one sample or a batch (σ broadcast over tokens and channels)."""
     s = sigma.to(z_tgt.dtype).reshape(*sigma.shape, *([1] * (z_tgt.dim() - sigma.dim())))
     return (1 - s) * z_tgt + s * noise, noise - z_tgt
-
-
-# family name -> the module and class of its objective, imported when used (a family without one cannot be
-# fine-tuned: finetune.config refuses its models before any worker starts)
-OBJECTIVES: dict[str, tuple[str, str]] = {"flux": ("finetune.flux", "FluxObjective"),
-                                          "qwen": ("finetune.qwen", "QwenObjective")}
-
-
-def objective_for(pipe: Any, max_sequence_length: int | None = None, guidance: float | None = None,
-                  edit_weight: float = 0.0) -> FamilyObjective:
-    """The family's objective for a loaded pipeline (`edit_weight`: Flux only, the toy's edit-weighted loss)."""
-    import importlib
-
-    from actors.models import family_of
-
-    name = family_of(pipe).name
-    if name not in OBJECTIVES:
-        raise ValueError(f"model family {name!r} has no fine-tuning objective; accepted: {', '.join(OBJECTIVES)}")
-    module, cls = OBJECTIVES[name]
-    objective = getattr(importlib.import_module(module), cls)
-    if name == "flux":
-        return objective(pipe, max_sequence_length, guidance, edit_weight)
-    if edit_weight:
-        raise ValueError("edit_weight is implemented for the Flux family only")
-    return objective(pipe, max_sequence_length)

@@ -1,6 +1,6 @@
-"""The toy model's training on the one worker loop (`finetune.worker.run_steps`): two phases, the VAE on
+"""The toy model's training on the one worker loop (`finetune.loop.run_steps`): two phases, the VAE on
 reconstruction (`toy.vae`), then the transformer on the Flux family's flow-matching objective
-(`finetune.worker.optimizer_step`, as a manifest fine-tune steps), both on the procedural toy data
+(`finetune.loop.optimizer_step`, as a manifest fine-tune steps), both on the procedural toy data
 (`finetune.toy_source`). Checkpoints are `finetune.state`'s, with the VAE and the phase besides; rank 0 also
 mirrors the log to `log_dir/loss.csv` as it goes."""
 from __future__ import annotations
@@ -107,10 +107,10 @@ def _transformer_phase(run: ToyRun, saved: dict[str, Any] | None) -> None:
 
     from toy.model import T5_LENGTH
 
-    from .objective import objective_for
+    from .objectives import objective_for
     from .schedule import learning_rate
     from .toy_source import as_samples, encode_batch, to_device
-    from .worker import optimizer_step, validation_loss
+    from .loop import optimizer_step, validation_loss
 
     pipe, pc, state = run.pipe, run.cfg.transformer, run.state
     pipe.vae.eval()
@@ -148,7 +148,7 @@ def _run_phase(run: ToyRun, phase: str, steps: int, step: Callable[[], float],
                optimizer: Any) -> None:
     """`phase` on the one worker loop: a log row every `report_every` steps, the hand-over to the next phase
     when done, a checkpoint every `checkpoint_every` steps and at every hand-over."""
-    from .worker import run_steps
+    from .loop import run_steps
 
     fail_at = run.cfg.fail_at_step if phase == "transformer" and not run.resumed else None
 

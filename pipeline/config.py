@@ -23,14 +23,30 @@ import json
 from typing import Annotated, Any, Collection, Literal, Mapping, Sequence, get_args
 
 import yaml
-from pydantic import (BeforeValidator, Field, StrictInt, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 import metrics
 from core.assignments import AssignmentError, apply_assignments
+from core.resources import locate
 from pipeline import storage as st
 from pipeline.configuration import Configuration, ExpandedRun
-from pipeline.validation import FieldError, NonEmptyStr, Number, Section, describe, empty_if_none, one_or_more
+from pipeline.validation import (
+    FieldError,
+    NonEmptyStr,
+    Number,
+    Section,
+    describe,
+    empty_if_none,
+    one_or_more,
+)
 
 FULL_POLICY = "full"
 MetricGroup = Literal[tuple(m.name for m in metrics.registered())]   # the registered metrics (metrics/)
@@ -267,13 +283,29 @@ def load_config(
     overrides: Sequence[str] = (),
     known_policies: Collection[str] | None = None,
 ) -> RunConfig:
-    """Read a YAML config (local or s3://), apply ``--set`` overrides, validate."""
+    """Read a YAML config (local or s3://), apply ``--set`` overrides, validate. A local path that is not
+    there but names a shipped file (`configs/demo.yaml` from another folder) is that file; so is the input."""
+    if "://" not in uri:
+        uri = str(locate(uri))
     raw = yaml.safe_load(st.read_bytes(uri).decode("utf-8"))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{uri}: the config must be a YAML mapping")
-    return parse_config(apply_overrides(raw, overrides), known_policies=known_policies)
+    return parse_config(_shipped_input(apply_overrides(raw, overrides)), known_policies=known_policies)
+
+
+def _shipped_input(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with a relative local input that is not in the working folder but ships with dropedit (the demo's
+    records) pointed at the shipped copy (`core.resources.locate`)."""
+    given = raw.get("input")
+    uri = given.get("uri") if isinstance(given, dict) else given
+    if not isinstance(uri, str) or "://" in uri:
+        return raw
+    found = str(locate(uri))
+    if found == uri:
+        return raw
+    return {**raw, "input": {**given, "uri": found} if isinstance(given, dict) else found}
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import PIL.Image
 import policies
 from actors.editor import Editor
 from actors.loading import load_pipeline
-from actors.results import EditResult
+from actors.edit_result import EditResult
 
 from . import storage as st
 from .config import policy_kwargs

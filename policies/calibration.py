@@ -8,10 +8,12 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
+from core.resources import resource
+
 from .base import Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
 
 FORMAT = "dropedit.topi-calibration/1"
-SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "calibration"
+SHIPPED = resource("configs", "calibration")
 
 
 class SensitivityRun(PolicyRun):

@@ -1,10 +1,10 @@
 """`dropedit simulate CONFIG --gpus N`: the ablation graph of `dropedit run`, on a local Ray cluster with N
-logical GPUs, each actor holding a SYNTHETIC model (`bench.sim_model`) whose edits take the FLOP model's time
+logical GPUs, each actor holding a SYNTHETIC model (`simulation.synthetic_model`) whose edits take the FLOP model's time
 for the real architecture at an assumed throughput, scaled down so a PIE-Bench-sized run takes minutes.
 
 Every time printed is in simulated seconds (wall seconds / scale). `makespan_s` is the simulated model load
 (`load_s`) plus the wall time from the pool's start (every actor loaded: they wait for each other, as actors
-starting together on a cluster would, see `bench.sim_model`) to the last row written, divided by the scale:
+starting together on a cluster would, see `simulation.synthetic_model`) to the last row written, divided by the scale:
 what comes before (starting Ray, planning the dataset, this machine starting 32+ actor processes on a few
 cores) is left out, since the scale would multiply seconds into minutes; `makespan_with_startup_s` counts
 everything. What it keeps still overstates a real cluster's overhead: the CPU stages and Ray's scheduling
@@ -21,7 +21,7 @@ from typing import Any
 
 import PIL.Image
 
-from bench.sim_model import SimLedger, edit_seconds, simulated_factory
+from simulation.synthetic_model import SimLedger, edit_seconds, simulated_factory
 from pipeline import storage as st
 from pipeline.config import RunConfig, expand_run, load_config
 from pipeline.configuration import ExpandedRun

@@ -118,7 +118,8 @@ def test_objective_encodes_like_inference_and_drops_reference_tokens(name, refer
     Edit-Plus), finite losses, a drop that changes the loss, and fixed validation draws."""
     import actors
     from conftest import make_image
-    from finetune.objective import draw, fixed_draws, objective_for
+    from finetune.objective import draw, fixed_draws
+    from finetune.objectives import objective_for
 
     pipe = actors.load_pipeline(name, device="cpu")
     objective = objective_for(pipe)
@@ -166,7 +167,8 @@ def _adapter(out):
 
 def _batch_loss(pipe, cfg, ratio=0.0):
     """The training records' flow-matching loss at fixed draws (what training lowers)."""
-    from finetune.objective import fixed_draws, objective_for
+    from finetune.objective import fixed_draws
+    from finetune.objectives import objective_for
     from finetune.data import decode, read_triplets
     from pipeline.storage import read_bytes
 

@@ -55,7 +55,7 @@ def test_card_follows_the_model_and_includes_its_recipe(tmp_path):
 def test_recipe_pilot_runs_and_scores(monkeypatch):
     """The pilot trains from a shipped model and scores per category; tiny here (2 steps, 2 records, 64 px)."""
     import actors
-    from toy import recipe_pilot
+    from studies.toy import recipe_pilot
 
     tiny = build_toy_flux_kontext(ToyModelConfig(image_size=64, num_layers=1, num_single_layers=1,
                                                  num_attention_heads=1, attention_head_dim=16,

@@ -208,9 +208,9 @@ PREVIOUS_STACK = {"vae": [0.6643720865249634, 0.8234931230545044, 0.578910410404
 def test_toy_steps_reproduce_the_previous_stack():
     """The toy data source and the shared optimizer step draw the records, crops, σ and ε the toy's own
     training loop drew: its first steps give the recorded losses (the same models train)."""
-    from finetune.objective import objective_for
+    from finetune.objectives import objective_for
     from finetune.toy_source import ToySource
-    from finetune.worker import optimizer_step
+    from finetune.loop import optimizer_step
 
     pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
     source, cpu = ToySource(seed=0, size=64, rank=0, world=1), torch.device("cpu")

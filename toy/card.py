@@ -24,7 +24,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "toy-flux-kontext"
+from core.resources import resource
+
+DEFAULT_MODEL = resource("models", "toy-flux-kontext")
 HELD_OUT_SEED = 1
 
 
@@ -43,8 +45,8 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
     import policies
     from actors import Editor
     from metrics.pixel import background_metrics, psnr
-    from toy.vae import to_pixels, to_uint8
     from toy.data import make_record
+    from toy.vae import to_pixels, to_uint8
 
     size = int(pipe.vae.config.sample_size)
     editor = Editor(pipe, policies.make(policy, **(policy_params or {})))

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.resources import resource
 from toy.data import make_record
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = resource("configs")
 MANIFEST_NAME = "demo_manifest.jsonl"
 IMAGES_DIR = "demo_images"
 SIZE = 256   # toy-flux-kontext-v2's native size

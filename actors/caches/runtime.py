@@ -37,7 +37,7 @@ from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import CacheContext, StateManager
 
 from ..mechanisms import EditContext, Mechanism, StepCall
-from ..results import CacheCall
+from actors.edit_result import CacheCall
 from ..routing import transformer_layers
 
 ROOT_HOOK = "dropedit_cache_call"

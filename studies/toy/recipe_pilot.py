@@ -1,5 +1,5 @@
 """A recipe pilot: continue a trained toy model for a few hundred steps with one option changed, then score it
-on the held-out split per category (`python -m toy.recipe_pilot --edit-weight 8 --steps 300`).
+on the held-out split per category (`python -m studies.toy.recipe_pilot --edit-weight 8 --steps 300`).
 
 Cheap evidence for a choice in a long run's recipe (v2's model card quotes two of these): in-process, one
 torch thread, fixed data (seed 0 records from index 5,000,000, unseen by v1) and a fixed noise stream per step,
@@ -50,7 +50,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    p = argparse.ArgumentParser(prog="python -m toy.recipe_pilot", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m studies.toy.recipe_pilot", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy-flux-kontext")
     p.add_argument("--edit-weight", type=float, default=0.0)
     p.add_argument("--steps", type=int, default=300)

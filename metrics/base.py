@@ -19,10 +19,18 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from core.registry import PluginError, Registry
+
 METRIC_OK = "ok"   # a *_status column's value when the metric has its number
 EDIT_FAILED = "not computed: edit failed"
 Stage = Literal["edit", "finish"]   # "edit": the GPU actor (holds a model); "finish": the CPU stage after it
-REGISTRY: dict[str, type["Metric"]] = {}
+
+
+class MetricError(PluginError):
+    """A metric name or column that cannot be registered, or an unknown metric."""
+
+
+REGISTRY: Registry[Any] = Registry("metric", MetricError)   # name -> Metric subclass, in registration order
 
 
 @dataclass(frozen=True)
@@ -80,14 +88,12 @@ class Metric(abc.ABC):
         super().__init_subclass__(**kwargs)
         if name is None:   # an abstract helper base, not a metric
             return
-        if name in REGISTRY:
-            raise ValueError(f"metric {name!r} is already registered by {REGISTRY[name].__module__}")
-        taken = {c.name for m in REGISTRY.values() for c in m.columns}
+        taken = {c.name for other, m in REGISTRY.items() if other != name for c in m.columns}
         clash = taken.intersection(c.name for c in cls.columns)
         if clash:
-            raise ValueError(f"metric {name!r}: columns {sorted(clash)} belong to another metric")
+            raise MetricError(f"metric {name!r}: columns {sorted(clash)} belong to another metric")
         cls.name = name
-        REGISTRY[name] = cls
+        REGISTRY.add(name, cls)
 
     def __init__(self, settings: MetricSettings) -> None:
         self.settings = settings

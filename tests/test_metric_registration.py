@@ -102,7 +102,7 @@ def test_a_metric_defined_in_one_module_is_in_the_schema_the_report_and_the_fini
 
 
 def test_a_taken_name_or_column_is_refused(mae_metric):
-    with pytest.raises(ValueError, match="metric 'mae' is already registered by mae_metric"):
+    with pytest.raises(ValueError, match="metric name 'mae' is taken by mae_metric"):
         class Again(metrics.Metric, name="mae"):
             def score(self, scoring):
                 return {}   # never called: defining the class is what is refused

@@ -18,7 +18,7 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
 
     from costs import flops
 
-    from . import report
+    from . import markdown as report
     from .speed import build_bench_pipeline, measure, parse_policy, policy_specs
     from .summary import real_pricing, summarise
 
@@ -66,7 +66,7 @@ def benchmark(settings: dict[str, Any], out: str | Path, num_gpus: float, pipeli
     threads, references) and, unless `pipeline` is None, the pipeline overhead with its options (records,
     model, size, steps, input); write `out/bench.json` and `out/bench.md`. `on_ray`: the measurements run as
     Ray tasks with `num_gpus`. Returns the result written to bench.json."""
-    from . import report
+    from . import markdown as report
     from bench.ray_overhead import pipeline_overhead
     from .summary import real_pricing
 

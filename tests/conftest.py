@@ -1,4 +1,8 @@
 """Shared fixtures: tiny real-class pipelines (built once per session) and small test images."""
+import contextlib
+import importlib
+import sys
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -75,3 +79,22 @@ def _score_edit(actor, result, source, mask, config, record) -> dict:
 @pytest.fixture
 def score_edit():
     return _score_edit
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """`load(name, source, *registries)`: imports the module `name` written from `source` in a temporary folder
+    (a plug-in defined outside the project, as a user would); when the test ends the module is forgotten and
+    every registry given is as it was before."""
+    undo = contextlib.ExitStack()
+
+    def load(name: str, source: str, *registries: dict):
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        for registry in registries:
+            undo.callback(lambda r=registry, before=dict(registry): (r.clear(), r.update(before)))
+        undo.callback(sys.modules.pop, name, None)
+        return importlib.import_module(name)
+
+    with undo:
+        yield load

@@ -1,8 +1,6 @@
 """A new metric is one module: its columns reach the output row schema, the report's metric list and the stage
 that computes it, with no other file touched."""
-import importlib
 import pickle
-import sys
 import textwrap
 
 import numpy as np
@@ -40,17 +38,9 @@ MAE = textwrap.dedent('''
 
 
 @pytest.fixture
-def mae_metric(tmp_path, monkeypatch):
+def mae_metric(plugin_module):
     """Imports the one-file metric from a temporary module; the registry is as before afterwards."""
-    (tmp_path / "mae_metric.py").write_text(MAE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = dict(metrics.REGISTRY)
-    try:
-        yield importlib.import_module("mae_metric")
-    finally:
-        sys.modules.pop("mae_metric", None)
-        metrics.REGISTRY.clear()
-        metrics.REGISTRY.update(before)
+    return plugin_module("mae_metric", MAE, metrics.REGISTRY)
 
 
 def _unit_batch(flux_pipe, source: PIL.Image.Image, mask: np.ndarray) -> tuple[pa.Table, np.ndarray]:

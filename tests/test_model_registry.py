@@ -1,8 +1,6 @@
 """One model registry (`actors.models`): a family added from a temporary module (its record plus one registry
 entry) edits and is priced by the cost model with no other table to touch; a policy without a default for a
 family refuses it; the README's demo config prices its model in a dry run."""
-import importlib
-import sys
 import textwrap
 
 import pytest
@@ -46,17 +44,9 @@ FAKE_FAMILY = textwrap.dedent('''
 
 
 @pytest.fixture
-def fake_family(tmp_path, monkeypatch):
+def fake_family(plugin_module):
     """Imports the fake family's module; the registry is as before afterwards."""
-    (tmp_path / "fake_family.py").write_text(FAKE_FAMILY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = dict(models.MODELS)
-    try:
-        yield importlib.import_module("fake_family")
-    finally:
-        sys.modules.pop("fake_family", None)
-        models.MODELS.clear()
-        models.MODELS.update(before)
+    return plugin_module("fake_family", FAKE_FAMILY, models.MODELS)
 
 
 def test_a_family_from_a_temporary_module_edits_with_its_own_defaults(fake_family, image_factory):

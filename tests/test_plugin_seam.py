@@ -1,8 +1,6 @@
 """One plug-in seam: policies, temporal caches and peers share one registry base (core.registry), and a cache is
 an engine mechanism that a policy may declare (`Needs.cache`) as well as an edit may ask for."""
 import ast
-import importlib
-import sys
 import textwrap
 from pathlib import Path
 
@@ -55,17 +53,9 @@ CACHED_POLICY = textwrap.dedent('''
 
 
 @pytest.fixture
-def cached_full(tmp_path, monkeypatch):
+def cached_full(plugin_module):
     """The one-file policy from a temporary module; the registry is as before afterwards."""
-    (tmp_path / "cached_full_policy.py").write_text(CACHED_POLICY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = dict(policies.REGISTRY)
-    try:
-        yield importlib.import_module("cached_full_policy")
-    finally:
-        sys.modules.pop("cached_full_policy", None)
-        policies.REGISTRY.clear()
-        policies.REGISTRY.update(before)
+    return plugin_module("cached_full_policy", CACHED_POLICY, policies.REGISTRY)
 
 
 def _block_calls(pipe):

@@ -1,6 +1,4 @@
 """A new policy that recombines existing mechanisms is one module, registered where it is defined."""
-import importlib
-import sys
 import textwrap
 
 import pytest
@@ -47,17 +45,9 @@ KEEP_CORNERS = textwrap.dedent('''
 
 
 @pytest.fixture
-def keep_corners(tmp_path, monkeypatch):
+def keep_corners(plugin_module):
     """Imports the one-file policy from a temporary module; the registry is as before afterwards."""
-    (tmp_path / "keep_corners_policy.py").write_text(KEEP_CORNERS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = dict(policies.REGISTRY)
-    try:
-        yield importlib.import_module("keep_corners_policy")
-    finally:
-        sys.modules.pop("keep_corners_policy", None)
-        policies.REGISTRY.clear()
-        policies.REGISTRY.update(before)
+    return plugin_module("keep_corners_policy", KEEP_CORNERS, policies.REGISTRY)
 
 
 def test_a_policy_defined_in_one_module_is_registered_and_runs(keep_corners, flux_pipe, image_factory):

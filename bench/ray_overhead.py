@@ -69,6 +69,7 @@ def ray_run(input_uri: str, model: str, size: int, steps: int, num_cpus: float, 
             output: str) -> dict[str, Any]:
     """The same records through `run_ablation` with one actor; Ray must be initialised by the caller."""
     from pipeline.config import parse_config
+    from pipeline.config import expand_run
     from pipeline.graph import run_ablation
 
     cfg = parse_config({
@@ -76,7 +77,7 @@ def ray_run(input_uri: str, model: str, size: int, steps: int, num_cpus: float, 
         "resolutions": [size], "seeds": [0], "steps": steps, "metrics": {"compute": []},
         "actors": {"num_gpus": num_gpus, "num_cpus": num_cpus, "min_size": 1, "max_size": 1, "batch_size": 1}})
     t0 = time.perf_counter()
-    summary = run_ablation(cfg)
+    summary = run_ablation(expand_run(cfg))
     wall = time.perf_counter() - t0
     rows = pq.read_table(os.path.join(output, "results")).to_pylist() if "://" not in output else []
     ok = [r for r in rows if r["status"] == "ok"]

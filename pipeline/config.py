@@ -169,7 +169,7 @@ class ActorConfig(Section):
 
 
 class JudgeConfig(Section):
-    """The VLM judge (actors.judge): an OpenAI-compatible endpoint or a local Qwen2.5-VL folder."""
+    """The VLM judge (metrics.judge): an OpenAI-compatible endpoint or a local Qwen2.5-VL folder."""
 
     protocol: JudgeProtocolName = "viescore"   # GEdit-Bench's VIEScore (SC, PQ, O) or ImgEdit's 1-5 rubric
     backend: JudgeBackend = "endpoint"

@@ -16,7 +16,7 @@ from actors.loading import load_pipeline
 from actors.edit_result import EditResult
 
 from . import storage as st
-from .config import policy_kwargs
+from .config import cache_label, policy_kwargs
 from .configuration import Configuration
 from .records import policy_params_json, utcnow
 from .resume import kept_counts
@@ -86,10 +86,11 @@ class EditActor(UnitActor):
             references=references, resize_filter=config.resize_filter, cache=cache)
         row = self.ok_row(config, unit, started)
         row.update(trace_columns(result))
-        if cache is not None:
+        if result.cache_name is not None:   # asked for by the configuration, or declared by the policy
             columns = result.cache_columns()
             row.update({k: v for k, v in columns.items() if k not in ("cache", "cache_params")},
                        cache_params=policy_params_json(result.cache_params))
+            row["cache"] = row.get("cache") or cache_label(result.cache_params)
         return UnitEdit(config, row, emit=True, image=np.asarray(result.image.convert("RGB")),
                         keep_mean=keep_mask_mean(result), kept_per_step=[s.kept for s in result.trace])
 

@@ -7,6 +7,7 @@ path, so the test fails if any module still finds its files relative to the sour
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,8 +26,12 @@ def fresh_python(tmp_path_factory) -> Path:
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                check=True, capture_output=True, text=True).stdout.strip())
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # built from a copy: setuptools' build/ folder in the checkout could hold files of an older layout
+    source = tmp_path_factory.mktemp("source") / "dropedit"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "results", "__pycache__",
+                                                                "*.egg-info", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--prefix", str(venv), str(ROOT)], check=True, cwd=tmp_path_factory.mktemp("build"))
+                    "--prefix", str(venv), str(source)], check=True, cwd=tmp_path_factory.mktemp("build"))
     return python
 
 
@@ -42,6 +47,8 @@ def test_installed_copy_is_not_the_checkout(fresh_python, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
     assert not out[0].startswith(str(ROOT)), out
     assert out[1].endswith("share/dropedit/models") and not out[1].startswith(str(ROOT)), out
+    site = Path(out[0]).parents[1]
+    assert not (site / "models").exists() and not (site / "configs").exists()   # data, not top-level packages
 
 
 def test_demo_dry_run_from_another_folder(fresh_python, tmp_path):

@@ -107,6 +107,26 @@ def test_a_second_cache_for_a_policy_with_its_own_is_refused(cached_full, flux_p
         editor.edit(image_factory(SIZE, SIZE), "x", steps=2, height=SIZE, width=SIZE, cache="first-block")
 
 
+
+def test_a_cache_the_policy_declares_is_in_the_row(cached_full, image_factory, tmp_path):
+    """The GPU stage writes the cache's columns whether the configuration or the policy asked for it."""
+    import numpy as np
+
+    from pipeline.configuration import Configuration
+    from pipeline.edit_stage import EditActor
+
+    conf = Configuration(model="tiny-flux-kontext", model_name="tiny-flux-kontext", model_path=None,
+                         model_options={}, policy="cached_full", policy_params={}, height=SIZE, width=SIZE, seed=0,
+                         steps=STEPS, guidance_scale=None, resize_filter=None, cache=None, cache_label=None,
+                         config_id="c", label="cached_full", full_config_id="c")
+    actor = EditActor("tiny-flux-kontext", None, str(tmp_path), "run", {"c": conf.to_row()},
+                      metrics={"compute": []})
+    inputs = {"source": np.asarray(image_factory(SIZE, SIZE).convert("RGB")), "references": []}
+    row = actor.edit(conf, inputs, {"id": "r", "instruction": "x", "category": None}, None).row
+    assert row["cache"] == "taylorseer interval=2 warmup=0 stop=None order=1" and row["cache_skipped_calls"] == 2
+    assert row["cache_calls"] == STEPS
+
+
 # (make, error, a known name, an unknown-parameter call, a bad value and what the message must say)
 KINDS = {
     "policy": (policies.make, policies.PolicyError, "random",

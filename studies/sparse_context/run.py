@@ -71,6 +71,7 @@ def run_grid(data: Path, out: Path, steps: int, model: Any, config: str | Path |
              threads: int | None = None, records: int | None = None) -> pd.DataFrame:
     """The grid's rows (resumable) on `model` (a `studies.toy.models.ToyModel`) and its two fine-tuned copies, with
     the selection parameters as columns; on the split's first `records` records when given (all otherwise)."""
+    from pipeline.config import expand_run
     from pipeline.graph import run_ablation
     from pipeline.ray_session import init_ray
     from report import load_results
@@ -80,7 +81,7 @@ def run_grid(data: Path, out: Path, steps: int, model: Any, config: str | Path |
     cfg = study_config(config or CONFIG, model, data, out / "sparse", steps, finetuned=finetuned, threads=threads,
                        manifest=first_records(data, records))
     init_ray()
-    summary = run_ablation(cfg)
+    summary = run_ablation(expand_run(cfg))
     df = load_results(summary["results"])
     params = [json.loads(p) for p in df.policy_params]
     df["strategy"] = [p.get("strategy", "full") for p in params]

@@ -90,13 +90,14 @@ def _claims_grid(config: str | Path, data: Path, out: Path, steps: int, model: T
                  calibration: Path | None = None, threads: int | None = None) -> tuple[pd.DataFrame, Any]:
     """TokenDrop's claims: the ablation grid through the pipeline (and its report), the matched-budget arms
     in-process, every row scored; also written to `out/scored.parquet`. Returns the rows and the grid's config."""
+    from pipeline.config import expand_run
     from pipeline.graph import run_ablation
     from pipeline.ray_session import init_ray
     from report import load_results, write_report
 
     cfg = study_config(config, model, data, out / "run", steps, calibration, threads=threads)
     init_ray()
-    summary = run_ablation(cfg)
+    summary = run_ablation(expand_run(cfg))
     write_report(summary["results"], str(out / "report"))
     df = load_results(summary["results"])
     params = [json.loads(p) for p in df.policy_params]

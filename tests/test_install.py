@@ -5,6 +5,7 @@ The fresh environment sees this one's dependencies through a .pth file (installi
 minutes and gigabytes); the project itself is installed there from a wheel, and this checkout is not on its
 path, so the test fails if any module still finds its files relative to the source tree.
 """
+import importlib.metadata
 import json
 import os
 import shutil
@@ -30,8 +31,11 @@ def fresh_python(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("source") / "dropedit"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "results", "__pycache__",
                                                                 "*.egg-info", ".pytest_cache"))
+    # --ignore-installed: never uninstall the project from the environment running the tests
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--prefix", str(venv), str(source)], check=True, cwd=tmp_path_factory.mktemp("build"))
+                    "--ignore-installed", "--prefix", str(venv), str(source)],
+                   check=True, cwd=tmp_path_factory.mktemp("build"))
+    assert importlib.metadata.distribution("dropedit")   # still installed where the tests run
     return python
 
 

@@ -251,6 +251,7 @@ def test_multi_reference_call_equals_torch_flop_counter():
 
 def test_edit_plus_text_tokens_and_the_multi_reference_gain():
     plus, text_of = costs.real("Qwen-Image-Edit-Plus").arch, edit_plus_text_tokens
+    assert all(costs.real("Qwen-Image-Edit-Plus").text(n) == text_of(n) for n in (1, 2, 3))   # the cost model's
     assert plus == dataclasses.replace(QWEN, name="Qwen-Image-Edit-Plus")   # Edit-2509 = Edit's transformer
     one, three = text_of(1), text_of(3)
     assert one == (7 + 196 + 13 + 5, 7 + 196 + 1 + 5)

@@ -18,8 +18,11 @@ from types import MappingProxyType
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLFlux2,
     AutoencoderKLQwenImage,
     FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
+    Flux2Transformer2DModel,
     FluxKontextPipeline,
     FluxTransformer2DModel,
     QwenImageEditPipeline,
@@ -35,12 +38,19 @@ from transformers import (
     Qwen2VLImageProcessor,
     Qwen2VLProcessor,
     Qwen2VLVideoProcessor,
+    Qwen3Config,
+    Qwen3ForCausalLM,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
 )
 
-from actors.tiny_tokenizers import build_clip_tokenizer, build_qwen2_tokenizer, build_t5_tokenizer
+from actors.tiny_tokenizers import (
+    build_clip_tokenizer,
+    build_qwen2_tokenizer,
+    build_qwen3_tokenizer,
+    build_t5_tokenizer,
+)
 
 # Real FLUX.1-Kontext-dev scheduler/scheduler_config.json.
 FLUX_KONTEXT_SCHEDULER_CONFIG: Mapping[str, object] = MappingProxyType({
@@ -291,9 +301,61 @@ def build_tiny_qwen_image_edit(
     )
 
 
+# FLUX.2 [klein]'s pipeline stacks the Qwen3 hidden states of layers (9, 18, 27) (its default
+# `text_encoder_out_layers`), so the tiny encoder has the 27 layers those indices need (the real Qwen3-4B: 36).
+FLUX2_TEXT_LAYERS = 27
+
+
+def _tiny_qwen3_encoder(vocab_size: int, pad_token_id: int, seed: int) -> Qwen3ForCausalLM:
+    config = Qwen3Config(vocab_size=vocab_size, hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM,
+                         num_hidden_layers=FLUX2_TEXT_LAYERS, num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=16, max_position_embeddings=4096, pad_token_id=pad_token_id)
+    with _seeded(seed):
+        return Qwen3ForCausalLM(config).eval()
+
+
+def _tiny_flux2_vae(seed: int) -> AutoencoderKLFlux2:
+    """32 latent channels (patchified 2x2 to the transformer's 128) and 8x down-sampling, as the real VAE; the
+    latent batch-norm statistics get non-trivial values so that normalising them is exercised."""
+    with _seeded(seed):
+        vae = AutoencoderKLFlux2(block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=32,
+                                 norm_num_groups=4).eval()
+        vae.bn.running_mean.copy_(0.1 * torch.randn_like(vae.bn.running_mean))
+        vae.bn.running_var.copy_(0.5 + torch.rand_like(vae.bn.running_var))
+    return vae
+
+
+def build_tiny_flux2_klein(seed: int = 0, *, num_layers: int = 2, num_single_layers: int = 2,
+                           num_attention_heads: int = 2, attention_head_dim: int = 16) -> Flux2KleinPipeline:
+    """FLUX.2 [klein]-shaped pipeline (step-distilled: no CFG): 2 dual + 2 single blocks, 2 heads x 16, 4-axis
+    RoPE, 32-channel 8x VAE with latent batch-norm, a 27-layer tiny Qwen3 text encoder."""
+    if attention_head_dim % 8:
+        raise ValueError(f"attention_head_dim must be a multiple of 8 (4 even RoPE axes), got {attention_head_dim}")
+    tokenizer = build_qwen3_tokenizer()
+    with _seeded(seed):
+        transformer = Flux2Transformer2DModel(
+            patch_size=1, in_channels=128, num_layers=num_layers, num_single_layers=num_single_layers,
+            attention_head_dim=attention_head_dim, num_attention_heads=num_attention_heads,
+            joint_attention_dim=3 * TEXT_DIM,  # three stacked Qwen3 layers, as 7680 = 3 x 2560 in klein 4B
+            axes_dims_rope=(attention_head_dim // 4,) * 4,  # (4, 4, 4, 4) for 16, like (32, 32, 32, 32) for 128
+            guidance_embeds=False,
+        ).eval()
+    return Flux2KleinPipeline(
+        # FLUX.1's scheduler config, which diffusers' FLUX.2 conversion script gives its pipeline; the pipeline
+        # passes its own mu (compute_empirical_mu), so only the dynamic shifting switch matters here
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_KONTEXT_SCHEDULER_CONFIG),
+        vae=_tiny_flux2_vae(seed),
+        text_encoder=_tiny_qwen3_encoder(len(tokenizer), tokenizer.pad_token_id, seed),
+        tokenizer=tokenizer,
+        transformer=transformer,
+        is_distilled=True,
+    )
+
+
 __all__ = [
     "FLUX_KONTEXT_SCHEDULER_CONFIG",
     "QWEN_IMAGE_SCHEDULER_CONFIG",
+    "build_tiny_flux2_klein",
     "build_tiny_flux_kontext",
     "build_tiny_qwen_image_edit",
     "build_tiny_qwen_vl",

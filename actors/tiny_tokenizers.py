@@ -130,6 +130,39 @@ def build_qwen2_tokenizer() -> Qwen2Tokenizer:
     )
 
 
+# Qwen3's thinking markers (special tokens 151667/151668 in the real vocabulary), after the Qwen2.5 ones.
+QWEN3_SPECIAL_TOKENS: tuple[str, ...] = (*QWEN_SPECIAL_TOKENS, "<think>", "</think>")
+
+# The part of Qwen3's chat template that FLUX.2 [klein]'s pipeline uses: plain-text messages, no tools, the
+# generation prompt with `enable_thinking=False` (an empty think block). For those calls it renders the same
+# text as the real template; messages with tools or images are outside what the tiny model needs.
+QWEN3_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
+)
+
+_QWEN3_CORPUS: tuple[str, ...] = ("user\n", "\nassistant\n", "\n\n", _EDIT_WORDS, _EDIT_WORDS.capitalize())
+
+
+def build_qwen3_tokenizer() -> Qwen2Tokenizer:
+    """Byte-level BPE tokenizer of FLUX.2 [klein]'s Qwen3 text encoder: Qwen3's special tokens and the chat
+    template its pipeline renders (`apply_chat_template(..., enable_thinking=False)`)."""
+    base = list(bytes_to_unicode().values())
+    probe = Qwen2Tokenizer(vocab=_vocab_from(base), merges=[])
+    pre_tokenizer = probe.backend_tokenizer.pre_tokenizer
+    pieces = [piece for text in _QWEN3_CORPUS for piece, _ in pre_tokenizer.pre_tokenize_str(text)]
+    merges = _learn_merges(pieces)
+    vocab = _vocab_from([*base, *(a + b for a, b in merges), *QWEN3_SPECIAL_TOKENS])
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=40960,
+                               extra_special_tokens=list(QWEN3_SPECIAL_TOKENS[1:]))
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
+    return tokenizer
+
+
 def build_clip_tokenizer(extra_words: Sequence[str] = ()) -> CLIPTokenizer:
     """CLIP byte-level BPE (lower-cased, `</w>` word ends) with the real 77-token context.
 
@@ -168,4 +201,5 @@ def build_t5_tokenizer(extra_words: Sequence[str] = ()) -> T5Tokenizer:
     return T5Tokenizer(vocab=list(unique.items()), extra_ids=0, model_max_length=512)
 
 
-__all__ = ["QWEN_SPECIAL_TOKENS", "build_clip_tokenizer", "build_qwen2_tokenizer", "build_t5_tokenizer"]
+__all__ = ["QWEN3_SPECIAL_TOKENS", "QWEN_SPECIAL_TOKENS", "build_clip_tokenizer", "build_qwen2_tokenizer",
+           "build_qwen3_tokenizer", "build_t5_tokenizer"]

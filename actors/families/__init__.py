@@ -4,7 +4,8 @@ looks a family up there by pipeline or by name and never switches on the name it
 from __future__ import annotations
 
 from .family import Architecture, Family
+from .flux2 import FLUX2
 from .flux_kontext import FLUX_KONTEXT
 from .qwen_image_edit import QWEN_IMAGE_EDIT
 
-__all__ = ["Architecture", "Family", "FLUX_KONTEXT", "QWEN_IMAGE_EDIT"]
+__all__ = ["Architecture", "Family", "FLUX2", "FLUX_KONTEXT", "QWEN_IMAGE_EDIT"]

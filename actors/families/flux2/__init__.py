@@ -1,0 +1,23 @@
+"""FLUX.2 ([klein]): everything the engine needs to know about this family, in one place.
+
+Paper defaults: none. Every seed method was tuned at 28-50 steps; a 4-step distilled model has no published
+TokenDrop / SpotEdit / ToPi setting, so those policies refuse this family unless given their parameters."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..family import Family
+from . import attention, positions, vae
+from .adapter import Flux2Adapter
+
+
+def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> Any:
+    return positions.key_rotary(transformer, torch.cat([cond["latent_ids"], cond["source_ids"]]).to(device))
+
+
+FLUX2 = Family(
+    name="flux2", adapter=Flux2Adapter, stats_processor=attention.stats_processor,
+    spot_processor=attention.spot_processor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
+    unpack=vae.unpack, decoder_features=vae.decoder_features, paper={})

@@ -58,3 +58,72 @@ def test_a_reference_the_pipeline_refuses_is_refused_before_any_model_work(klein
     with pytest.raises(EditInputError, match="reference 2.*at least 64px"):
         actors.Editor(klein, policies.make("full")).edit(image_factory(64, 64), "add a hat", steps=1,
                                                          references=[image_factory(48, 80)])
+
+
+def _inputs(klein, image_factory, n=3):
+    from actors.families.flux2 import FLUX2
+
+    images = [image_factory(64, 64, seed=s) for s in range(n)]
+    adapter = FLUX2.adapter(klein)
+    inputs = adapter.prepare(images, "add a hat", seed=1, steps=2, guidance_scale=None, height=None, width=None)
+    return adapter, inputs
+
+
+def test_references_sit_at_their_time_offsets_and_their_ids_travel_with_them(klein, image_factory):
+    adapter, inputs = _inputs(klein, image_factory)
+    ids = inputs.cond["source_ids"]
+    assert ids[:, 0].unique().tolist() == [10, 20, 30] and (inputs.cond["latent_ids"][:, 0] == 0).all()
+    z, t = inputs.latents, inputs.timesteps[0]
+    with torch.no_grad():
+        full = adapter.velocity(inputs, z, t, None)
+        shuffled = adapter.velocity(inputs, z, t, torch.randperm(ids.shape[0], generator=torch.Generator().manual_seed(0)))
+        half = adapter.velocity(inputs, z, t, torch.arange(0, ids.shape[0], 2))
+    # a permutation of the reference tokens is the same context when each keeps its RoPE row
+    assert torch.allclose(full, shuffled, atol=1e-5)
+    assert (full - half).abs().max() > 1e-4
+
+
+def test_statistics_processors_see_the_stock_qkv(klein):
+    """q, k, v as the statistics processors recompute them give the stock processors' outputs."""
+    from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+    from actors.families.flux2.attention import _rotate, dual_qkv, single_qkv
+
+    tr, g = klein.transformer, torch.Generator().manual_seed(0)
+    dim, text, image = tr.inner_dim, 5, 7
+    ids = torch.randint(0, 9, (text + image, 4), generator=g)
+    emb = tr.pos_embed(ids)
+    hs, ehs = torch.randn(1, image, dim, generator=g), torch.randn(1, text, dim, generator=g)
+    with torch.no_grad():
+        attn = tr.transformer_blocks[0].attn
+        q, k, v = dual_qkv(attn, hs, ehs)
+        out = dispatch_attention_fn(_rotate(q, emb), _rotate(k, emb), v).flatten(2, 3)
+        stock_img, stock_txt = attn.processor(attn, hs, ehs, None, emb)
+        assert torch.allclose(attn.to_out[0](out[:, text:]), stock_img, atol=1e-5)
+        assert torch.allclose(attn.to_add_out(out[:, :text]), stock_txt, atol=1e-5)
+        attn = tr.single_transformer_blocks[0].attn
+        joint = torch.cat([ehs, hs], dim=1)
+        q, k, v = single_qkv(attn, joint)
+        out = dispatch_attention_fn(_rotate(q, emb), _rotate(k, emb), v).flatten(2, 3)
+        mlp = attn.to_qkv_mlp_proj(joint)[..., 3 * attn.inner_dim:]
+        mine = attn.to_out(torch.cat([out, attn.mlp_act_fn(mlp)], dim=-1))
+        assert torch.allclose(mine, attn.processor(attn, joint, None, emb), atol=1e-5)
+
+
+def test_reference_dropping_policies_run_and_the_unjustified_defaults_refuse(klein, image_factory):
+    from policies.base import PolicyError
+
+    image, refs = image_factory(64, 64, seed=1), [image_factory(64, 64, seed=2)]
+    editor = actors.Editor(klein, policies.make("random", ratio=0.5))
+    result = editor.edit(image, "make it red", steps=3, references=refs)
+    assert [s.kept for s in result.trace] == [16, 16, 16] and result.trace[0].total == 32
+    attention = actors.Editor(klein, policies.make("sparse_context", strategy="attention", keep=0.25,
+                                                   warmup_steps=1))
+    result = attention.edit(image, "make it red", steps=3, references=refs)
+    assert [s.kept for s in result.trace] == [32, 8, 8]   # a quarter of each reference after one full step
+    tokendrop = actors.Editor(klein, policies.make("tokendrop", omega=0.2, full_steps=1)).edit(
+        image, "make it red", steps=3)
+    assert tokendrop.trace[0].kept == 16 and tokendrop.policy_params["omega"] == 0.2
+    for name in ("tokendrop", "spotedit"):
+        with pytest.raises(PolicyError, match="no default .* for model family 'flux2'"):
+            actors.Editor(klein, policies.make(name)).edit(image, "make it red", steps=2)

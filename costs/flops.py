@@ -48,6 +48,8 @@ class Arch:
     guidance: bool = False   # a guidance embedder
     mlp_ratio: float = 4.0   # diffusers' FeedForward default mult and Flux single blocks' mlp_ratio
     name: str = ""
+    gated_mlp: bool = False          # FLUX.2: SwiGLU MLPs, d -> 2·r·d -> (gate) r·d -> d
+    shared_modulation: bool = False  # FLUX.2: one AdaLN modulation per call for all blocks, not one per block
 
     @property
     def num_layers(self) -> int:
@@ -58,6 +60,7 @@ def arch_from_config(config: Mapping[str, Any], name: str = "") -> Arch:
     """An `Arch` from a FluxTransformer2DModel / QwenImageTransformer2DModel config (dict or FrozenDict)."""
     cls = str(config.get("_class_name", ""))
     family = "flux" if "num_single_layers" in config or cls.startswith("Flux") else "qwen"
+    flux2 = cls.startswith("Flux2")
     patch = int(config.get("patch_size", 1 if family == "flux" else 2))
     in_ch = int(config.get("in_channels", 64))
     out = int(config.get("out_channels") or in_ch)
@@ -66,7 +69,9 @@ def arch_from_config(config: Mapping[str, Any], name: str = "") -> Arch:
         dual_layers=int(config["num_layers"]), single_layers=int(config.get("num_single_layers", 0) or 0),
         in_channels=in_ch, out_channels=patch * patch * out, text_dim=int(config["joint_attention_dim"]),
         pooled_dim=int(config.get("pooled_projection_dim", 0) or 0) if family == "flux" else 0,
-        guidance=bool(config.get("guidance_embeds", False)), name=name or cls)
+        guidance=bool(config.get("guidance_embeds", False)), name=name or cls,
+        **(dict(mlp_ratio=float(config.get("mlp_ratio", 3.0)), gated_mlp=True, shared_modulation=True)
+           if flux2 else {}))
 
 
 def arch_of(transformer: Any) -> Arch:
@@ -100,17 +105,18 @@ def linear_per_token(arch: Arch) -> float:
     """FLOPs of the token-wise linears of one layer, per computed token (same for dual and single blocks).
 
     Dual: q, k, v, out (4·d²) + MLP d→r·d→d (2r·d²), per stream. Single: q, k, v (3·d²) + proj_mlp (r·d²)
-    + proj_out over [attn, mlp] ((1+r)·d²). Both are (4 + 2r)·d² multiply-adds.
+    + proj_out over [attn, mlp] ((1+r)·d²). Both are (4 + 2r)·d² multiply-adds. FLUX.2's gated MLP has a
+    2·r·d-wide input projection: (4 + 3r)·d² in both kinds of block.
     """
     d = arch.dim
-    return 2.0 * (4 + 2 * arch.mlp_ratio) * d * d
+    return 2.0 * (4 + (3 if arch.gated_mlp else 2) * arch.mlp_ratio) * d * d
 
 
 def layer_flops(arch: Arch, layer: int, computed: int, keys: int) -> Flops:
     """One layer: `computed` tokens get projections, queries and MLP; they attend to `keys` tokens."""
     d = arch.dim
     dual = layer < arch.dual_layers
-    modulation = 2.0 * (2 * d * 6 * d if dual else d * 3 * d)   # AdaLN linears on the conditioning vector
+    modulation = 0.0 if arch.shared_modulation else 2.0 * (2 * d * 6 * d if dual else d * 3 * d)   # AdaLN
     attention = 2.0 * 2 * computed * keys * d                    # Q·Kᵀ and A·V over all heads
     return Flops(linear=computed * linear_per_token(arch) + modulation, attention=attention)
 
@@ -144,7 +150,8 @@ def call_flops(arch: Arch, text: int, noisy: int, source: int, kept: int | None 
              + (TIMESTEP_CHANNELS * d + d * d) * (2 if arch.guidance else 1)
              + (arch.pooled_dim * d + d * d if arch.pooled_dim else 0))
     head = d * 2 * d + image_out * d * arch.out_channels        # norm_out's AdaLN linear, proj_out (every row)
-    return total + Flops(linear=2.0 * (embed + head))
+    shared = (2 * 6 * d + 3 * d) * d if arch.shared_modulation else 0   # FLUX.2: image, text, single stream
+    return total + Flops(linear=2.0 * (embed + head + shared))
 
 
 def step_flops(arch: Arch, step: Any, text_tokens: Iterable[int], source_cached: bool = False) -> Flops:

@@ -127,3 +127,33 @@ def test_reference_dropping_policies_run_and_the_unjustified_defaults_refuse(kle
     for name in ("tokendrop", "spotedit"):
         with pytest.raises(PolicyError, match="no default .* for model family 'flux2'"):
             actors.Editor(klein, policies.make(name)).edit(image, "make it red", steps=2)
+
+
+def test_the_cost_model_counts_what_the_flux2_transformer_computes(klein):
+    """Every nn.Linear's multiply-adds and the two attention matmuls, counted on a real call of the tiny
+    transformer, equal the FLOP model's call on its config; flux2-klein is priced as the 4B config."""
+    import costs
+    from costs.flops import arch_of, call_flops
+
+    tr, g = klein.transformer, torch.Generator().manual_seed(0)
+    text, noisy, source = 6, 8, 12
+    counted = []
+
+    def count(module, args, output):
+        counted.append(2.0 * args[0].numel() // module.in_features * module.in_features * module.out_features)
+
+    hooks = [m.register_forward_hook(count) for m in tr.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            tr(hidden_states=torch.randn(1, noisy + source, 128, generator=g), timestep=torch.tensor([0.5]),
+               encoder_hidden_states=torch.randn(1, text, tr.config.joint_attention_dim, generator=g),
+               txt_ids=torch.zeros(text, 4), img_ids=torch.zeros(noisy + source, 4), guidance=None)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    flops = call_flops(arch_of(tr), text, noisy, source)
+    n, layers = text + noisy + source, tr.config.num_layers + tr.config.num_single_layers
+    assert flops.linear == pytest.approx(sum(counted), rel=1e-9)
+    assert flops.attention == 4.0 * n * n * tr.inner_dim * layers
+    priced = costs.edit_cost("flux2-klein", 1024, 1024, 4, 1.0)
+    assert priced.architecture == "FLUX.2-klein-4B" and priced.text == (512,) and priced.calls_per_step == 1

@@ -157,3 +157,19 @@ def test_the_cost_model_counts_what_the_flux2_transformer_computes(klein):
     assert flops.attention == 4.0 * n * n * tr.inner_dim * layers
     priced = costs.edit_cost("flux2-klein", 1024, 1024, 4, 1.0)
     assert priced.architecture == "FLUX.2-klein-4B" and priced.text == (512,) and priced.calls_per_step == 1
+
+
+def test_dropedit_edit_runs_it_with_its_protocol(tmp_path, image_factory):
+    import json
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    image_factory(96, 64).save(src)
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "edit", "--model", "tiny-flux2-klein", "--policy",
+                           "random", "--image", str(src), "--instruction", "make it red", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["steps"] == 4 and line["guidance_scale"] == 1.0 and line["keep_ratio_mean"] == 0.5
+    assert (line["width"], line["height"]) == (96, 64) and out.exists()

@@ -173,3 +173,16 @@ def test_dropedit_edit_runs_it_with_its_protocol(tmp_path, image_factory):
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert line["steps"] == 4 and line["guidance_scale"] == 1.0 and line["keep_ratio_mean"] == 0.5
     assert (line["width"], line["height"]) == (96, 64) and out.exists()
+
+
+def test_a_non_distilled_checkpoint_runs_the_pipelines_cfg(klein, image_factory):
+    """klein base (is_distilled=False) at guidance > 1: two calls per step, negative prompt "", as diffusers."""
+    from diffusers import Flux2KleinPipeline
+
+    base = Flux2KleinPipeline(**klein.components, is_distilled=False)
+    image = image_factory(64, 64, seed=4)
+    ours = actors.Editor(base, policies.make("full")).edit(image, "make it blue", seed=3, steps=2, guidance_scale=4.0)
+    ref = _reference(base, [image], "make it blue", 3, 2, guidance_scale=4.0)
+    assert np.abs(ours.pixels - ref).max() <= TOL
+    distilled = _reference(klein, [image], "make it blue", 3, 2, guidance_scale=4.0)   # guidance ignored
+    assert np.abs(distilled - ref).max() > 100 * max(float(np.abs(ours.pixels - ref).max()), 1e-6)

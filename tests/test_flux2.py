@@ -186,3 +186,14 @@ def test_a_non_distilled_checkpoint_runs_the_pipelines_cfg(klein, image_factory)
     assert np.abs(ours.pixels - ref).max() <= TOL
     distilled = _reference(klein, [image], "make it blue", 3, 2, guidance_scale=4.0)   # guidance ignored
     assert np.abs(distilled - ref).max() > 100 * max(float(np.abs(ours.pixels - ref).max()), 1e-6)
+
+
+def test_block_caches_refuse_its_one_sequence_blocks_and_the_call_cache_runs(klein, image_factory):
+    from actors.caches import CacheError
+
+    image = image_factory(64, 64, seed=6)
+    for cache in ("first-block", "magcache"):
+        with pytest.raises(CacheError, match="Flux2SingleTransformerBlock returns them as one sequence"):
+            actors.Editor(klein, policies.make("full")).edit(image, "make it red", steps=4, cache=cache)
+    result = actors.Editor(klein, policies.make("full")).edit(image, "make it red", steps=4, cache="taylorseer")
+    assert len(result.trace) == 4 and result.cache_params["name"] == "taylorseer"

@@ -38,10 +38,18 @@ from diffusers.hooks.hooks import CacheContext, StateManager
 
 from ..mechanisms import EditContext, Mechanism, StepCall
 from actors.edit_result import CacheCall
+from core.registry import PluginError
 from ..routing import transformer_layers
 
 ROOT_HOOK = "dropedit_cache_call"
 BLOCK_HOOK = "dropedit_cache_block"
+
+
+class CacheError(PluginError):
+    """A cache name or parameter that cannot be accepted (the message names the accepted values), or a
+    transformer whose blocks a cache cannot hook."""
+
+
 DEFAULT_BRANCH = "cond"   # calls outside any cache_context: Flux Kontext's one (conditional) call per step
 
 
@@ -105,6 +113,11 @@ class BlockHook(ModelHook):
 
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         self.meta = TransformerBlockRegistry.get(type(module))
+        if self.meta.return_encoder_hidden_states_index is None:
+            # e.g. FLUX.2's single-stream blocks: [text, image] in, one sequence out; the residuals these
+            # caches keep are per stream
+            raise CacheError(f"cache {self.run.spec.name!r} needs blocks that return image and text separately; "
+                             f"{type(module).__name__} returns them as one sequence")
         return module
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:

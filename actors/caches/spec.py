@@ -18,18 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from core.registry import Plugin, PluginError, Registry
+from core.registry import Plugin, Registry
 from policies.params import Count, Fraction, Integer, Number
 
-from .runtime import CacheRun, CacheRunInfo
+from .runtime import CacheError, CacheRun, CacheRunInfo   # CacheError lives with the hooks that raise it too
 from core.assignments import AssignmentError, parse_inline
 
 if TYPE_CHECKING:
     from ..mechanisms import EditContext
-
-
-class CacheError(PluginError):
-    """A cache name or parameter that cannot be accepted; the message names the accepted values."""
 
 
 # name -> spec class; filled by `CacheSpec` subclasses declared with `name=...` (actors.caches imports them)

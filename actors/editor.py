@@ -167,6 +167,9 @@ class Editor:
     def _prepare(self, inputs: EditInputs, seed: int, started: float, cache: CacheSpec | None) -> EditState:
         """The policy's run and the mechanisms of the edit (the cache's among them), for this edit only."""
         transformer, family, needs = self.pipe.transformer, self.family.name, self.policy.needs
+        refusal = self.family.refusal(self.policy.name, needs)
+        if refusal:
+            raise EditInputError(refusal)
         arch = describe(transformer)
         scorer = TimedScorer(self.pipe, family, inputs.height, inputs.width, inputs.aligned_source[0]) \
             if needs.token_scores else None

@@ -19,9 +19,20 @@ def check_policies(configs: Sequence[Configuration]) -> None:
             policy = policies.make(conf.policy, **policy_kwargs(conf))
         except (ValueError, TypeError) as err:
             raise ValueError(f"configuration {conf.label or conf.policy!r}: {err}") from None
+        refusal = _family_refusal(conf.model_name, policy)
+        if refusal:
+            raise ValueError(f"configuration {conf.label or conf.policy!r}: {refusal}")
         if conf.budget_source and "budget" not in type(policy).model_fields:
             raise ValueError(f"configuration {conf.label!r}: policy {conf.policy!r} takes no per-step "
                              "budget, so it cannot take one from another configuration (budget_from)")
+
+
+def _family_refusal(model_name: str, policy: object) -> str | None:
+    """Why the model's family cannot run the policy's mechanisms (None for an unregistered name: loading says so)."""
+    from actors.models import MODELS
+
+    spec = MODELS.get(model_name)
+    return None if spec is None else spec.family.refusal(policy.name, policy.needs)
 
 
 def check_caches(configs: Sequence[Configuration]) -> None:

@@ -124,9 +124,29 @@ def test_reference_dropping_policies_run_and_the_unjustified_defaults_refuse(kle
     tokendrop = actors.Editor(klein, policies.make("tokendrop", omega=0.2, full_steps=1)).edit(
         image, "make it red", steps=3)
     assert tokendrop.trace[0].kept == 16 and tokendrop.policy_params["omega"] == 0.2
-    for name in ("tokendrop", "spotedit"):
-        with pytest.raises(PolicyError, match="no default .* for model family 'flux2'"):
-            actors.Editor(klein, policies.make(name)).edit(image, "make it red", steps=2)
+    with pytest.raises(PolicyError, match="no default .* for model family 'flux2'"):
+        actors.Editor(klein, policies.make("tokendrop")).edit(image, "make it red", steps=2)
+
+
+def test_policies_whose_mechanisms_it_cannot_run_are_refused_with_the_reason(klein, image_factory):
+    """SpotEdit (partial attention) and ToPi's mode B (layer routing) are refused before the first step, in
+    the editor and in a run's preflight; TokenDrop, which needs neither, passes preflight."""
+    from actors.adapter import EditInputError
+    from jobs.preflight import check_policies
+    from pipeline.config import expand_run, parse_config
+
+    image = image_factory(64, 64, seed=1)
+    for policy, mechanism in ((policies.make("spotedit", tau=0.2), "query_skip"),
+                              (policies.make("topi", layers=[1], tau=0.5), "layer_routing")):
+        with pytest.raises(EditInputError, match=f"policy '{policy.name}' needs {mechanism}, which model family "
+                                                 "'flux2' does not run: "):
+            actors.Editor(klein, policy).edit(image, "make it red", steps=2)
+    raw = {"input": "x.jsonl", "output": "out", "models": [{"name": "tiny-flux2-klein"}], "resolutions": [64],
+           "policies": [{"name": "full"}, {"name": "tokendrop", "omega": 0.2}]}
+    check_policies(expand_run(parse_config(raw)).configurations)
+    raw["policies"].append({"name": "spotedit", "tau": 0.2})
+    with pytest.raises(ValueError, match="needs query_skip, which model family 'flux2' does not run"):
+        check_policies(expand_run(parse_config(raw)).configurations)
 
 
 def test_the_cost_model_counts_what_the_flux2_transformer_computes(klein):

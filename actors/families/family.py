@@ -35,3 +35,13 @@ class Family:
     # policy name -> {parameter: the papers' value for this family} (RunInfo.paper): a policy finds its
     # defaults here and refuses a family without them, never borrowing another family's
     paper: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # engine mechanism (a `policies.Needs` field) -> why this family cannot run it: a policy that needs it is
+    # refused before the edit (and in preflight), with the reason
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+
+    def refusal(self, policy: str, needs: Any) -> str | None:
+        """Why `policy` (whose plans use `needs`) cannot run on this family, or None."""
+        for mechanism, reason in self.unsupported.items():
+            if getattr(needs, mechanism, None):
+                return f"policy {policy!r} needs {mechanism}, which model family {self.name!r} does not run: {reason}"
+        return None

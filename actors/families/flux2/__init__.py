@@ -20,4 +20,9 @@ def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torc
 FLUX2 = Family(
     name="flux2", adapter=Flux2Adapter, stats_processor=attention.stats_processor,
     spot_processor=attention.spot_processor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
-    unpack=vae.unpack, decoder_features=vae.decoder_features, paper={})
+    unpack=vae.unpack, decoder_features=vae.decoder_features, paper={},
+    unsupported={
+        "layer_routing": "its single-stream blocks take text and image as one sequence, so a block hook cannot "
+                         "gather the image rows of their inputs (ToPi's mode B)",
+        "query_skip": "SpotEdit's partial attention has no FLUX.2 processor yet (its single-stream blocks fuse "
+                      "the MLP into the attention projections, which the partial-query cache does not model)"})

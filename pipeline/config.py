@@ -17,7 +17,6 @@ configuration carries the ``full_config_id`` of that reference.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 from typing import Annotated, Any, Collection, Literal, Mapping, Sequence, get_args
@@ -37,7 +36,7 @@ import metrics
 from core.assignments import AssignmentError, apply_assignments
 from core.resources import locate
 from pipeline import storage as st
-from pipeline.configuration import Configuration, ExpandedRun
+from pipeline.configuration import Configuration, ExpandedRun, config_id, config_label
 from pipeline.validation import (
     FieldError,
     NonEmptyStr,
@@ -347,36 +346,6 @@ def parse_config(raw: Mapping[str, Any], known_policies: Collection[str] | None 
 
 
 # ------------------------------------------------------------------------- grid
-
-
-def _canonical(value: Any) -> Any:
-    # 1 and 1.0 are the same setting: give them the same config_id.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def config_id(conf: Mapping[str, Any], resize_filter: str | None = None) -> str:
-    """Stable 12-hex id of (model, policy, params, size, seed, steps, guidance), and of the resize filter when
-    the config chose one (ids of runs at the family's filter stay what they were)."""
-    key = {k: conf[k] for k in ("model", "policy", "policy_params", "height", "width", "seed", "steps", "guidance_scale")}
-    if resize_filter is not None:
-        key["resize_filter"] = resize_filter
-    if conf.get("cache") is not None:   # uncached configurations keep the ids they had
-        key["cache"] = conf["cache"]
-    text = json.dumps(_canonical(key), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def config_label(policy: str, params: Mapping[str, Any]) -> str:
-    """A short name for tables and plots: the policy and the parameters the configuration set."""
-    def text(value: Any) -> str:
-        return json.dumps(_canonical(value), separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
-    return " ".join([policy] + [f"{k}={text(v)}" for k, v in params.items()])
 
 
 def expand_policy(spec: PolicySpec) -> list[dict[str, Any]]:

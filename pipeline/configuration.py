@@ -7,6 +7,8 @@ Both are frozen. A configuration crosses Ray (to the GPU actors) and lands in ro
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -64,3 +66,36 @@ class ExpandedRun:
 
     def of_model(self, key: str) -> tuple[Configuration, ...]:
         return tuple(c for c in self.configurations if c.model == key)
+
+
+# ---- a configuration's identity and name
+
+
+def _canonical(value: Any) -> Any:
+    # 1 and 1.0 are the same setting: give them the same config_id.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def config_id(conf: Mapping[str, Any], resize_filter: str | None = None) -> str:
+    """Stable 12-hex id of (model, policy, params, size, seed, steps, guidance), and of the resize filter when
+    the config chose one (ids of runs at the family's filter stay what they were)."""
+    key = {k: conf[k] for k in ("model", "policy", "policy_params", "height", "width", "seed", "steps", "guidance_scale")}
+    if resize_filter is not None:
+        key["resize_filter"] = resize_filter
+    if conf.get("cache") is not None:   # uncached configurations keep the ids they had
+        key["cache"] = conf["cache"]
+    text = json.dumps(_canonical(key), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def config_label(policy: str, params: Mapping[str, Any]) -> str:
+    """A short name for tables and plots: the policy and the parameters the configuration set."""
+    def text(value: Any) -> str:
+        return json.dumps(_canonical(value), separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
+    return " ".join([policy] + [f"{k}={text(v)}" for k, v in params.items()])

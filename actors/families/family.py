@@ -27,9 +27,9 @@ class Family:
     name: str                  # RunInfo.family
     adapter: Callable[[Any], Any]                              # pipe -> ModelAdapter
     stats_processor: Callable[[Any, int, Any], Any]            # (stock processor, layer, collector) -> processor
-    spot_processor: Callable[[Any, int], Any]                  # (SpotKV, layer) -> processor
+    spot_processor: Callable[[Any, int], Any] | None           # (SpotKV, layer) -> processor; None: see unsupported
     key_rotary: Callable[[torch.nn.Module, dict, torch.device], Any]   # RoPE rows of every image token
-    gather_rotary: Callable[[Any, torch.Tensor, dict], Any]    # a block's RoPE with image rows gathered
+    gather_rotary: Callable[[Any, torch.Tensor, dict], Any] | None   # a block's RoPE, image rows gathered; None: see unsupported
     unpack: Callable[[Any, torch.Tensor, int, int], torch.Tensor]      # packed tokens -> VAE latents
     decoder_features: Callable[[Any, torch.Tensor], list[torch.Tensor]]  # early VAE-decoder activations
     # policy name -> {parameter: the papers' value for this family} (RunInfo.paper): a policy finds its

@@ -19,7 +19,7 @@ def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torc
 
 FLUX2 = Family(
     name="flux2", adapter=Flux2Adapter, stats_processor=attention.stats_processor,
-    spot_processor=attention.spot_processor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
+    spot_processor=None, key_rotary=_key_rotary, gather_rotary=None,   # both refused: `unsupported`
     unpack=vae.unpack, decoder_features=vae.decoder_features, paper={},
     unsupported={
         "layer_routing": "its single-stream blocks take text and image as one sequence, so a block hook cannot "

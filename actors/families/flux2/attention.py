@@ -74,9 +74,3 @@ def stats_processor(inner: Any, layer: int, collector: Any) -> Any:
     """The statistics wrapper for this processor's block kind (its call signature tells them apart)."""
     dual = "encoder_hidden_states" in inspect.signature(inner.__call__).parameters
     return (Flux2DualStatsProcessor if dual else Flux2SingleStatsProcessor)(inner, layer, collector)
-
-
-def spot_processor(kv: Any, layer: int) -> Any:
-    """Refused: SpotEdit's partial attention has no FLUX.2 processor yet (the single-stream blocks fuse the
-    MLP into the attention projections, which the partial-query cache does not model)."""
-    raise NotImplementedError("partial attention (SpotEdit) is not implemented for FLUX.2")

@@ -3,19 +3,9 @@
 dropping reference tokens is one index on the packed latents and on their id rows."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 
 def key_rotary(transformer: torch.nn.Module, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) of every image token [noisy, references]; rows equal the transformer's own."""
     return transformer.pos_embed(image_ids)
-
-
-def gather_rotary(emb: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
-                  kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-    """Refused: FLUX.2's single-stream blocks take [text, image] as one sequence, so a block hook cannot gather
-    the image rows of their inputs as it does for FLUX.1 (whose single blocks get the text separately)."""
-    raise NotImplementedError("layer routing (ToPi's mode B) is not supported on FLUX.2: its single-stream "
-                              "blocks receive text and image as one sequence")

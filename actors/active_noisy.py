@@ -55,9 +55,10 @@ class ActiveNoisy:
         ctx = plan.context
         if ctx is not None and self.kv is None:
             raise RuntimeError("the plan uses cached K/V but the policy declares no `context` to cache")
-        if kept is not None and self.kv is not None:
-            raise ValueError("source-token dropping cannot be combined with the SpotEdit K/V cache")
         cached_source = ctx is not None and ctx.source
+        if kept is not None and self.kv is not None and not cached_source:
+            raise ValueError("source tokens recomputed under the K/V cache cannot be dropped as well (cache the "
+                             "source's K/V, `CachedContext.source`, to drop source keys)")
         index = torch.nonzero(active.to(device)).flatten()
         source = torch.arange(0, device=device) if cached_source else \
             torch.arange(self.s, device=device) if kept is None else kept.to(device)
@@ -67,7 +68,8 @@ class ActiveNoisy:
             self.kv.call = SpotCall(active=index, source_queries=not cached_source,
                                     noisy_context=ctx is not None and ctx.noisy,
                                     alpha=None if ctx is None else ctx.alpha,
-                                    recursive=True if ctx is None else ctx.recursive)
+                                    recursive=True if ctx is None else ctx.recursive,
+                                    source_keys=kept.to(device) if kept is not None and cached_source else None)
             self.keys = self.kv.image_keys()
         else:
             self.keys = index.numel() + self.source_rows

@@ -72,6 +72,8 @@ class EditResult:
     cache_params: dict | None = None     # the temporal cache as applied ({"name": ..., **params}); None = no cache
     cache_summary: dict = field(default_factory=dict)    # what the cache reported (magcache calibration ratios)
     num_layers: int = 0                  # transformer blocks per call (what cache_skipped_blocks counts against)
+    text_tokens: tuple[int, ...] = ()    # text tokens of each transformer call of a step (cond, then uncond)
+    source_cached: bool = False          # partial steps served the source tokens' K/V from a cache (SpotEdit)
 
     @property
     def keep_ratio_mean(self) -> float:

@@ -28,6 +28,7 @@ from actors.edit_result import EditResult, StepTrace
 from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
 from .spot_selector import TimedScorer
+from .text_lengths import text_lengths
 
 
 def adapter_for(pipe: Any) -> ModelAdapter:
@@ -71,6 +72,7 @@ class EditState:
     transformer: torch.nn.Module
     started: float
     trace: list[StepTrace] = field(default_factory=list)
+    text_tokens: tuple[int, ...] = ()   # text tokens of each call of a step (what the cost model prices)
 
     @contextlib.contextmanager
     def attached(self, adapter: ModelAdapter) -> Iterator[None]:
@@ -148,11 +150,12 @@ class Editor:
         inputs.notes[:0] = notes
         state = self._prepare(inputs, int(seed), started, cache)
         z = inputs.latents
-        with state.attached(self.adapter):
+        with state.attached(self.adapter), text_lengths(self.pipe.transformer) as texts:
             for i, t in enumerate(inputs.timesteps):
                 z = self._step(state, i, t, z)
                 if on_step is not None:
                     on_step(state.trace[-1])
+        state.text_tokens = tuple(texts[: len(texts) // max(1, len(state.trace))])
         return self._finish(state, z)
 
     def _cache(self, asked: CacheSpec | str | dict | None) -> CacheSpec | None:
@@ -242,4 +245,6 @@ class Editor:
                           seconds=time.perf_counter() - state.started, latents=z[0].float().cpu(),
                           source_latents=inputs.aligned_source[0].float().cpu(), notes=inputs.notes,
                           policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied(),
-                          num_layers=state.run.num_layers, **reported)
+                          num_layers=state.run.num_layers, text_tokens=state.text_tokens,
+                          source_cached=bool(self.policy.needs.query_skip and self.policy.needs.query_skip.source),
+                          **reported)

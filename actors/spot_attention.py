@@ -47,6 +47,9 @@ class SpotCall:
     noisy_context: bool = True           # partial calls: non-edited noisy tokens stay keys (from the cache)
     alpha: float | None = None           # partial calls: blend non-edited K/V toward the source's (None: static)
     recursive: bool = True               # the blend is written back to the cache (False: each call from the cache)
+    # partial calls with cached source K/V: the source rows kept as keys (ascending); None = every one. The
+    # others are dropped from attention after their K/V were cached (focus: references far from the region)
+    source_keys: torch.Tensor | None = None
 
 
 @dataclass
@@ -106,9 +109,10 @@ class SpotKV:
     def image_keys(self) -> int:
         """Image tokens every layer attends to in the current call (text not counted)."""
         c = self.call
+        source = self.num_source if c.active is None or c.source_keys is None else int(c.source_keys.numel())
         if c.active is None or c.noisy_context:
-            return self.num_noisy + self.num_source
-        return c.active.numel() + self.num_source
+            return self.num_noisy + source
+        return c.active.numel() + source
 
     def assemble(self, layer: int, k: torch.Tensor, v: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -135,9 +139,16 @@ class SpotKV:
             if cache.source_k is None:
                 raise RuntimeError("partial call with cached source tokens before any full call")
             src_k, src_v = cache.source_k, cache.source_v
+        source_rows = torch.arange(n, n + self.num_source, device=k.device)
+        key_k, key_v = src_k, src_v   # the source tokens attended to (all, or the kept ones)
+        if c.source_keys is not None:
+            if c.source_queries:
+                raise RuntimeError("source keys can be dropped only when the source K/V come from the cache")
+            keep = c.source_keys.to(k.device)
+            key_k, key_v, source_rows = src_k[:, keep], src_v[:, keep], n + keep
         if not c.noisy_context:   # naive skip: non-edited tokens are simply not there
-            rows = torch.cat([c.active.to(k.device), torch.arange(n, n + self.num_source, device=k.device)])
-            return torch.cat([k_act, src_k], 1), torch.cat([v_act, src_v], 1), rows
+            rows = torch.cat([c.active.to(k.device), source_rows])
+            return torch.cat([k_act, key_k], 1), torch.cat([v_act, key_v], 1), rows
         if cache.noisy_k is None:
             raise RuntimeError("partial call with cached noisy tokens before any full call")
         if c.alpha is not None and c.recursive:
@@ -153,7 +164,8 @@ class SpotKV:
             # the official code's reading: blended from the cache at each call, the cache itself unchanged
             noisy_k = fuse(noisy_k, src_k[:, :n], c.alpha).index_copy_(1, index, k_act)
             noisy_v = fuse(noisy_v, src_v[:, :n], c.alpha).index_copy_(1, index, v_act)
-        return torch.cat([noisy_k, src_k], 1), torch.cat([noisy_v, src_v], 1), None
+        rows = None if c.source_keys is None else torch.cat([torch.arange(n, device=k.device), source_rows])
+        return torch.cat([noisy_k, key_k], 1), torch.cat([noisy_v, key_v], 1), rows
 
 
 class BranchHook(ModelHook):

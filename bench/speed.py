@@ -125,21 +125,6 @@ def reference_images(size: int, count: int, seed: int = 0) -> list[PIL.Image.Ima
     return [bench_image(size, seed + i) for i in range(1, count)]
 
 
-@contextlib.contextmanager
-def text_lengths(transformer: torch.nn.Module) -> Iterator[list[int]]:
-    """Text tokens of every transformer call made inside the block (what the FLOP model prices)."""
-    seen: list[int] = []
-
-    def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        seen.append(int(kwargs["encoder_hidden_states"].shape[1]))
-
-    handle = transformer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
-
 def trace_rows(trace: list[Any], cpu_seconds: Sequence[float | None] = ()) -> list[dict[str, Any]]:
     cpu = list(cpu_seconds) + [None] * (len(trace) - len(cpu_seconds))
     return [{"kept": s.kept, "total": s.total, "noisy": s.noisy, "from_layer": s.from_layer,
@@ -177,11 +162,9 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
         torch.cuda.reset_peak_memory_stats(pipe.transformer.device)
     step_cpu: list[float] = []
     cpu0 = time.process_time()
-    with text_lengths(pipe.transformer) as texts:
-        result = editor.edit(image, INSTRUCTION, seed=seed, steps=steps, height=size, width=size,
-                             references=references, on_step=lambda _: step_cpu.append(time.process_time()))
+    result = editor.edit(image, INSTRUCTION, seed=seed, steps=steps, height=size, width=size,
+                         references=references, on_step=lambda _: step_cpu.append(time.process_time()))
     edit_cpu = time.process_time() - cpu0
-    calls = len(texts) // max(1, len(result.trace))
     loop = sum(s.seconds for s in result.trace)
     plan_observe = sum(s.policy_seconds for s in result.trace)
     outside = max(0.0, sum(s.selector_seconds for s in result.trace) - timed.scoring_seconds)
@@ -191,7 +174,7 @@ def one_edit(pipe: Any, policy: Any, image: PIL.Image.Image, size: int, steps: i
             "plan_observe_s": plan_observe, "scoring_outside_s": outside, "keep_ratio": result.keep_ratio_mean,
             "active_ratio": statistics.mean(s.noisy and (s.noisy if s.active is None else s.active) / s.noisy
                                             for s in result.trace),
-            "text_tokens": texts[:calls], "source_cached": source_cached(policy),
+            "text_tokens": list(result.text_tokens), "source_cached": result.source_cached,
             "peak_memory_gb": torch.cuda.max_memory_allocated(pipe.transformer.device) / 2**30 if cuda else None,
             "trace": trace_rows(result.trace, step_cpu_seconds(timed.loop_cpu_start, step_cpu))}
 

@@ -20,8 +20,8 @@ from core.assignments import parse_assignments
 MODEL_NAMES = ("toy-flux-kontext-v2", "toy-flux-kontext", "flux-kontext", "qwen-image-edit", "qwen-image-edit-plus",
                "flux2-klein", "tiny-flux-kontext", "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus",
                "tiny-flux2-klein")
-POLICY_NAMES = ("full", "random", "tokendrop", "topi", "sparse_context", "spotedit")
-CACHE_NAMES = ("first-block", "magcache", "taylorseer")   # checked against actors.caches.names()
+POLICY_NAMES = ("full", "random", "tokendrop", "topi", "sparse_context", "spotedit", "focus", "regione")
+CACHE_NAMES = ("first-block", "magcache", "taylorseer", "velocity-decay")   # checked against actors.caches.names()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from actors.models import shipped_folders
 
     from actors.caches import parse as parse_cache
+    from costs.ideal_speedup import ideal_columns
 
     policy = policies.make(args.policy, **parse_assignments(args.assignments))
     cache = parse_cache(args.cache)   # a bad spec is refused here, before any model work
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     line = summary(args, result, str(pipe.device))
+    line.update(ideal_columns(result, pipe.transformer, args.model))
     line["guidance_scale"] = editor.default_guidance if args.guidance_scale is None else args.guidance_scale
     print(json.dumps(line, default=str))
     return 0

@@ -14,6 +14,7 @@ import policies
 from actors.editor import Editor
 from actors.loading import load_pipeline
 from actors.edit_result import EditResult
+from costs.ideal_speedup import ideal_columns
 
 from . import storage as st
 from .config import cache_label, policy_kwargs
@@ -54,6 +55,7 @@ class EditActor(UnitActor):
             raise ValueError(f"unknown model options {sorted(options)}; accepted: lora")
         if lora:
             lora = st.localize_model_path(lora, cache_dir, self.storage)
+        self.model = model
         self.pipe = load_pipeline(model, path=path, lora=lora)
         self.device = str(self.pipe.device)
         self._metric_models(metrics or {}, cache_dir)
@@ -86,6 +88,7 @@ class EditActor(UnitActor):
             references=references, resize_filter=config.resize_filter, cache=cache)
         row = self.ok_row(config, unit, started)
         row.update(trace_columns(result))
+        row.update(ideal_columns(result, self.pipe.transformer, self.model))
         if result.cache_name is not None:   # asked for by the configuration, or declared by the policy
             columns = result.cache_columns()
             row.update({k: v for k, v in columns.items() if k not in ("cache", "cache_params")},

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import REGISTRY, CachedContext, Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
-from . import full, random_drop, tokendrop, topi, sparse_context, spotedit  # noqa: F401  (they register)
+from . import full, random_drop, tokendrop, topi, sparse_context, spotedit, focus, regione  # noqa: F401  (they register)
 
 
 def make(name: str, **params: Any) -> Policy:

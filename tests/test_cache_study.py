@@ -11,6 +11,7 @@ from studies.cache import doc
 from studies.cache import grid as study_grid
 from studies.cache import pareto as cp
 from studies.cache import run as study
+from costs.ideal_speedup import project
 
 
 def row(config: str, flop: float, q: float, measured: float | None = None, family: str | None = None) -> dict:
@@ -194,7 +195,7 @@ def test_projection_to_1024_keeps_shares_and_prices_pruning_higher():
     from costs import flops
 
     toy = [SimpleNamespace(noisy=64, total=64, kept=32, active=None, keys=None, from_layer=0, cache_calls=())] * 4
-    big = study.scaled(toy)
+    big = project(toy, 4096)
     assert big[0].noisy == 4096 and big[0].total == 4096 and big[0].kept == 2048 and big[0].active is None
     arch, text = costs.real("FLUX.1-Kontext-dev").arch, costs.real("FLUX.1-Kontext-dev").text()
     # at 64 + 64 image tokens the 512 text tokens dominate: half the source buys far less than at 4096 + 4096

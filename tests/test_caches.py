@@ -19,11 +19,17 @@ POLICIES = {
     "topi": dict(layers="all", exempt_layers=1, interval=3),                    # anchors (forced) at 0 and 3
     "sparse_context": dict(strategy="attention", keep=0.5, warmup_steps=2),     # attention stats at step 1
     "spotedit": dict(tau=1.5, selector="l2", initial_steps=2, reset_steps=[4]),  # partial steps 2, 3, 5
+    # partial steps 1-5 on a quarter of the 4x4 tokens; the edit's cache instead of its own
+    "focus": dict(budget=0.25, margin=0, reference_margin=0, cache="none"),
+    # partial steps 2, 3, 5 (eta 0: about half the tokens edited on the tiny models); the edit's cache
+    "regione": dict(eta=0.0, erosion_dilation=False, warmup_steps=2, post_steps=0, refresh_steps=[4],
+                    velocity_cache=False),
 }
 NEVER = {"first-block": "first-block:threshold=0", "magcache": "magcache:threshold=0",
-         "taylorseer": "taylorseer:interval=1"}
+         "taylorseer": "taylorseer:interval=1", "velocity-decay": "velocity-decay:delta=0,gamma=0.9"}
 ALWAYS = {"first-block": "first-block:threshold=1e6", "magcache": "magcache:threshold=1e6,retention_ratio=0",
-          "taylorseer": "taylorseer:interval=2,warmup=0"}   # computes steps 0, 1, 3, 5; predicts 2 and 4
+          "taylorseer": "taylorseer:interval=2,warmup=0",   # computes steps 0, 1, 3, 5; predicts 2 and 4
+          "velocity-decay": "velocity-decay:delta=1,gamma=0.5"}   # every call after the first (and forced)
 
 
 def test_policies_cover_the_registry():

@@ -64,12 +64,14 @@ class CacheRunInfo:
     transformer: torch.nn.Module
     device: torch.device = torch.device("cpu")   # where the edit's latents are
     skips_queries: bool = False   # the policy skips queries (SpotEdit): its full steps refresh its K/V cache
+    sigmas: tuple[float, ...] = ()   # the scheduler's sigmas, steps + 1 values (velocity-decay's ratio)
 
     @classmethod
     def of(cls, edit: EditContext) -> CacheRunInfo:
         run = edit.run
         return cls(family=run.family, steps=run.steps, num_noisy=run.num_noisy, num_layers=run.num_layers,
-                   transformer=edit.transformer, device=run.device, skips_queries=edit.needs.query_skip is not None)
+                   transformer=edit.transformer, device=run.device, skips_queries=edit.needs.query_skip is not None,
+                   sigmas=tuple(float(s) for s in run.sigmas))
 
 
 class BranchState:

@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,12 +69,13 @@ def _params(text: str) -> tuple[str, dict[str, Any]]:
     return name, parse_assignments([p for p in rest.rstrip("]").split(";") if p]) if rest else {}
 
 
-def run_config(pipe: Any, config: str, record: dict[str, Any], steps: int) -> dict[str, Any]:
+def run_config(pipe: Any, config: str, record: dict[str, Any], steps: int, base: Path = CONFIGS) -> dict[str, Any]:
+    """One edit of `record` (its files relative to `base`) by `config` ("POLICY[k=v;...]|CACHE" or a peer)."""
     import actors
     import policies
     from actors import peers
 
-    image = CONFIGS / record["image"]
+    image = base / record["image"]
     what, _, cache = config.partition("|")
     if what.startswith("peer:"):
         name, params = _params(what[5:])
@@ -91,15 +93,13 @@ def run_config(pipe: Any, config: str, record: dict[str, Any], steps: int) -> di
         return {"pixels": r.pixels, "seconds": r.seconds, "trace": trace, "skipped": sum(r.skipped_calls.values()),
                 "keep": 1.0, "query": 1.0, "source_cached": False, "reference_seconds": plain.seconds,
                 "cpu_seconds": cpu2 - cpu1, "reference_cpu_seconds": cpu1 - cpu0}
-    from bench.speed import source_cached
-
     name, params = _params(what)
     policy = policies.make(name, **params)
     cpu0 = time.process_time()   # process CPU time: on a shared CPU it grows far less with other work than wall time
     r = actors.Editor(pipe, policy).edit(image, record["instruction"], seed=0, steps=steps, cache=cache or None)
     return {"pixels": r.pixels, "seconds": r.seconds, "cpu_seconds": time.process_time() - cpu0, "trace": r.trace,
             "skipped": sum(r.cache_skipped_calls.values()), "keep": r.keep_ratio_mean,
-            "query": r.query_ratio_mean, "source_cached": source_cached(policy)}
+            "query": r.query_ratio_mean, "source_cached": r.source_cached, "result": r}
 
 
 def record_values(r: dict[str, Any], full_pixels: np.ndarray, target: np.ndarray, reference_seconds: float,

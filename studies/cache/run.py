@@ -16,13 +16,13 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import PIL.Image
 
 from costs import flops, real
+from costs.ideal_speedup import project
 from core.resources import resource
 from studies.cache import compare as caches
 from studies.cache.grid import (
@@ -39,15 +39,15 @@ CONFIGS = resource("configs")
 class Record:
     """One demo record: its source, target, mask (PNG files) and its uncached `full` edit (computed once)."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], base: Path = CONFIGS) -> None:
         from pipeline.images import mask_from_image
 
         def load(name: str) -> np.ndarray:
-            return np.asarray(PIL.Image.open(CONFIGS / spec[name]).convert("RGB"), np.float64) / 255
+            return np.asarray(PIL.Image.open(base / spec[name]).convert("RGB"), np.float64) / 255
 
-        self.spec, self.id = spec, spec["id"]
+        self.spec, self.id, self.base = spec, spec["id"], base
         self.source, self.target = load("image"), load("target")
-        self.mask = mask_from_image(PIL.Image.open(CONFIGS / spec["mask"])) if spec.get("mask") else None
+        self.mask = mask_from_image(PIL.Image.open(base / spec["mask"])) if spec.get("mask") else None
         self.full_pixels: np.ndarray | None = None
 
 
@@ -59,22 +59,6 @@ def background_mse(pixels: np.ndarray, record: Record) -> float | None:
     from metrics.pixel import background_metrics
 
     return float(background_metrics(pixels, record.source, record.mask)["mse_bg"])
-
-
-def scaled(trace: Iterable[Any], noisy: int = PROJECTED_NOISY) -> list[SimpleNamespace]:
-    """The trace with every token count scaled to `noisy` noisy tokens (1024²: 4096), the same shares kept,
-    computed and skipped: what the same plans would cost at the real model's resolution (a projection)."""
-    out = []
-    for s in trace:
-        k = noisy / s.noisy
-
-        def n(v: int | None) -> int | None:
-            return None if v is None else round(v * k)
-
-        out.append(SimpleNamespace(noisy=noisy, total=n(s.total), kept=n(s.kept), active=n(getattr(s, "active", None)),
-                                   keys=n(getattr(s, "keys", None)), from_layer=getattr(s, "from_layer", 0),
-                                   cache_calls=tuple(getattr(s, "cache_calls", ()))))
-    return out
 
 
 def measure(pipe: Any, config: str, record: Record, steps: int, config_first: bool = False) -> dict[str, Any]:
@@ -94,7 +78,7 @@ def measure(pipe: Any, config: str, record: Record, steps: int, config_first: bo
     kontext = real("FLUX.1-Kontext-dev")
     arch, text = kontext.arch, kontext.text()
     values = caches.record_values(r, record.full_pixels, record.target, wall, arch, text)
-    values["flop_1024"] = flops.predicted_speedup(arch, scaled(r["trace"]), text, r.get("source_cached", False))
+    values["flop_1024"] = flops.predicted_speedup(arch, project(r["trace"], PROJECTED_NOISY), text, r.get("source_cached", False))
     return {"config": config, "record": record.id, "category": record.spec.get("category"),
             "mse_bg": background_mse(r["pixels"], record), "seconds": r["seconds"], "reference_seconds": wall,
             "cpu_seconds": r["cpu_seconds"], "reference_cpu_seconds": cpu, "cpu_speedup": cpu / r["cpu_seconds"],

@@ -19,5 +19,7 @@ FLUX_KONTEXT = Family(
     spot_processor=attention.FluxSpotProcessor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
     unpack=vae.unpack, decoder_features=vae.decoder_features,
     paper={"tokendrop": {"omega": 0.4, "full_steps": 2},
+           "focus": {"tau_cosine": 0.07, "tau_lpips_vae": 0.2},   # RegionE's η = 0.93 (1 − η); SpotEdit's τ
+           "regione": {"eta": 0.93},                          # RegionE's config for FluxKontextPipeline
            "spotedit": {"tau": 0.2, "dilate": 0},              # the paper's τ; dilation as the official code
            "topi": {"layers": {57: (13, 18, 31)}}})            # Appendix C.3, by transformer depth

@@ -19,5 +19,7 @@ QWEN_IMAGE_EDIT = Family(
     spot_processor=attention.QwenSpotProcessor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
     unpack=vae.unpack, decoder_features=vae.decoder_features,
     paper={"tokendrop": {"omega": 0.1, "full_steps": 4},
+           "focus": {"tau_cosine": 0.2, "tau_lpips_vae": 0.15},   # RegionE's η = 0.80 (1 − η); SpotEdit's τ
+           "regione": {"eta": 0.80},                          # RegionE's config for QwenImageEditPipeline
            "spotedit": {"tau": 0.15, "dilate": 1},             # the official code's values for Qwen
            "topi": {"layers": {60: (35, 37, 42)}}})            # Appendix C.3, by transformer depth

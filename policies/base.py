@@ -97,6 +97,9 @@ class Plan:
     active_noisy: torch.Tensor | None = None     # bool over noisy tokens that get queries
     attention_layers: tuple[int, ...] = ()       # layers that must report attention statistics
     context: CachedContext | None = None         # with active_noisy: cached K/V for what has no queries
+    # a full step of a policy that skips queries: does it fill the K/V cache later partial steps read (then a
+    # temporal cache must compute it)? None: every full step of such a policy does (SpotEdit)
+    refreshes_context: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ class FocusRun(PolicyRun):
 
     def plan(self, step: Step) -> Plan:
         if self.is_full(step.index) or self.active is None or bool(self.active.all()):
-            return Plan()
+            # a temporal cache may skip any full step but those whose K/V the partial steps after it read
+            return Plan(refreshes_context=self._partitions(step.index))
         self.frozen_at_end = ~self.active
         return Plan(active_noisy=self.active, context=CONTEXT, keep_source=self._reference_keys())
 
@@ -79,9 +80,13 @@ class FocusRun(PolicyRun):
         rest = self.run.num_source - near.numel()
         return torch.cat([near, torch.ones(rest, dtype=torch.bool, device=near.device)])
 
+    def _partitions(self, index: int) -> bool:
+        """A full step followed by a partial one: it partitions and fills the K/V cache."""
+        following = index + 1
+        return self.is_full(index) and following < self.run.steps and not self.is_full(following)
+
     def observe(self, step: Step, seen: Seen) -> None:
-        following = step.index + 1
-        if not self.is_full(step.index) or following >= self.run.steps or self.is_full(following):
+        if not self._partitions(step.index):
             return   # the partition is made on a full step's estimate, for the partial steps after it
         scores = self.run.token_scores(seen.x0, self.policy.region)
         active = grow(self._above(scores), self.run.noisy_grid, self.policy.margin)

@@ -60,7 +60,7 @@ class RegionERun(PolicyRun):
 
     def plan(self, step: Step) -> Plan:
         if self.is_full(step.index) or self.edited is None or bool(self.edited.all()):
-            return Plan()
+            return Plan()   # every full step is computed (the official loop never reuses velocity on them)
         return Plan(active_noisy=self.edited, context=CONTEXT)
 
     def observe(self, step: Step, seen: Seen) -> None:

@@ -21,8 +21,9 @@ routes source rows after them, SpotEdit gathers the active noisy rows first). Ea
     grid indexed by the token's grid position, updated at the rows a computed call produced and read at the
     rows a skipped call needs; a call whose rows were never all computed is not skipped.
 A call whose internals the policy needs is never skipped (a forced call, which refreshes the cache): a plan
-that asks for attention statistics (ToPi's anchor steps, Sparse Context's attention selection) and SpotEdit's
-full steps, which refresh its K/V cache. Source-token rows of a skipped call are left as they entered (their
+that asks for attention statistics (ToPi's anchor steps, Sparse Context's attention selection) and the full
+steps that fill a query-skipping policy's K/V cache (every full step of SpotEdit; those `Plan.refreshes_context`
+marks: focus's and RegionE's full steps before partial ones). Source-token rows of a skipped call are left as they entered (their
 output is discarded by the adapters).
 """
 from __future__ import annotations
@@ -173,7 +174,8 @@ class CacheRun(Mechanism):
         active = call.plan.active_noisy
         self.noisy_ids = None if active is None or bool(active.all()) else \
             torch.nonzero(active.to(self.info.device)).flatten()
-        spot_full = self.info.skips_queries and self.noisy_ids is None
+        refreshes = call.plan.refreshes_context is not False   # None: every full step may fill it
+        spot_full = self.info.skips_queries and self.noisy_ids is None and refreshes
         self.force = bool(call.plan.attention_layers) or spot_full
 
     def after_call(self, call: StepCall, v: torch.Tensor) -> torch.Tensor:

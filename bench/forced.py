@@ -10,6 +10,8 @@ plan at fixed ratios through the same mechanisms (`dropedit bench --policy force
     forced-spotedit:active=0.5             queries for the active noisy tokens only, the others and the source
                                            from SpotEdit's K/V cache (SpotFusion blend); selector=true scores
                                            every token with SpotSelector and activates the highest-scoring ones
+    forced-focus:active=0.2                focus's partial steps: a square region gets queries, the rest and the
+                                           source from the static K/V cache, source keys only near the region
 
 They are not in `policies.REGISTRY` (the shipped policies, and the default benchmark list): `make` builds them
 by name, and falls back to `policies.make` for every other name.
@@ -159,7 +161,49 @@ class ForcedSpotEdit(Policy):
         return _SpotRun(self, run)
 
 
-FORCED: dict[str, type[Policy]] = {cls.name: cls for cls in (ForcedGather, ForcedTopi, ForcedSpotEdit)}
+class _FocusRun(_ForcedRun):
+    def __init__(self, policy: "ForcedFocus", run: RunInfo) -> None:
+        super().__init__(policy, run)
+        side = max(1, round((policy.active * run.num_noisy) ** 0.5))   # one square region, as an edit's
+        grid = torch.zeros(run.noisy_grid, dtype=torch.bool)
+        grid[:side, :side] = True
+        self.active = grid.flatten()
+        near = torch.zeros(run.noisy_grid, dtype=torch.bool)
+        near[: side + policy.reference_margin, : side + policy.reference_margin] = True
+        rest = run.num_source - run.num_noisy
+        self.keys = torch.cat([near.flatten(), torch.ones(rest, dtype=torch.bool)])
+
+    def plan(self, step: Step) -> Plan:
+        if step.index < self.policy.full_steps:
+            return Plan(refreshes_context=step.index == self.policy.full_steps - 1)
+        return Plan(active_noisy=self.active.to(self.run.device), context=_STATIC,
+                    keep_source=self.keys.to(self.run.device))
+
+
+_STATIC = CachedContext(noisy=True, source=True, alpha=None)
+
+
+class ForcedFocus(Policy):
+    """focus's partial steps at a fixed region after `full_steps` full ones: a square of ⌈active·N⌉ noisy tokens
+    gets queries, the frozen ones and the source come from the static K/V cache, and only the source tokens
+    within `reference_margin` of the region stay keys (its temporal cache is left out: a skipped call costs
+    nothing to time)."""
+
+    name: ClassVar[str] = "forced-focus"
+    active: Fraction = 0.2
+    reference_margin: Count = 2
+    full_steps: Annotated[Integer, Field(ge=1)] = 1
+    seed: Integer = 0
+
+    @property
+    def needs(self) -> Needs:  # type: ignore[override]
+        return Needs(query_skip=_STATIC)
+
+    def start(self, run: RunInfo) -> _FocusRun:
+        return _FocusRun(self, run)
+
+
+FORCED: dict[str, type[Policy]] = {cls.name: cls for cls in (ForcedGather, ForcedTopi, ForcedSpotEdit, ForcedFocus)}
 
 
 def make(name: str, **params: Any) -> Policy:

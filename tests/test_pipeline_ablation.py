@@ -90,6 +90,10 @@ def test_s3_end_to_end_bad_records_resume_and_report(ray_session, s3_prefix, ima
     applied = json.loads(pruned["policy_applied"].iloc[0])   # defaults the config did not set, as applied
     assert applied["omega"] == 0.2 and applied["kernel"] == 11 and applied["reg"] is True
     assert (ok["query_ratio_mean"] == 1).all()
+    # every ok row prices its plan on its own model and, projected to 1024², on FLUX.1-Kontext-dev
+    full_rows = ok[ok["policy"] == "full"]
+    assert (full_rows["flops_ideal_speedup"] == 1).all() and (full_rows["flops_ideal_speedup_real"] == 1).all()
+    assert (pruned["flops_ideal_speedup"] >= 1).all() and pruned["flops_ideal_speedup_real"].notna().all()
     # paired timing: each record's full and tokendrop ran back to back on one actor, the ratio is in the row
     assert pruned["speedup_vs_full"].notna().all() and ok[ok["policy"] == "full"]["speedup_vs_full"].isna().all()
     assert (ok.groupby("record_id")["actor"].nunique() == 1).all()

@@ -96,7 +96,10 @@ def run_config(pipe: Any, config: str, record: dict[str, Any], steps: int, base:
     name, params = _params(what)
     policy = policies.make(name, **params)
     cpu0 = time.process_time()   # process CPU time: on a shared CPU it grows far less with other work than wall time
-    r = actors.Editor(pipe, policy).edit(image, record["instruction"], seed=0, steps=steps, cache=cache or None)
+    with PIL.Image.open(image) as im:   # the record's own size (the toy's is its trained size)
+        width, height = im.size
+    r = actors.Editor(pipe, policy).edit(image, record["instruction"], seed=0, steps=steps, cache=cache or None,
+                                         height=height, width=width)
     return {"pixels": r.pixels, "seconds": r.seconds, "cpu_seconds": time.process_time() - cpu0, "trace": r.trace,
             "skipped": sum(r.cache_skipped_calls.values()), "keep": r.keep_ratio_mean,
             "query": r.query_ratio_mean, "source_cached": r.source_cached, "result": r}

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ran = run(args.out, records, args.config or study.grid(), threads=args.threads, paired=args.paired,
                   log=lambda m: print(m, flush=True))
         print(f"ran {len(ran)} configuration(s)", flush=True)
-    from .doc import write
+    from .page import write
 
     write(args.out, MODEL)
     return 0

@@ -22,7 +22,8 @@ this engine's mechanisms and every knob a parameter recorded per row:
    estimate`), or is replaced by the source latent before decoding (`finish: source`).
 
 An edit whose active share exceeds `max_active` (a global edit: most of the image changes) runs its partial
-steps in full: the region buys nothing there and the temporal cache still runs.
+steps in full and is not partitioned again: the region buys nothing there, and the temporal cache alone
+accelerates it (no step of it is forced).
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class FocusRun(PolicyRun):
         self.active: torch.Tensor | None = None     # bool over noisy tokens, decided at the last full step
         self.frozen_at_end: torch.Tensor | None = None
         self.active_shares: list[float] = []        # the active share of each partition
+        self.global_edit = False                    # a partition found most of the image changing: no more
 
     def is_full(self, index: int) -> bool:
         return index < self.warmup or index >= self.final_from or index in self.refreshes
@@ -81,9 +83,11 @@ class FocusRun(PolicyRun):
         return torch.cat([near, torch.ones(rest, dtype=torch.bool, device=near.device)])
 
     def _partitions(self, index: int) -> bool:
-        """A full step followed by a partial one: it partitions and fills the K/V cache."""
+        """A full step followed by a partial one: it partitions and fills the K/V cache (never again once the
+        edit was found global: its refreshes would only cost the temporal cache its skips)."""
         following = index + 1
-        return self.is_full(index) and following < self.run.steps and not self.is_full(following)
+        return (not self.global_edit and self.is_full(index) and following < self.run.steps
+                and not self.is_full(following))
 
     def observe(self, step: Step, seen: Seen) -> None:
         if not self._partitions(step.index):
@@ -94,7 +98,7 @@ class FocusRun(PolicyRun):
         self.active_shares.append(share)
         self.active = torch.ones_like(active) if share > self.policy.max_active else active
         if share > self.policy.max_active:
-            self.frozen_at_end = None   # a global edit: nothing is pasted back
+            self.global_edit, self.frozen_at_end = True, None   # a global edit: nothing is pasted back
 
     def _above(self, scores: torch.Tensor) -> torch.Tensor:
         if self.policy.budget is None:
@@ -112,7 +116,7 @@ class FocusRun(PolicyRun):
                 "refresh_steps": sorted(self.refreshes), "final_steps": self.run.steps - self.final_from}
 
     def summary(self) -> dict[str, Any]:
-        return {"active_shares": [round(s, 4) for s in self.active_shares],
+        return {"active_shares": [round(s, 4) for s in self.active_shares], "global": self.global_edit,
                 "frozen": 0 if self.frozen_at_end is None else int(self.frozen_at_end.sum())}
 
 
@@ -122,12 +126,12 @@ class Focus(Policy, name="focus"):
     tau: Annotated[Number, Field(ge=0.0)] | None = None   # score > tau is active; None: the family's default
     budget: Fraction | None = None         # instead of tau: this share of the tokens, the highest scores, active
     margin: Count = 1                      # tokens the active region is grown by
-    reference_margin: Count | None = 2     # source keys kept within this many tokens of the region; None: all
-    refresh: Fraction = 0.0                # a full step every this share of the steps after warm-up (0: none)
+    reference_margin: Count | None = None  # source keys kept within this many tokens of the region; None: all
+    refresh: Fraction = 0.25               # a full step every this share of the steps after warm-up (0: none)
     final: Fraction = 0.0                  # share of the steps at the end run in full
     max_active: Fraction = 0.7             # above this active share the edit is global: partial steps run full
     finish: Finish = "estimate"            # frozen tokens: their last estimate, or the source latent
-    cache: str | None = "first-block:threshold=0.12"   # temporal reuse on the active tokens ("none": off)
+    cache: str | None = "taylorseer:interval=5"   # temporal reuse on the active tokens ("none": off)
 
     @property
     def needs(self) -> Needs:  # type: ignore[override]

@@ -67,16 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paired", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--config", action="append", default=None, help="run only these (default: the whole grid)")
+    p.add_argument("--model", default=MODEL, help=f"{MODEL} (the study), or tiny-qwen-image-edit (the Qwen family "
+                   "on random weights: fidelity and FLOP shares only), written to its own page")
     p.add_argument("--no-run", action="store_true", help="only regenerate the page from the rows")
     args = p.parse_args(argv)
+    out, doc = args.out, Path("docs") / "focus-study.md"
+    if args.model != MODEL:
+        out, doc = args.out / args.model, Path("docs") / f"focus-study-{args.model}.md"
     if not args.no_run:
         records = study_records(args.work, args.heldout, SIZE)
-        ran = run(args.out, records, args.config or study.grid(), threads=args.threads, paired=args.paired,
-                  log=lambda m: print(m, flush=True))
+        ran = run(out, records, args.config or study.grid(), model=args.model, threads=args.threads,
+                  paired=args.paired, log=lambda m: print(m, flush=True))
         print(f"ran {len(ran)} configuration(s)", flush=True)
     from .page import write
 
-    write(args.out, MODEL)
+    write(out, args.model, doc=doc, readme=Path("README.md") if args.model == MODEL else None)
     return 0
 
 

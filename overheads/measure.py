@@ -2,6 +2,7 @@
 
     python -m overheads.measure [--family flux|qwen|both] [--sizes 1024,2048] [--repeats N] [--threads 1]
                               [--out DIR] [--scale real|tiny] [--warmup N] [--active 0.5]
+                              [--region-active 0.2] [--region-keys 0.35] [--focus key=value,...]
 
 With random weights (timing only), fp32, on the CPU: one block of each kind of FLUX.1-Kontext-dev (a dual
 `FluxTransformerBlock` and a `FluxSingleTransformerBlock`, 24 heads × 128) and of Qwen-Image-Edit (a
@@ -9,7 +10,9 @@ With random weights (timing only), fp32, on the CPU: one block of each kind of F
 code at the same size: SpotEdit's observe with the editor's SpotSelector on the real FLUX / Qwen-Image VAE
 decoder, SpotEdit's K/V cache (SpotKV.assemble, full and partial calls, one layer), ToPi's statistics processor
 on one layer of each kind and its observe, TokenDrop's plan + observe (the adaptive mask) and its regularized
-sampler step. `overheads/table.py` turns them into shares of a step and of an edit.
+sampler step, focus's and regione's partition (cosine score + margin dilation / erosion-dilation) and their static
+K/V cache (SpotKV.assemble, partial calls: focus with the kept source keys, regione with every one).
+`overheads/table.py` turns them into shares of a step and of an edit.
 `--scale tiny` runs the same code with tiny configs in seconds (tests/test_overheads.py).
 Writes OUT/overheads.json and OUT/overheads.md.
 """
@@ -18,10 +21,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import sys
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,11 +45,13 @@ from actors.sampler import regularized_step
 from actors.spot_attention import SpotCall, SpotKV
 from actors.spot_selector import TimedScorer
 from bench import markdown as report
+from core.assignments import AssignmentError, parse_inline
 from actors.families.flux_kontext.architecture import FLUX_KONTEXT_DEV_CONFIG as FLUX_KONTEXT_DEV
 from actors.families.flux_kontext.architecture import FLUX_KONTEXT_TEXT_TOKENS
 from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_CONFIG as QWEN_IMAGE_EDIT
 from actors.families.qwen_image_edit.architecture import QWEN_IMAGE_EDIT_TEXT_TOKENS
 from overheads import table as rep
+from policies import PolicyError, make
 from policies.base import Seen
 from policies.spotedit import SpotEdit, fusion_alpha
 from policies.tokendrop import TokenDrop
@@ -83,6 +89,15 @@ TINY = Scale("tiny",
               "qwen": {**QWEN_VAE, "base_dim": 4, "num_res_blocks": 1}},
              {"flux": (8,), "qwen": (8, 6)}, (64, 128))
 SCALES = {s.name: s for s in (REAL, TINY)}
+
+
+@dataclass(frozen=True)
+class Regions:
+    """focus and regione: the active share of their partial steps, the source share focus keeps as keys when its
+    reference_margin drops some (a square: the region and its margin), and focus's parameters (empty: defaults)."""
+    active: float = 0.2
+    keys: float = 0.35
+    focus: dict[str, Any] = field(default_factory=dict)
 
 
 def log(message: str) -> None:
@@ -279,8 +294,61 @@ def time_kv(grid: tuple[int, int], heads: int, head_dim: int, active: float, rep
     return out
 
 
+def square(grid: tuple[int, int], share: float) -> torch.Tensor:
+    """Bool over the grid's tokens: a centred square holding about `share` of them (at least one token)."""
+    side = min(grid[0], grid[1], max(1, round(math.sqrt(share * grid[0] * grid[1]))))
+    mask = torch.zeros(grid, dtype=torch.bool)
+    top, left = (grid[0] - side) // 2, (grid[1] - side) // 2
+    mask[top:top + side, left:left + side] = True
+    return mask.flatten()
+
+
+def region_shares(grid: tuple[int, int], regions: Regions) -> dict[str, float]:
+    """The active share of the partial steps' square, and the source share focus keeps as keys (1: every one,
+    when its reference_margin is None)."""
+    drops = make("focus", **regions.focus).reference_margin is not None
+    return {"active": float(square(grid, regions.active).float().mean()),
+            "keys": float(square(grid, regions.keys).float().mean()) if drops else 1.0}
+
+
+def time_static_kv(grid: tuple[int, int], heads: int, head_dim: int, regions: Regions, repeats: int, warmup: int
+                   ) -> dict[str, list[float]]:
+    """focus's and regione's K/V cache in one layer on a partial call (SpotKV.assemble, static: no blend): the
+    active rows are written into the cache filled by a full call, then cache and source K/V are joined; focus
+    keeps the source keys of a square around the region (`regions.keys`), regione every one."""
+    n = grid[0] * grid[1]
+    g = torch.Generator().manual_seed(0)
+    kv = SpotKV(num_noisy=n, num_source=n, key_rotary=None)
+    k, v = (torch.randn(1, 2 * n, heads, head_dim, generator=g) for _ in range(2))
+    kv.assemble(0, k, v)   # a full call fills the cache
+    index = torch.nonzero(square(grid, regions.active)).flatten()
+    keep = torch.nonzero(square(grid, regions.keys)).flatten()
+    k_act, v_act = k[:, :index.numel()].clone(), v[:, :index.numel()].clone()
+    del k, v
+    out = {}
+    for name, keys in (("kv_static", keep), ("kv_static_all", None)):
+        kv.call = SpotCall(active=index, source_queries=False, noisy_context=True, alpha=None, source_keys=keys)
+        out[name] = timed(lambda: kv.assemble(0, k_act, v_act), repeats, warmup)
+    return out
+
+
+def time_partitions(family: str, vae: torch.nn.Module, size: int, grid: tuple[int, int], num_layers: int,
+                    focus: dict[str, Any], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """focus's and regione's observe on the step that partitions (the editor's TimedScorer with the cosine
+    score, then focus's threshold and margin dilation / RegionE's threshold, erosion and dilation)."""
+    x0, source = latents(grid)
+    scorer = TimedScorer(selector_pipe(family, vae), family, size, size, source)
+    info = rep.run_info(family, grid, rep.default_steps(family), num_layers, token_scores=scorer)
+    steps, seen = rep.steps_of(info), Seen(x0=x0, source=source, velocity=x0)
+    out = {}
+    for name, run in (("focus", make("focus", **focus).start(info)), ("regione", make("regione").start(info))):
+        step = steps[next(i for i in range(info.steps - 1) if run.is_full(i) and not run.is_full(i + 1))]
+        out[f"{name}_partition"] = timed(lambda run=run, step=step: run.observe(step, seen), repeats, warmup)
+    return out
+
+
 def measure_size(family: str, scale: Scale, model: torch.nn.Module, vae: torch.nn.Module, size: int,
-                 repeats: int, warmup: int, active: float) -> dict[str, Any]:
+                 repeats: int, warmup: int, active: float, regions: Regions = Regions()) -> dict[str, Any]:
     """Every timing of one family at one image size (px); the shares are added by `summarise`."""
     config, grid = scale.transformer[family], (size // 16, size // 16)   # VAE /8, then 2×2 packing
     n, texts, layers = grid[0] * grid[1], scale.text_tokens[family], depth(family, scale.transformer[family])
@@ -298,11 +366,15 @@ def measure_size(family: str, scale: Scale, model: torch.nn.Module, vae: torch.n
     timings.update(time_tokendrop(family, grid, sum(layers.values()), repeats, warmup))
     log(f"{family} {size}²: SpotSelector ({size // 8}² latent), K/V cache")
     timings.update(time_spotedit(family, vae, size, grid, sum(layers.values()), repeats))
-    timings.update(time_kv(grid, int(config["num_attention_heads"]), int(config["attention_head_dim"]), active,
-                           repeats, warmup))
+    heads, head_dim = int(config["num_attention_heads"]), int(config["attention_head_dim"])
+    timings.update(time_kv(grid, heads, head_dim, active, repeats, warmup))
+    log(f"{family} {size}²: focus and regione (partition, static K/V cache)")
+    timings.update(time_partitions(family, vae, size, grid, sum(layers.values()), regions.focus, repeats, warmup))
+    timings.update(time_static_kv(grid, heads, head_dim, regions, repeats, warmup))
     result = {"family": family, "size": size, "grid": list(grid), "latent": [size // 8, size // 8],
               "tokens": {"noisy": n, "source": n, "text": list(texts)}, "depth": layers, "calls": len(texts),
-              "schedule": rep.schedule(family, rep.default_steps(family), sum(layers.values())),
+              "schedule": rep.schedule(family, rep.default_steps(family), sum(layers.values()), regions.focus),
+              "region_shares": region_shares(grid, regions),
               "timings": {name: rep.spread(s) for name, s in timings.items()}}
     result["per_edit"] = rep.per_edit(result)
     result["policies"] = rep.summarise(result)
@@ -310,13 +382,13 @@ def measure_size(family: str, scale: Scale, model: torch.nn.Module, vae: torch.n
 
 
 def measure(families: list[str], scale: Scale, sizes: list[int], repeats: int, warmup: int,
-            active: float) -> list[dict[str, Any]]:
+            active: float, regions: Regions = Regions()) -> list[dict[str, Any]]:
     results = []
     for family in families:
         log(f"{family}: building one block of each kind and the VAE ({scale.name} configs, random weights)")
         model, vae = build_model(family, scale.transformer[family]), build_vae(family, scale.vae[family])
         for size in sizes:
-            results.append(measure_size(family, scale, model, vae, size, repeats, warmup, active))
+            results.append(measure_size(family, scale, model, vae, size, repeats, warmup, active, regions))
             gc.collect()
         del model, vae
         gc.collect()
@@ -332,11 +404,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before each timing (not the selector's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--active", type=float, default=0.5, help="SpotEdit partial steps: share of noisy tokens active")
+    p.add_argument("--region-active", type=float, default=0.2,
+                   help="focus and regione partial steps: share of noisy tokens active (a centred square)")
+    p.add_argument("--region-keys", type=float, default=0.35, help="focus partial steps with a reference_margin: "
+                   "share of source tokens kept as keys (the region and its margin)")
+    p.add_argument("--focus", default="", help="focus's parameters, key=value,... (e.g. refresh=0.2,final=0.1)")
     p.add_argument("--scale", choices=sorted(SCALES), default="real")
     p.add_argument("--out", default="results/overheads")
     a = p.parse_args(argv)
     if a.repeats < 1 or a.warmup < 0 or a.threads < 1 or not 0 < a.active < 1:
         p.error("--repeats and --threads must be ≥ 1, --warmup ≥ 0, --active in (0, 1)")
+    if not 0 < a.region_active < 1 or not 0 < a.region_keys <= 1:
+        p.error("--region-active must be in (0, 1), --region-keys in (0, 1]")
+    try:
+        focus = parse_inline(a.focus) if a.focus else {}
+        make("focus", **focus)
+    except (AssignmentError, PolicyError) as err:
+        p.error(f"--focus: {err}")
+    a.regions = Regions(a.region_active, a.region_keys, focus)
     return a
 
 
@@ -354,11 +439,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         machine = {**report.machine(), "load_start": report.load_average()}
         log(f"machine: {machine['cpu']}, {machine['cores']} cores, {a.threads} torch thread(s), torch "
             f"{machine['torch']}; load average before {machine['load_start']}")
-        results = measure(families, scale, sizes, a.repeats, a.warmup, a.active)
+        results = measure(families, scale, sizes, a.repeats, a.warmup, a.active, a.regions)
         machine["load_end"] = report.load_average()
     finally:
         torch.set_num_threads(threads)
     doc = {"scale": scale.name, "dtype": "float32", "repeats": a.repeats, "warmup": a.warmup, "active": a.active,
+           "regions": {"active": a.regions.active, "keys": a.regions.keys, "focus": a.regions.focus,
+                       "focus_params": make("focus", **a.regions.focus).params()},
            "machine": machine, "loaded": report.loaded(machine), "limit": rep.LIMIT, "results": results}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

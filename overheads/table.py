@@ -14,6 +14,7 @@ import torch
 
 from actors.attention_stats import LayerStats
 from actors.models import family as family_named
+from policies import make
 from policies.base import RunInfo, Seen, Step
 from policies.spotedit import SpotEdit
 from policies.tokendrop import TokenDrop
@@ -33,6 +34,16 @@ WHY = {
                   "toward the source (3 temporaries per tensor), writes the active rows and concatenates cache "
                   "and source K/V into new tensors",
     "kv_full": "each full step clones every layer's noisy and source K and V into the cache",
+    "kv_static": "each partial step, in each of {layers} layers × {calls} calls, writes the active rows ({active} "
+                 "of the noisy tokens) into the static cache, gathers the kept source keys ({keys} of the source: "
+                 "a square region and its margin) and concatenates cache and kept source K/V into new tensors",
+    "kv_static_all": "each partial step, in each of {layers} layers × {calls} calls, writes the active rows ({active} "
+                     "of the noisy tokens) into the static cache and concatenates the whole noisy cache and every "
+                     "source K/V into new tensors (no blend)",
+    "focus_partition": "the region decision: the cosine distance of x̂0 to the source over {n} tokens × 64 "
+                       "channels, the threshold and the margin dilation (policies.focus.grow), once per partition",
+    "regione_partition": "the one partition: cosine similarity over {n} tokens × 64 channels, the threshold, a 3×3 "
+                         "erosion and a 5×5 dilation (policies.regione.erode_dilate), once per edit",
     "topi_stats": "ToPi's statistics recompute the layer's q, k, v and the fp32 softmax of every noisy query "
                   "against all keys, on each representative layer of each anchor step",
     "topi_observe": "the influence sums and the sorted mass selection",
@@ -97,27 +108,60 @@ def topi_schedule(family: str, steps: int, num_layers: int) -> dict[str, Any]:
     return {"topi_anchors": anchors, "topi_layers": list(run.layers)}
 
 
-def spotedit_schedule(family: str, steps: int, num_layers: int) -> dict[str, int]:
-    """Selector calls, partial and full steps with SpotEdit's defaults, when half the image is unchanged."""
-    calls = [0]
-
+def _half_edited(calls: list[int]) -> Callable[[torch.Tensor, str], torch.Tensor]:
+    """Token scores that count their calls: left half unchanged (score 0), right half edited (score 1), so
+    that the region policies make partial steps wherever they may."""
     def scores(x0: torch.Tensor, metric: str) -> torch.Tensor:
-        calls[0] += 1   # left half unchanged (score 0), right half edited: partial steps wherever allowed
+        calls[0] += 1
         cols = torch.arange(x0.shape[0]) % COUNT_GRID[1]
         return (cols >= COUNT_GRID[1] // 2).float()
+    return scores
 
-    info = run_info(family, COUNT_GRID, steps, num_layers, token_scores=scores)
-    run, seen, partial = SpotEdit().start(info), _seen(info.num_noisy), 0
+
+def _drive(run: Any, info: RunInfo) -> int:
+    """Plan and observe every step of an edit; the number of partial steps (some noisy tokens frozen)."""
+    seen, partial = _seen(info.num_noisy), 0
     for step in steps_of(info):
         partial += run.plan(step).active_noisy is not None
         run.observe(step, seen)
+    return partial
+
+
+def spotedit_schedule(family: str, steps: int, num_layers: int) -> dict[str, int]:
+    """Selector calls, partial and full steps with SpotEdit's defaults, when half the image is unchanged."""
+    calls = [0]
+    info = run_info(family, COUNT_GRID, steps, num_layers, token_scores=_half_edited(calls))
+    partial = _drive(SpotEdit().start(info), info)
     return {"spotedit_selector_calls": calls[0], "spotedit_partial_steps": partial,
             "spotedit_full_steps": steps - partial}
 
 
-def schedule(family: str, steps: int, num_layers: int) -> dict[str, Any]:
+def focus_schedule(family: str, steps: int, num_layers: int, params: dict[str, Any] | None = None
+                   ) -> dict[str, int]:
+    """Partitions (region decisions: token score + margin dilation; 1 + the refresh steps that precede a partial
+    step), partial and full steps of focus with `params` (None: its defaults), half the image edited. Full steps
+    are counted whether or not focus's temporal cache would skip them (an upper bound of the K/V work)."""
+    calls = [0]
+    info = run_info(family, COUNT_GRID, steps, num_layers, token_scores=_half_edited(calls))
+    run = make("focus", **(params or {})).start(info)
+    partial = _drive(run, info)
+    return {"focus_partitions": calls[0], "focus_refresh_steps": len(run.applied()["refresh_steps"]),
+            "focus_partial_steps": partial, "focus_full_steps": steps - partial}
+
+
+def regione_schedule(family: str, steps: int, num_layers: int) -> dict[str, int]:
+    """RegionE's one partition, partial and full steps with its defaults (Kontext's 28 steps: full 0-5, 15, 26,
+    27), half the image edited. Its velocity cache may skip partial calls: the partial count is an upper bound."""
+    calls = [0]
+    info = run_info(family, COUNT_GRID, steps, num_layers, token_scores=_half_edited(calls))
+    partial = _drive(make("regione").start(info), info)
+    return {"regione_partitions": calls[0], "regione_partial_steps": partial, "regione_full_steps": steps - partial}
+
+
+def schedule(family: str, steps: int, num_layers: int, focus: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"steps": steps, **tokendrop_schedule(family, steps, num_layers),
-            **topi_schedule(family, steps, num_layers), **spotedit_schedule(family, steps, num_layers)}
+            **topi_schedule(family, steps, num_layers), **spotedit_schedule(family, steps, num_layers),
+            **focus_schedule(family, steps, num_layers, focus), **regione_schedule(family, steps, num_layers)}
 
 
 def spread(samples: list[float]) -> dict[str, Any]:
@@ -141,12 +185,13 @@ def step_seconds(result: dict[str, Any], stat: str = "median") -> float:
 
 
 def pieces(result: dict[str, Any], stat: str = "median") -> dict[str, list[tuple[str, float, float]]]:
-    """Per policy: (piece, seconds on a step where the policy runs, seconds over one edit)."""
+    """Per policy: (piece, seconds on a step where the policy runs, seconds over one edit). Pieces that run on
+    full steps (K/V cache fills, partitions) or once per edit count in the edit only."""
     t, s, calls, depth = result["timings"], result["schedule"], result["calls"], result["depth"]
     m = {name: v[stat] for name, v in t.items()}
-    layers = sum(depth.values())
+    per_layers = calls * sum(depth.values())   # a K/V timing is one layer's, one call's
     stats = calls * sum(m[f"topi_stats_{layer_kind(result['family'], layer, depth)}"] for layer in s["topi_layers"])
-    kv_partial, kv_full = calls * layers * m["kv_partial"], calls * layers * m["kv_full"]
+    kv_partial, kv_full = per_layers * m["kv_partial"], per_layers * m["kv_full"]
     first_extra = max(m["spotedit_first"] - m["spotedit_selector"], 0.0)   # the source's decoder features
     return {
         "tokendrop": [("tokendrop_policy", m["tokendrop_policy"], s["tokendrop_masks"] * m["tokendrop_policy"]),
@@ -158,10 +203,29 @@ def pieces(result: dict[str, Any], stat: str = "median") -> dict[str, list[tuple
                      ("spotedit_first", 0.0, first_extra),
                      ("kv_partial", kv_partial, s["spotedit_partial_steps"] * kv_partial),
                      ("kv_full", 0.0, s["spotedit_full_steps"] * kv_full)],
+        **{policy: region_pieces(policy, m, s, per_layers, static_kv(result, policy))
+           for policy in ("focus", "regione")},
     }
 
 
-RUNS_ON = {"tokendrop": "a pruned step", "topi": "an anchor step", "spotedit": "a partial step"}
+def static_kv(result: dict[str, Any], policy: str) -> str:
+    """The static K/V timing a region policy's partial calls run: focus's with the kept source keys when it
+    drops some (its reference_margin set), every source key otherwise (regione always)."""
+    return "kv_static" if policy == "focus" and result["region_shares"]["keys"] < 1 else "kv_static_all"
+
+
+def region_pieces(policy: str, m: dict[str, float], s: dict[str, Any], per_layers: int, kv: str
+                  ) -> list[tuple[str, float, float]]:
+    """focus / regione: the partition (on the full step before partial ones: edit only), the static K/V cache's
+    partial calls (`kv`) and the full calls' cache fill."""
+    partial, partition = per_layers * m[kv], f"{policy}_partition"
+    return [(partition, 0.0, s[f"{policy}_partitions"] * m[partition]),
+            (kv, partial, s[f"{policy}_partial_steps"] * partial),
+            ("kv_full", 0.0, s[f"{policy}_full_steps"] * per_layers * m["kv_full"])]
+
+
+RUNS_ON = {"tokendrop": "a pruned step", "topi": "an anchor step", "spotedit": "a partial step",
+           "focus": "a partial step", "regione": "a partial step"}
 
 
 def _why(result: dict[str, Any], policy: dict[str, Any], parts: list[tuple[str, float, float]]) -> str:
@@ -172,8 +236,10 @@ def _why(result: dict[str, Any], policy: dict[str, Any], parts: list[tuple[str, 
     ranked = sorted(parts, key=lambda p: -p[2])
     name, _, seconds = ranked[0]
     h, w = result["latent"]
+    region = result.get("region_shares", {})
     text = WHY[name].format(h=h, w=w, layers=sum(result["depth"].values()), calls=result["calls"],
-                            qwen=QWEN_CONVS if result["family"] == "qwen" else "")
+                            qwen=QWEN_CONVS if result["family"] == "qwen" else "", n=result["tokens"]["noisy"],
+                            active=_pct(region.get("active", 0.0)), keys=_pct(region.get("keys", 0.0)))
     rest = ", ".join(f"{n} {_pct(s / edit)}" for n, _, s in ranked[1:] if s > 0)
     return (f"above at {' and '.join(where)}; largest piece {name} ({_pct(seconds / edit)} of the edit): {text}"
             + (f"; then {rest}" if rest else ""))
@@ -227,8 +293,14 @@ def timing_table(results: list[dict[str, Any]]) -> list[str]:
         for name, t in r["timings"].items():
             lines.append(f"| {r['family']} | {r['size']}² | {name} | {_s(t['median'])} | {_s(t['p25'])}–"
                          f"{_s(t['p75'])} | {_s(t['min'])}–{_s(t['max'])} | {t['n']} | "
-                         f"{r['per_edit'].get(name, '–')} |")
+                         f"{_times(r['per_edit'].get(name, '–'))} |")
     return lines
+
+
+def _times(count: Any) -> str:
+    if isinstance(count, dict):
+        return ", ".join(f"{k} {v}" for k, v in count.items()) or "0"
+    return str(count)
 
 
 def machine_lines(doc: dict[str, Any]) -> list[str]:
@@ -254,7 +326,7 @@ def markdown(doc: dict[str, Any]) -> str:
            "Edit = steps × step (Kontext 28, Qwen 50: the transformer loop only, no text encoders or VAE, so the "
            "shares are upper bounds). Own work per edit = each piece × how often the policy's defaults run it "
            "(driven through the policies' own plan/observe). SpotEdit's partial steps at "
-           f"{doc['active']:.0%} active noisy tokens.", "", *policy_table(doc["results"]), ""]
+           f"{doc['active']:.0%} active noisy tokens.", "", *region_lines(doc), "", *policy_table(doc["results"]), ""]
     why = [f"- {r['family']} {r['size']}², {name}: {p['why']}."
            for r in doc["results"] for name, p in r["policies"].items() if p["why"]]
     if why:
@@ -265,12 +337,33 @@ def markdown(doc: dict[str, Any]) -> str:
             "the family's statistics processor (actors/attention_stats.py) on that layer's captured attention "
             "inputs, the stock attention skipped. spotedit_selector: SpotEdit's observe with the editor's "
             "TimedScorer (SpotSelector, lpips_vae) per step; spotedit_first: its first call (also decodes the "
-            "source). kv_full / kv_partial: SpotKV.assemble of one layer on a full / partial call.", ""]
+            "source). kv_full / kv_partial: SpotKV.assemble of one layer on a full / partial call. "
+            "focus_partition / regione_partition: the policy's observe on its partitioning step with the editor's "
+            "TimedScorer (cosine). kv_static / kv_static_all: SpotKV.assemble of one layer on a partial call with "
+            "the static cache (no blend), the kept source keys / every source key.", ""]
     return "\n".join(out) + "\n"
 
 
-def per_edit(result: dict[str, Any]) -> dict[str, int]:
-    """How many times each timed piece runs in one edit."""
+def region_lines(doc: dict[str, Any]) -> list[str]:
+    """What the focus and regione rows price, at which active share, and what they leave out."""
+    regions, focus = doc["regions"], doc["regions"]["focus_params"]
+    set_ = ", ".join(f"{k}={v}" for k, v in regions["focus"].items())
+    keys = ("keeps every source key (reference_margin None), as regione does" if focus["reference_margin"] is None
+            else f"keeps the source keys within a square of {regions['keys']:.0%} of the source (the region and "
+                 f"its margin; reference_margin {focus['reference_margin']}), regione every one")
+    return [(f"focus ({set_ + '; ' if set_ else ''}refresh {focus['refresh']}, final {focus['final']}) and regione "
+             f"(its defaults) at {regions['active']:.0%} active noisy tokens (a centred square); focus {keys}. "
+             "Their own work: the partition (the cosine score of x̂0 against the source, then focus's margin "
+             "dilation / RegionE's erosion and dilation; focus once per partition: 1 + its refresh steps before a "
+             "partial step, regione once per edit), the static K/V cache on every partial call and its fill on "
+             f"every full call. Not priced: their temporal caches (focus's {focus['cache']}; regione's velocity "
+             "decay, whose decision is a scalar comparison per call, `actors.caches.velocity_decay.decide`: "
+             "negligible); caches only skip calls, so the K/V counts are upper bounds. RegionE's protocol is 28 "
+             "steps (Kontext: full 0–5, 15, 26, 27); at Qwen's 50 its defaults give full 0–5, 15, 48, 49.")]
+
+
+def per_edit(result: dict[str, Any]) -> dict[str, int | dict[str, int]]:
+    """How many times each timed piece runs in one edit (the K/V cache's pieces: per policy that runs them)."""
     s, calls, depth, fam = result["schedule"], result["calls"], result["depth"], result["family"]
     layers = sum(depth.values())
     counts = {f"block_{kind}": s["steps"] * calls * n for kind, n in depth.items()}
@@ -281,4 +374,7 @@ def per_edit(result: dict[str, Any]) -> dict[str, int]:
             "tokendrop_reg": s["tokendrop_pruned_steps"], "spotedit_first": 1,
             "spotedit_selector": s["spotedit_selector_calls"] - 1,
             "kv_partial": s["spotedit_partial_steps"] * layers * calls,
-            "kv_full": s["spotedit_full_steps"] * layers * calls}
+            "focus_partition": s["focus_partitions"], "regione_partition": s["regione_partitions"],
+            **{kv: {p: s[f"{p}_partial_steps"] * layers * calls for p in ("focus", "regione")
+                    if static_kv(result, p) == kv} for kv in ("kv_static", "kv_static_all")},
+            "kv_full": {p: s[f"{p}_full_steps"] * layers * calls for p in ("spotedit", "focus", "regione")}}

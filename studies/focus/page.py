@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from studies.cache.grid import read_rows
+from studies.cache.grid import read_rows, unavailable
 
 from . import grid, verdicts
 from .doc import BEGIN, END, LOCAL_CATEGORIES, ablation, compositions, per_category, table
@@ -19,6 +19,12 @@ from .summary import GROUPS, aggregate
 def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = {c: i for i, c in enumerate(grid.grid())}
     return sorted(rows, key=lambda r: order.get(r["config"], len(order)))
+
+
+def _not_run() -> str:
+    """The configurations that cannot run on this machine, with why (the official RegionE needs CUDA)."""
+    lines = [f"- `{c}`: {why}" for c in grid.grid() if (why := unavailable(c)) is not None]
+    return "\n\nNot run here:\n" + "\n".join(lines) if lines else ""
 
 
 def verdict_lines(groups: dict[str, list[dict[str, Any]]], cats: dict[str, dict[str, Any]]) -> list[str]:
@@ -51,7 +57,8 @@ def write(out: Path, model: str, doc: Path = Path("docs") / "focus-study.md",
     body = PAGE.format(
         model=model, records=len(records), local=sum(1 for r in {x["record"]: x for x in lines}.values() if r["local"]),
         machine=f"{platform.machine()}, {os.cpu_count()} cores", load=f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f}",
-        lpips="LPIPS vs full: " + (status or "computed (squeeze)"), local_table=table(groups["local"]),
+        lpips="LPIPS vs full: " + (status or "computed (squeeze)"),
+        local_table=table(groups["local"]) + _not_run(),
         global_table=table(groups["global"]), categories=cat_table, ablation=ablation(groups["local"]),
         compositions=compositions(groups["local"]), verdicts="\n".join(verdict_lines(groups, cats)),
         published=published_table(groups["all"]), out=out.as_posix(), pics=Path(os.path.relpath(out, doc.parent)).as_posix())

@@ -122,6 +122,20 @@ def summary(args: argparse.Namespace, result: Any, device: str) -> dict[str, Any
     }
 
 
+def check_caches(args: argparse.Namespace, specs: list[Any]) -> None:
+    """The edit's cache and its policy's can run this model's family at these steps (before any model work)."""
+    from actors.loading import protocol_of
+
+    protocol = protocol_of(args.model, args.model_path)
+    if protocol is None:
+        return   # an unregistered model: loading says so
+    steps = args.steps or protocol["steps"]
+    for spec in specs:
+        refusal = None if spec is None else spec.refusal(protocol["family"], steps)
+        if refusal:
+            raise ValueError(refusal)
+
+
 def run(args: argparse.Namespace) -> int:
     height, width = _size(args.size)
     if not args.instruction.strip():
@@ -140,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
     policy = policies.make(args.policy, **parse_assignments(args.assignments))
     cache = parse_cache(args.cache)   # a bad spec is refused here, before any model work
+    check_caches(args, [cache, parse_cache(policy.needs.cache)])
     check_size(args.model_path or shipped_folders().get(args.model), height, width, args.any_size)
     pipe = actors.load_pipeline(args.model, path=args.model_path)
     editor = actors.Editor(pipe, policy)

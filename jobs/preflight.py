@@ -36,15 +36,23 @@ def _family_refusal(model_name: str, policy: object) -> str | None:
 
 
 def check_caches(configs: Sequence[Configuration]) -> None:
-    """Every configuration's temporal cache builds (name, types, ranges), before Ray starts."""
+    """Every configuration's temporal cache (its own, or its policy's) builds (name, types, ranges) and can run
+    the model's family at the configuration's steps, before Ray starts."""
+    import policies
     from actors.caches import parse
+    from actors.models import MODELS
+    from pipeline.config import policy_kwargs
 
     for conf in configs:
-        if conf.cache is not None:
-            try:
-                parse(dict(conf.cache))
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"configuration {conf.label!r}: {err}") from None
+        try:
+            declared = policies.make(conf.policy, **policy_kwargs(conf)).needs.cache
+            for spec in (parse(dict(conf.cache)) if conf.cache is not None else None, parse(declared)):
+                model = MODELS.get(conf.model_name)
+                refusal = None if spec is None or model is None else spec.refusal(model.family.name, conf.steps)
+                if refusal:
+                    raise ValueError(refusal)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"configuration {conf.label!r}: {err}") from None
 
 
 def check_sizes(configs: Sequence[Configuration]) -> None:

@@ -94,3 +94,23 @@ def test_regione_edits_on_both_families_with_its_cache(family_name, flux_pipe, q
     for s in r.trace:   # the cache never skips a full step; it may skip partial ones after step 2
         assert all(not c.skipped for c in s.cache_calls) or s.index in (3, 5)
     assert sum(r.cache_skipped_calls.values()) > 0
+
+
+def test_cli_refuses_the_fitted_table_at_other_step_counts_before_model_work(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import make_image
+    make_image(64, 64).save(tmp_path / "in.png")
+    base = [sys.executable, "-m", "jobs.cli", "edit", "--model", "tiny-qwen-image-edit", "--policy", "regione",
+            "--image", str(tmp_path / "in.png"), "--instruction", "make it red", "--size", "64x64",
+            "--out", str(tmp_path / "o.png")]
+    refused = subprocess.run(base + ["--steps", "4"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "28 steps" in refused.stderr and not (tmp_path / "o.png").exists()
+    ran = subprocess.run(base + ["--steps", "9", "--set", "gamma=0.9", "--set", "warmup_steps=2",
+                                 "--set", "refresh_steps=[5]", "--set", "post_steps=1"],
+                         capture_output=True, text=True, timeout=600, check=True)
+    line = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert line["params"]["eta"] == 0.8 and line["cache"]["name"] == "velocity-decay"   # Qwen's η and δ
+    assert line["cache"]["delta"] == 0.03 and line["flops_ideal_speedup_real"] >= 1

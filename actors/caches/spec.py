@@ -53,6 +53,11 @@ class CacheSpec(Plugin):
         """True when this spec can skip nothing (the edit then equals the policy alone)."""
         return False
 
+    def refusal(self, family: str, steps: int) -> str | None:
+        """Why this cache cannot run an edit of `family` with `steps` steps (None: it can); checked before any
+        model work (the CLI, a run's preflight)."""
+        return None
+
     @abc.abstractmethod
     def start(self, run: CacheRunInfo) -> CacheRun:
         """A fresh run for one edit."""

@@ -49,6 +49,15 @@ class VelocityDecay(CacheSpec, name="velocity-decay"):
     def never_skips(self) -> bool:
         return self.delta == 0
 
+    def refusal(self, family: str, steps: int) -> str | None:
+        try:
+            gamma_table(self.gamma, family, steps)
+        except CacheError as err:
+            return str(err)
+        if self.delta is None and family not in DELTA:
+            return f"velocity-decay has no official delta for model family {family!r}: set delta"
+        return None
+
     def start(self, run: CacheRunInfo) -> "VelocityDecayRun":
         return VelocityDecayRun(self, run)
 
@@ -87,9 +96,10 @@ class VelocityDecayRun(CacheRun):
 
     def __init__(self, spec: VelocityDecay, run: CacheRunInfo) -> None:
         super().__init__(spec, run)
+        refusal = spec.refusal(run.family, run.steps)
+        if refusal:
+            raise CacheError(refusal)
         self.gamma = gamma_table(spec.gamma, run.family, run.steps)
-        if spec.delta is None and run.family not in DELTA:
-            raise CacheError(f"velocity-decay has no official delta for model family {run.family!r}: set delta")
         self.delta = DELTA.get(run.family, 0.0) if spec.delta is None else float(spec.delta)
         self.states = StateManager(DecayState)
 

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Step
+from .shares import StepsOrShare, steps_of
 from .params import Count, Integer, Number
 
 
@@ -25,7 +26,7 @@ class RandomRun(PolicyRun):
 
     def plan(self, step: Step) -> Plan:
         total = self.run.num_source
-        if step.index < self.policy.full_steps:
+        if step.index < steps_of(self.policy.full_steps, self.run.steps):
             return Plan()
         kept = self._kept(step.index)
         keep = torch.zeros(total, dtype=torch.bool)
@@ -33,13 +34,13 @@ class RandomRun(PolicyRun):
         return Plan(keep_source=keep.to(self.run.device))
 
     def applied(self) -> dict[str, Any]:
-        return self.policy.params()
+        return {**self.policy.params(), "full_steps": steps_of(self.policy.full_steps, self.run.steps)}
 
 
 class RandomDrop(Policy, name="random"):
     ratio: Annotated[Number, Field(ge=0.0, lt=1.0)] = 0.5   # drops ceil(ratio * L) source tokens per step
     budget: tuple[Count, ...] | None = None   # kept source tokens per step (another run's trace), not ratio
-    full_steps: Count = 0
+    full_steps: StepsOrShare = 0              # steps, or a share of them ("25%")
     reg: bool = False
     seed: Integer = 0
 

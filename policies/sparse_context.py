@@ -18,10 +18,11 @@ import math
 from typing import Annotated, Any, Literal, get_args
 
 import torch
-from pydantic import BeforeValidator, Field, field_serializer
+from pydantic import BeforeValidator, field_serializer
 
 from .base import Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
-from .params import Fraction, Integer, Seed, layer_numbers
+from .shares import PositiveStepsOrShare, steps_of
+from .params import Fraction, Seed, layer_numbers
 from .topi_select import minimal_mass_set
 
 Strategy = Literal["random", "residual", "attention", "saliency"]
@@ -53,6 +54,7 @@ class SparseContextRun(PolicyRun):
         if policy.strategy == "attention" and too_deep:
             raise PolicyError(f"layers {too_deep} do not exist in a {run.num_layers}-layer transformer")
         self.keep: torch.Tensor | None = None
+        self.warmup = steps_of(policy.warmup_steps, run.steps, minimum=1)   # selection needs one observed step
 
     def _budget(self, reference: int) -> float:
         keep = self.policy.keep
@@ -61,12 +63,12 @@ class SparseContextRun(PolicyRun):
     def plan(self, step: Step) -> Plan:
         if self.keep is not None:
             return Plan(keep_source=self.keep)
-        last_warmup = step.index == self.policy.warmup_steps - 1
+        last_warmup = step.index == self.warmup - 1
         wants_attention = self.policy.strategy == "attention" and last_warmup
         return Plan(attention_layers=self.layers if wants_attention else ())
 
     def observe(self, step: Step, seen: Seen) -> None:
-        if self.keep is not None or step.index < self.policy.warmup_steps - 1:
+        if self.keep is not None or step.index < self.warmup - 1:
             return
         attention = None
         if self.policy.strategy == "attention":
@@ -95,7 +97,7 @@ class SparseContextRun(PolicyRun):
         return keep | floor
 
     def applied(self) -> dict[str, Any]:
-        return self.policy.params()
+        return {**self.policy.params(), "warmup_steps": self.warmup}
 
     def summary(self) -> dict[str, Any]:
         if self.keep is None:
@@ -131,7 +133,7 @@ class SparseContext(Policy, name="sparse_context"):
     adaptive: bool = False           # budget from the score: the smallest set holding `mass` of it
     mass: Fraction = 0.9
     min_keep: Fraction = 0.1         # adaptive never keeps fewer than this share
-    warmup_steps: Annotated[Integer, Field(ge=1)] = 2   # selection needs one observed step
+    warmup_steps: PositiveStepsOrShare = 2   # steps, or a share of them ("25%"); at least 1 (selection observes a step)
     layers: Annotated[tuple[int, ...] | None, BeforeValidator(_layers)] = None   # for attention; None: all
     reg: bool = False
     seed: Seed = 0

@@ -20,10 +20,11 @@ from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator
 
 from .base import CachedContext, Needs, Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
-from .params import Count, Integer, Number, sorted_unique
+from .shares import PositiveStepsOrShare, steps_of
+from .params import Count, Number, sorted_unique
 
 Fusion = Literal["spotfusion", "static", "none"]   # blend toward the source / cache as is / naive skip
 # spotfusion's α: `paper` = cos²(πt/2) with t the flow time, written back to the cache at every partial step
@@ -71,11 +72,12 @@ class SpotEditRun(PolicyRun):
         # unset: the family's values (actors.families; Kontext τ 0.2 and dilation 0, Qwen 0.15 and 1)
         self.dilate = run.paper_default("spotedit", "dilate") if policy.dilate is None else policy.dilate
         self.tau = run.paper_default("spotedit", "tau") if policy.tau is None else policy.tau
+        self.initial = steps_of(policy.initial_steps, run.steps, minimum=1)   # the first x̂0 needs a full step
         self.unchanged: torch.Tensor | None = None   # bool over noisy tokens, for the next step
         self.final: torch.Tensor | None = None       # non-edited tokens of the last step that skipped any
 
     def is_full(self, index: int) -> bool:
-        return index < self.policy.initial_steps or index in self.resets
+        return index < self.initial or index in self.resets
 
     def plan(self, step: Step) -> Plan:
         if self.is_full(step.index) or self.unchanged is None or not bool(self.unchanged.any()):
@@ -101,7 +103,8 @@ class SpotEditRun(PolicyRun):
         return self.final
 
     def applied(self) -> dict[str, Any]:
-        return {**self.policy.params(), "tau": self.tau, "reset_steps": sorted(self.resets), "dilate": self.dilate}
+        return {**self.policy.params(), "tau": self.tau, "reset_steps": sorted(self.resets), "dilate": self.dilate,
+                "initial_steps": self.initial}
 
     def summary(self) -> dict[str, Any]:
         return {"reset_steps": sorted(self.resets), "dilate": self.dilate,
@@ -114,7 +117,7 @@ class SpotEdit(Policy, name="spotedit"):
     fusion: Fusion = "spotfusion"
     alpha: Alpha = "paper"                  # spotfusion's α(t): the paper's recursive blend or the official code's
     condition_cache: bool = True            # source tokens' K/V cached at full steps, not recomputed
-    initial_steps: Annotated[Integer, Field(ge=1)] = 4   # the first x̂0 needs a full step
+    initial_steps: PositiveStepsOrShare = 4         # full steps first (>= 1: the first x̂0 needs one), or a share ("8%")
     # None: the official 13, 22, 31 of 50, scaled to the step count; () = no reset
     reset_steps: Annotated[tuple[Count, ...], AfterValidator(sorted_unique)] | None = None
     dilate: Count | None = None             # None: the official value for the family (Kontext 0, Qwen 1)

@@ -15,7 +15,8 @@ import torchvision.transforms.functional as TF
 from pydantic import Field, field_validator
 
 from .base import Plan, Policy, PolicyError, PolicyRun, RunInfo, Seen, Step
-from .params import Count, Integer, Number
+from .params import Integer, Number
+from .shares import StepsOrShare, steps_of
 from .triangle import triangle_threshold
 
 PAPER_GRID = 64   # the token grid side the paper's kernel is specified for (FLUX at 1024²)
@@ -54,8 +55,8 @@ class TokenDropRun(PolicyRun):
     def __init__(self, policy: "TokenDrop", run: RunInfo) -> None:
         # the paper's (ω, full steps) of the model family (actors.families) where unset
         self.omega = run.paper_default("tokendrop", "omega") if policy.omega is None else policy.omega
-        self.full_steps = run.paper_default("tokendrop", "full_steps") if policy.full_steps is None \
-            else policy.full_steps
+        self.full_steps = steps_of(run.paper_default("tokendrop", "full_steps") if policy.full_steps is None
+                                   else policy.full_steps, run.steps)
         self.policy, self.run = policy, run
         self.kernel, self.sigma = policy.kernel, policy.blur_sigma
         if policy.blur == "grid":
@@ -87,7 +88,7 @@ class TokenDrop(Policy, name="tokendrop"):
     # D is min-max normalised and std(D) <= 0.5: beyond |ω| = 1 the threshold leaves [0, 1] for most
     # maps and every token is kept (or none); the paper uses 0.1-0.4 and plots small ω.
     omega: Number | None = Field(None, ge=-1.0, le=1.0)   # None: the paper's value for the model family
-    full_steps: Count | None = None                        # None: the paper's value for the model family
+    full_steps: StepsOrShare | None = None                 # None: the paper's value for the model family; "25%": a share
     reg: bool = True
     kernel: Annotated[Integer, Field(ge=1)] = 11
     blur_sigma: Annotated[Number, Field(gt=0.0)] = 1.0

@@ -33,7 +33,7 @@ def test_edit_writes_image_and_json(tmp_path, image_factory, model, size):
 
 @pytest.mark.parametrize("args,fragment", [
     (["--policy", "tokendrop", "--set", "omega=abc"], "omega"),
-    (["--policy", "nope"], "accepted: full, random,"),
+    (["--policy", "nope"], "accepted: focus, full, random,"),
     (["--model", "nope"], "unknown model"),
     (["--instruction", ""], "instruction is empty"),
     (["--out", "/nonexistent-dir/x.png"], "does not exist"),

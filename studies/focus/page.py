@@ -10,7 +10,7 @@ from typing import Any
 from studies.cache.grid import read_rows, unavailable
 
 from . import grid, verdicts
-from .doc import BEGIN, END, LOCAL_CATEGORIES, ablation, compositions, per_category, table
+from .doc import BEGIN, END, ablation, compositions, per_category, table
 from .plots import pareto_plot
 from .published import published_table
 from .summary import GROUPS, aggregate

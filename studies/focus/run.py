@@ -49,10 +49,14 @@ def run(out: Path, records: list, configs: Iterable[str], model: str = MODEL, st
     lpips, why = load_lpips()
     for i, config in enumerate(todo, 1):
         t0 = time.perf_counter()
-        rows = [{"model": model, "steps": steps, "threads": threads, "load1": os.getloadavg()[0],
-                 "lpips_status": why,
-                 **measure(pipe, config, rec, steps, lpips, paired=k < paired, config_first=k % 2 == 1)}
-                for k, rec in enumerate(records)]
+        try:
+            rows = [{"model": model, "steps": steps, "threads": threads, "load1": os.getloadavg()[0],
+                     "lpips_status": why,
+                     **measure(pipe, config, rec, steps, lpips, paired=k < paired, config_first=k % 2 == 1)}
+                    for k, rec in enumerate(records)]
+        except ValueError as err:   # a policy or cache this model cannot run (said so, the rest goes on)
+            log(f"[{i}/{len(todo)}] {config}: refused: {err}")
+            continue
         append_rows(path, rows)
         log(f"[{i}/{len(todo)}] {config}: {time.perf_counter() - t0:.0f} s")
     return todo

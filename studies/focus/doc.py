@@ -59,7 +59,7 @@ def per_category(lines: Sequence[Row], model: str, configs: Sequence[str]) -> tu
 def ablation(rows: Sequence[Row]) -> str:
     by = {r["config"]: r for r in rows}
     base = by.get(grid.FOCUS)
-    out = ["| removed | configuration | FLOP-ideal 1024² | PSNR vs full | edit vs full's | background |",
+    out = ["| change | configuration | FLOP-ideal 1024² | PSNR vs full | edit vs full's | background |",
            "|---|---|---|---|---|---|"]
     if base is None:
         return "focus was not measured."
@@ -83,4 +83,5 @@ def compositions(rows: Sequence[Row]) -> str:
         return "- no composition measured."
     return "\n".join(f"- `{r['config']}`: ×{r['speed_gain']:.2f} the faster part's speed, {r['vs_worse']:+.1f} dB vs "
                      f"the worse part, {r['vs_better']:+.1f} dB vs the better: "
-                     f"{'beats both parts' if r['composes'] else 'does not beat both parts'}." for r in res)
+                     f"{'faster than both parts and dominated by neither' if r['composes'] else 'dominated by a part or not faster than both'}."
+                     for r in res)

@@ -121,7 +121,7 @@ studies.focus.pilot`). The method is in [focus.md](focus.md).
 
 {verdicts}
 
-## What each part of focus contributes (local edits; focus's own value in brackets)
+## What each part of focus contributes: one change at a time (local edits; focus's own value in brackets)
 
 {ablation}
 

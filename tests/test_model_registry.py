@@ -129,4 +129,4 @@ def test_the_demo_config_dry_runs(capsys):
 
     assert cli(["run", "configs/demo.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "toy-flux-kontext-v2" in out and "costed as FLUX.1-Kontext-dev" in out and "edits: 20" in out
+    assert "toy-flux-kontext-v2" in out and "costed as FLUX.1-Kontext-dev" in out and "edits: 25" in out

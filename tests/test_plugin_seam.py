@@ -131,10 +131,10 @@ def test_a_cache_the_policy_declares_is_in_the_row(cached_full, image_factory, t
 KINDS = {
     "policy": (policies.make, policies.PolicyError, "random",
                {"ratio": 1.0}, "policy 'random': parameter 'ratio' must lie in [0.0, 1.0), got 1.0",
-               "full, random, sparse_context, spotedit, tokendrop, topi"),
+               "focus, full, random, regione, sparse_context, spotedit, tokendrop, topi"),
     "cache": (caches.make, caches.CacheError, "first-block",
               {"threshold": "yes"}, "cache 'first-block': parameter 'threshold' must be a number, got 'yes'",
-              "first-block, magcache, taylorseer"),
+              "first-block, magcache, taylorseer, velocity-decay"),
     "peer": (peers.make, peers.PeerError, "cache-dit",
              {"front": 0}, "peer 'cache-dit': parameter 'front' must be >= 1, got 0", "cache-dit, regione"),
 }

@@ -81,4 +81,5 @@ def test_a_taken_name_is_refused(keep_corners):
 
 
 def test_registry_is_the_builtin_policies_again():
-    assert sorted(policies.REGISTRY) == ["full", "random", "sparse_context", "spotedit", "tokendrop", "topi"]
+    assert sorted(policies.REGISTRY) == ["focus", "full", "random", "regione", "sparse_context", "spotedit", "tokendrop",
+                                         "topi"]

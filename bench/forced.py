@@ -27,6 +27,7 @@ from pydantic import Field
 import policies
 from policies import CachedContext, Needs, Plan, Policy, PolicyRun, RunInfo, Seen, Step
 from policies.params import Count, Fraction, Integer, PolicyError
+from policies.base import STATIC_CONTEXT
 from policies.spotedit import fusion_alpha
 from policies.topi_select import token_scores, top_k_count, top_k_set
 
@@ -180,7 +181,7 @@ class _FocusRun(_ForcedRun):
                     keep_source=self.keys.to(self.run.device))
 
 
-_STATIC = CachedContext(noisy=True, source=True, alpha=None)
+_STATIC = STATIC_CONTEXT
 
 
 class ForcedFocus(Policy):

@@ -126,14 +126,14 @@ def check_caches(args: argparse.Namespace, specs: list[Any]) -> None:
     """The edit's cache and its policy's can run this model's family at these steps (before any model work)."""
     from actors.loading import protocol_of
 
+    from .preflight import cache_refusal
+
     protocol = protocol_of(args.model, args.model_path)
     if protocol is None:
         return   # an unregistered model: loading says so
-    steps = args.steps or protocol["steps"]
-    for spec in specs:
-        refusal = None if spec is None else spec.refusal(protocol["family"], steps)
-        if refusal:
-            raise ValueError(refusal)
+    refusal = cache_refusal(specs, args.model, args.steps or protocol["steps"])
+    if refusal:
+        raise ValueError(refusal)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from pipeline.configuration import Configuration, ExpandedRun
@@ -40,19 +40,27 @@ def check_caches(configs: Sequence[Configuration]) -> None:
     the model's family at the configuration's steps, before Ray starts."""
     import policies
     from actors.caches import parse
-    from actors.models import MODELS
     from pipeline.config import policy_kwargs
 
     for conf in configs:
         try:
             declared = policies.make(conf.policy, **policy_kwargs(conf)).needs.cache
-            for spec in (parse(dict(conf.cache)) if conf.cache is not None else None, parse(declared)):
-                model = MODELS.get(conf.model_name)
-                refusal = None if spec is None or model is None else spec.refusal(model.family.name, conf.steps)
-                if refusal:
-                    raise ValueError(refusal)
+            specs = [parse(dict(conf.cache)) if conf.cache is not None else None, parse(declared)]
+            refusal = cache_refusal(specs, conf.model_name, conf.steps)
+            if refusal:
+                raise ValueError(refusal)
         except (ValueError, TypeError) as err:
             raise ValueError(f"configuration {conf.label!r}: {err}") from None
+
+
+def cache_refusal(specs: Sequence[Any], model_name: str, steps: int) -> str | None:
+    """Why one of these cache specs cannot run `model_name`'s family at `steps` steps (None: all can, or the
+    model is unregistered and loading will say so)."""
+    from actors.models import MODELS
+
+    model = MODELS.get(model_name)
+    refusals = [] if model is None else [s.refusal(model.family.name, steps) for s in specs if s is not None]
+    return next((r for r in refusals if r), None)
 
 
 def check_sizes(configs: Sequence[Configuration]) -> None:

@@ -87,6 +87,10 @@ class CachedContext:
     recursive: bool = True         # the blend replaces the cache (Algorithm S1); False: blended from the cache
 
 
+# frozen noisy tokens and the source from the K/V cache filled at the last full step, no blending (focus, RegionE)
+STATIC_CONTEXT = CachedContext(noisy=True, source=True, alpha=None)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What runs at one step. `None` means "everything"."""

@@ -32,14 +32,14 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
-from .base import CachedContext, Needs, Plan, Policy, PolicyRun, RunInfo, Seen, Step
+from .base import STATIC_CONTEXT, Needs, Plan, Policy, PolicyRun, RunInfo, Seen, Step
 from .params import Count, Fraction, Number
 from .shares import share_steps
 from .spotedit import dilate_edited
 
 Region = Literal["l2", "cosine", "lpips_vae"]
 Finish = Literal["estimate", "source"]
-CONTEXT = CachedContext(noisy=True, source=True, alpha=None)   # frozen and source tokens: cached K/V, static
+CONTEXT = STATIC_CONTEXT
 
 
 def grow(active: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:

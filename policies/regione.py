@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import AfterValidator, Field
 
-from .base import CachedContext, Needs, Plan, Policy, PolicyRun, RunInfo, Seen, Step
+from .base import STATIC_CONTEXT, Needs, Plan, Policy, PolicyRun, RunInfo, Seen, Step
 from .params import Count, Fraction, Integer, Number, sorted_unique
 
-CONTEXT = CachedContext(noisy=True, source=True, alpha=None)   # the Region-Instruction KV cache, static
+CONTEXT = STATIC_CONTEXT   # the Region-Instruction KV cache
 CROSS = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
 
 

@@ -121,8 +121,11 @@ def test_region_schedules_with_the_policies_defaults():
     # RegionE's full steps are 0-5, 15, 26, 27 and its one partition is at step 5
     assert table.focus_schedule("flux", 28, 57, {"refresh": 0, "final": 0}) == {
         "focus_partitions": 1, "focus_refresh_steps": 0, "focus_partial_steps": 25, "focus_full_steps": 3}
-    defaults = table.focus_schedule("qwen", 50, 60)   # whatever they are: a refresh at the last step partitions nothing
-    assert 1 <= defaults["focus_partitions"] <= 1 + defaults["focus_refresh_steps"]
+    # the defaults at 50 steps: a 5-step warm-up, refreshes at 17, 29 and 41, each followed by partial steps
+    assert table.focus_schedule("qwen", 50, 60) == {"focus_partitions": 4, "focus_refresh_steps": 3,
+                                                    "focus_partial_steps": 42, "focus_full_steps": 8}
+    assert table.focus_schedule("flux", 28, 57) == {"focus_partitions": 4, "focus_refresh_steps": 3,
+                                                    "focus_partial_steps": 22, "focus_full_steps": 6}
     assert table.regione_schedule("flux", 28, 57) == {"regione_partitions": 1, "regione_partial_steps": 19,
                                                       "regione_full_steps": 9}
     assert table.regione_schedule("qwen", 50, 60)["regione_full_steps"] == 9   # 0-5, 15, 48, 49

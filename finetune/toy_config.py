@@ -80,6 +80,14 @@ class TransformerPhase(_Section):
         return self
 
 
+class GrowSpec(_Section):
+    """Grow `init_from`'s transformer to the `model` section's block counts (`finetune.toy_grow`): new blocks
+    appended with zeroed gates (the grown model starts as the saved one), seeded by `seed`; `copy_heads`
+    initialises the new dual blocks' image attention as copy heads."""
+    copy_heads: bool = False
+    seed: int = 0
+
+
 class ToyTrainConfig(_Section):
     name: str = "toy-flux-kontext"
     storage_path: str = "~/.cache/dropedit/train"
@@ -97,6 +105,7 @@ class ToyTrainConfig(_Section):
     lora_alpha: Optional[float] = None         # None: = rank (scale 1)
     lora_targets: Optional[list[str]] = None   # None: finetune.lora.DEFAULT_TARGETS (the attention projections)
     fail_at_step: Optional[int] = None         # tests only: the first attempt fails at this transformer step
+    grow: Optional[GrowSpec] = None            # init_from a smaller saved pipeline: grow it to `model`'s blocks
 
     @model_validator(mode="after")
     def _lora(self):
@@ -106,6 +115,16 @@ class ToyTrainConfig(_Section):
             if not is_pipeline_folder(self.init_from):
                 raise ValueError("lora_rank needs init_from = a saved pipeline folder: "
                                  "an adapter adapts a trained base")
+        return self
+
+    @model_validator(mode="after")
+    def _grow(self):
+        if self.grow is not None:
+            if not is_pipeline_folder(self.init_from):
+                raise ValueError("grow needs init_from = a saved pipeline folder: it grows a trained transformer")
+            if self.lora_rank is not None:
+                raise ValueError("grow and lora_rank exclude each other: a frozen base would keep the new "
+                                 "blocks at their random weights with closed gates")
         return self
 
     def check_paths(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .toy_config import ToyTrainConfig, is_pipeline_folder
+from .toy_config import GrowSpec, ToyTrainConfig, is_pipeline_folder
 
 
 def fresh_state() -> dict[str, Any]:
@@ -24,7 +24,10 @@ def start(cfg: ToyTrainConfig, model_cfg: Any, checkpoint: Any) -> tuple[Any, bo
     from .state import load_saved, restore_weights
 
     init = cfg.init_from
-    pipe = load_init_pipeline(init, model_cfg) if is_pipeline_folder(init) else build_toy_flux_kontext(model_cfg)
+    if is_pipeline_folder(init):
+        pipe = load_init_pipeline(init, model_cfg, cfg.grow)
+    else:
+        pipe = build_toy_flux_kontext(model_cfg)
     lora = add_lora_from_config(pipe, cfg)
     state = fresh_state()
     saved = load_saved(checkpoint)
@@ -59,9 +62,11 @@ def start_from_vae(pipe: Any, folder: str) -> dict[str, Any]:
             "wall_s": log[-1]["wall_s"] if log else 0.0}
 
 
-def load_init_pipeline(folder: str, model_cfg: Any) -> Any:
+def load_init_pipeline(folder: str, model_cfg: Any, grow: GrowSpec | None = None) -> Any:
     """The pipeline to fine-tune, in fp32 on the CPU (the worker moves it); its transformer must be the one the
-    config's model section describes, so that the config says what was trained."""
+    config's model section describes, so that the config says what was trained; with `grow`, a transformer
+    that differs only in fewer blocks is grown to the model section's (`finetune.toy_grow`). A run resuming
+    from its own checkpoint grows again and then restores its weights over the grown model."""
     import actors
 
     pipe = actors.load_pipeline("toy-flux-kontext", path=os.path.expanduser(folder), device="cpu",
@@ -71,13 +76,26 @@ def load_init_pipeline(folder: str, model_cfg: Any) -> Any:
             "attention_head_dim": model_cfg.attention_head_dim, "axes_dims_rope": list(model_cfg.axes_dims_rope)}
     have = {k: list(v) if isinstance(v, (list, tuple)) else v
             for k, v in ((k, pipe.transformer.config[k]) for k in want)}
-    if have != want:
-        raise ValueError(f"init_from {folder}: its transformer {have} is not the config's model {want}")
+    if have != want and grow is not None and _growable(have, want):
+        from .toy_grow import grow_transformer
+
+        pipe.transformer = grow_transformer(pipe.transformer, want["num_layers"], want["num_single_layers"],
+                                            copy_heads=grow.copy_heads, seed=grow.seed)
+    elif have != want:
+        hint = "" if grow is not None else " (a `grow` section grows a smaller one)"
+        raise ValueError(f"init_from {folder}: its transformer {have} is not the config's model {want}{hint}")
     if pipe.vae.config.sample_size != model_cfg.image_size:
         # progressive resolution (as FLUX and SD3 are trained): the same weights continue on a larger token
         # grid; the VAE is convolutional and RoPE positions simply extend
         pipe.vae.register_to_config(sample_size=model_cfg.image_size)
     return pipe
+
+
+def _growable(have: dict[str, Any], want: dict[str, Any]) -> bool:
+    """Only the block counts differ, and neither shrinks."""
+    counts = ("num_layers", "num_single_layers")
+    same = all(have[k] == want[k] for k in have if k not in counts)
+    return same and all(want[k] >= have[k] for k in counts)
 
 
 def start_from_pipeline(pipe: Any) -> dict[str, Any]:

@@ -2,65 +2,266 @@
 on the held-out split per category (`python -m studies.toy.recipe_pilot --edit-weight 8 --steps 300`).
 
 Cheap evidence for a choice in a long run's recipe (v2's model card quotes two of these): in-process, one
-torch thread, fixed data (seed 0 records from index 5,000,000, unseen by v1) and a fixed noise stream per step,
-so that two pilots differ only in the option.
+torch thread, fixed data (by default seed 0 records from index 5,000,000, unseen by v1; `--data-seed` and
+`--data-start` pick another range) and a fixed noise stream per step, so that two pilots differ only in the
+option. Options of issue 29's pilots: `--grow L,S` (a deeper transformer grown function-preservingly,
+`finetune.toy_grow`), `--copy-heads` (its new dual blocks start as copy heads), `--train-text-encoders` (the
+CLIP and T5 encoders train with the transformer). With `--out`, a pilot whose result JSON exists is skipped
+(a batch re-run resumes).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 DATA_START = 5_000_000   # record indices of seed 0 that v1's training never reached
+VAL_SEED, VAL_N = 999, 16   # the toy runs' validation batch (configs/train_toy*.yaml: data.val_seed, val_n)
+V2_MIX = ("recolor", "remove", "add", "move", "resize", "recolor", "add", "move", "grayscale", "invert",
+          "background")   # v2's training mix (configs/train_toy_v2.yaml: data.categories)
 
 
 def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-4, batch: int = 16,
-          n_eval: int = 80, eval_steps: int = 28) -> dict[str, Any]:
+          n_eval: int = 80, eval_steps: int = 28, warmup: int = 20, data_seed: int = 0,
+          data_start: int = DATA_START, categories: Sequence[str] | None = None,
+          grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
+          val_n: int = 0, save: str | None = None) -> dict[str, Any]:
     """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
     import torch
 
     import actors
-    from finetune.flow_matching import transformer_step
-    from finetune.toy_source import batch_arrays, encode_batch
-    from toy.card import by_category, evaluate
-    from toy.model import T5_LENGTH
 
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.vae.register_to_config(sample_size=size)
-    optimizer = torch.optim.AdamW(pipe.transformer.parameters(), lr=lr, weight_decay=0.0)
-    started, losses = time.perf_counter(), []
+    params = prepare(pipe, grow, copy_heads, train_text_encoders)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    load, data_s, step_s, losses = [], [], [], []
+    started = time.perf_counter()
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 20)   # a short warm-up: the optimizer state is fresh
-        src, tgt, text = batch_arrays(0, DATA_START + step * batch, batch, size)
-        batch_ = encode_batch(pipe, src, tgt, text, T5_LENGTH)
-        gen = torch.Generator().manual_seed(1000 + step)
-        losses.append(transformer_step(pipe, optimizer, batch_, gen, edit_weight=edit_weight))
+            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))   # a short warm-up: the optimizer is fresh
+        loss, d, s = train_step(pipe, optimizer, params, data_seed, data_start + step * batch, batch, size,
+                                categories, torch.Generator().manual_seed(1000 + step), edit_weight,
+                                train_text_encoders)
+        losses.append(loss)
+        data_s.append(d)
+        step_s.append(s)
+        if step % 10 == 0:
+            load.append(os.getloadavg()[0])
+            print(f"[{step + 1}/{steps}] loss {loss:.4f} data {d:.2f} s step {s:.2f} s load {load[-1]:.2f}",
+                  flush=True)
     train_s = time.perf_counter() - started
-    rows = evaluate(pipe, n_eval, steps=eval_steps)
-    table = by_category(rows, ["psnr_edit", "source_psnr_edit", "psnr_bg"])
-    return {"model": model, "edit_weight": edit_weight, "steps": steps, "size": size, "lr": lr,
-            "train_s": round(train_s, 1), "final_loss": float(np.mean(losses[-50:])), "table": table}
+    result = {"model": model, "edit_weight": edit_weight, "steps": steps, "size": size, "lr": lr,
+              "train_s": round(train_s, 1), "final_loss": float(np.mean(losses[-50:])) if losses else None,
+              **score(pipe, n_eval, eval_steps)}
+    result["options"] = {"batch": batch, "warmup": warmup, "data_seed": data_seed, "data_start": data_start,
+                         "categories": list(categories or []), "grow": list(grow) if grow else None,
+                         "copy_heads": copy_heads, "train_text_encoders": train_text_encoders,
+                         "threads": torch.get_num_threads()}
+    result["timing"] = timing(data_s, step_s, load)
+    result["val"] = val_losses(pipe, val_n, size) if val_n else None
+    result["transformer_params"] = sum(p.numel() for p in pipe.transformer.parameters())
+    if save:
+        save_pipeline(pipe, model, save)
+    return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_text_encoders: bool) -> list[Any]:
+    """Apply the pilot's model options; return the parameters to train."""
+    if copy_heads and not grow:
+        raise ValueError("--copy-heads initialises the new blocks of --grow: give --grow too")
+    if grow:
+        from finetune.toy_grow import grow_transformer
+
+        pipe.transformer = grow_transformer(pipe.transformer, grow[0], grow[1], copy_heads=copy_heads)
+    params = list(pipe.transformer.parameters())
+    if train_text_encoders:
+        for enc in (pipe.text_encoder, pipe.text_encoder_2):
+            enc.requires_grad_(True)
+            params += list(enc.parameters())
+    return params
+
+
+def train_step(pipe: Any, optimizer: Any, params: list[Any], seed: int, start: int, batch: int, size: int,
+               categories: Sequence[str] | None, gen: Any, edit_weight: float,
+               train_text: bool) -> tuple[float, float, float]:
+    """One step on records start..start+batch of `seed`: (loss, seconds making and encoding the data,
+    seconds of the step itself). Frozen text: `finetune.flow_matching.transformer_step` on the encoded batch;
+    trainable text: the same draws and loss with the prompts encoded inside the step, with gradient."""
+    from finetune.flow_matching import encode_latents, transformer_step
+    from finetune.toy_source import batch_arrays, encode_batch
+    from toy.model import T5_LENGTH
+    from toy.vae import to_pixels
+
+    t0 = time.perf_counter()
+    src, tgt, text = batch_arrays(seed, start, batch, size, categories)
+    if not train_text:
+        encoded = encode_batch(pipe, src, tgt, text, T5_LENGTH)
+        t1 = time.perf_counter()
+        loss = transformer_step(pipe, optimizer, encoded, gen, edit_weight=edit_weight)
+        return loss, t1 - t0, time.perf_counter() - t1
+    both = encode_latents(pipe, to_pixels(np.concatenate([src, tgt])))
+    t1 = time.perf_counter()
+    loss = _text_step(pipe, optimizer, params, both[:batch], both[batch:], text, gen, edit_weight)
+    return loss, t1 - t0, time.perf_counter() - t1
+
+
+def _text_step(pipe: Any, optimizer: Any, params: list[Any], z_src: Any, z_tgt: Any, text: list[str], gen: Any,
+               edit_weight: float, grad_clip: float = 1.0) -> float:
+    """`transformer_step` with the prompts encoded under gradient (the encoders train too); one clip over all."""
+    import math
+
     import torch
 
+    from finetune.flow_matching import flow_matching_loss, image_ids
+    from finetune.objective import draw
+    from toy.model import T5_LENGTH
+
+    pipe.transformer.train()
+    embeds, pooled, text_ids = pipe.encode_prompt(prompt=list(text), prompt_2=None, device=z_tgt.device,
+                                                  num_images_per_prompt=1, max_sequence_length=T5_LENGTH)
+    b, n = z_tgt.shape[:2]
+    noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(n)) * 2 * pipe.vae_scale_factor, z_tgt.device)
+    d = draw(pipe.scheduler.config, [{"z_src": z_src[i], "z_tgt": z_tgt[i]} for i in range(b)], gen, None)
+    loss = flow_matching_loss(pipe.transformer, z_src, z_tgt, embeds, pooled, text_ids, noisy_ids, source_ids,
+                              d.sigmas, torch.stack(d.noise).to(z_tgt.dtype), edit_weight=edit_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def timing(data_s: list[float], step_s: list[float], load: list[float]) -> dict[str, Any]:
+    """Seconds per step (median, after the first 5 steps' warm-up), the data's and the step's apart, and the
+    machine's 1-minute load average sampled every 10 steps."""
+    skip = 5 if len(step_s) > 10 else 0
+    med = (lambda xs: float(np.median(xs[skip:])) if xs[skip:] else None)
+    total = [a + b for a, b in zip(data_s, step_s)]
+    return {"s_per_step": med(total), "data_s_per_step": med(data_s), "train_s_per_step": med(step_s),
+            "load_mean": float(np.mean(load)) if load else None, "load_max": float(max(load)) if load else None,
+            "cpus": os.cpu_count()}
+
+
+def val_losses(pipe: Any, n: int, size: int) -> dict[str, float]:
+    """The flow-matching loss of the toy runs' validation batch (seed 999) at fixed draws
+    (`finetune.objective.fixed_draws`): the plain mean and the mean weighted as at w = 4 (the v2 run's log)."""
+    import math
+
+    import torch
+
+    from finetune.flow_matching import flow_matching_loss, image_ids
+    from finetune.objective import fixed_draws
+    from finetune.toy_source import batch_arrays, encode_batch
+    from toy.model import T5_LENGTH
+
+    b = encode_batch(pipe, *batch_arrays(VAL_SEED, 0, n, size), T5_LENGTH)
+    d = fixed_draws([{"z_src": b.z_src[i], "z_tgt": b.z_tgt[i]} for i in range(n)], 0.0)
+    noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(b.z_tgt.shape[1])) * 2 * pipe.vae_scale_factor,
+                                      b.z_tgt.device)
+    pipe.transformer.eval()
+    out = {}
+    with torch.no_grad():
+        for name, w in (("plain", 0.0), ("w4", 4.0)):
+            out[name] = float(flow_matching_loss(pipe.transformer, b.z_src, b.z_tgt, b.prompt_embeds, b.pooled,
+                                                 b.text_ids, noisy_ids, source_ids, d.sigmas,
+                                                 torch.stack(d.noise), edit_weight=w))
+    return out
+
+
+def score(pipe: Any, n_eval: int, eval_steps: int) -> dict[str, Any]:
+    """The held-out split as the model card scores it: per category PSNRs, and the quality bars' gains over
+    the no-op and background gaps to the VAE ceiling (`toy.card.quality_bars`)."""
+    from toy.card import KEYS, by_category, evaluate, quality_bars
+
+    for enc in (pipe.text_encoder, pipe.text_encoder_2):
+        enc.eval()
+    started = time.perf_counter()
+    table = by_category(evaluate(pipe, n_eval, steps=eval_steps), KEYS)
+    bars = {r["category"]: {"gain": r["gain"], "bg_gap": r["bg_gap"], "ok": r["ok"]} for r in quality_bars(table)}
+    return {"table": table, "bars": bars, "eval_s": round(time.perf_counter() - started, 1)}
+
+
+def save_pipeline(pipe: Any, model: str, folder: str) -> None:
+    """The continued pipeline (text encoders included: trained or not), loadable as the model it started from."""
+    import shutil
+
+    from actors.models import MODELS
+
+    pipe.save_pretrained(folder)
+    spec = MODELS.get(model)
+    source = Path(spec.shipped) / "dropedit.json" if spec is not None and spec.shipped else None
+    if source is not None and source.is_file():
+        shutil.copy(source, Path(folder) / "dropedit.json")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m studies.toy.recipe_pilot", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy-flux-kontext")
     p.add_argument("--edit-weight", type=float, default=0.0)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--out", default=None, help="write the result as JSON here")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--data-start", type=int, default=DATA_START)
+    p.add_argument("--categories", type=_categories, default=None,
+                   help="the training records' categories, cycled: comma-separated, or v2 (v2's mix)")
+    p.add_argument("--grow", type=_grow, default=None, help="L,S: grow to L dual and S single blocks")
+    p.add_argument("--copy-heads", action="store_true", help="the grown dual blocks start as copy heads")
+    p.add_argument("--train-text-encoders", action="store_true")
+    p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
+    p.add_argument("--n-eval", type=int, default=80)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save", default=None, help="save the continued pipeline in this folder")
+    p.add_argument("--out", default=None, help="write the result as JSON here (skip the pilot if it exists)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    result = pilot(args.model, args.edit_weight, args.steps, args.size)
+    if args.copy_heads and not args.grow:
+        p.error("--copy-heads needs --grow")
+    return args
+
+
+def _grow(text: str) -> tuple[int, int]:
+    try:
+        layers, single = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--grow takes L,S (two integers), got {text!r}") from None
+    return layers, single
+
+
+def _categories(text: str) -> tuple[str, ...]:
+    from toy.data import CATEGORIES
+
+    cats = V2_MIX if text == "v2" else tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = sorted(set(cats) - set(CATEGORIES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown categories {unknown}; accepted: {', '.join(CATEGORIES)}, v2")
+    return cats
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    args = parse_args(argv)
+    if args.out and Path(args.out).exists():
+        print(f"{args.out} exists: skipped")
+        return 0
+    torch.set_num_threads(args.threads)
+    result = pilot(args.model, args.edit_weight, args.steps, args.size, lr=args.lr, batch=args.batch,
+                   n_eval=args.n_eval, warmup=args.warmup, data_seed=args.data_seed, data_start=args.data_start,
+                   categories=args.categories, grow=args.grow, copy_heads=args.copy_heads,
+                   train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(args.out)   # the JSON appears whole, so that "exists" means "done"
     print(json.dumps(result))
     return 0
 

@@ -185,7 +185,7 @@ def test_pilot_grows_and_trains_the_text_encoders(monkeypatch, tmp_path):
     out = tmp_path / "pilot.json"
     argv = ["--model", "toy", "--steps", "2", "--size", "64", "--batch", "2", "--n-eval", "2", "--grow", "2,3",
             "--copy-heads", "--train-text-encoders", "--categories", "recolor,add", "--val-n", "2",
-            "--save", str(tmp_path / "saved"), "--out", str(out)]
+            "--save", str(tmp_path / "saved"), "--latent-cache", str(tmp_path / "cache"), "--out", str(out)]
     monkeypatch.setattr(recipe_pilot, "score", lambda p, n, s: {"table": {"all": {"n": n}}})
     assert recipe_pilot.main(argv) == 0
     result = json.loads(out.read_text())
@@ -195,3 +195,16 @@ def test_pilot_grows_and_trains_the_text_encoders(monkeypatch, tmp_path):
     assert pipe.transformer.config.num_layers == 2 and (tmp_path / "saved" / "model_index.json").is_file()
     out.write_text("{}")
     assert recipe_pilot.main(argv) == 0 and out.read_text() == "{}"
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_latent_cache_returns_what_encoding_gives(tiny, tmp_path):
+    from studies.toy.recipe_pilot import latents
+
+    direct = latents(tiny, 4, 0, 2, 64, ("recolor",))
+    first = latents(tiny, 4, 0, 2, 64, ("recolor",), str(tmp_path))
+    again = latents(tiny, 4, 0, 2, 64, ("recolor",), str(tmp_path))
+    other = latents(tiny, 4, 0, 2, 64, ("add",), str(tmp_path))
+    for a, b in zip(direct[:2] + first[:2], first[:2] + again[:2]):
+        assert torch.equal(a, b)
+    assert direct[2] == again[2] and other[2] != direct[2] and len(list(tmp_path.glob("*.pt"))) == 2

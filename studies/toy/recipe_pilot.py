@@ -30,7 +30,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
           n_eval: int = 80, eval_steps: int = 28, warmup: int = 20, data_seed: int = 0,
           data_start: int = DATA_START, categories: Sequence[str] | None = None,
           grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
-          val_n: int = 0, save: str | None = None) -> dict[str, Any]:
+          val_n: int = 0, save: str | None = None, cache: str | None = None) -> dict[str, Any]:
     """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
     import torch
 
@@ -47,7 +47,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
             group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))   # a short warm-up: the optimizer is fresh
         loss, d, s = train_step(pipe, optimizer, params, data_seed, data_start + step * batch, batch, size,
                                 categories, torch.Generator().manual_seed(1000 + step), edit_weight,
-                                train_text_encoders)
+                                train_text_encoders, cache)
         losses.append(loss)
         data_s.append(d)
         step_s.append(s)
@@ -62,7 +62,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     result["options"] = {"batch": batch, "warmup": warmup, "data_seed": data_seed, "data_start": data_start,
                          "categories": list(categories or []), "grow": list(grow) if grow else None,
                          "copy_heads": copy_heads, "train_text_encoders": train_text_encoders,
-                         "threads": torch.get_num_threads()}
+                         "threads": torch.get_num_threads(), "latent_cache": bool(cache)}
     result["timing"] = timing(data_s, step_s, load)
     result["val"] = val_losses(pipe, val_n, size) if val_n else None
     result["transformer_params"] = sum(p.numel() for p in pipe.transformer.parameters())
@@ -88,27 +88,53 @@ def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_tex
 
 
 def train_step(pipe: Any, optimizer: Any, params: list[Any], seed: int, start: int, batch: int, size: int,
-               categories: Sequence[str] | None, gen: Any, edit_weight: float,
-               train_text: bool) -> tuple[float, float, float]:
+               categories: Sequence[str] | None, gen: Any, edit_weight: float, train_text: bool,
+               cache: str | None = None) -> tuple[float, float, float]:
     """One step on records start..start+batch of `seed`: (loss, seconds making and encoding the data,
     seconds of the step itself). Frozen text: `finetune.flow_matching.transformer_step` on the encoded batch;
     trainable text: the same draws and loss with the prompts encoded inside the step, with gradient."""
-    from finetune.flow_matching import encode_latents, transformer_step
-    from finetune.toy_source import batch_arrays, encode_batch
+    from finetune.flow_matching import encode_text, transformer_step
+    from finetune.toy_source import Batch
     from toy.model import T5_LENGTH
-    from toy.vae import to_pixels
 
     t0 = time.perf_counter()
-    src, tgt, text = batch_arrays(seed, start, batch, size, categories)
+    z_src, z_tgt, text = latents(pipe, seed, start, batch, size, categories, cache)
     if not train_text:
-        encoded = encode_batch(pipe, src, tgt, text, T5_LENGTH)
+        encoded = Batch(z_src, z_tgt, *encode_text(pipe, text, T5_LENGTH))   # = toy_source.encode_batch
         t1 = time.perf_counter()
         loss = transformer_step(pipe, optimizer, encoded, gen, edit_weight=edit_weight)
         return loss, t1 - t0, time.perf_counter() - t1
-    both = encode_latents(pipe, to_pixels(np.concatenate([src, tgt])))
     t1 = time.perf_counter()
-    loss = _text_step(pipe, optimizer, params, both[:batch], both[batch:], text, gen, edit_weight)
+    loss = _text_step(pipe, optimizer, params, z_src, z_tgt, text, gen, edit_weight)
     return loss, t1 - t0, time.perf_counter() - t1
+
+
+def latents(pipe: Any, seed: int, start: int, batch: int, size: int, categories: Sequence[str] | None,
+            cache: str | None = None) -> tuple[Any, Any, list[str]]:
+    """(z_src, z_tgt, instructions) of records start..start+batch, the latents encoded by the pipeline's
+    (frozen) VAE; with `cache`, read from or written to a file there (one folder per VAE: pilots continuing
+    the same model share their records' latents, the costliest part of a step on a CPU)."""
+    import hashlib
+
+    import torch
+
+    from finetune.flow_matching import encode_latents
+    from finetune.toy_source import batch_arrays
+    from toy.vae import to_pixels
+
+    mix = hashlib.sha1(",".join(categories or []).encode()).hexdigest()[:8]
+    path = Path(cache) / f"{seed}-{start}-{batch}-{size}-{mix}.pt" if cache else None
+    if path is not None and path.is_file():
+        saved = torch.load(path, weights_only=False)
+        return saved["z_src"], saved["z_tgt"], saved["text"]
+    src, tgt, text = batch_arrays(seed, start, batch, size, categories)
+    both = encode_latents(pipe, to_pixels(np.concatenate([src, tgt])))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"z_src": both[:batch].clone(), "z_tgt": both[batch:].clone(), "text": text}, tmp)
+        tmp.replace(path)   # whole or absent: two pilots may write the same step
+    return both[:batch], both[batch:], text
 
 
 def _text_step(pipe: Any, optimizer: Any, params: list[Any], z_src: Any, z_tgt: Any, text: list[str], gen: Any,
@@ -219,11 +245,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--latent-cache", default=None, help="a folder for the records' latents (one per VAE)")
+    p.add_argument("--fill-cache", default=None, metavar="PART/PARTS",
+                   help="only encode every PARTS-th step's latents from PART into --latent-cache, then exit")
     p.add_argument("--save", default=None, help="save the continued pipeline in this folder")
     p.add_argument("--out", default=None, help="write the result as JSON here (skip the pilot if it exists)")
     args = p.parse_args(argv)
     if args.copy_heads and not args.grow:
         p.error("--copy-heads needs --grow")
+    if args.fill_cache and not args.latent_cache:
+        p.error("--fill-cache needs --latent-cache")
     return args
 
 
@@ -245,10 +276,29 @@ def _categories(text: str) -> tuple[str, ...]:
     return cats
 
 
+def fill_cache(args: argparse.Namespace) -> int:
+    """Encode the pilot's steps PART, PART + PARTS, ... into the latent cache (run PARTS of these side by side
+    before the pilots, so that no two pilots encode the same records)."""
+    import torch
+
+    import actors
+
+    part, parts = (int(x) for x in args.fill_cache.split("/"))
+    pipe = actors.load_pipeline(args.model, device="cpu", dtype=torch.float32)
+    pipe.vae.register_to_config(sample_size=args.size)
+    for step in range(part, args.steps, parts):
+        latents(pipe, args.data_seed, args.data_start + step * args.batch, args.batch, args.size, args.categories,
+                args.latent_cache)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.fill_cache:
+        torch.set_num_threads(args.threads)
+        return fill_cache(args)
     if args.out and Path(args.out).exists():
         print(f"{args.out} exists: skipped")
         return 0
@@ -256,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     result = pilot(args.model, args.edit_weight, args.steps, args.size, lr=args.lr, batch=args.batch,
                    n_eval=args.n_eval, warmup=args.warmup, data_seed=args.data_seed, data_start=args.data_start,
                    categories=args.categories, grow=args.grow, copy_heads=args.copy_heads,
-                   train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save)
+                   train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save,
+                   cache=args.latent_cache)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(".tmp")

@@ -1,5 +1,5 @@
-"""One table over the runs of `bench/gpu.sh`: every (model, size, policy) with tokens really skipped, wall-clock
-speedup vs `full`, FLOP-predicted speedup, efficiency, policy overhead share and peak GPU memory.
+"""One table over the runs of `bench/gpu.sh`: every (model, size, reference count, policy) with tokens really
+skipped, wall-clock speedup vs `full`, FLOP-predicted speedup, efficiency, policy overhead share and peak GPU memory.
 `python -m bench.gpu_summary OUT` reads OUT/*/bench.json and writes OUT/summary.md and OUT/summary.json."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _peak(edits: list[dict[str, Any]], size: int, policy: str) -> float | None:
-    peaks = [e.get("peak_memory_gb") for e in edits if e["size"] == size and e["policy"] == policy]
+def _peak(edits: list[dict[str, Any]], size: int, references: int, policy: str) -> float | None:
+    peaks = [e.get("peak_memory_gb") for e in edits
+             if e["size"] == size and e.get("references", 1) == references and e["policy"] == policy]
     peaks = [p for p in peaks if p is not None]
     return max(peaks) if peaks else None
 
@@ -20,12 +21,13 @@ def run_rows(run: str, result: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of one run's bench.json, flattened."""
     out = []
     for r in result["rows"]:
-        speedup = r.get("speedup_loop", {}).get("median")
-        out.append({"run": run, "model": result["settings"]["model"], "size": r["size"], "policy": r["policy"],
-                    "keep": r["keep_ratio"], "active": r["active_ratio"], "loop_s": r["loop_s"]["median"],
-                    "speedup": speedup, "predicted": r["predicted_bench"], "efficiency": r.get("efficiency"),
-                    "overhead": r["policy_overhead_share_loop"],
-                    "peak_gb": _peak(result["edits"], r["size"], r["policy"])})
+        speedup, refs = r.get("speedup_loop", {}).get("median"), r.get("references", 1)
+        out.append({"run": run, "model": result["settings"]["model"], "size": r["size"], "references": refs,
+                    "policy": r["policy"], "keep": r["keep_ratio"], "active": r["active_ratio"],
+                    "loop_s": r["loop_s"]["median"], "speedup": speedup,
+                    "predicted": r.get("predicted_bench_vs_full", r["predicted_bench"]),   # older runs: no key
+                    "efficiency": r.get("efficiency"), "overhead": r["policy_overhead_share_loop"],
+                    "peak_gb": _peak(result["edits"], r["size"], refs, r["policy"])})
     return out
 
 
@@ -36,12 +38,14 @@ def _f(value: float | None, fmt: str) -> str:
 def markdown(rows: list[dict[str, Any]], missing: list[str], device: str) -> str:
     lines = [f"# bench/gpu.sh on {device}", "",
              "Random weights, the real transformer configs (tiny text encoders and VAE); loop = denoising loop; "
-             "speedup = full's loop time over the policy's (median of repetitions); efficiency = speedup ÷ "
-             "FLOP-predicted; overhead = the policy's own time as a share of its loop.", "",
-             "| model | size | policy | keep | queries | loop s | speedup | FLOP-predicted | efficiency "
-             "| overhead | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "speedup = full's loop time over the policy's (median of repetitions), FLOP-predicted over `full` "
+             "too (klein KV's `full` reuses the reference K/V); efficiency = speedup ÷ FLOP-predicted; overhead = "
+             "the policy's own time as a share of its loop.", "",
+             "| model | size | refs | policy | keep | queries | loop s | speedup | FLOP-predicted | efficiency "
+             "| overhead | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['size']}² | {r['policy']} | {r['keep']:.2f} | {r['active']:.2f} "
+        lines.append(f"| {r['model']} | {r['size']}² | {r['references']} | {r['policy']} | {r['keep']:.2f} "
+                     f"| {r['active']:.2f} "
                      f"| {r['loop_s']:.2f} | {_f(r['speedup'], '.2f')}× | {r['predicted']:.2f}× "
                      f"| {_f(r['efficiency'] and 100 * r['efficiency'], '.1f')}% | {100 * r['overhead']:.1f}% "
                      f"| {_f(r['peak_gb'], '.1f')} |")

@@ -21,6 +21,8 @@ import torch
 
 from core.assignments import parse_inline
 
+from .families import check_family
+
 INSTRUCTION = "make the circle red"
 
 
@@ -67,20 +69,21 @@ def policy_specs(labels: Sequence[str], registry: dict[str, type]) -> list[Polic
     return specs if labels else default_policies(registry) + [parse_policy(v) for v in DEFAULT_VARIANTS]
 
 
-FAMILIES = ("flux", "qwen", "qwen-plus")   # qwen-plus: QwenImageEditPlusPipeline, several reference images
-
-
 def build_bench_pipeline(family: str, layers: int, single_layers: int, heads: int, head_dim: int,
                          device: torch.device, dtype: torch.dtype) -> Any:
     """The tiny pipeline of the real classes with a benchmark-size transformer (text encoders and VAE tiny)."""
     from actors import tiny_models
 
-    if family not in FAMILIES:
-        raise ValueError(f"--model must be one of {', '.join(FAMILIES)}, got {family!r}")
+    check_family(family)
     with _built_on(device, dtype):
         if family == "flux":
             pipe = tiny_models.build_tiny_flux_kontext(num_layers=layers, num_single_layers=single_layers,
                                                        num_attention_heads=heads, attention_head_dim=head_dim)
+        elif family in ("flux2", "flux2-kv"):
+            build = tiny_models.build_tiny_flux2_klein_kv if family == "flux2-kv" else \
+                tiny_models.build_tiny_flux2_klein
+            pipe = build(num_layers=layers, num_single_layers=single_layers, num_attention_heads=heads,
+                         attention_head_dim=head_dim)
         else:
             pipe = tiny_models.build_tiny_qwen_image_edit(plus=family == "qwen-plus",
                                                           num_layers=layers + single_layers,
@@ -224,6 +227,28 @@ class _TimedRun:
         self._run.observe(step, seen)
 
 
+def build_policies(pipe: Any, specs: list[PolicySpec]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every spec built (a registered policy or a forced one), and the reason for each that cannot be built or
+    that the pipeline's family refuses (FLUX.2: SpotEdit's query skip, ToPi's layer routing; klein KV: attention
+    statistics), found before any edit rather than by a failing one."""
+    from actors.models import family_of
+
+    from .forced import make
+
+    family, pipeline = family_of(pipe), type(pipe).__name__
+    built, skipped = {}, {}
+    for spec in specs:
+        try:
+            built[spec.label] = make(spec.name, **spec.params)
+        except (ValueError, TypeError) as err:
+            skipped[spec.label] = f"cannot be built: {err}"
+            continue
+        refusal = family.refusal(spec.name, built[spec.label].needs, pipeline)
+        if refusal:
+            skipped[spec.label] = f"refused: {refusal}"
+    return built, skipped
+
+
 def measure(pipe: Any, specs: list[PolicySpec], sizes: list[int], steps: int, reps: int, seed: int = 0,
             log: Callable[[str], None] = print, references: tuple[int, ...] = (1,)) -> dict[str, Any]:
     """Edits per (size, reference count, policy, repetition), with the reason for every policy that could
@@ -231,14 +256,7 @@ def measure(pipe: Any, specs: list[PolicySpec], sizes: list[int], steps: int, re
     multi-reference speedups are taken close together in time."""
     import policies
 
-    from .forced import make
-
-    built, skipped = {}, {}
-    for spec in specs:
-        try:
-            built[spec.label] = make(spec.name, **spec.params)   # a registered policy or a forced one
-        except (ValueError, TypeError) as err:
-            skipped[spec.label] = f"cannot be built: {err}"
+    built, skipped = build_policies(pipe, specs)
     edits: list[dict[str, Any]] = []
     for size in sizes:
         image = bench_image(size, seed)

@@ -2,29 +2,35 @@
 
 Measures every policy (all of `policies.REGISTRY` unless `--policy` is given) on a benchmark-size model of the
 real diffusers classes at the token counts of 1024² and 2048² edits, prices the same traces on the real
-FLUX.1-Kontext-dev and Qwen-Image-Edit configs, and measures the Ray pipeline's overhead against a bare
-`Editor` loop. With `--model qwen-plus --references 1,3` it measures Sparse Context-style policies with one and
-with several reference images in the same run and prints the real Edit-Plus's FLOP-ideal single- vs
-multi-reference table next to them. Writes bench.json and bench.md. As a `ray job submit` entrypoint (`python -m jobs.bench`) the
-measurements run as Ray tasks on a worker with the requested GPUs."""
+FLUX.1-Kontext-dev and Qwen-Image-Edit configs (FLUX.2 [klein] 4B for `--model flux2`, klein 9B for
+`--model flux2-kv`), and measures the Ray pipeline's overhead against a bare `Editor` loop. With `--model qwen-plus
+--references 1,3` it measures Sparse Context-style policies with one and with several reference images in the
+same run and prints the real Edit-Plus's FLOP-ideal single- vs multi-reference table next to them (`flux2` and
+`flux2-kv` take several references too). Writes bench.json and bench.md. As a `ray job submit` entrypoint
+(`python -m jobs.bench`) the measurements run as Ray tasks on a worker with the requested GPUs."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from bench.families import FAMILIES, MIN_SIZE, MULTI_REFERENCE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="1024,2048", help="square edit sizes in pixels, comma-separated")
     p.add_argument("--steps", type=int, default=6, help="denoising steps per edit")
     p.add_argument("--reps", type=int, default=2, help="repetitions of every policy (A/B with full)")
-    p.add_argument("--model", default="flux", choices=["flux", "qwen", "qwen-plus"],
-                   help="benchmark model family (qwen-plus: Qwen-Image-Edit-Plus, several reference images)")
+    p.add_argument("--model", default="flux", choices=list(FAMILIES),
+                   help="benchmark model family (qwen-plus: Qwen-Image-Edit-Plus, several reference images; "
+                        "flux2: FLUX.2 [klein]; flux2-kv: FLUX.2 [klein] KV, the reference K/V reused after the "
+                        "first call; both take several reference images)")
     p.add_argument("--references", default="1",
                    help="reference images per edit, comma-separated counts measured in the same run (e.g. 1,3). "
-                        "Counts above 1 need --model qwen-plus: in this engine FLUX.1-Kontext and Qwen-Image-Edit "
-                        "take one reference image (diffusers' Kontext pipeline has a single image input). The "
-                        "first reference is the edited image, at the edit size; Edit-Plus encodes the others at "
-                        "~1024² area (4096 tokens each) whatever --sizes says, as diffusers does")
+                        "Counts above 1 need --model qwen-plus, flux2 or flux2-kv: in this engine FLUX.1-Kontext "
+                        "and Qwen-Image-Edit take one reference image (diffusers' Kontext pipeline has a single "
+                        "image input). The first reference is the edited image, at the edit size; Edit-Plus and "
+                        "FLUX.2 encode the others at ~1024² area at most (4096 tokens each for images of 1024² "
+                        "and more), as diffusers does")
     p.add_argument("--layers", type=int, default=1,
                    help="dual-stream layers (Qwen: --layers + --single-layers, all dual-stream)")
     p.add_argument("--single-layers", type=int, default=1, help="single-stream layers (Flux only)")
@@ -50,13 +56,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GPUs of the benchmark task and pipeline actor (default: 1 if CUDA is here, else 0)")
 
 
-def _sizes(text: str) -> list[int]:
+def _sizes(text: str, model: str = "flux") -> list[int]:
     try:
         sizes = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"--sizes must be comma-separated integers, got {text!r}") from None
     if not sizes or any(s < 16 or s % 16 for s in sizes):
         raise ValueError(f"--sizes must be multiples of 16, got {text!r}")
+    if min(sizes) < MIN_SIZE.get(model, 16):
+        raise ValueError(f"--sizes {text}: --model {model} takes images of {MIN_SIZE[model]} px a side or more")
     return sizes
 
 
@@ -67,8 +75,8 @@ def _references(text: str, model: str) -> tuple[int, ...]:
         raise ValueError(f"--references must be comma-separated integers, got {text!r}") from None
     if not counts or min(counts) < 1:
         raise ValueError(f"--references must be counts >= 1, got {text!r}")
-    if max(counts) > 1 and model != "qwen-plus":
-        raise ValueError(f"--references {text} needs --model qwen-plus (Qwen-Image-Edit-Plus); {model} takes one "
+    if max(counts) > 1 and model not in MULTI_REFERENCE:
+        raise ValueError(f"--references {text} needs --model {', '.join(MULTI_REFERENCE)}; {model} takes one "
                          "reference image in this engine")
     return counts
 
@@ -84,7 +92,7 @@ def run(args: argparse.Namespace, on_ray: bool = False) -> int:
     num_gpus = args.num_gpus if args.num_gpus is not None else (1.0 if torch.cuda.is_available() else 0.0)
     settings = {"model": args.model, "layers": args.layers, "single_layers": args.single_layers,
                 "heads": args.heads, "head_dim": args.head_dim, "policies": args.policies,
-                "sizes": _sizes(args.sizes), "steps": args.steps, "reps": args.reps, "seed": args.seed,
+                "sizes": _sizes(args.sizes, args.model), "steps": args.steps, "reps": args.reps, "seed": args.seed,
                 "threads": args.threads, "references": list(_references(args.references, args.model))}
     pipeline = None if args.no_pipeline else {"records": args.pipeline_records, "model": args.pipeline_model,
                                               "size": args.pipeline_size, "steps": args.pipeline_steps,

@@ -157,3 +157,60 @@ def test_several_references_need_edit_plus(tmp_path, capsys):
     assert bench._references("1, 3,3", "qwen-plus") == (1, 3)
     with pytest.raises(ValueError, match=">= 1"):
         bench._references("0", "qwen-plus")
+
+
+FLUX2 = ["--references", "1,2", "--sizes", "64", "--steps", "2", "--reps", "1", "--layers", "1",
+         "--single-layers", "1", "--no-pipeline", "--threads", "1"]
+
+
+def test_bench_on_flux2_with_several_references(tmp_path):
+    """`--model flux2`: FLUX.2 [klein] with 1 and 2 references, priced on klein 4B; ToPi and SpotEdit, which the
+    family refuses, are skipped with the family's reason before any edit."""
+    out = tmp_path / "bench"
+    labels = ["random:ratio=0.5", "forced-gather:keep=0.5", "forced-spotedit:active=0.5", "topi"]
+    assert cli.main(["bench", "--model", "flux2", *FLUX2, *[a for p in labels for a in ("--policy", p)],
+                     "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert set(result["real_architectures"]) == {"FLUX.2-klein-4B"}
+    assert result["real_architectures"]["FLUX.2-klein-4B"]["text_tokens_per_call"] == {"1": [512], "2": [512]}
+    for label, mechanism in (("forced-spotedit:active=0.5", "query_skip"), ("topi", "layer_routing")):
+        assert result["skipped"][label].startswith(f"refused: policy {label.split(':')[0]!r} needs {mechanism}")
+    rows = {(r["references"], r["policy"]): r for r in result["rows"]}
+    assert set(rows) == {(n, p) for n in (1, 2) for p in ("full", *labels[:2])}
+    for (count, policy), row in rows.items():
+        assert row["noisy_tokens"] == 16 and row["source_tokens"] == 16 * count and row["text_tokens"] == [512]
+        assert set(row["predicted_real"]) == {"FLUX.2-klein-4B"} and row["predicted_bench_vs_full"] >= 1
+        assert row["predicted_bench_vs_full"] == row["predicted_bench"]   # klein's `full` computes every token
+    assert rows[(2, "random:ratio=0.5")]["predicted_real"]["FLUX.2-klein-4B"] > 1
+    assert "| 64² | 2 | random:ratio=0.5 |" in (out / "bench.md").read_text()
+
+
+def test_bench_on_flux2_kv_prices_on_klein_9b_against_its_own_full(tmp_path):
+    """`--model flux2-kv`: klein KV's `full` reuses the reference K/V, so its FLOP ratio over stock klein is above
+    1; the measured speedups, and the FLOP ratios they are compared with, are over it. Attention statistics are
+    refused by the KV pipeline."""
+    out = tmp_path / "bench"
+    labels = ["sparse_context:strategy=saliency,keep=0.25,warmup_steps=1", "sparse_context:strategy=attention"]
+    assert cli.main(["bench", "--model", "flux2-kv", *FLUX2, *[a for p in labels for a in ("--policy", p)],
+                     "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert set(result["real_architectures"]) == {"FLUX.2-klein-9B"}
+    assert "Flux2KleinKVPipeline does not run" in result["skipped"]["sparse_context:strategy=attention"]
+    rows = {(r["references"], r["policy"]): r for r in result["rows"]}
+    for count in (1, 2):
+        full, sparse = rows[(count, "full")], rows[(count, labels[0])]
+        assert full["predicted_bench"] > 1 and full["predicted_real"]["FLUX.2-klein-9B"] > 1
+        assert full["predicted_bench_vs_full"] == 1.0 and full["efficiency"] == full["speedup_loop"]["median"]
+        assert sparse["predicted_bench_vs_full"] == sparse["predicted_bench"] / full["predicted_bench"] > 1
+    edits = {(e["references"], e["policy"]): e for e in result["edits"]}
+    # step 0 extracts the 32 reference rows; step 1 reads ⌈0.25·16⌉ of each from the cache
+    assert [(t["kept"], t["active"], t["keys"]) for t in edits[(2, labels[0])]["trace"]] == \
+        [(32, None, None), (8, 16, 16 + 8)]
+    assert "reuses the reference K/V after the first call" in (out / "bench.md").read_text()
+
+
+def test_flux2_settings_are_checked_before_the_run(tmp_path, capsys):
+    assert cli.main(["bench", "--model", "flux", "--references", "1,2", "--out", str(tmp_path)]) == 2
+    assert "needs --model qwen-plus, flux2, flux2-kv" in capsys.readouterr().err
+    assert cli.main(["bench", "--model", "flux2", "--sizes", "32", "--out", str(tmp_path)]) == 2
+    assert "64 px" in capsys.readouterr().err

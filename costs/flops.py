@@ -50,6 +50,7 @@ class Arch:
     name: str = ""
     gated_mlp: bool = False          # FLUX.2: SwiGLU MLPs, d -> 2·r·d -> (gate) r·d -> d
     shared_modulation: bool = False  # FLUX.2: one AdaLN modulation per call for all blocks, not one per block
+    head_dim: int = 128              # attention_head_dim (every real checkpoint's); the roofline's RoPE tables
 
     @property
     def num_layers(self) -> int:
@@ -70,6 +71,7 @@ def arch_from_config(config: Mapping[str, Any], name: str = "") -> Arch:
         in_channels=in_ch, out_channels=patch * patch * out, text_dim=int(config["joint_attention_dim"]),
         pooled_dim=int(config.get("pooled_projection_dim", 0) or 0) if family == "flux" else 0,
         guidance=bool(config.get("guidance_embeds", False)), name=name or cls,
+        head_dim=int(config["attention_head_dim"]),
         **(dict(mlp_ratio=float(config.get("mlp_ratio", 3.0)), gated_mlp=True, shared_modulation=True)
            if flux2 else {}))
 

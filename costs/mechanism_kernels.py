@@ -1,0 +1,139 @@
+"""What our mechanisms move beyond the stock transformer call, kernel by kernel (`costs.kernels` prices the stock
+call; `costs.roofline` adds these). Each function names the code it prices.
+"""
+from __future__ import annotations
+
+from .flops import Arch
+from .kernels import MECHANISM, A, F, Kernel, copy, ew, linear, qk_norm, rope, table_bytes
+
+STATS_CHUNK = 1024   # actors.attention_stats.AttentionCollector.chunk: noisy queries per softmax chunk
+
+
+def gather_input(arch: Arch, rows: int) -> list[Kernel]:
+    """TokenDrop, random, Sparse Context, forced-gather: the adapter passes the noisy latents and the kept source
+    rows, gathered and concatenated, [rows, in_channels] at the transformer's input (their position ids too: 3
+    values a row, not counted)."""
+    return [copy("gather input rows", rows * arch.in_channels, MECHANISM)]
+
+
+def route(arch: Arch, text: int, rows: int) -> list[Kernel]:
+    """actors.routing.BlockRoute, once per call: `hidden.index_select` of the routed image rows at the first
+    routed block, and the block's RoPE table gathered (`Family.gather_rotary`: Flux's text + routed rows, Qwen's
+    routed image rows)."""
+    table = (text + rows if arch.family == "flux" else rows) * arch.head_dim
+    return [copy("route hidden rows", rows * arch.dim, MECHANISM), ew("route rope rows", table, table_bytes(arch), table_bytes(arch), MECHANISM)]
+
+
+def spot_call(arch: Arch, text: int, noisy: int, active: int, image_rows: int, keys: int,
+              keys_gathered: bool) -> list[Kernel]:
+    """Once per partial SpotEdit call (actors.active_noisy, actors.spot_attention): the routing gather at block 0
+    (`image_rows` = active + recomputed source rows), the keys' RoPE table built by the first layer
+    (`SpotKV.per_call`: Flux concatenates the text and image rows of cos and sin; Qwen uses its full table as
+    is unless source keys are dropped, `keys_gathered`, then gathers those rows), and the velocity scattered
+    back over every noisy token (a clone of [noisy, out_channels] and an index_put of the active rows)."""
+    out = route(arch, text, image_rows)
+    if arch.family == "flux" or keys_gathered:
+        rows = text + keys if arch.family == "flux" else keys
+        out.append(ew("spot key rope table", rows * arch.head_dim, table_bytes(arch), table_bytes(arch), MECHANISM))
+    out += [copy("spot velocity clone", noisy * arch.out_channels, MECHANISM),
+            copy("spot velocity scatter", active * arch.out_channels, MECHANISM)]
+    return out
+
+
+def spot_layer(arch: Arch, text: int, noisy: int, active: int, keys: int, source_keys: int, source: int,
+               blend: bool) -> list[Kernel]:
+    """One layer of a partial SpotEdit call beyond a stock layer with these rows and keys (SpotKV.assemble and
+    the family's spot processor).
+
+    With the noisy context (keys = noisy + source_keys): SpotFusion's in-place `torch.lerp` over the whole noisy
+    K and V cache (reads the cache and the source rows, writes the cache) when `blend`, two `index_copy_` of
+    the active rows, the kept source keys gathered when some are dropped, two concatenations [noisy, source]
+    of K and V over every image key, and (Flux) two more [text, image] — four full-size concatenations per
+    layer; Qwen's joint [text, image] concatenation of K and V is the stock one (`costs.kernels.dual_block`).
+    Every key is rotated in fp32 (`rope k` over text + keys in the block itself). Without it (SpotEdit's
+    fusion "none"): the active and source keys concatenated."""
+    d, out = arch.dim, []
+    context = keys != active + source_keys or active == noisy
+    if context:
+        if blend:
+            out += [Kernel(MECHANISM, f"spot blend {p}", 0.0, 2 * noisy * d * A, noisy * d * A, inplace=True)
+                    for p in "kv"]
+        out += [Kernel(MECHANISM, f"spot index_copy {p}", 0.0, active * d * A, active * d * A, inplace=True)
+                for p in "kv"]
+    if source_keys < source:
+        out += [copy(f"spot source keys {p}", source_keys * d, MECHANISM) for p in "kv"]
+    out += [copy(f"spot cat image {p}", keys * d, MECHANISM) for p in "kv"]
+    if arch.family == "flux":
+        out += [copy(f"spot cat text {p}", (text + keys) * d, MECHANISM) for p in "kv"]
+    return out
+
+
+def spot_store(arch: Arch, noisy: int, source: int) -> list[Kernel]:
+    """A full call under SpotEdit's (or focus's, RegionE's) K/V cache: `SpotKV.assemble` clones the noisy and the
+    source tokens' K and V into the cache, per layer."""
+    d = arch.dim
+    return [copy(f"kv store {who} {p}", rows * d, MECHANISM) for who, rows in (("noisy", noisy), ("source", source))
+            for p in "kv"]
+
+
+def stats_projections(arch: Arch, layer: int, text: int, rows: int) -> list[Kernel]:
+    """The statistics processor recomputes the stock q, k, v (post-norm, post-RoPE) before calling the stock
+    processor, which computes them again (`joint_qkv` / `stream_qkv` and `rotate`)."""
+    d, out = arch.dim, []
+    streams = (("image", rows), ("text", text)) if layer < arch.dual_layers else (("joint", text + rows),)
+    for stream, m in streams:
+        out += [linear(f"stats {stream} to_{p}", m, d, d) for p in "qkv"]
+        out += [*qk_norm(arch, f"stats {stream} q norm", m * d), *qk_norm(arch, f"stats {stream} k norm", m * d)]
+    if layer < arch.dual_layers:
+        out += [copy(f"stats cat {p}", (text + rows) * d) for p in "qkv"]
+    out += [*rope(arch, "stats rope q", text + rows), *rope(arch, "stats rope k", text + rows)]
+    return [Kernel(MECHANISM, k.name, k.flops, k.read, k.written, k.fp32) for k in out]
+
+
+def stats_layer(arch: Arch, layer: int, text: int, noisy: int, source: int) -> list[Kernel]:
+    """ToPi's / Sparse Context's attention statistics on one recorded layer of a full call
+    (actors.attention_stats.source_attention and similarity_to_noisy): the recomputed projections, the noisy
+    queries and every key upcast to fp32, per chunk of 1024 queries an fp32 Q·Kᵀ (TF32 is off: CUDA cores),
+    its softmax and the sum over the source keys, the source values' norms, and the cosine similarity of the
+    source features to the mean noisy one (about: an upcast, a mean, a product and two norms)."""
+    d, n = arch.dim, text + noisy + source
+    heads = d // arch.head_dim
+    out = stats_projections(arch, layer, text, noisy + source)
+    out += [ew("stats queries upcast", noisy * d, A, F, MECHANISM),
+            ew("stats queries scale", noisy * d, F, F, MECHANISM), ew("stats keys upcast", n * d, A, F, MECHANISM)]
+    for start in range(0, noisy, STATS_CHUNK):
+        c = min(STATS_CHUNK, noisy - start)
+        out += [Kernel(MECHANISM, "stats logits", 2.0 * c * n * d, (c + n) * d * F, heads * c * n * F, fp32=True),
+                ew("stats softmax", heads * c * n, F, F, MECHANISM),
+                Kernel(MECHANISM, "stats source mass", 0.0, heads * c * source * F, heads * source * F)]
+    out += [ew("stats values upcast", source * d, A, F, MECHANISM),
+            Kernel(MECHANISM, "stats value norms", 0.0, source * d * F, heads * source * F),
+            ew("stats features upcast", (noisy + source) * d, A, F, MECHANISM),
+            Kernel(MECHANISM, "stats similarity", 0.0, (noisy + 3 * source) * d * F, source * d * F)]
+    return out
+
+
+def cache_call(cache: str, arch: Arch, rows: int, skipped: bool, order: int = 1) -> list[Kernel]:
+    """A temporal cache's residual bookkeeping in one call over the call's `rows` noisy rows
+    (actors.caches.first_block, magcache, taylorseer, velocity_decay), in bf16 [rows, dim] units:
+    first-block: the head residual (a subtraction), its relative L1 change against the remembered one (a
+    gather, a difference, two abs, two means) and, computed, both residuals stored (a subtraction and two
+    scatters) or, skipped, the tail residual gathered and added; magcache: computed, the stack's residual
+    stored (a subtraction and a scatter), skipped, gathered and added; taylorseer and velocity-decay work on
+    the output [rows, out_channels] only (fp32 Taylor factors, `order` + 1 of them)."""
+    e = rows * arch.dim
+
+    def k(name: str, read: float, written: float, elements: float = e) -> Kernel:
+        return ew(f"{cache} {name}", elements, read, written, MECHANISM)
+    stored = [k("residual", 2 * A, A), k("scatter", A, A)]
+    added = [k("gather", A, A), k("add", 2 * A, A)]
+    if cache == "first-block":
+        measure = [k("head residual", 2 * A, A), k("gather previous", A, A), k("difference", 2 * A, A),
+                   k("abs", A, A), k("mean", A, 0), k("abs previous", A, A), k("mean previous", A, 0)]
+        return measure + (added if skipped else [k("scatter head", A, A), *stored])
+    if cache == "magcache":
+        return added if skipped else stored
+    if cache in ("taylorseer", "velocity-decay"):
+        factors = order + 1 if cache == "taylorseer" else 1
+        return [k("output", 2 * F * factors, F * factors, rows * arch.out_channels)]
+    raise ValueError(f"unknown cache {cache!r}; priced: first-block, magcache, taylorseer, velocity-decay")

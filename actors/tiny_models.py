@@ -22,6 +22,7 @@ from diffusers import (
     AutoencoderKLQwenImage,
     FlowMatchEulerDiscreteScheduler,
     Flux2KleinPipeline,
+    Flux2Pipeline,
     Flux2Transformer2DModel,
     FluxKontextPipeline,
     FluxTransformer2DModel,
@@ -29,10 +30,15 @@ from diffusers import (
     QwenImageEditPlusPipeline,
     QwenImageTransformer2DModel,
 )
+from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTokenizer,
+    Mistral3Config,
+    Mistral3ForConditionalGeneration,
+    PixtralImageProcessor,
+    PixtralProcessor,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLImageProcessor,
@@ -47,6 +53,7 @@ from transformers import (
 
 from actors.tiny_tokenizers import (
     build_clip_tokenizer,
+    build_mistral_tokenizer,
     build_qwen2_tokenizer,
     build_qwen3_tokenizer,
     build_t5_tokenizer,
@@ -325,21 +332,28 @@ def _tiny_flux2_vae(seed: int) -> AutoencoderKLFlux2:
     return vae
 
 
+def _tiny_flux2_transformer(seed: int, num_layers: int, num_single_layers: int, num_attention_heads: int,
+                            attention_head_dim: int, guidance_embeds: bool) -> Flux2Transformer2DModel:
+    if attention_head_dim % 8:
+        raise ValueError(f"attention_head_dim must be a multiple of 8 (4 even RoPE axes), got {attention_head_dim}")
+    with _seeded(seed):
+        return Flux2Transformer2DModel(
+            patch_size=1, in_channels=128, num_layers=num_layers, num_single_layers=num_single_layers,
+            attention_head_dim=attention_head_dim, num_attention_heads=num_attention_heads,
+            # three stacked text-encoder layers, as 7680 = 3 x 2560 (klein 4B) and 15360 = 3 x 5120 (dev)
+            joint_attention_dim=3 * TEXT_DIM,
+            axes_dims_rope=(attention_head_dim // 4,) * 4,  # (4, 4, 4, 4) for 16, like (32, 32, 32, 32) for 128
+            guidance_embeds=guidance_embeds,
+        ).eval()
+
+
 def build_tiny_flux2_klein(seed: int = 0, *, num_layers: int = 2, num_single_layers: int = 2,
                            num_attention_heads: int = 2, attention_head_dim: int = 16) -> Flux2KleinPipeline:
     """FLUX.2 [klein]-shaped pipeline (step-distilled: no CFG): 2 dual + 2 single blocks, 2 heads x 16, 4-axis
     RoPE, 32-channel 8x VAE with latent batch-norm, a 27-layer tiny Qwen3 text encoder."""
-    if attention_head_dim % 8:
-        raise ValueError(f"attention_head_dim must be a multiple of 8 (4 even RoPE axes), got {attention_head_dim}")
+    transformer = _tiny_flux2_transformer(seed, num_layers, num_single_layers, num_attention_heads,
+                                          attention_head_dim, guidance_embeds=False)
     tokenizer = build_qwen3_tokenizer()
-    with _seeded(seed):
-        transformer = Flux2Transformer2DModel(
-            patch_size=1, in_channels=128, num_layers=num_layers, num_single_layers=num_single_layers,
-            attention_head_dim=attention_head_dim, num_attention_heads=num_attention_heads,
-            joint_attention_dim=3 * TEXT_DIM,  # three stacked Qwen3 layers, as 7680 = 3 x 2560 in klein 4B
-            axes_dims_rope=(attention_head_dim // 4,) * 4,  # (4, 4, 4, 4) for 16, like (32, 32, 32, 32) for 128
-            guidance_embeds=False,
-        ).eval()
     return Flux2KleinPipeline(
         # FLUX.1's scheduler config, which diffusers' FLUX.2 conversion script gives its pipeline; the pipeline
         # passes its own mu (compute_empirical_mu), so only the dynamic shifting switch matters here
@@ -352,9 +366,58 @@ def build_tiny_flux2_klein(seed: int = 0, *, num_layers: int = 2, num_single_lay
     )
 
 
+# FLUX.2 [dev]'s pipeline stacks the Mistral hidden states of layers (10, 20, 30) (its default
+# `text_encoder_out_layers`); 31 layers keep layer 30 an intermediate one, as in the real 40-layer Mistral Small
+# 3.2 (the last entry of `hidden_states` is the final norm's output)
+FLUX2_DEV_TEXT_LAYERS = 31
+
+
+def build_tiny_mistral3_processor() -> PixtralProcessor:
+    """Mistral Small 3.x's processor: the Pixtral image processor (14 px patches, 2x2 merge, 1540 px longest
+    edge) and a tiny tekken-like tokenizer whose merges know FLUX.2's system message."""
+    tokenizer = build_mistral_tokenizer((SYSTEM_MESSAGE,))
+    return PixtralProcessor(image_processor=PixtralImageProcessor(patch_size=14, size={"longest_edge": 1540}),
+                            tokenizer=tokenizer, patch_size=14, spatial_merge_size=2,
+                            chat_template=tokenizer.chat_template)
+
+
+def _tiny_mistral3_encoder(processor: PixtralProcessor, seed: int) -> Mistral3ForConditionalGeneration:
+    tokenizer = processor.tokenizer
+    config = Mistral3Config(
+        text_config={"model_type": "mistral", "vocab_size": len(tokenizer), "hidden_size": TEXT_DIM,
+                     "intermediate_size": 2 * TEXT_DIM, "num_hidden_layers": FLUX2_DEV_TEXT_LAYERS,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+                     "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "sliding_window": None,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e9},
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        # never run by the pipeline's prompt encoding (only by its caption upsampling): one tiny block
+        vision_config={"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 1540, "patch_size": processor.patch_size},
+        image_token_index=processor.image_token_id, spatial_merge_size=processor.spatial_merge_size)
+    with _seeded(seed):
+        return Mistral3ForConditionalGeneration(config).eval()
+
+
+def build_tiny_flux2_dev(seed: int = 0, *, num_layers: int = 2, num_single_layers: int = 2,
+                         num_attention_heads: int = 2, attention_head_dim: int = 16) -> Flux2Pipeline:
+    """FLUX.2 [dev]-shaped pipeline (guidance-distilled: a guidance embedding, no CFG): the tiny klein's
+    transformer shape with `guidance_embeds`, its VAE, a 31-layer tiny Mistral3 (text + vision) encoder."""
+    processor = build_tiny_mistral3_processor()
+    return Flux2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_KONTEXT_SCHEDULER_CONFIG),   # as klein's (see there)
+        vae=_tiny_flux2_vae(seed),
+        text_encoder=_tiny_mistral3_encoder(processor, seed),
+        tokenizer=processor,
+        transformer=_tiny_flux2_transformer(seed, num_layers, num_single_layers, num_attention_heads,
+                                            attention_head_dim, guidance_embeds=True),
+    )
+
+
 __all__ = [
     "FLUX_KONTEXT_SCHEDULER_CONFIG",
     "QWEN_IMAGE_SCHEDULER_CONFIG",
+    "build_tiny_flux2_dev",
     "build_tiny_flux2_klein",
     "build_tiny_flux_kontext",
     "build_tiny_qwen_image_edit",

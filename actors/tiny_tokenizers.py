@@ -1,10 +1,11 @@
 """Small tokenizers built locally (no hub access) for the tiny test pipelines.
 
-Each tokenizer is the real transformers class (CLIP / T5 / Qwen2), constructed from a vocabulary made here:
-every byte (or character) is a base symbol, and a few hundred BPE merges are learned from a fixed corpus of the
-pipelines' prompt templates and common editing words, so that those words are single tokens as they mostly are in
-the real vocabularies. This keeps prompt-template token counts close to the real models (e.g. Qwen-Image-Edit drops
-the first 64 tokens of its template, which must be exactly the system prompt).
+Each tokenizer is the real transformers class (CLIP / T5 / Qwen2; Mistral's tekken: the generic fast tokenizer),
+constructed from a vocabulary made here: every byte (or character) is a base symbol, and a few hundred BPE merges
+are learned from a fixed corpus of the pipelines' prompt templates and common editing words, so that those words
+are single tokens as they mostly are in the real vocabularies. This keeps prompt-template token counts close to the
+real models (e.g. Qwen-Image-Edit drops the first 64 tokens of its template, which must be exactly the system
+prompt).
 
 In transformers 5 the model-specific tokenizer classes are all `TokenizersBackend` subclasses that build their
 backend from `vocab`/`merges` in `__init__`, and `from_pretrained` re-runs that `__init__` with the vocab and merges
@@ -17,7 +18,13 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from transformers import CLIPTokenizer, Qwen2Tokenizer, T5Tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    CLIPTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Tokenizer,
+    T5Tokenizer,
+)
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 # Special tokens of the Qwen2.5-VL tokenizer, in the real id order (151643..151656 there).
@@ -163,6 +170,50 @@ def build_qwen3_tokenizer() -> Qwen2Tokenizer:
     return tokenizer
 
 
+# Mistral's tekken control tokens in their real id order (0..19 there): Mistral3Config's default
+# image_token_index 10 is [IMG], and the pipeline pads with <pad> (11).
+MISTRAL_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
+    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+)
+
+# The part of Mistral-Small-3.1's chat template that Flux2Pipeline.encode_prompt renders: a system message and
+# user messages (string or text-block content), no generation prompt. For those it renders the same text as the
+# real template (`<s>[SYSTEM_PROMPT]...[/SYSTEM_PROMPT][INST]...[/INST]`); images, tools and assistant turns are
+# outside what the tiny model needs.
+MISTRAL_CHAT_TEMPLATE = (
+    "{%- macro text(content) %}{%- if content is string %}{{- content }}{%- else %}"
+    "{%- for block in content %}{%- if block['type'] == 'text' %}{{- block['text'] }}{%- endif %}{%- endfor %}"
+    "{%- endif %}{%- endmacro %}"
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{- '[SYSTEM_PROMPT]' + text(message['content']) + '[/SYSTEM_PROMPT]' }}"
+    "{%- elif message['role'] == 'user' %}{{- '[INST]' + text(message['content']) + '[/INST]' }}{%- endif %}"
+    "{%- endfor %}"
+)
+
+
+def build_mistral_tokenizer(corpus: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """Byte-level BPE tokenizer with Mistral's control tokens and the chat template FLUX.2 [dev]'s pipeline
+    renders. `corpus` (e.g. the pipeline's system message) joins the edit words in the merge corpus, so that
+    its words are single tokens as they mostly are in tekken's vocabulary. GPT-2's split regex stands in for
+    tekken's; no post-processor: the template writes <s> itself, and the processor then adds no special tokens."""
+    base = list(bytes_to_unicode().values())
+    pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    pieces = [piece for text in (*corpus, _EDIT_WORDS, _EDIT_WORDS.capitalize())
+              for piece, _ in pre_tokenizer.pre_tokenize_str(text)]
+    merges = _learn_merges(pieces)
+    vocab = _vocab_from([*MISTRAL_SPECIAL_TOKENS, *base, *(a + b for a, b in merges)])
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer, backend.decoder = pre_tokenizer, decoders.ByteLevel()
+    backend.add_special_tokens(list(MISTRAL_SPECIAL_TOKENS))   # atomic, keeping their vocab ids
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="<pad>", model_max_length=131072)
+    tokenizer.chat_template = MISTRAL_CHAT_TEMPLATE
+    return tokenizer
+
+
 def build_clip_tokenizer(extra_words: Sequence[str] = ()) -> CLIPTokenizer:
     """CLIP byte-level BPE (lower-cased, `</w>` word ends) with the real 77-token context.
 
@@ -201,5 +252,5 @@ def build_t5_tokenizer(extra_words: Sequence[str] = ()) -> T5Tokenizer:
     return T5Tokenizer(vocab=list(unique.items()), extra_ids=0, model_max_length=512)
 
 
-__all__ = ["QWEN3_SPECIAL_TOKENS", "QWEN_SPECIAL_TOKENS", "build_clip_tokenizer", "build_qwen2_tokenizer",
-           "build_qwen3_tokenizer", "build_t5_tokenizer"]
+__all__ = ["MISTRAL_SPECIAL_TOKENS", "QWEN3_SPECIAL_TOKENS", "QWEN_SPECIAL_TOKENS", "build_clip_tokenizer",
+           "build_mistral_tokenizer", "build_qwen2_tokenizer", "build_qwen3_tokenizer", "build_t5_tokenizer"]

@@ -6,8 +6,8 @@ Where each is used: `_get_qkv_projections` (actors/families/flux_kontext/attenti
 `CacheContext` (actors/spot_attention.py, the CFG branch of SpotEdit's cache), a processor's
 `_attention_backend` / `_parallel_config` (copied onto ours), `_pack_latents` and `_prepare_latent_image_ids`
 (finetune/flow_matching.py); FLUX.2 (actors/families/flux2/): transformer_flux2's `_get_qkv_projections`,
-Flux2KleinPipeline's `_prepare_latent_ids`, `_unpack_latents_with_ids`, `_unpatchify_latents` and its image
-processor's `_resize_to_target_area`."""
+Flux2KleinPipeline's and Flux2Pipeline's `_prepare_latent_ids`, `_unpack_latents_with_ids`, `_unpatchify_latents`
+and their image processor's `_resize_to_target_area`."""
 import inspect
 
 import torch
@@ -62,18 +62,20 @@ def test_flux_kontext_pipeline_packs_latents_and_ids():
 
 
 def test_flux2_private_helpers_keep_their_shape():
-    from diffusers import Flux2KleinPipeline
+    from diffusers import Flux2KleinPipeline, Flux2Pipeline
     from diffusers.models.transformers import transformer_flux2
     from diffusers.pipelines.flux2.image_processor import Flux2ImageProcessor
 
     attn = transformer_flux2.Flux2Attention(query_dim=32, heads=2, dim_head=16, added_kv_proj_dim=32).eval()
     out = transformer_flux2._get_qkv_projections(attn, torch.randn(1, 5, 32), torch.randn(1, 3, 32))
     assert len(out) == 6 and out[0].shape == (1, 5, 32) and out[3].shape == (1, 3, 32)
-    for name in ("_prepare_latent_ids", "_unpack_latents_with_ids", "_unpatchify_latents"):
-        assert isinstance(inspect.getattr_static(Flux2KleinPipeline, name), staticmethod), name
-    ids = Flux2KleinPipeline._prepare_latent_ids(torch.zeros(1, 8, 2, 3))
-    assert ids.shape == (1, 6, 4)
-    packed = torch.arange(6 * 8, dtype=torch.float32).reshape(1, 6, 8)
+    for pipeline in (Flux2KleinPipeline, Flux2Pipeline):
+        for name in ("_prepare_latent_ids", "_unpack_latents_with_ids", "_unpatchify_latents"):
+            assert isinstance(inspect.getattr_static(pipeline, name), staticmethod), name
+        ids = pipeline._prepare_latent_ids(torch.zeros(1, 8, 2, 3))
+        assert ids.shape == (1, 6, 4)
+        packed = torch.arange(6 * 8, dtype=torch.float32).reshape(1, 6, 8)
+        assert pipeline._unpack_latents_with_ids(packed, ids).shape == (1, 8, 2, 3)   # the grid from the ids
+        assert pipeline._unpatchify_latents(torch.zeros(1, 8, 2, 3)).shape == (1, 2, 4, 6)
     assert Flux2KleinPipeline._unpack_latents_with_ids(packed, ids, 2, 3).shape == (1, 8, 2, 3)
-    assert Flux2KleinPipeline._unpatchify_latents(torch.zeros(1, 8, 2, 3)).shape == (1, 2, 4, 6)
     assert isinstance(inspect.getattr_static(Flux2ImageProcessor, "_resize_to_target_area"), staticmethod)

@@ -1,7 +1,8 @@
-"""FLUX.2 ([klein]): everything the engine needs to know about this family, in one place.
+"""FLUX.2 ([klein], [dev]): everything the engine needs to know about this family, in one place.
 
-Paper defaults: none. Every seed method was tuned at 28-50 steps; a 4-step distilled model has no published
-TokenDrop / SpotEdit / ToPi setting, so those policies refuse this family unless given their parameters."""
+Paper defaults: none. Every seed method was tuned at 28-50 steps on FLUX.1-Kontext or Qwen-Image-Edit; a 4-step
+distilled model has no published TokenDrop / SpotEdit / ToPi setting, nor has FLUX.2 [dev] (50 steps), so those
+policies refuse this family unless given their parameters."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from ..family import Family
 from . import attention, positions, vae
 from .adapter import Flux2Adapter
+from .dev_adapter import Flux2DevAdapter
 
 
 def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> Any:
@@ -25,4 +27,5 @@ FLUX2 = Family(
         "layer_routing": "its single-stream blocks take text and image as one sequence, so a block hook cannot "
                          "gather the image rows of their inputs (ToPi's mode B)",
         "query_skip": "SpotEdit's partial attention has no FLUX.2 processor yet (its single-stream blocks fuse "
-                      "the MLP into the attention projections, which the partial-query cache does not model)"})
+                      "the MLP into the attention projections, which the partial-query cache does not model)"},
+    pipeline_adapters={"Flux2Pipeline": Flux2DevAdapter})

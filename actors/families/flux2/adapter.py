@@ -75,29 +75,42 @@ class Flux2Adapter:
         pixels = self._pixels(images, (h, w), resize_filter, notes)
         embeds, text_ids = self._encode(instruction, max_sequence_length, device)
         gs = self.default_guidance if guidance_scale is None else float(guidance_scale)
-        cfg = gs > 1 and not pipe.config.is_distilled
-        negative = self._encode("", max_sequence_length, device) if cfg else None
+        negative = self._negative(gs, max_sequence_length, device)
         generator = torch.Generator("cpu").manual_seed(seed)   # noise first, then the references: as diffusers
         latents, latent_ids = pipe.prepare_latents(1, pipe.transformer.config.in_channels // 4, h, w,
                                                    embeds.dtype, device, generator)
         source, source_ids = pipe.prepare_image_latents(pixels, 1, generator, device, pipe.vae.dtype)
-        scheduler, timesteps = klein_schedule(pipe, latents.shape[1], steps, device)
+        scheduler, timesteps = self._schedule(latents.shape[1], steps, device)
         f = pipe.vae_scale_factor * 2
         grids = tuple((p.shape[-2] // f, p.shape[-1] // f) for p in pixels)
         return EditInputs(
             latents=latents, source=source, noisy_grid=grids[0], source_grids=grids, height=h, width=w,
             scheduler=scheduler, timesteps=timesteps, notes=notes,
             cond=dict(embeds=embeds, text_ids=text_ids, negative=negative, guidance_scale=gs,
-                      latent_ids=latent_ids[0], source_ids=source_ids[0]))
+                      guidance=self._guidance(gs, device), latent_ids=latent_ids[0], source_ids=source_ids[0]))
+
+    def _negative(self, gs: float, max_sequence_length: int, device: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The negative prompt's embeddings when the pipeline runs CFG (not distilled, guidance > 1), else None."""
+        cfg = gs > 1 and not self.pipe.config.is_distilled
+        return self._encode("", max_sequence_length, device) if cfg else None
+
+    def _guidance(self, gs: float, device: Any) -> torch.Tensor | None:
+        """The transformer's `guidance` input: none for klein (no guidance embedding)."""
+        return None
+
+    def _schedule(self, image_seq_len: int, steps: int, device: Any) -> tuple[Any, torch.Tensor]:
+        return klein_schedule(self.pipe, image_seq_len, steps, device)
 
     def attach(self, inputs: EditInputs):
         return no_hooks()
 
     def _call(self, hidden: torch.Tensor, timestep: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor],
-              img_ids: torch.Tensor, label: str) -> torch.Tensor:
+              img_ids: torch.Tensor, label: str, guidance: torch.Tensor | None = None) -> torch.Tensor:
         transformer = self.pipe.transformer
+        if guidance is not None:
+            guidance = guidance.expand(hidden.shape[0])
         with transformer.cache_context(label):
-            return transformer(hidden_states=hidden.to(transformer.dtype), timestep=timestep / 1000, guidance=None,
+            return transformer(hidden_states=hidden.to(transformer.dtype), timestep=timestep / 1000, guidance=guidance,
                                encoder_hidden_states=text[0], txt_ids=text[1], img_ids=img_ids,
                                joint_attention_kwargs=None, return_dict=False)[0]
 
@@ -110,7 +123,7 @@ class Flux2Adapter:
         hidden = torch.cat([z, source], dim=1)
         img_ids = torch.cat([c["latent_ids"], source_ids], dim=0)
         timestep = t.expand(z.shape[0]).to(z.dtype)
-        v = self._call(hidden, timestep, (c["embeds"], c["text_ids"]), img_ids, "cond")[:, : z.shape[1]]
+        v = self._call(hidden, timestep, (c["embeds"], c["text_ids"]), img_ids, "cond", c["guidance"])[:, : z.shape[1]]
         if c["negative"] is not None:
             neg = self._call(hidden, timestep, c["negative"], img_ids, "uncond")[:, : z.shape[1]]
             v = neg + c["guidance_scale"] * (v - neg)

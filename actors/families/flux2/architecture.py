@@ -1,4 +1,5 @@
-"""FLUX.2 [klein] 4B as the cost model prices it (`costs`): the real checkpoint's transformer config."""
+"""FLUX.2 [klein] 4B and FLUX.2 [dev] as the cost model prices them (`costs`): the real checkpoints' transformer
+configs."""
 from __future__ import annotations
 
 from typing import Any
@@ -27,3 +28,27 @@ def _text_tokens(references: int) -> tuple[int, ...]:
 # (4.0 B by its model card) + AutoencoderKLFlux2's default (= released) config 0.084 B (counted)
 FLUX2_KLEIN_4B = Architecture(name="FLUX.2-klein-4B", transformer=FLUX2_KLEIN_4B_CONFIG,
                               text_tokens=_text_tokens, params=3.876e9, encoder_params=4.084e9)
+
+# black-forest-labs/FLUX.2-dev transformer/config.json as diffusers' conversion script writes it (model_type
+# "flux2-dev"; guidance_embeds left at True), which is also Flux2Transformer2DModel's default config in diffusers
+# 0.42; the checkpoint's file itself was not read here. joint_attention_dim 15360 = 3 stacked hidden states
+# (layers 10, 20, 30: Flux2Pipeline's `text_encoder_out_layers`) of Mistral Small 3.2 (width 5120).
+FLUX2_DEV_CONFIG: dict[str, Any] = {
+    "_class_name": "Flux2Transformer2DModel", "patch_size": 1, "in_channels": 128, "out_channels": None,
+    "num_layers": 8, "num_single_layers": 48, "attention_head_dim": 128, "num_attention_heads": 48,
+    "joint_attention_dim": 15360, "timestep_guidance_channels": 256, "mlp_ratio": 3.0,
+    "axes_dims_rope": [32, 32, 32, 32], "rope_theta": 2000, "eps": 1e-6, "guidance_embeds": True,
+}
+
+
+def _dev_text_tokens(references: int) -> tuple[int, ...]:
+    # Flux2Pipeline pads the instruction to max_sequence_length=512 Mistral tokens; guidance-distilled: one call
+    # per step, guidance through the guidance embedding
+    return (512,)
+
+
+# parameters: transformer 32.223 B (counted from the config above on the meta device); text encoder
+# Mistral-Small-3.2-24B-Instruct-2506 (24 B by its name; the conversion script's text encoder) + the VAE
+# (0.084 B, counted)
+FLUX2_DEV_32B = Architecture(name="FLUX.2-dev", transformer=FLUX2_DEV_CONFIG, text_tokens=_dev_text_tokens,
+                             params=32.223e9, encoder_params=24.084e9)

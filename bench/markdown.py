@@ -109,13 +109,20 @@ def measured_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def real_table(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """FLOP-predicted and (rows from a run that priced them) roofline-predicted speedups on the real
+    architectures (`costs.roofline`: a prediction for the named GPU, not a measurement; – where the
+    architecture is not modelled)."""
     multi = _multi(rows)
+    device = next((r["roofline_device"] for r in rows if r.get("roofline_device")), None)
+    roof = [f"{n} (roofline, {device})" for n in names] if device else []
     out = [f"| size{' | refs' if multi else ''} | policy | keep | "
-           + " | ".join(f"{n} (FLOP-predicted)" for n in names) + " | papers report |",
-           "|---|" + "---|" * multi + "---|---|" + "---|" * len(names) + "---|"]
+           + " | ".join([f"{n} (FLOP-predicted)" for n in names] + roof) + " | papers report |",
+           "|---|" + "---|" * multi + "---|---|" + "---|" * (len(names) + len(roof)) + "---|"]
     for r in rows:
-        real = " | ".join(_x(r["predicted_real"][n]) for n in names)
-        out.append(f"| {_where(r, multi)} | {r['policy']} | {r['keep_ratio']:.2f} | {real} | {r['paper'] or '–'} |")
+        cells = [_x(r["predicted_real"][n]) for n in names]
+        cells += [_x((r.get("roofline_speedup") or {}).get(n)) for n in names] if device else []
+        out.append(f"| {_where(r, multi)} | {r['policy']} | {r['keep_ratio']:.2f} | {' | '.join(cells)} "
+                   f"| {r['paper'] or '–'} |")
     return out
 
 
@@ -219,7 +226,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["Skipped policies:", ""] + [f"- `{k}`: {v}" for k, v in result["skipped"].items()] + [""]
     lines += ["## The same traces priced on the real architectures", "",
               "FLOP-ideal speedup of the transformer calls (attention + linear FLOPs from each config, "
-              "`costs/flops.py`), for the traces measured above (same token counts, same per-step keeps). "
+              "`costs/flops.py`), for the traces measured above (same token counts, same per-step keeps), and "
+              "the roofline-predicted speedup on the named GPU (`costs/roofline.py`: every kernel's max of "
+              "FLOPs ÷ peak and bytes ÷ bandwidth; a prediction, nothing measured on a GPU; attention "
+              "statistics and cache bookkeeping are not in the trace and not priced; see docs/roofline.md). "
               "Papers report wall-clock on GPUs, with their own step counts and keep ratios.", "",
               *real_table(result["rows"], names), "",
               *(multi_reference_lines(result) if result.get("multi_reference") else []),

@@ -17,6 +17,7 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
     from actors.loading import default_dtype
 
     from costs import flops
+    from costs.roofline import DEFAULT_DEVICE
 
     from . import markdown as report
     from .speed import build_bench_pipeline, measure, parse_policy, policy_specs
@@ -40,7 +41,8 @@ def measure_speed(settings: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"the reference policy failed: {measured['skipped']['full']}")
     arch = flops.arch_of(pipe.transformer)
     info["load_end"] = report.load_average()   # where it ran (a worker, under `python -m jobs.bench`)
-    rows = summarise(measured["edits"], arch, real_pricing(settings["model"]))
+    rows = summarise(measured["edits"], arch, real_pricing(settings["model"]),
+                     settings.get("device_model") or DEFAULT_DEVICE)
     return {"machine": info, "bench_arch": asdict(arch), "rows": rows,
             "skipped": measured["skipped"], "edits": measured["edits"]}
 

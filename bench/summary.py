@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable, Iterable
 
-from costs import flops
+from costs import flops, roofline
 from costs.architectures import real as real_architecture
+from costs.kernels import modelled
 
 from .families import REAL_ARCHITECTURES, check_family
 from .speed import spread
@@ -35,6 +36,20 @@ def _steps(edit: dict[str, Any]) -> list[_Step]:
 
 def _predicted(arch: flops.Arch, edit: dict[str, Any], text: Any) -> float:
     return flops.predicted_speedup(arch, _steps(edit), text, edit.get("source_cached", False))
+
+
+# policies whose partial steps read a static K/V context: no SpotFusion blend (costs.roofline.Mechanics.blend)
+STATIC_CONTEXT_POLICIES = ("focus", "regione", "forced-focus")
+
+
+def _roofline(arch: flops.Arch, edit: dict[str, Any], text: Any, label: str, device: str) -> float | None:
+    """The trace's roofline-predicted speedup on `device` (None: an architecture the roofline does not model).
+    Attention statistics and a temporal cache's residual bookkeeping are not in the trace rows: not priced."""
+    if not modelled(arch):
+        return None
+    blend = label.split(":")[0] not in STATIC_CONTEXT_POLICIES
+    return roofline.roofline_speedup(arch, _steps(edit), text, edit.get("source_cached", False), device,
+                                     blend=blend)
 
 
 def pruned_steps(edit: dict[str, Any]) -> list[int]:
@@ -99,10 +114,11 @@ def _efficiencies(row: dict[str, Any]) -> None:
         row["efficiency_cpu"] = row["speedup_loop_cpu"]["median"] / predicted
 
 
-def summarise(edits: list[dict[str, Any]], bench_arch: flops.Arch,
-              real: RealPricing | None = None) -> list[dict[str, Any]]:
+def summarise(edits: list[dict[str, Any]], bench_arch: flops.Arch, real: RealPricing | None = None,
+              device: str = roofline.DEFAULT_DEVICE) -> list[dict[str, Any]]:
     """One row per (size, reference count, policy) in the order measured; `full` of the same size, reference
-    count and repetition is the A side."""
+    count and repetition is the A side. `device`: the GPU the real architectures' roofline speedups are
+    predicted for (`costs.roofline.DEVICES`)."""
     real = real_pricing("flux") if real is None else real
     rows = []
     keys = list(dict.fromkeys((e["size"], e.get("references", 1), e["policy"]) for e in edits))
@@ -145,6 +161,9 @@ def summarise(edits: list[dict[str, Any]], bench_arch: flops.Arch,
         row["predicted_real"] = {
             name: statistics.median(_predicted(arch, e, text(count)) for e in mine)
             for name, (arch, text) in real.items()}
+        row["roofline_device"] = roofline.device(device).name
+        row["roofline_speedup"] = {name: _median(_roofline(arch, e, text(count), label, device) for e in mine)
+                                   for name, (arch, text) in real.items()}
         if any(pruned_steps(e) for e in mine):
             row["predicted_pruned_step_bench"] = _median(_predicted_pruned(bench_arch, e, e["text_tokens"])
                                                          for e in mine)

@@ -166,9 +166,15 @@ def single_block(arch: Arch, text: int, rows: int, keys: int) -> list[Kernel]:
             linear("proj_out", n, d + hidden, d), *gate_residual("block", n * d)]
 
 
+def modelled(arch: Arch) -> bool:
+    """The roofline models FLUX.1's and Qwen-Image's blocks; FLUX.2's (fused projections, SwiGLU, shared
+    modulation) were not read for it."""
+    return not (arch.gated_mlp or arch.shared_modulation)
+
+
 def block(arch: Arch, layer: int, text: int, rows: int, keys: int) -> list[Kernel]:
     """The kernels of transformer layer `layer` (Flux: dual then single blocks)."""
-    if arch.gated_mlp or arch.shared_modulation:
+    if not modelled(arch):
         raise ValueError(f"{arch.name or 'this architecture'}: FLUX.2's blocks (fused projections, SwiGLU, shared "
                          "modulation) are not modelled by the roofline; only FLUX.1 and Qwen-Image are")
     if layer < arch.dual_layers:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from . import mechanism_kernels as mk
 from .flops import Arch, _skips, full_trace
-from .kernels import Kernel, block, embed_and_head
+from .kernels import Kernel, block, embed_and_head, modelled
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,8 @@ def trace_time(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int], sou
 
 def roofline_speedup(arch: Arch, trace: Iterable[Any], text_tokens: Iterable[int], source_cached: bool = False,
                      dev: str | Device = DEFAULT_DEVICE, **mechanics: Any) -> float:
-    """Predicted speedup on `dev`: the same steps with every token computed and no mechanism, over this trace."""
+    """Predicted speedup on `dev`: the same steps with every token computed and no mechanism, over this trace
+    (`kernels.modelled(arch)` says whether the architecture can be priced)."""
     trace, text_tokens = list(trace), tuple(text_tokens)
     full = trace_time(arch, full_trace(trace), text_tokens, dev=dev)
     return full / trace_time(arch, trace, text_tokens, source_cached, dev, **mechanics)

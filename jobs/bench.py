@@ -3,17 +3,19 @@
 Measures every policy (all of `policies.REGISTRY` unless `--policy` is given) on a benchmark-size model of the
 real diffusers classes at the token counts of 1024² and 2048² edits, prices the same traces on the real
 FLUX.1-Kontext-dev and Qwen-Image-Edit configs (FLUX.2 [klein] 4B for `--model flux2`, klein 9B for
-`--model flux2-kv`), and measures the Ray pipeline's overhead against a bare `Editor` loop. With `--model qwen-plus
---references 1,3` it measures Sparse Context-style policies with one and with several reference images in the
-same run and prints the real Edit-Plus's FLOP-ideal single- vs multi-reference table next to them (`flux2` and
-`flux2-kv` take several references too). Writes bench.json and bench.md. As a `ray job submit` entrypoint
-(`python -m jobs.bench`) the measurements run as Ray tasks on a worker with the requested GPUs."""
+`--model flux2-kv`) by FLOPs and by the roofline on `--device-model` (costs.roofline; a prediction), and
+measures the Ray pipeline's overhead against a bare `Editor` loop. With `--model qwen-plus --references 1,3` it
+measures Sparse Context-style policies with one and with several reference images in the same run and prints
+the real Edit-Plus's FLOP-ideal single- vs multi-reference table next to them (`flux2` and `flux2-kv` take
+several references too). Writes bench.json and bench.md. As a `ray job submit` entrypoint (`python -m
+jobs.bench`) the measurements run as Ray tasks on a worker with the requested GPUs."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from bench.families import FAMILIES, MIN_SIZE, MULTI_REFERENCE
+from costs.roofline import DEFAULT_DEVICE, DEVICES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads for the speed measurement (default: torch's own); on an "
                         "oversubscribed CPU, 1 avoids threads spin-waiting on each other")
+    p.add_argument("--device-model", default=DEFAULT_DEVICE, choices=list(DEVICES),
+                   help="the GPU every row's roofline_speedup is predicted for (costs.roofline: published peaks; a "
+                        "prediction, not a measurement)")
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs of the benchmark task and pipeline actor (default: 1 if CUDA is here, else 0)")
 
@@ -93,7 +98,8 @@ def run(args: argparse.Namespace, on_ray: bool = False) -> int:
     settings = {"model": args.model, "layers": args.layers, "single_layers": args.single_layers,
                 "heads": args.heads, "head_dim": args.head_dim, "policies": args.policies,
                 "sizes": _sizes(args.sizes, args.model), "steps": args.steps, "reps": args.reps, "seed": args.seed,
-                "threads": args.threads, "references": list(_references(args.references, args.model))}
+                "threads": args.threads, "references": list(_references(args.references, args.model)),
+                "device_model": args.device_model}
     pipeline = None if args.no_pipeline else {"records": args.pipeline_records, "model": args.pipeline_model,
                                               "size": args.pipeline_size, "steps": args.pipeline_steps,
                                               "input": args.pipeline_input}

@@ -32,7 +32,7 @@ from .text_lengths import text_lengths
 
 
 def adapter_for(pipe: Any) -> ModelAdapter:
-    return family_of(pipe).adapter(pipe)
+    return family_of(pipe).adapter_class(type(pipe))(pipe)
 
 
 def open_image(image: PIL.Image.Image | str | Path) -> PIL.Image.Image:
@@ -97,7 +97,7 @@ class Editor:
         self.pipe = pipe
         self.policy = policy
         self.family = family_of(pipe)         # its record, not the adapter's tag: a family may reuse an adapter
-        self.adapter = self.family.adapter(pipe)
+        self.adapter = self.family.adapter_class(type(pipe))(pipe)
         self.defaults = defaults_of(pipe)   # what the model's saved files say (toy model: 32 tokens, 128x128)
 
     @property
@@ -138,6 +138,7 @@ class Editor:
         if int(steps) < 1:
             raise EditInputError(f"steps must be >= 1, got {steps}")
         cache = self._cache(cache)
+        self._refuse(cache, int(steps))
         images = [open_image(image)] + [open_image(r) for r in references]
         started = time.perf_counter()
         notes: list[str] = []
@@ -167,12 +168,19 @@ class Editor:
                              f"{asked.label()!r} too: one cache per edit")
         return asked if asked is not None else declared
 
+    def _refuse(self, cache: CacheSpec | None, steps: int) -> None:
+        """A policy whose mechanisms this family (or pipeline) cannot run, or a cache that cannot run it at
+        these steps, is refused before any model work."""
+        refusal = self.family.refusal(self.policy.name, self.policy.needs, type(self.pipe).__name__)
+        if refusal:
+            raise EditInputError(refusal)
+        refusal = None if cache is None else cache.refusal(self.family.name, steps)
+        if refusal:
+            raise CacheError(refusal)
+
     def _prepare(self, inputs: EditInputs, seed: int, started: float, cache: CacheSpec | None) -> EditState:
         """The policy's run and the mechanisms of the edit (the cache's among them), for this edit only."""
         transformer, family, needs = self.pipe.transformer, self.family.name, self.policy.needs
-        refusal = self.family.refusal(self.policy.name, needs)
-        if refusal:
-            raise EditInputError(refusal)
         arch = describe(transformer)
         scorer = TimedScorer(self.pipe, family, inputs.height, inputs.width, inputs.aligned_source[0]) \
             if needs.token_scores else None
@@ -246,5 +254,6 @@ class Editor:
                           source_latents=inputs.aligned_source[0].float().cpu(), notes=inputs.notes,
                           policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied(),
                           num_layers=state.run.num_layers, text_tokens=state.text_tokens,
-                          source_cached=bool(self.policy.needs.query_skip and self.policy.needs.query_skip.source),
+                          source_cached=bool(reported.pop("source_cached", False) or (
+                              self.policy.needs.query_skip and self.policy.needs.query_skip.source)),
                           **reported)

@@ -20,7 +20,7 @@ def protocol_of(name: str, path: str | Path | None = None) -> dict[str, Any] | N
     if name not in MODELS:
         return None
     spec = model(name)
-    fam, adapter = spec.family, spec.family.adapter
+    fam, adapter = spec.family, spec.family.adapter_class(spec.pipeline)
     saved = read_defaults(path if path is not None else spec.shipped)
     return {"family": fam.name, "steps": saved.steps or adapter.default_steps,
             "guidance_scale": adapter.default_guidance, "resize_filter": adapter.resize_filter}

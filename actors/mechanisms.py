@@ -151,6 +151,29 @@ class QuerySkip(Mechanism):
         return self.spot.replace(z, self.aligned, self.policy_run.replace_with_source())
 
 
+class ReferenceKVReport(Mechanism):
+    """What an adapter that reuses the reference K/V (FLUX.2 [klein] KV: `inputs.cond["reference_kv"]`) did at
+    each call, for the trace and the cost model: a call that read the cache computed the noisy tokens only and
+    attended to the kept references' cached keys."""
+
+    def __init__(self, inputs: EditInputs) -> None:
+        self.state = inputs.cond["reference_kv"]
+        self.num_noisy = int(inputs.latents.shape[1])
+
+    def after_call(self, call: StepCall, v: torch.Tensor) -> torch.Tensor:
+        if self.state.last_cached:
+            kept = self.state.num_source if call.kept is None else int(call.kept.numel())
+            call.active, call.keys = self.num_noisy, self.num_noisy + kept
+        return v
+
+    def result_notes(self) -> list[str]:
+        return [f"reference K/V computed in {self.state.extracts} call(s), read from the cache in "
+                f"{self.state.cached_calls}"]
+
+    def result_fields(self) -> dict[str, Any]:
+        return {"source_cached": True}
+
+
 def mechanisms_for(edit: EditContext, cache: MechanismSpec | None = None) -> list[Mechanism]:
     """The mechanisms of one edit in the order they configure a call: the temporal cache (if any) first, then
     the ones the policy's plans use."""
@@ -163,6 +186,8 @@ def mechanisms_for(edit: EditContext, cache: MechanismSpec | None = None) -> lis
         out.append(QuerySkip(transformer, family, inputs, needs, edit.routing, edit.policy_run))
     if needs.attention_stats:
         out.append(AttentionStats(transformer, family, num_noisy))
+    if "reference_kv" in inputs.cond:
+        out.append(ReferenceKVReport(inputs))
     return out
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from diffusers import (
+    Flux2KleinKVPipeline,
     Flux2KleinPipeline,
     Flux2Pipeline,
     FluxKontextPipeline,
@@ -20,7 +21,7 @@ from diffusers import (
 from core.resources import resource
 
 from .families import FLUX2, FLUX_KONTEXT, QWEN_IMAGE_EDIT, Architecture, Family
-from .families.flux2.architecture import FLUX2_DEV_32B, FLUX2_KLEIN_4B
+from .families.flux2.architecture import FLUX2_DEV_32B, FLUX2_KLEIN_4B, FLUX2_KLEIN_9B
 from .families.flux_kontext.architecture import FLUX_KONTEXT_DEV
 from .families.qwen_image_edit.architecture import (
     QWEN_IMAGE_EDIT_ARCH,
@@ -102,6 +103,8 @@ for _spec in (
     ModelSpec("qwen-image-edit-plus", QWEN_IMAGE_EDIT, QwenImageEditPlusPipeline, QWEN_IMAGE_EDIT_PLUS_ARCH),
     ModelSpec("flux2-klein", FLUX2, Flux2KleinPipeline, FLUX2_KLEIN_4B),
     ModelSpec("flux2-dev", FLUX2, Flux2Pipeline, FLUX2_DEV_32B),
+    ModelSpec("flux2-klein-9b", FLUX2, Flux2KleinPipeline, FLUX2_KLEIN_9B),
+    ModelSpec("flux2-klein-kv", FLUX2, Flux2KleinKVPipeline, FLUX2_KLEIN_9B),
     ModelSpec("tiny-flux-kontext", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
               tiny=_tiny("build_tiny_flux_kontext")),
     ModelSpec("tiny-qwen-image-edit", QWEN_IMAGE_EDIT, QwenImageEditPipeline, QWEN_IMAGE_EDIT_ARCH,
@@ -110,6 +113,8 @@ for _spec in (
               tiny=_tiny("build_tiny_qwen_image_edit", plus=True)),
     ModelSpec("tiny-flux2-klein", FLUX2, Flux2KleinPipeline, FLUX2_KLEIN_4B, tiny=_tiny("build_tiny_flux2_klein")),
     ModelSpec("tiny-flux2-dev", FLUX2, Flux2Pipeline, FLUX2_DEV_32B, tiny=_tiny("build_tiny_flux2_dev")),
+    ModelSpec("tiny-flux2-klein-kv", FLUX2, Flux2KleinKVPipeline, FLUX2_KLEIN_9B,
+              tiny=_tiny("build_tiny_flux2_klein_kv")),
     # v1: 128 px, 8x8 tokens (kept for comparison); v2: 256 px, 16x16 tokens (the testbed's model)
     ModelSpec("toy-flux-kontext", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
               shipped=MODELS_DIR / "toy-flux-kontext"),

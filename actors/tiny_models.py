@@ -366,6 +366,14 @@ def build_tiny_flux2_klein(seed: int = 0, *, num_layers: int = 2, num_single_lay
     )
 
 
+def build_tiny_flux2_klein_kv(seed: int = 0, **sizes: int) -> "Flux2KleinKVPipeline":
+    """The tiny klein's very components as a `Flux2KleinKVPipeline` (reference K/V reuse; its constructor sets
+    the KV attention processors, which compute as the stock ones when given no cache)."""
+    from diffusers import Flux2KleinKVPipeline
+
+    return Flux2KleinKVPipeline(**build_tiny_flux2_klein(seed, **sizes).components)
+
+
 # FLUX.2 [dev]'s pipeline stacks the Mistral hidden states of layers (10, 20, 30) (its default
 # `text_encoder_out_layers`); 31 layers keep layer 30 an intermediate one, as in the real 40-layer Mistral Small
 # 3.2 (the last entry of `hidden_states` is the final norm's output)
@@ -419,6 +427,7 @@ __all__ = [
     "QWEN_IMAGE_SCHEDULER_CONFIG",
     "build_tiny_flux2_dev",
     "build_tiny_flux2_klein",
+    "build_tiny_flux2_klein_kv",
     "build_tiny_flux_kontext",
     "build_tiny_qwen_image_edit",
     "build_tiny_qwen_vl",

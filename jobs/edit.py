@@ -18,8 +18,9 @@ from core.assignments import parse_assignments
 # Kept here as text so that `--help` needs no torch import; tests/test_cli_edit.py checks them against
 # actors.MODELS and policies.REGISTRY.
 MODEL_NAMES = ("toy-flux-kontext-v2", "toy-flux-kontext", "flux-kontext", "qwen-image-edit", "qwen-image-edit-plus",
-               "flux2-klein", "flux2-dev", "tiny-flux-kontext", "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus",
-               "tiny-flux2-klein", "tiny-flux2-dev")
+               "flux2-klein", "flux2-klein-9b", "flux2-klein-kv", "flux2-dev", "tiny-flux-kontext",
+               "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus", "tiny-flux2-klein", "tiny-flux2-klein-kv",
+               "tiny-flux2-dev")
 POLICY_NAMES = ("full", "random", "tokendrop", "topi", "sparse_context", "spotedit", "focus", "regione")
 CACHE_NAMES = ("first-block", "magcache", "taylorseer", "velocity-decay")   # checked against actors.caches.names()
 
@@ -28,9 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="NAME",
                    help="toy-flux-kontext-v2 (trained toy model shipped in models/, 256x256), toy-flux-kontext "
                         "(its v1, 128x128); flux-kontext, "
-                        "qwen-image-edit, qwen-image-edit-plus, flux2-klein, flux2-dev (need --model-path); "
-                        "tiny-flux-kontext, tiny-qwen-image-edit, tiny-qwen-image-edit-plus, tiny-flux2-klein, "
-                        "tiny-flux2-dev (random weights, for tests: noise out)")
+                        "qwen-image-edit, qwen-image-edit-plus, flux2-klein, flux2-klein-9b, flux2-klein-kv, flux2-dev "
+                        "(need --model-path); tiny-flux-kontext, tiny-qwen-image-edit, tiny-qwen-image-edit-plus, "
+                        "tiny-flux2-klein, tiny-flux2-klein-kv, tiny-flux2-dev (random weights, for tests: noise "
+                        "out)")
     p.add_argument("--model-path", default=None, help="local folder of a diffusers checkpoint (save_pretrained)")
     p.add_argument("--policy", default="full", metavar="NAME",
                    help=f"pruning policy: {', '.join(POLICY_NAMES)} (README: Policies)")

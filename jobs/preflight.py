@@ -32,7 +32,7 @@ def _family_refusal(model_name: str, policy: object) -> str | None:
     from actors.models import MODELS
 
     spec = MODELS.get(model_name)
-    return None if spec is None else spec.family.refusal(policy.name, policy.needs)
+    return None if spec is None else spec.family.refusal(policy.name, policy.needs, spec.pipeline.__name__)
 
 
 def check_caches(configs: Sequence[Configuration]) -> None:

@@ -10,12 +10,13 @@ from actors import peers
 
 def test_peers_listed_with_their_reason():
     reasons = peers.available()
-    assert set(reasons) == {"cache-dit", "regione"}
+    assert set(reasons) == {"cache-dit", "flux2-klein-kv", "regione"}
+    assert reasons["flux2-klein-kv"] is None   # diffusers' own pipeline: runs wherever diffusers does
     if not torch.cuda.is_available():
         assert "CUDA only" in reasons["regione"]
         with pytest.raises(peers.PeerError, match="cannot run here: RegionE launches Triton kernels"):
             peers.make("regione").edit(None, None, "x")
-    with pytest.raises(peers.PeerError, match="accepted: cache-dit, regione"):
+    with pytest.raises(peers.PeerError, match="accepted: cache-dit, flux2-klein-kv, regione"):
         peers.make("teacache")
     with pytest.raises(peers.PeerError, match="has no parameter 'Fn'"):
         peers.make("cache-dit", Fn=2)

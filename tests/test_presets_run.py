@@ -1,4 +1,4 @@
-"""Every preset of configs/papers/ runs end to end on the tiny models (slow: `pytest -m slow`).
+"""Every preset of configs/papers/ (and configs/flux2/) runs end to end on the tiny models (slow: `pytest -m slow`).
 
 Each preset is read with the overrides that put it on the tiny model of its family (two demo records, 2 steps
 at 64², a CPU-only actor: the presets ask for a GPU, and without `actors.num_gpus=0` Ray waits for one
@@ -24,7 +24,7 @@ from pipeline.records import STATUS_OK, output_schema
 from pipeline.resume import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = sorted((ROOT / "configs" / "papers").glob("*.yaml"))
+PRESETS = sorted([*(ROOT / "configs" / "papers").glob("*.yaml"), *(ROOT / "configs" / "flux2").glob("*.yaml")])
 DEMO = ROOT / "configs" / "demo_manifest.jsonl"
 N_RECORDS = 2
 
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.slow
 def _tiny_model(name: str, multi_reference: bool) -> str:
     if name.startswith("qwen-image-edit"):
         return "tiny-qwen-image-edit-plus" if multi_reference else "tiny-qwen-image-edit"
+    if name.startswith("flux2-klein"):
+        return "tiny-flux2-klein-kv" if name.endswith("-kv") else "tiny-flux2-klein"
     assert name.startswith("flux-kontext"), f"no tiny model for {name!r}"
     return "tiny-flux-kontext"
 

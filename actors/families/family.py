@@ -38,10 +38,21 @@ class Family:
     # engine mechanism (a `policies.Needs` field) -> why this family cannot run it: a policy that needs it is
     # refused before the edit (and in preflight), with the reason
     unsupported: Mapping[str, str] = field(default_factory=dict)
+    # pipeline class name -> more of the same, for one pipeline of the family (FLUX.2 [klein] KV's processors)
+    pipeline_unsupported: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # pipeline class name -> its adapter, where one pipeline of the family computes differently (klein KV)
+    pipeline_adapters: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
 
-    def refusal(self, policy: str, needs: Any) -> str | None:
-        """Why `policy` (whose plans use `needs`) cannot run on this family, or None."""
+    def adapter_class(self, pipeline: type) -> Callable[[Any], Any]:
+        """The adapter (a class: its defaults are class attributes) of this family's `pipeline` class."""
+        return self.pipeline_adapters.get(pipeline.__name__, self.adapter)
+
+    def refusal(self, policy: str, needs: Any, pipeline: str | None = None) -> str | None:
+        """Why `policy` (whose plans use `needs`) cannot run on this family (on its `pipeline` class), or None."""
         for mechanism, reason in self.unsupported.items():
             if getattr(needs, mechanism, None):
                 return f"policy {policy!r} needs {mechanism}, which model family {self.name!r} does not run: {reason}"
+        for mechanism, reason in self.pipeline_unsupported.get(pipeline or "", {}).items():
+            if getattr(needs, mechanism, None):
+                return f"policy {policy!r} needs {mechanism}, which {pipeline} does not run: {reason}"
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import PEERS, Peer, PeerError, PeerResult
-from . import cache_dit_peer, regione_peer  # noqa: F401,E402  (they register, in this order)
+from . import cache_dit_peer, klein_kv_peer, regione_peer  # noqa: F401,E402  (they register, in this order)
 
 
 def make(name: str, **params: Any) -> Peer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,10 @@ def pipeline_call(pipe: Any, image: PIL.Image.Image | str | Path, instruction: s
     if adapter.family == "flux":
         call.update(guidance_scale=gs, max_area=int(height) * int(width), _auto_resize=False,
                     max_sequence_length=int(defaults.max_sequence_length))
+    elif adapter.family == "flux2":
+        call.update(max_sequence_length=int(defaults.max_sequence_length))
+        if "guidance_scale" in inspect.signature(type(pipe).__call__).parameters:   # not the KV pipeline's
+            call.update(guidance_scale=gs)
     else:
         from ..families.qwen_image_edit.adapter import NEGATIVE_PROMPT
         call.update(true_cfg_scale=gs, negative_prompt=NEGATIVE_PROMPT if gs > 1 else None)

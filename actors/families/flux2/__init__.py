@@ -13,6 +13,7 @@ from ..family import Family
 from . import attention, positions, vae
 from .adapter import Flux2Adapter
 from .dev_adapter import Flux2DevAdapter
+from .kv import Flux2KVAdapter
 
 
 def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> Any:
@@ -28,4 +29,8 @@ FLUX2 = Family(
                          "gather the image rows of their inputs (ToPi's mode B)",
         "query_skip": "SpotEdit's partial attention has no FLUX.2 processor yet (its single-stream blocks fuse "
                       "the MLP into the attention projections, which the partial-query cache does not model)"},
-    pipeline_adapters={"Flux2Pipeline": Flux2DevAdapter})
+    pipeline_adapters={"Flux2KleinKVPipeline": Flux2KVAdapter, "Flux2Pipeline": Flux2DevAdapter},
+    pipeline_unsupported={"Flux2KleinKVPipeline": {
+        "attention_stats": "its KV attention processors lay the sequence out as [text, references, noisy] and "
+                           "its cached calls carry no reference tokens, so the statistics processors would "
+                           "score the wrong rows"}})

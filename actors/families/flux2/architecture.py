@@ -52,3 +52,14 @@ def _dev_text_tokens(references: int) -> tuple[int, ...]:
 # (0.084 B, counted)
 FLUX2_DEV_32B = Architecture(name="FLUX.2-dev", transformer=FLUX2_DEV_CONFIG, text_tokens=_dev_text_tokens,
                              params=32.223e9, encoder_params=24.084e9)
+
+# black-forest-labs/FLUX.2-klein-9B (and its KV variant FLUX.2-klein-9b-kv, the same transformer trained for
+# reference K/V reuse): the 4B config with the 9B sizes diffusers' conversion script gives model_type "klein-9b"
+# (8 dual + 24 single blocks, 32 heads x 128, joint_attention_dim 12288 = 3 stacked Qwen3-8B hidden states of
+# width 4096), as third-party trainers mirror it; the checkpoint's file itself was not read here.
+FLUX2_KLEIN_9B_CONFIG: dict[str, Any] = {**FLUX2_KLEIN_4B_CONFIG, "num_layers": 8, "num_single_layers": 24,
+                                         "num_attention_heads": 32, "joint_attention_dim": 12288}
+# parameters: transformer 9.079 B (counted from the config above on the meta device); text encoder Qwen3-8B
+# (8.2 B by its model card) + the VAE (0.084 B, counted)
+FLUX2_KLEIN_9B = Architecture(name="FLUX.2-klein-9B", transformer=FLUX2_KLEIN_9B_CONFIG,
+                              text_tokens=_text_tokens, params=9.079e9, encoder_params=8.284e9)

@@ -21,7 +21,8 @@ def unpack(pipe: Any, packed: torch.Tensor, height: int, width: int) -> torch.Te
     f = pipe.vae_scale_factor * 2
     grid_h, grid_w = int(height) // f, int(width) // f
     ids = pipe._prepare_latent_ids(packed.new_empty(packed.shape[0], 1, grid_h, grid_w)).to(packed.device)
-    latents = pipe._unpack_latents_with_ids(packed, ids, grid_h, grid_w)
+    # (packed, ids) only: Flux2KleinKVPipeline's version takes no sizes (the grid then comes from the ids: equal)
+    latents = pipe._unpack_latents_with_ids(packed, ids)
     mean, std = _bn_stats(pipe, latents)
     return pipe._unpatchify_latents(latents * std + mean)
 

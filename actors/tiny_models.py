@@ -21,6 +21,7 @@ from diffusers import (
     AutoencoderKLFlux2,
     AutoencoderKLQwenImage,
     FlowMatchEulerDiscreteScheduler,
+    Flux2KleinKVPipeline,
     Flux2KleinPipeline,
     Flux2Pipeline,
     Flux2Transformer2DModel,
@@ -366,11 +367,9 @@ def build_tiny_flux2_klein(seed: int = 0, *, num_layers: int = 2, num_single_lay
     )
 
 
-def build_tiny_flux2_klein_kv(seed: int = 0, **sizes: int) -> "Flux2KleinKVPipeline":
+def build_tiny_flux2_klein_kv(seed: int = 0, **sizes: int) -> Flux2KleinKVPipeline:
     """The tiny klein's very components as a `Flux2KleinKVPipeline` (reference K/V reuse; its constructor sets
     the KV attention processors, which compute as the stock ones when given no cache)."""
-    from diffusers import Flux2KleinKVPipeline
-
     return Flux2KleinKVPipeline(**build_tiny_flux2_klein(seed, **sizes).components)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from . import mechanism_kernels as mk
 from .flops import Arch, _skips, full_trace
-from .kernels import Kernel, block, embed_and_head, modelled
+from .kernels import Kernel, block, embed_and_head
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,18 @@ def edit_memory(model_name: str, policy_name: str, size: int) -> Memory:
     return Memory(weights, encoders, caches / GiB, (act + prompts) / GiB)
 
 
+def config_memory(model_name: str, policy_name: str, cache_name: str | None, size: int) -> Memory:
+    """One edit of a policy composed with a temporal cache: the policy's memory plus the cache's buffers (the
+    two hold different things: K/V context or statistics vs per-branch residuals or outputs)."""
+    base = edit_memory(model_name, policy_name, size)
+    if cache_name is None or cache_name not in POLICIES or base.refused:
+        return base
+    cache = edit_memory(model_name, cache_name, size)
+    if cache.refused:
+        return Memory(base.weights, base.encoders, base.caches, base.activations, cache.refused)
+    return Memory(base.weights, base.encoders, base.caches + cache.caches, max(base.activations, cache.activations))
+
+
 def fits(model_name: str, policy_name: str, size: int, card_gb: float) -> tuple[bool, float, str]:
     """(fits, GiB needed, reason): whether one edit fits a card of `card_gb` GiB (80: H100, 141: H200) with
     `RESERVE_GIB` kept free. What a preflight would ask before placing a run on a card type."""

@@ -76,6 +76,37 @@ def check_sizes(configs: Sequence[Configuration]) -> None:
                              "change `resolutions` in the config")
 
 
+def memory_problem(conf: Configuration, card_gb: float) -> str | None:
+    """Why one edit of `conf` on a real checkpoint cannot fit a `card_gb` GiB card (costs.memory), or None.
+    Tiny and shipped toy models are priced as their real architecture but are small: not checked."""
+    from actors.models import MODELS
+    from costs.memory import POLICIES, RESERVE_GIB, config_memory
+
+    spec = MODELS.get(conf.model_name)
+    if spec is None or spec.tiny is not None or spec.shipped is not None:
+        return None
+    size = int(round((conf.height * conf.width) ** 0.5))
+    policy = conf.policy if conf.policy in POLICIES else "full"   # gathers only shrink what a call holds
+    need = config_memory(conf.model_name, policy, (conf.cache or {}).get("name"), size)
+    if need.refused or need.total <= card_gb - RESERVE_GIB:
+        return None   # a refused mechanism is check_policies' to report, with its own reason
+    return (f"configuration {conf.label!r} of model {conf.model!r} at {conf.width}x{conf.height} needs "
+            f"{need.total:.1f} GiB (transformer {need.weights:.1f} + encoders {need.encoders:.1f} + caches "
+            f"{need.caches:.1f} + activations {need.activations:.1f}, costs.memory's estimate) and the card has "
+            f"{card_gb:g} GiB ({RESERVE_GIB:g} kept free): set actors.card_gb to a larger card type the pool "
+            "lands on (141: H200), or drop the configuration")
+
+
+def check_memory(configs: Sequence[Configuration], num_gpus: float, card_gb: float | None) -> None:
+    """Every configuration's edit fits the GPU actors' card, before Ray starts (CPU actors: nothing to check)."""
+    if num_gpus <= 0 or card_gb is None:
+        return
+    for conf in configs:
+        problem = memory_problem(conf, float(card_gb))
+        if problem:
+            raise ValueError(problem)
+
+
 def ray_job_working_dir() -> str | None:
     """The working_dir of the `ray job submit` this process is the entrypoint of, if any."""
     raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
@@ -104,3 +135,4 @@ def check_run(run: ExpandedRun) -> None:
     check_policies(run.configurations)
     check_caches(run.configurations)
     check_sizes(run.configurations)
+    check_memory(run.configurations, run.config.actors.num_gpus, run.config.actors.card_gb)

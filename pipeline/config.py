@@ -147,6 +147,9 @@ def _policy_entries(value: Any) -> Any:
 class ActorConfig(Section):
     num_gpus: NonNegative = 1.0
     num_cpus: NonNegative = 1.0
+    # GiB of the card the GPU actors land on (80: A100/H100 80 GB, 141: H200): a configuration whose one edit
+    # needs more (costs.memory, the real checkpoint's architecture) is refused before the run; None: unchecked
+    card_gb: Annotated[Number, Field(gt=0)] | None = 80.0
     min_size: PositiveInt = 1
     max_size: PositiveInt = 1  # defaults to min_size: one number sizes a fixed pool
     batch_size: PositiveInt = 1

@@ -8,22 +8,7 @@ from typing import Any
 import torch
 
 from .adapter import EditInputError
-from .models import MODELS, model
-
-
-def protocol_of(name: str, path: str | Path | None = None) -> dict[str, Any] | None:
-    """The sampling protocol an edit with `name` runs when the config gives none, without loading it: the
-    family adapter's `default_steps`/`default_guidance`/`resize_filter` (the papers' settings), the steps
-    overridden by the model's saved `dropedit.json`. None for an unknown name."""
-    from .model_defaults import read_defaults
-
-    if name not in MODELS:
-        return None
-    spec = model(name)
-    fam, adapter = spec.family, spec.family.adapter_class(spec.pipeline)
-    saved = read_defaults(path if path is not None else spec.shipped)
-    return {"family": fam.name, "steps": saved.steps or adapter.default_steps,
-            "guidance_scale": adapter.default_guidance, "resize_filter": adapter.resize_filter}
+from .models import MODELS, model, protocol_of  # noqa: F401  (protocol_of: its old home; it reads data only)
 
 
 def default_device() -> torch.device:

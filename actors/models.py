@@ -2,22 +2,18 @@
 architecture the cost model prices it as, and where it comes from (a folder shipped here, a builder of a tiny
 copy, or a path the user gives). Every other table of models (loading, the families by pipeline, the cost
 model, the fine-tune plan) derives from this one; adding a family is its folder in `actors/families/` plus
-its entries here (or `register_model` from any module, as tests/test_model_registry.py does)."""
+its entries here (or `register_model` from any module, as tests/test_model_registry.py does).
+
+It is data a driver reads without torch or diffusers: the built-in pipeline classes are `core.lazy.Lazy`
+references (`spec.pipeline.__name__` answers without importing; `spec.pipeline.from_pretrained` imports), and
+the families' engine parts are lazy too (`actors.families`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from diffusers import (
-    Flux2KleinKVPipeline,
-    Flux2KleinPipeline,
-    Flux2Pipeline,
-    FluxKontextPipeline,
-    QwenImageEditPipeline,
-    QwenImageEditPlusPipeline,
-)
-
+from core.lazy import Lazy, resolve
 from core.resources import resource
 
 from .families import FLUX2, FLUX_KONTEXT, QWEN_IMAGE_EDIT, Architecture, Family
@@ -35,7 +31,7 @@ MODELS_DIR = resource("models")   # models shipped in this repository (or with a
 class ModelSpec:
     name: str
     family: Family                   # adapter, attention, positions, VAE access, paper defaults
-    pipeline: type                   # the diffusers pipeline class it loads as
+    pipeline: type | Lazy            # the diffusers pipeline class it loads as (a lazy reference: by name)
     architecture: Architecture       # what the cost model prices it as (the real checkpoint of its kind)
     shipped: Path | None = None      # its folder in this repository: loaded from there when no path is given
     tiny: Callable[[], Any] | None = None   # builds it with no files (tests, demos); None: needs a path
@@ -59,7 +55,7 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     for other in MODELS.values():
         if other.family.name == spec.family.name and other.family is not spec.family:
             raise ValueError(f"model family {spec.family.name!r} is already registered as another record")
-        if other.pipeline is spec.pipeline and other.family is not spec.family:
+        if other.pipeline.__name__ == spec.pipeline.__name__ and other.family is not spec.family:
             raise ValueError(f"pipeline {spec.pipeline.__name__} already belongs to family {other.family.name!r}")
     MODELS[spec.name] = spec
     return spec
@@ -89,13 +85,37 @@ def family(name: str) -> Family:
 
 def family_of(pipe: Any) -> Family:
     """The family of a loaded pipeline, by its class or the nearest registered base class."""
-    by_class = {spec.pipeline: spec.family for spec in MODELS.values()}
+    by_class = {resolve(spec.pipeline): spec.family for spec in MODELS.values()}
     for cls in type(pipe).__mro__:
         if cls in by_class:
             return by_class[cls]
     raise TypeError(f"unsupported pipeline {type(pipe).__name__}; accepted: "
                     f"{', '.join(sorted({cls.__name__ for cls in by_class}))}")
 
+
+def protocol_of(name: str, path: str | Path | None = None) -> dict[str, Any] | None:
+    """The sampling protocol an edit with `name` runs when the config gives none, without loading it (nor torch):
+    the family's protocol of its pipeline (the papers' `steps`, `guidance_scale`, `resize_filter`), the steps
+    overridden by the model's saved `dropedit.json`. None for an unknown name."""
+    from .model_defaults import read_defaults
+
+    if name not in MODELS:
+        return None
+    spec = model(name)
+    proto = spec.family.protocol_for(spec.pipeline.__name__)
+    saved = read_defaults(path if path is not None else spec.shipped)
+    return {"family": spec.family.name, "steps": saved.steps or proto.steps, "guidance_scale": proto.guidance,
+            "resize_filter": proto.resize_filter}
+
+
+def _diffusers(name: str) -> Lazy:
+    return Lazy(f"diffusers:{name}")
+
+
+FluxKontextPipeline, QwenImageEditPipeline, QwenImageEditPlusPipeline = (
+    _diffusers("FluxKontextPipeline"), _diffusers("QwenImageEditPipeline"), _diffusers("QwenImageEditPlusPipeline"))
+Flux2KleinPipeline, Flux2Pipeline, Flux2KleinKVPipeline = (
+    _diffusers("Flux2KleinPipeline"), _diffusers("Flux2Pipeline"), _diffusers("Flux2KleinKVPipeline"))
 
 for _spec in (
     ModelSpec("flux-kontext", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV),

@@ -1,11 +1,18 @@
 """What the engine asks of a model family, instead of switching on its name, and what the cost model prices
-a model of it as."""
+a model of it as.
+
+A family's engine parts (adapter, processors, RoPE and VAE helpers) may be given as `core.lazy.Lazy` references:
+the record is then data a process can read without torch or diffusers (the driver: names, protocols, refusals),
+and each part is imported where it is first called (on the GPU worker)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import torch
+from core.lazy import resolve
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,15 @@ class Architecture:
     encoder_params: float                            # text encoder + VAE parameters
     # the calls after the first are true CFG's negative prompt: skipped at guidance_scale <= 1
     true_cfg: bool = False
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The papers' sampling protocol of one pipeline: what an edit runs when it gives none (`protocols`)."""
+
+    steps: int
+    guidance: float
+    resize_filter: str   # PIL filter name of the source resize ("bicubic", "lanczos")
 
 
 @dataclass(frozen=True)
@@ -42,10 +58,23 @@ class Family:
     pipeline_unsupported: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # pipeline class name -> its adapter, where one pipeline of the family computes differently (klein KV)
     pipeline_adapters: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # the default adapter's protocol, and the pipelines' whose adapter runs another (as data: no adapter import);
+    # None: read off the adapter class (a family record that gives none)
+    protocol: Protocol | None = None
+    pipeline_protocols: Mapping[str, Protocol] = field(default_factory=dict)
 
     def adapter_class(self, pipeline: type) -> Callable[[Any], Any]:
         """The adapter (a class: its defaults are class attributes) of this family's `pipeline` class."""
-        return self.pipeline_adapters.get(pipeline.__name__, self.adapter)
+        return resolve(self.pipeline_adapters.get(pipeline.__name__, self.adapter))
+
+    def protocol_for(self, pipeline: str) -> Protocol:
+        """The sampling protocol of this family's pipeline class named `pipeline`, without importing its adapter
+        when the family gives it as data."""
+        given = self.pipeline_protocols.get(pipeline) if pipeline in self.pipeline_adapters else self.protocol
+        if given is not None:
+            return given
+        adapter = resolve(self.pipeline_adapters.get(pipeline, self.adapter))
+        return Protocol(adapter.default_steps, adapter.default_guidance, adapter.resize_filter)
 
     def refusal(self, policy: str, needs: Any, pipeline: str | None = None) -> str | None:
         """Why `policy` (whose plans use `needs`) cannot run on this family (on its `pipeline` class), or None."""

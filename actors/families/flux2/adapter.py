@@ -17,6 +17,7 @@ from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu,
 from ...adapter import EditInputError, EditInputs, no_hooks, round_size
 from . import references
 from .vae import unpack
+from ..protocols import FLUX2_KLEIN_PROTOCOL as PROTOCOL
 
 
 def klein_schedule(pipe: Any, image_seq_len: int, steps: int, device: Any) -> tuple[Any, torch.Tensor]:
@@ -31,11 +32,10 @@ def klein_schedule(pipe: Any, image_seq_len: int, steps: int, device: Any) -> tu
 
 class Flux2Adapter:
     family = "flux2"
-    # FLUX.2 [klein]'s model card: 4 steps, guidance 1.0 (step-distilled: the pipeline ignores guidance);
-    # no paper protocol for the source resize, so diffusers' own (Lanczos)
-    default_steps = 4
-    default_guidance = 1.0
-    resize_filter = "lanczos"
+    # FLUX.2 [klein]'s model card, as data in `protocols` (the driver reads it without torch)
+    default_steps = PROTOCOL.steps
+    default_guidance = PROTOCOL.guidance
+    resize_filter = PROTOCOL.resize_filter
 
     def __init__(self, pipe) -> None:
         self.pipe = pipe

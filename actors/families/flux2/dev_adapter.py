@@ -25,6 +25,7 @@ import torch
 from diffusers.pipelines.flux2 import pipeline_flux2
 
 from .adapter import Flux2Adapter
+from ..protocols import FLUX2_DEV_PROTOCOL
 
 
 def dev_schedule(pipe: Any, image_seq_len: int, steps: int, device: Any) -> tuple[Any, torch.Tensor]:
@@ -38,8 +39,9 @@ def dev_schedule(pipe: Any, image_seq_len: int, steps: int, device: Any) -> tupl
 
 
 class Flux2DevAdapter(Flux2Adapter):
-    default_steps = 50
-    default_guidance = 4.0
+    default_steps = FLUX2_DEV_PROTOCOL.steps   # as data in `protocols` (the driver reads it without torch)
+    default_guidance = FLUX2_DEV_PROTOCOL.guidance
+    resize_filter = FLUX2_DEV_PROTOCOL.resize_filter
 
     def _negative(self, gs: float, max_sequence_length: int, device: Any) -> None:
         return None   # guidance-distilled: Flux2Pipeline has no CFG branch

@@ -1,23 +1,21 @@
-"""FLUX.1-Kontext: everything the engine needs to know about this family, in one place."""
+"""FLUX.1-Kontext: everything the engine needs to know about this family, in one place. The engine parts are
+named lazily (`core.lazy`): reading the record imports neither torch nor diffusers."""
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from core.lazy import Lazy
 
 from ..family import Family
-from . import attention, positions, vae
-from .adapter import FluxKontextAdapter
+from ..protocols import FLUX_KONTEXT_PROTOCOL
 
-
-def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> Any:
-    return positions.key_rotary(transformer, torch.cat([cond["latent_ids"], cond["source_ids"]]))
-
+_HERE = __name__
 
 FLUX_KONTEXT = Family(
-    name="flux", adapter=FluxKontextAdapter, stats_processor=attention.FluxStatsProcessor,
-    spot_processor=attention.FluxSpotProcessor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
-    unpack=vae.unpack, decoder_features=vae.decoder_features,
+    name="flux", adapter=Lazy(f"{_HERE}.adapter:FluxKontextAdapter"),
+    stats_processor=Lazy(f"{_HERE}.attention:FluxStatsProcessor"),
+    spot_processor=Lazy(f"{_HERE}.attention:FluxSpotProcessor"),
+    key_rotary=Lazy(f"{_HERE}.positions:family_key_rotary"), gather_rotary=Lazy(f"{_HERE}.positions:gather_rotary"),
+    unpack=Lazy(f"{_HERE}.vae:unpack"), decoder_features=Lazy(f"{_HERE}.vae:decoder_features"),
+    protocol=FLUX_KONTEXT_PROTOCOL,
     paper={"tokendrop": {"omega": 0.4, "full_steps": 2},
            "focus": {"tau_cosine": 0.07, "tau_lpips_vae": 0.2},   # RegionE's η = 0.93 (1 − η); SpotEdit's τ
            "regione": {"eta": 0.93},                          # RegionE's config for FluxKontextPipeline

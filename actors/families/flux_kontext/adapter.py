@@ -12,15 +12,15 @@ from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RES
 
 from ...adapter import EditInputError, EditInputs, flow_schedule, no_hooks, resize, round_size
 from .vae import unpack
+from ..protocols import FLUX_KONTEXT_PROTOCOL as PROTOCOL
 
 
 class FluxKontextAdapter:
     family = "flux"
-    # the papers' protocol for FLUX.1-Kontext-dev (TokenDrop, ToPi, SpotEdit): 28 steps, distilled guidance
-    # 3.5, the source resized bicubically (TokenDrop; diffusers resizes with Lanczos)
-    default_steps = 28
-    default_guidance = 3.5
-    resize_filter = "bicubic"
+    # the papers' protocol for FLUX.1-Kontext-dev, as data in `protocols` (the driver reads it without torch)
+    default_steps = PROTOCOL.steps
+    default_guidance = PROTOCOL.guidance
+    resize_filter = PROTOCOL.resize_filter
 
     def __init__(self, pipe) -> None:
         self.pipe = pipe

@@ -11,6 +11,11 @@ def key_rotary(transformer: torch.nn.Module, image_ids: torch.Tensor) -> tuple[t
     return transformer.pos_embed(image_ids)
 
 
+def family_key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> Any:
+    """`Family.key_rotary`: the RoPE rows of every image token of an edit's conditioning."""
+    return key_rotary(transformer, torch.cat([cond["latent_ids"], cond["source_ids"]]))
+
+
 def gather_rotary(emb: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
                   kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     """The block's (cos, sin) [text + image, D] with the image rows gathered; text rows stay."""

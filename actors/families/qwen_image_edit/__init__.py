@@ -1,23 +1,21 @@
-"""Qwen-Image-Edit and Edit-Plus: everything the engine needs to know about this family, in one place."""
+"""Qwen-Image-Edit and Edit-Plus: everything the engine needs to know about this family, in one place. The
+engine parts are named lazily (`core.lazy`): reading the record imports neither torch nor diffusers."""
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from core.lazy import Lazy
 
 from ..family import Family
-from . import attention, positions, vae
-from .adapter import QwenImageEditAdapter
+from ..protocols import QWEN_IMAGE_EDIT_PROTOCOL
 
-
-def _key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> Any:
-    return positions.key_rotary(transformer, cond["img_shapes"], device)
-
+_HERE = __name__
 
 QWEN_IMAGE_EDIT = Family(
-    name="qwen", adapter=QwenImageEditAdapter, stats_processor=attention.QwenStatsProcessor,
-    spot_processor=attention.QwenSpotProcessor, key_rotary=_key_rotary, gather_rotary=positions.gather_rotary,
-    unpack=vae.unpack, decoder_features=vae.decoder_features,
+    name="qwen", adapter=Lazy(f"{_HERE}.adapter:QwenImageEditAdapter"),
+    stats_processor=Lazy(f"{_HERE}.attention:QwenStatsProcessor"),
+    spot_processor=Lazy(f"{_HERE}.attention:QwenSpotProcessor"),
+    key_rotary=Lazy(f"{_HERE}.positions:family_key_rotary"), gather_rotary=Lazy(f"{_HERE}.positions:gather_rotary"),
+    unpack=Lazy(f"{_HERE}.vae:unpack"), decoder_features=Lazy(f"{_HERE}.vae:decoder_features"),
+    protocol=QWEN_IMAGE_EDIT_PROTOCOL,
     paper={"tokendrop": {"omega": 0.1, "full_steps": 4},
            "focus": {"tau_cosine": 0.2, "tau_lpips_vae": 0.15},   # RegionE's η = 0.80 (1 − η); SpotEdit's τ
            "regione": {"eta": 0.80},                          # RegionE's config for QwenImageEditPipeline

@@ -16,6 +16,7 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION
 from ...adapter import EditInputError, EditInputs, flow_schedule, resize, round_size
 from .positions import RowSelection, gathered_positions
 from .vae import unpack
+from ..protocols import QWEN_IMAGE_EDIT_PROTOCOL as PROTOCOL
 
 NEGATIVE_PROMPT = " "   # the model card's negative prompt for true classifier-free guidance
 
@@ -27,11 +28,10 @@ def _dims(area: int, image: PIL.Image.Image) -> tuple[int, int]:
 
 class QwenImageEditAdapter:
     family = "qwen"
-    # the papers' protocol for Qwen-Image-Edit (TokenDrop, SpotEdit) and its model card: 50 steps, true CFG
-    # 4.0 (two transformer calls per step), diffusers' own (Lanczos) resize
-    default_steps = 50
-    default_guidance = 4.0
-    resize_filter = "lanczos"
+    # the papers' protocol for Qwen-Image-Edit, as data in `protocols` (the driver reads it without torch)
+    default_steps = PROTOCOL.steps
+    default_guidance = PROTOCOL.guidance
+    resize_filter = PROTOCOL.resize_filter
 
     def __init__(self, pipe) -> None:
         self.pipe = pipe

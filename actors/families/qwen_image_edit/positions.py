@@ -68,6 +68,11 @@ def key_rotary(transformer: torch.nn.Module, img_shapes: list, device: torch.dev
     return transformer.pos_embed(img_shapes, max_txt_seq_len=1, device=device)[0]
 
 
+def family_key_rotary(transformer: torch.nn.Module, cond: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """`Family.key_rotary`: the RoPE rows of every image token of an edit's conditioning."""
+    return key_rotary(transformer, cond["img_shapes"], device)
+
+
 def gather_rotary(emb: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor, kwargs: dict[str, Any]) -> tuple:
     """The block's (image rows, text rows) with the image rows gathered."""
     image_freqs, text_freqs = emb

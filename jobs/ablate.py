@@ -2,7 +2,11 @@
 report.
 
 As the `ray job submit` entrypoint it joins the cluster it is submitted to; on a laptop it starts a
-local Ray. The configuration is checked (policies, sizes, output) before Ray or any model starts."""
+local Ray. The configuration is checked (policies, sizes, output) before Ray or any model starts.
+
+The driver stays small (no torch, no diffusers: README "Scaling"): the checks build every policy and cache,
+which imports torch, so a run makes them in a child process that exits before Ray starts; the driver then
+reads only the config, the model registry's data and the run's accounting."""
 from __future__ import annotations
 
 import argparse
@@ -44,24 +48,47 @@ def write_run_report(results: str, output: str, storage) -> str:
     return st.join_uri(output, "report")
 
 
-def run(args: argparse.Namespace) -> int:
+def checked_run(config: str, overrides: list[str]):
+    """The config loaded with the policy names checked, expanded once, and every preflight check passed."""
     import policies
+    from pipeline.config import expand_run, load_config
+
+    from .preflight import check_run
+
+    expanded = expand_run(load_config(config, overrides, known_policies=policies.REGISTRY))
+    check_run(expanded)
+    return expanded
+
+
+def preflight_in_child(config: str, overrides: list[str]) -> None:
+    """`checked_run` in a fresh child process (spawned: it imports torch, the driver does not); its error, if
+    any, is raised here as it was there."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(_check, (config, list(overrides)))
+
+
+def _check(config: str, overrides: list[str]) -> None:
+    checked_run(config, overrides)   # nothing to send back but an error
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "dry_run", False):   # no Ray, exits at once: checked in this process
+        from costs import DEFAULT_GPU_TFLOPS
+        from pipeline.dry_run import dry_run
+
+        expanded = checked_run(args.config, args.overrides)
+        text, _ = dry_run(expanded, args.records, args.gpu_tflops or DEFAULT_GPU_TFLOPS, source=args.config)
+        print(text)
+        return 0
     from pipeline.config import expand_run, load_config
     from pipeline.graph import run_ablation
     from pipeline.ray_session import init_ray
 
-    from .preflight import check_run
-
-    cfg = load_config(args.config, args.overrides, known_policies=policies.REGISTRY)
-    expanded = expand_run(cfg)   # the one expansion of the grid: preflight, the dry run and the graph share it
-    check_run(expanded)
-    if getattr(args, "dry_run", False):
-        from costs import DEFAULT_GPU_TFLOPS
-        from pipeline.dry_run import dry_run
-
-        text, _ = dry_run(expanded, args.records, args.gpu_tflops or DEFAULT_GPU_TFLOPS, source=args.config)
-        print(text)
-        return 0
+    preflight_in_child(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)   # policy names: checked by the child
+    expanded = expand_run(cfg)   # the one expansion of the grid the graph uses
     init_ray()
     summary = run_ablation(expanded)
     print(json.dumps(summary))

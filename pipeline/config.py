@@ -170,6 +170,26 @@ class ActorConfig(Section):
         return self
 
 
+def _choice_or_count(*words: str) -> Any:
+    """A validator for a setting that is one of `words` or a whole number >= 1 (one readable error)."""
+    def check(value: Any) -> Any:
+        if value in words or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"must be {', '.join(words)} or a whole number >= 1, got {value!r}")
+    return BeforeValidator(check)
+
+
+class UnitsConfig(Section):
+    """How a record's configurations of one model entry become units of work (`pipeline.unit_plan`)."""
+
+    # parts a split record's configurations go into: `auto` (the rule in `unit_plan`: from the records, the
+    # configurations and the pool's max_size), `none` (one unit per record), or a number
+    split: Annotated[Literal["auto", "none"] | int, _choice_or_count("auto", "none")] = "auto"
+    # which records are split, counted from the end of each input file: `auto` (one round of the pool: as many
+    # as actors.max_size), `all`, or a number
+    records: Annotated[Literal["auto", "all"] | int, _choice_or_count("auto", "all")] = "auto"
+
+
 class JudgeConfig(Section):
     """The VLM judge (metrics.judge): an OpenAI-compatible endpoint or a local Qwen2.5-VL folder."""
 
@@ -247,6 +267,7 @@ class RunConfig(Section):
     resize_filter: ResizeFilter | None = None
     storage: Annotated[st.StorageConfig, EmptyIfNone] = st.StorageConfig()
     actors: Annotated[ActorConfig, EmptyIfNone] = ActorConfig()
+    units: Annotated[UnitsConfig, EmptyIfNone] = UnitsConfig()
     metrics: Annotated[MetricsConfig, EmptyIfNone] = MetricsConfig()
     model_cache_dir: NonEmptyStr = "~/.cache/dropedit/models"
 
@@ -387,11 +408,11 @@ def grid_policies(cfg: RunConfig) -> list[PolicySpec]:
 
 def sampling(cfg: RunConfig, model: ModelSpec) -> dict[str, Any]:
     """steps, guidance_scale and resize_filter the model entry runs: the config's, else its family's paper
-    protocol (`actors.loading.protocol_of`, imported only when a value is unset). An unknown model name keeps
-    None (preflight refuses the name)."""
+    protocol (`actors.models.protocol_of`: registry data, no torch or diffusers import). An unknown model name
+    keeps None (preflight refuses the name)."""
     chosen = {"steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "resize_filter": cfg.resize_filter}
     if None in chosen.values():
-        from actors.loading import protocol_of
+        from actors.models import protocol_of
 
         proto = protocol_of(model.name, model.path) or {}
         chosen = {k: proto.get(k) if v is None else v for k, v in chosen.items()}

@@ -2,19 +2,15 @@
 and runs units (a record x its configurations, see `units`) through the editor; `unit_stage.UnitActor` is the
 frame (order, pairing, error rows). Pixels leave as arrays: PNGs and pixel metrics are the CPU stage's work.
 
-It sits in pipeline/ (it moves records, images and rows) and calls down into actors/ for the model."""
+It sits in pipeline/ (it moves records, images and rows) and calls down into actors/ for the model. The model
+side (policies, the editor, loading: torch and diffusers) is imported where an actor uses it, not at the top:
+the driver imports this module only to name the actor class for Ray, and stays small."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import PIL.Image
-
-import policies
-from actors.editor import Editor
-from actors.loading import load_pipeline
-from actors.edit_result import EditResult
-from costs.ideal_speedup import ideal_columns
 
 from . import storage as st
 from .config import cache_label, policy_kwargs
@@ -23,6 +19,9 @@ from .records import policy_params_json, utcnow
 from .resume import kept_counts
 from .scoring import StageMetrics, metric_settings, scoring_of
 from .unit_stage import UnitActor, UnitEdit, reference_of
+
+if TYPE_CHECKING:
+    from actors.edit_result import EditResult
 
 
 def keep_mask_mean(result: EditResult) -> np.ndarray:
@@ -55,6 +54,8 @@ class EditActor(UnitActor):
             raise ValueError(f"unknown model options {sorted(options)}; accepted: lora")
         if lora:
             lora = st.localize_model_path(lora, cache_dir, self.storage)
+        from actors.loading import load_pipeline
+
         self.model = model
         self.pipe = load_pipeline(model, path=path, lora=lora)
         self.device = str(self.pipe.device)
@@ -72,11 +73,18 @@ class EditActor(UnitActor):
     def _warm_up(self) -> None:
         """One 1-step edit of a blank 64x64 image, so the first unit's times are not the actor's start-up
         (lazy allocations, first kernel launches)."""
+        import policies
+        from actors.editor import Editor
+
         blank = PIL.Image.new("RGB", (64, 64), (127, 127, 127))
         Editor(self.pipe, policies.make("full")).edit(blank, "warm up", seed=0, steps=1, height=64, width=64)
 
     def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
              budget: list[int] | None) -> UnitEdit:
+        import policies
+        from actors.editor import Editor
+        from costs.ideal_speedup import ideal_columns
+
         started = utcnow()
         source = PIL.Image.fromarray(inputs["source"])
         references = [PIL.Image.fromarray(r) for r in inputs["references"]]

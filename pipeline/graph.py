@@ -6,27 +6,26 @@
 
 Nothing is materialised on the driver: records stream from the input's files, units are expanded in the
 dataset, rows stream to Parquet. The GPU actor does GPU work only. There is no barrier between `full` and the
-other configurations: a unit carries all of them (see `units`)."""
+other configurations: a unit carries its group's `full` (written or re-run, see `units`); how finely records
+are cut into units is planned per model entry before the graph starts (`unit_plan`)."""
 from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
 from typing import Any, Callable, Sequence
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from . import storage as st
+from .accounting import count_written, run_files
 from .config import RunConfig
 from .configuration import Configuration, ExpandedRun
 from .finish_stage import finish_units
 from .load_stage import load_units
-from .record_stream import record_dataset
-from .records import STATUS_OK
-from .resume import completed_pairs, read_results
-from .units import expand_units
+from .record_stream import count_records, input_files, record_dataset
+from .resume import DoneIndex, done_index, read_results
+from .unit_plan import UnitPlan, needs_records, plan_units
+from .units import expand_units, unit_layout
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def results_uri(cfg: RunConfig) -> str:
 
 
 def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) -> tuple[type, dict[str, Any]]:
-    from .edit_stage import EditActor   # pulls in torch/diffusers: only where a run starts
+    from .edit_stage import EditActor   # light: the model side is imported on the actor
 
     first = configs[0]
     return EditActor, dict(model=first.model_name, model_path=first.model_path, output=cfg.output,
@@ -55,25 +54,29 @@ def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) ->
                            cache_dir=cfg.model_cache_dir, model_options=dict(first.model_options))
 
 
-def done_by_record(done: set[tuple[str, str]], config_ids: Sequence[str]) -> dict[str, frozenset[str]]:
-    """record id -> the config ids (of these) that already have an ok row."""
-    wanted, out = set(config_ids), defaultdict(set)
-    for cid, rid in done:
-        if cid in wanted:
-            out[rid].add(cid)
-    return {rid: frozenset(cids) for rid, cids in out.items()}
+def unit_plans(run: ExpandedRun) -> dict[str, UnitPlan]:
+    """Each model entry's units (`unit_plan`); the input's records are counted on the workers when the
+    automatic rule needs them."""
+    cfg = run.config
+    actors = cfg.actors.max_size
+    if needs_records(cfg.units, actors):
+        records, files = count_records(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
+    else:
+        records, files = None, len(input_files(cfg.input.uri, cfg.input.format, cfg.storage)[1])
+    return {m: plan_units(run.of_model(m), cfg.units, actors, records, files) for m in run.model_keys()}
 
 
-def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: dict[str, frozenset[str]],
-                  run_id: str, factory: ActorFactory) -> ray.data.Dataset:
+def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIndex,
+                  run_id: str, factory: ActorFactory, plan: UnitPlan = UnitPlan()) -> ray.data.Dataset:
     """The graph of one model entry, ending in its output rows."""
     storage = cfg.storage.model_dump()
     actor_cls, actor_kwargs = factory(configs, cfg, run_id)
     actors = cfg.actors
     cpu_batch = max(CPU_BATCH, actors.batch_size)   # an actor call's worth of units per CPU task, at least
+    split = dict(layout=unit_layout(configs), parts=plan.parts, tail=plan.tail) if plan.parts > 1 else {}
     return (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
             .map_batches(expand_units, batch_format="pyarrow", num_cpus=0.25,
-                         fn_kwargs=dict(config_ids=[c.config_id for c in configs], done=done))
+                         fn_kwargs=dict(config_ids=[c.config_id for c in configs], done=done, **split))
             .repartition(target_num_rows_per_block=cpu_batch)   # a manifest is one block: spread its loading
             .map_batches(load_units, batch_size=cpu_batch, batch_format="pyarrow", num_cpus=1,
                          memory=CPU_STAGE_MEMORY, fn_kwargs=dict(output=cfg.output, storage=storage))
@@ -88,42 +91,30 @@ def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: dict[s
                          fn_kwargs=dict(output=cfg.output, storage=storage, compute=list(cfg.metrics.compute))))
 
 
-def written_files(cfg: RunConfig) -> set[str]:
-    fs, path = st.filesystem_for(results_uri(cfg), cfg.storage)
-    try:
-        return {f.path for f in fs.get_file_info(pa.fs.FileSelector(path, recursive=True)) if f.is_file}
-    except FileNotFoundError:
-        return set()
+def done_pairs(cfg: RunConfig) -> DoneIndex:
+    """The ok pairs already written under the run's output (resume), indexed in Ray's object store."""
+    return done_index(results_uri(cfg), cfg.storage)
+
+
+def written_counts(cfg: RunConfig, prefix: str) -> dict[str, int | float]:
+    """The rows of the files named with `prefix` (one run's), counted on a worker (`accounting.count_written`)."""
+    return ray.get(ray.remote(num_cpus=1)(count_written).remote(results_uri(cfg), cfg.storage, prefix))
 
 
 def run_ablation(run: ExpandedRun, factory: ActorFactory = edit_actor) -> dict[str, Any]:
     """Run every missing (record, configuration) pair; returns counts for the caller to print."""
     cfg = run.config
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
-    done = completed_pairs(results_uri(cfg), cfg.storage)
+    done = done_pairs(cfg)   # indexed on a worker: the driver holds a reference and a count
     fs, results_path = st.filesystem_for(results_uri(cfg), cfg.storage)
-    before = written_files(cfg)
+    prefix, namer = run_files()   # this run's files, found and counted on a worker afterwards
+    plans = unit_plans(run)
     for model in run.model_keys():   # one actor pool per model entry, for the whole run
         mine = run.of_model(model)
-        ids = [c.config_id for c in mine]
-        model_dataset(cfg, mine, done_by_record(done, ids), run_id, factory).write_parquet(
-            results_path, filesystem=fs)
-    return {"run_id": run_id, "configurations": len(run.configurations), "already_done": len(done),
-            **new_row_counts(cfg, before), "results": results_uri(cfg)}
-
-
-def new_row_counts(cfg: RunConfig, before: set[str]) -> dict[str, int]:
-    """Rows this run wrote (files that were not there before it), by status, and their records."""
-    fs, _ = st.filesystem_for(results_uri(cfg), cfg.storage)
-    new = sorted(written_files(cfg) - before)
-    if not new:
-        return {"records": 0, "edited": 0, "ok": 0, "errors": 0}
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(new, format="parquet", filesystem=fs).to_table(columns=["record_id", "status"])
-    ok = int(pc.sum(pc.equal(table["status"], STATUS_OK)).as_py() or 0)
-    return {"records": len(pc.unique(table["record_id"])), "edited": table.num_rows, "ok": ok,
-            "errors": table.num_rows - ok}
+        model_dataset(cfg, mine, done, run_id, factory, plans[model]).write_parquet(
+            results_path, filesystem=fs, filename_provider=namer)
+    return {"run_id": run_id, "configurations": len(run.configurations), "already_done": done.count,
+            **written_counts(cfg, prefix), "results": results_uri(cfg), "unit_plans": {m: p.as_dict() for m, p in plans.items()}}
 
 
 __all__ = ["ActorFactory", "edit_actor", "read_results", "results_uri", "run_ablation"]

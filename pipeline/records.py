@@ -64,6 +64,9 @@ class EditRecord:
 # Keys every input record dict carries (readers fill the ones they don't use with None).
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EditRecord))
 RECORD_SCHEMA = pa.schema([pa.field(f.name, f.metadata["arrow"]) for f in fields(EditRecord)])
+# the record stream's own column (`record_stream`): how many records follow this one in its input file, which
+# tells a unit expansion whether the record is in the run's tail (`units.expand_units`)
+FROM_END = "from_end"
 
 
 def new_record(**values: Any) -> dict[str, Any]:
@@ -168,6 +171,10 @@ ROW_FIELDS = (   # the row's own columns; the metrics' (metrics.output_columns) 
     pa.field("policy_s", pa.float64()),     # of which the policy's plan + observe
     pa.field("selector_s", pa.float64()),   # of which scoring inside the transformer (ToPi statistics)
     pa.field("speedup_vs_full", pa.float64()),  # full's loop_s / this loop_s, both timed in the same unit
+    # seconds of a `full` edit this row's unit re-ran only as its pairing partner and reference (a split unit,
+    # or a resumed one whose `full` is written): on one row per re-run, so the column's sum is the GPU time
+    # pairing cost; null elsewhere
+    pa.field("pairing_rerun_s", pa.float64()),
     pa.field("flops_ideal_speedup", pa.float64()),       # the edit's plan priced on its own model (costs.flops)
     pa.field("flops_ideal_speedup_real", pa.float64()),  # the plan's shares on its family's real model, 1024²
     pa.field("run_position", pa.int32()),       # this edit's place in its unit's run order (0 = first)

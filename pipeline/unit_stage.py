@@ -1,7 +1,8 @@
 """The GPU stage's frame: one unit (a record x its configurations of one model) in, its edits out.
 
 `UnitActor.__call__` runs each unit's configurations back to back in `units.run_order`, pairs every edit
-with its group's `full` edit (timed on this actor, seconds apart: `speedup_vs_full`), lets the subclass score
+with its group's `full` edit (timed on this actor, seconds apart: `speedup_vs_full`; a `full` the unit runs
+only for that is charged to `pairing_rerun_s`), lets the subclass score
 what needs a model (LPIPS, CLIP, DINO, the judge), and returns the unit with its edits pickled: pixels and
 partial rows. PNG encoding, writes and pixel metrics happen in the CPU stage after (`finish_stage`).
 
@@ -96,6 +97,7 @@ class UnitActor:
             done[config.config_id] = edit
         edits = list(done.values())
         pair_with_full(edits)
+        charge_reruns(edits)
         self.score(edits, inputs, unit)
         return edits
 
@@ -133,6 +135,18 @@ def reference_of(edit: UnitEdit, edits: list[UnitEdit]) -> UnitEdit | None:
     if edit.config.is_reference:
         return None
     return next((e for e in edits if e.config.config_id == edit.config.full_config_id), None)
+
+
+def charge_reruns(edits: list[UnitEdit]) -> None:
+    """A group's `full` run here only as the pairing partner and reference (not emitted: another unit of a split
+    record writes it, or it is already written) is extra GPU time: its `runtime_s` goes into `pairing_rerun_s`
+    of the first emitted edit it pairs with, so that summing the column counts each re-run once."""
+    for ref in edits:
+        if ref.emit or not ref.config.is_reference:
+            continue
+        partner = next((e for e in edits if e.emit and e.config.full_config_id == ref.config.config_id), None)
+        if partner is not None:
+            partner.row["pairing_rerun_s"] = ref.row.get("runtime_s")
 
 
 def pair_with_full(edits: list[UnitEdit]) -> None:

@@ -4,7 +4,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from pipeline.record_stream import CHUNK, input_files, record_dataset
+from pipeline.record_stream import CHUNK, STREAM_SCHEMA, count_records, input_files, record_dataset
 from pipeline.records import RECORD_SCHEMA
 from pipeline.sources import read_records
 from test_pipeline_sources import gedit_table
@@ -29,7 +29,9 @@ def test_a_large_manifest_streams_with_its_errors(ray_session, tmp_path):
     lines[5] = "{not json"
     (tmp_path / "m.jsonl").write_text("\n".join(lines))
     ds = record_dataset(str(tmp_path / "m.jsonl"))
-    assert ds.count() == n
-    assert ds.schema().base_schema == RECORD_SCHEMA
+    assert ds.count() == n and count_records(str(tmp_path / "m.jsonl")) == (n, 1)
+    assert ds.schema().base_schema == STREAM_SCHEMA and STREAM_SCHEMA.remove(len(RECORD_SCHEMA)) == RECORD_SCHEMA
+    from_end = {r["id"]: r["from_end"] for r in ds.select_columns(["id", "from_end"]).take_all()}
+    assert from_end["r0"] == n - 1 and from_end[f"r{n - 1}"] == 0 and from_end["r1500"] == n - 1501
     bad = ds.filter(lambda r: r["error"] is not None).take_all()
     assert len(bad) == 1 and "invalid JSON on line 6" in bad[0]["error"]

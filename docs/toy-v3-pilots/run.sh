@@ -1,0 +1,20 @@
+#!/bin/bash
+# Issue 29's recipe pilots: two queues, one torch thread each (at most 2 pilots at once); re-running resumes
+# (a pilot whose JSON exists is skipped).
+cd /work/main && . .venv/bin/activate
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RAY_AUTH_MODE=disabled
+D=results/toy-v3-pilots
+COMMON="--model toy-flux-kontext-v2 --size 256 --steps 200 --batch 16 --lr 1.5e-4 --warmup 15 --data-seed 4 --data-start 0 --categories v2 --val-n 16 --threads 1 --latent-cache $D/latents"
+run() {  # name, options
+  local name=$1; shift
+  python -m studies.toy.recipe_pilot $COMMON "$@" --save $D/$name-model --out $D/$name.json > $D/$name.log 2>&1
+}
+queue1() { run A_control_w4 --edit-weight 4; run C_text_encoders --edit-weight 4 --train-text-encoders;
+           run E_grow_4_8_copy_heads --edit-weight 4 --grow 4,8 --copy-heads; }
+queue2() { run B_w2 --edit-weight 2; run D_grow_4_8 --edit-weight 4 --grow 4,8;
+           python -m studies.toy.recipe_pilot $COMMON --steps 0 --edit-weight 4 --out $D/v2_baseline.json > $D/v2_baseline.log 2>&1; }
+# the records' latents first, in two halves side by side: every pilot then reads them
+python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
+python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &
+wait
+queue1 & queue2 & wait

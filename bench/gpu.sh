@@ -1,81 +1,158 @@
 #!/usr/bin/env bash
-# The GPU speed run of issues 18 and 30 as one command (≤ 12 minutes of H100 time, the caps' sum):
+# The GPU speed run of issues 18, 30 and 31 as one command that cannot lose its results:
 #
-#   bash bench/gpu.sh [OUT]            # real FLUX.1-Kontext-dev, Qwen-Image-Edit, FLUX.2 [klein] 4B and klein KV 9B
-#                                      # transformer configs, bf16
-#   bash bench/gpu.sh --smoke [OUT]    # the same runs end to end on CPU, tiny model, 32² (FLUX.2: 64²; CI:
-#                                      # tests/test_gpu_script.py)
-#   GPU_SMOKE=1 bash bench/gpu.sh OUT  # the same as --smoke
+#   bash bench/gpu.sh [OUT]                 # real FLUX.1-Kontext-dev, Qwen-Image-Edit, FLUX.2 [klein] 4B and klein
+#                                           # KV 9B transformer configs, random bf16 weights; CUDA only
+#   bash bench/gpu.sh --smoke [OUT]         # the same end to end on CPU, tiny models, 32² (FLUX.2: 64²; CI:
+#                                           # tests/test_gpu_script.py); GPU_SMOKE=1 does the same; each run
+#                                           # capped at GPU_SMOKE_CAP_S (600 s: a shared CPU, not a prediction)
+#   options: --detail DIR (per-run bench.json/bench.md and logs there instead of OUT: a device machine returns
+#            8 files of OUT), --runs A,B (these runs, e.g. qwen-2048, instead of the default list),
+#            --train-toy CONFIG (OPTIONAL, after the benchmark: `python -m jobs.train CONFIG` capped at
+#            GPU_TRAIN_CAP_S, default 330 s = 5 min of training + 30 s start-up, reserved from the budget; the
+#            wider toy's config is still being chosen, so the flag takes a path and has no default; skipped
+#            in smoke mode)
 #
-# For each family (flux, qwen) and size (1024², 2048²) one `dropedit bench` run (in-process, no Ray, no
-# pipeline-overhead part) on a model of the real classes whose transformer has the real config's depth and
-# width (actors/families/*/architecture.py: FLUX 19 + 38 blocks, Qwen 60 blocks, 24 heads × 128) with RANDOM weights (timing only),
-# text encoders and VAE tiny: every registered policy as it decides, and every mechanism forced to skip at fixed
-# ratios (bench/forced.py: gather at keep 0.5, ToPi Mode B from layer 10 at keep 0.5 with and without anchor
-# steps, SpotEdit at 50 % and 20 % active, the latter with its selector), 3 steps, 1 repetition.
-# FLUX.2 (issue 30): klein 4B (5 dual + 20 single blocks, 24 heads × 128) at 1024² and 2048², klein KV 9B (8 + 24,
-# 32 × 128; the reference K/V reused after the first call) at 1024², each with 2 reference images (the edited
-# one at the edit size, one more at 1024²): every registered policy (ToPi and SpotEdit refuse the family, the KV
-# pipeline refuses attention statistics: listed as skipped with the reason), the forced gather at keep 0.5 and
-# TokenDrop / Sparse Context at their FLUX.2 settings (bench/gpu_args.py).
-# The real-size transformer is only built on CUDA: there parameters are created on the GPU in bf16
-# (bench/speed.py), whereas on CPU a random 12 B / 20 B model in fp32 (48 / 80 GB, minutes of initialisation)
-# is impractical; the smoke mode uses the tiny benchmark model instead.
-# Time: FLOP-model estimate on an H100 (~500 TFLOP/s) ≈ 6–7 min for the four runs; each run has a time cap
-# (GPU_TIMEOUT_SCALE multiplies them) so the whole stays under 8 min; a run that hits it is listed as missing.
-# FLUX.2 runs, FLOP model (costs/flops.py) at ~450 TFLOP/s effective: a full step with 2 references (512 text
-# tokens, the noisy ones, the first reference's as many, 4096 of the second) is 129 TFLOP for klein 4B at 1024²
-# (0.29 s), 659 TFLOP at 2048² (1.46 s), 265 TFLOP for klein 9B at 1024² (0.59 s); a run makes at most 19 such
-# steps (6 policies that run × 3 steps + the warm-up step; dropping and KV reuse only lower it): 5.5 s, 28 s and
-# 11 s, plus the start-up the flux 1024² cap above leaves (70 s − 15 s of steps = 55 s: imports, the random
-# model built on the GPU, kernel warm-up), rounded up: caps 70, 100 and 80 s, 250 s more, 12 min in all.
-# Output: OUT/<family>-<size>/bench.{json,md}, OUT/<family>-<size>.log, OUT/environment.txt,
-# OUT/summary.md and OUT/summary.json (bench/gpu_summary.py). Exit status 1 when a run has no results.
+# Runs (bench/gpu_args.py), most important first: flux and qwen at 1024², flux at 2048², FLUX.2 klein 4B at
+# 1024², klein KV 9B at 1024², klein 4B at 2048², qwen at 2048². Each is one process (bench/gpu_run.py): the
+# forced plans first (bench/forced.py: the mechanisms' own speed) with `full`, 3 repetitions, then every
+# registered policy as it decides with `full` (1 repetition; left out of FLUX.1/Qwen at 2048²), every label
+# warmed up once by an untimed edit, A/B order rotated per repetition. Steps: 8 (SpotEdit's 4 initial steps and
+# Qwen TokenDrop's 4 full steps are followed by pruned ones), FLUX.2 its 4-step protocol, FLUX.1/Qwen at 2048²
+# 4 (forced plans only). Qwen's text is repeated to the real model's 1,389/1,377 tokens (bench/gpu_text.py).
+#
+# Time: bench/gpu_budget.py prices every edit of every run on its real architecture (roofline on an H100 SXM;
+# FLUX.2 by FLOPs at peak), PREDICTED, prints the table and drops runs from the end until predictions plus a 30 s
+# start-up allowance each fit GPU_BUDGET_S (570 s: the device's 10-minute command less the summary); each run's
+# cap is 2 × its prediction + 30 s, clamped to the time left; a run not predicted to finish in the time left is
+# not started. A run cut short keeps every edit it finished.
+#
+# On a lent device machine (which returns 8 files of $OUT):  bash bench/gpu.sh --detail /tmp/gpu-detail "$OUT"
+#
+# Output: OUT/edits.jsonl (one line per finished edit, written and fsync'd as it finishes; run headers with the
+# versions, GPU, driver and SDPA kernel; skips; ends), OUT/budget.json, OUT/environment.txt, OUT/summary.md and
+# OUT/summary.json (bench/gpu_summary.py, from the lines: a partial run summarises too), per run
+# DETAIL/<run>/bench.{json,md} and DETAIL/<run>.log. SIGTERM/SIGINT: the running run is stopped and the summary
+# written from the lines. Exit status 1 when a run is missing or partial, 2 on a usage error.
 set -uo pipefail
 
-smoke="${GPU_SMOKE:-0}"
-if [[ "${1:-}" == "--smoke" ]]; then smoke=1; shift; fi
-out="${1:-results/gpu-$(date -u +%Y%m%d-%H%M)}"
+usage() { echo "usage: bash bench/gpu.sh [--smoke] [--detail DIR] [--runs A,B] [--train-toy CONFIG] [OUT]" >&2; }
+smoke="${GPU_SMOKE:-0}" train_toy="" detail="" only="" out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) smoke=1; shift ;;
+    --detail|--runs)
+      [[ $# -ge 2 ]] || { usage; exit 2; }
+      if [[ "$1" == --detail ]]; then detail="$2"; else only="$2"; fi
+      shift 2 ;;
+    --train-toy)
+      [[ $# -ge 2 && -n "$2" ]] || { echo "bench/gpu.sh: --train-toy needs a config path (no default config exists yet)" >&2; exit 2; }
+      train_toy="$2"; shift 2 ;;
+    -*) usage; exit 2 ;;
+    *) out="$1"; shift ;;
+  esac
+done
 python="${PYTHON:-python}"
-scale="${GPU_TIMEOUT_SCALE:-1}"
 cd "$(dirname "$0")/.."
-mkdir -p "$out"
+out="${out:-results/gpu-$(date -u +%Y%m%d-%H%M)}"
+detail="${detail:-$out}"
+mkdir -p "$out" "$detail"
+edits="$out/edits.jsonl"
+budget_s="${GPU_BUDGET_S:-570}"
+train_cap="${GPU_TRAIN_CAP_S:-330}"
+started=$SECONDS
 
+reserve=0 smoke_flag=()
 if [[ "$smoke" == 1 ]]; then
-  runs=("flux 32 300" "qwen 32 300" "flux2 64 300")   # FLUX.2 refuses images under 64 px
-  smoke_flag=--smoke
+  smoke_flag=(--smoke)
+  [[ -n "$train_toy" ]] && echo "bench/gpu.sh: --train-toy is skipped in smoke mode" >&2
+  train_toy=""
 else
   if ! "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "bench/gpu.sh: no CUDA device; the real-size run needs one (use --smoke on CPU)" >&2
     exit 2
   fi
-  runs=("flux 1024 70" "qwen 1024 90" "flux 2048 130" "qwen 2048 180"   # family size cap-seconds
-        "flux2 1024 70" "flux2-kv 1024 80" "flux2 2048 100")
-  smoke_flag=
+  if [[ -n "$train_toy" ]]; then
+    [[ -f "$train_toy" ]] || { echo "bench/gpu.sh: --train-toy $train_toy: no such config" >&2; exit 2; }
+    reserve=$train_cap
+  fi
 fi
 
-{ date -u; git rev-parse HEAD 2>/dev/null; "$python" -c "import torch, diffusers; print('torch', torch.__version__, \
-'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"; nvidia-smi 2>/dev/null; } \
-  > "$out/environment.txt" 2>&1
+# versions, GPU, driver and SDPA kernel are in every run's header line (bench/gpu_env.py); here the machine's own
+{ date -u; git rev-parse HEAD 2>/dev/null; nvidia-smi 2>/dev/null; } > "$out/environment.txt" 2>&1
 
-names=()
-for run in "${runs[@]}"; do
-  read -r family size cap <<< "$run"
-  name="$family-$size"
-  names+=("$name")
-  if ! list=$("$python" -m bench.gpu_args "$family" "$size" "$out/$name" $smoke_flag); then
-    echo "bench/gpu.sh: $name: cannot build its arguments" >&2
+# the predicted budget, printed before anything starts; its stdout: "name predicted-s needed-s cap-s" per run
+if ! plan=$("$python" -m bench.gpu_budget "${smoke_flag[@]}" --budget-s "$budget_s" --reserve-s "$reserve" \
+            --smoke-cap-s "${GPU_SMOKE_CAP_S:-600}" --runs "$only" --json "$out/budget.json"); then
+  echo "bench/gpu.sh: cannot price the runs" >&2
+  exit 2
+fi
+
+summarise() { "$python" -m bench.gpu_summary "$out"; }
+pids=() names=() caps=() starts=()
+on_signal() {   # stop the runs (their finished edits are on disk), then summarise what is there
+  trap - TERM INT
+  echo "bench/gpu.sh: stopped; summarising the finished edits" >&2
+  # timeout runs in its own process group: signal it here, it passes the signal on to its run (only runs
+  # not yet waited for: a reaped id may belong to another process by now)
+  local pid
+  for pid in "${pids[@]}"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null; done
+  wait
+  summarise
+  exit 143
+}
+trap on_signal TERM INT
+
+start_run() {   # name cap predicted: one run's process under its cap, in the background
+  timeout --kill-after=15 "$2" "$python" -m bench.gpu_run "$1" "${smoke_flag[@]}" --edits "$edits" \
+    --out "$detail/$1" --started "$(date +%s.%N)" --cap-s "$2" --predicted-s "$3" > "$detail/$1.log" 2>&1 &
+  pids+=($!) names+=("$1") caps+=("$2") starts+=("$SECONDS")
+}
+
+finish_run() {   # i: wait for run i (a signal interrupts the wait), then its exit line
+  local i="$1" status
+  wait "${pids[$i]}"
+  status=$?
+  pids[$i]=""
+  "$python" -m bench.gpu_lines append "$edits" kind=exit run="${names[$i]}" status="$status" cap_s="${caps[$i]}" \
+    seconds=$((SECONDS - starts[$i])) log="$detail/${names[$i]}.log"
+  [[ $status == 0 ]] || echo "bench/gpu.sh: ${names[$i]} failed or hit its cap (exit $status); see" \
+    "$detail/${names[$i]}.log" >&2
+}
+
+while read -r name predicted needed cap; do
+  [[ -n "$name" ]] || continue
+  left=$((budget_s - reserve - (SECONDS - started)))
+  if [[ "$smoke" != 1 ]] && (( left < needed )); then
+    echo "bench/gpu.sh: $name not started: ${left} s left, ${needed} s predicted" >&2
+    "$python" -m bench.gpu_lines append "$edits" kind=exit run="$name" status= \
+      reason="not started: ${left} s left, ${needed} s predicted"
     continue
   fi
-  mapfile -t args <<< "$list"
-  cap=$(awk -v c="$cap" -v s="$scale" 'BEGIN { printf "%d", c * s }')
-  echo "bench/gpu.sh: $name (cap ${cap} s)" >&2
-  run_one() {
-    timeout "$cap" "$python" -m jobs.cli "${args[@]}" > "$out/$name.log" 2>&1 \
-      || echo "bench/gpu.sh: $name failed or hit its cap (exit $?); see $out/$name.log" >&2
-  }
-  if [[ "$smoke" == 1 ]]; then run_one & else run_one; fi   # smoke: the families side by side (CPU, 1 thread)
-done
-wait
+  [[ "$smoke" == 1 ]] || (( cap <= left )) || cap=$left
+  echo "bench/gpu.sh: $name (cap ${cap} s, ${needed} s predicted)" >&2
+  start_run "$name" "$cap" "$predicted"
+  [[ "$smoke" == 1 ]] || finish_run $((${#pids[@]} - 1))   # GPU: one at a time; smoke: side by side (CPU)
+done <<< "$plan"
+if [[ "$smoke" == 1 ]]; then
+  for i in "${!pids[@]}"; do finish_run "$i"; done
+fi
 
-"$python" -m bench.gpu_summary "$out" "${names[@]}"
+summarise
+status=$?
+
+if [[ -n "$train_toy" ]]; then   # OPTIONAL: the wider toy model (config chosen elsewhere), after the benchmark
+  cap=$((budget_s - (SECONDS - started)))
+  (( cap <= train_cap )) || cap=$train_cap
+  if (( cap < 60 )); then   # (timeout 0 would mean no cap at all)
+    echo "bench/gpu.sh: toy training not started: ${cap} s left" >&2
+  else
+    echo "bench/gpu.sh: training the toy model: $train_toy (cap ${cap} s) -> $out/train-toy.log" >&2
+    timeout --kill-after=15 "$cap" "$python" -m jobs.train "$train_toy" > "$out/train-toy.log" 2>&1 &
+    pids+=($!)   # in the background so that a signal stops it too
+    wait "${pids[-1]}" || echo "bench/gpu.sh: toy training failed or hit its cap (exit $?); see" \
+      "$out/train-toy.log" >&2
+    pids[-1]=""
+  fi
+fi
+exit $status

@@ -5,7 +5,8 @@ each actor's model replaced by a synthetic one that sleeps, scaled down, for the
 configuration on the real architecture at --tflops, after a --load-s model load, with heavy-tailed noise. The
 input is --records synthetic records; --configurations C replaces the grid by full + C-1 random arms. Faults:
 --kill-actors K kills K actors mid-edit at random simulated times, --write-faults P fails that fraction of
-storage writes (retried). Prints a table, then the figures as JSON on the last line; all times are simulated
+storage writes (retried); --kill-nodes K kills every actor of K simulated nodes (--gpus-per-node each) mid-edit,
+their units redone. Prints a table, then the figures as JSON on the last line; all times are simulated
 seconds."""
 from __future__ import annotations
 
@@ -30,12 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=None,
                    help="wall seconds per simulated second (default: the ideal makespan takes ~300 s here)")
     p.add_argument("--kill-actors", type=int, default=0, help="actors killed mid-edit at random simulated times")
+    p.add_argument("--kill-nodes", type=int, default=0,
+                   help="simulated nodes whose actors all die mid-edit at a random simulated time (units redone)")
+    p.add_argument("--gpus-per-node", type=int, default=8, help="GPUs of a simulated node, for --kill-nodes")
+    p.add_argument("--trace", default=None, help="write the per-unit trace (JSON lines) to this file")
     p.add_argument("--write-faults", type=float, default=0.0, help="fraction of storage writes that fail (retried)")
     p.add_argument("--batch-size", type=int, default=1, help="units per actor call")
     p.add_argument("--cpus", type=int, default=None, help="logical CPUs of the local cluster, for the CPU stages (the actors take none); default: this "
                         "machine's cores, at least 4 (more only starts more worker processes on the same cores)")
     p.add_argument("--output", default=None, help="results folder (default: a temporary one, removed after)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="start even if the actor processes would not fit the memory available")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -43,26 +50,50 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--gpus and --records must be at least 1")
     if args.configurations is not None and args.configurations < 1:
         raise ValueError("--configurations must be at least 1 (full alone)")
+    if args.kill_nodes < 0 or args.gpus_per_node < 1:
+        raise ValueError("--kill-nodes must be at least 0 and --gpus-per-node at least 1")
+    if args.kill_nodes > -(-args.gpus // args.gpus_per_node):
+        raise ValueError(f"--kill-nodes {args.kill_nodes}: only {-(-args.gpus // args.gpus_per_node)} simulated "
+                         f"nodes of {args.gpus_per_node} GPUs")
     if not 0 <= args.write_faults < 1:
         raise ValueError("--write-faults must be in [0, 1)")
+
+
+def start_ray(gpus: int, cpus: int, attempts: int = 3) -> None:
+    """A local Ray cluster of its own. Ray gives its raylet 30 s to register, which a loaded machine can miss:
+    try again, after `ray.shutdown` has stopped what the failed start left."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(address="local", num_gpus=gpus, num_cpus=cpus, include_dashboard=False)
+            return
+        except Exception as err:   # noqa: BLE001 - Ray raises a bare Exception for this timeout
+            ray.shutdown()
+            if "timed out during startup" not in str(err) or attempt == attempts - 1:
+                raise
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
     with tempfile.TemporaryDirectory(prefix="dropedit-sim-") as tmp:
         output = os.path.abspath(args.output or tmp)
-        from simulation.cluster import simulate, simulation_config, table
+        from simulation.cluster import memory_shortfall, simulate, simulation_config, table
+
+        if not args.no_memory_check and (why := memory_shortfall(args.gpus)):
+            raise ValueError(why)
 
         cfg = simulation_config(args.config, args.overrides, args.gpus, output, args.records, args.configurations,
                                 args.write_faults, args.batch_size)
         import ray
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_gpus=args.gpus, num_cpus=args.cpus or max(4, os.cpu_count() or 1),
-                 include_dashboard=False)
+        start_ray(args.gpus, args.cpus or max(4, os.cpu_count() or 1))
         try:
             result = simulate(cfg, args.gpus, args.records, tflops=args.tflops, load_s=args.load_s,
-                              noise=args.noise, scale=args.scale, kills=args.kill_actors, seed=args.seed)
+                              noise=args.noise, scale=args.scale, kills=args.kill_actors, seed=args.seed,
+                              node_kills=args.kill_nodes, per_node=args.gpus_per_node,
+                              trace=os.path.abspath(args.trace) if args.trace else None)
         finally:
             ray.shutdown()
     print("SYNTHETIC model: edit times from the FLOP model, not measured")

@@ -21,13 +21,32 @@ from typing import Any
 
 import PIL.Image
 
-from simulation.synthetic_model import SimLedger, edit_seconds, simulated_factory
+from simulation.ledger import SimLedger
+from simulation.service_times import edit_seconds, simulated_factory
 from pipeline import storage as st
 from pipeline.config import RunConfig, expand_run, load_config
 from pipeline.configuration import ExpandedRun
 from pipeline.resume import read_results
 
 DEFAULTS = dict(tflops=400.0, load_s=60.0, noise=0.15, target_wall_s=300.0)
+# measured (README "Scaling"): a synthetic actor process holds ~111 MB of private memory (RSS ~200 MB, shared
+# libraries counted); the driver, Ray's own processes and the CPU stages ~2 GB more
+ACTOR_PRIVATE_MB, FIXED_MB = 115, 2048
+
+
+def memory_shortfall(gpus: int) -> str | None:
+    """Why `gpus` actor processes would not fit this machine's available memory (None: they fit, or the
+    machine does not say): an out-of-memory kill could hit other people's processes."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) // 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None
+    need = gpus * ACTOR_PRIVATE_MB + FIXED_MB
+    if need <= avail:
+        return None
+    return (f"{gpus} actor processes need ~{need} MB ({ACTOR_PRIVATE_MB} MB each + {FIXED_MB} MB), this machine has "
+            f"{avail} MB available (--no-memory-check to try anyway)")
 
 
 def synthetic_manifest(folder: str, records: int) -> str:
@@ -84,8 +103,27 @@ def _kill_times(kills: int, horizon: float, seed: int) -> list[float]:
     return [rng.uniform(0.1, 0.9) * horizon for _ in range(kills)]
 
 
+def node_kill_plan(node_kills: int, gpus: int, per_node: int, horizon: float, seed: int) -> dict[int, float]:
+    """`node_kills` distinct simulated nodes (of `per_node` GPUs) -> a kill time in the middle 80 % of the run."""
+    nodes = -(-gpus // per_node)
+    if node_kills > nodes:
+        raise ValueError(f"--kill-nodes {node_kills}: only {nodes} simulated nodes of {per_node} GPUs")
+    rng = random.Random(f"nodes-{seed}")
+    return {n: rng.uniform(0.1, 0.9) * horizon for n in rng.sample(range(nodes), node_kills)}
+
+
+def write_trace(path: str, trace: list, gpus: int, scale: float) -> None:
+    """The per-unit trace as JSON lines (a header, then actor, unit, begun, ended, editing seconds)."""
+    with open(path, "w") as f:
+        f.write(json.dumps({"gpus": gpus, "scale": scale, "columns": ["actor", "unit", "begun_s", "ended_s",
+                                                                       "busy_s"]}) + "\n")
+        for item in trace:
+            f.write(json.dumps(list(item)) + "\n")
+
+
 def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: float, noise: float,
-             scale: float | None, kills: int, seed: int = 0) -> dict[str, Any]:
+             scale: float | None, kills: int, seed: int = 0, node_kills: int = 0, per_node: int = 8,
+             trace: str | None = None) -> dict[str, Any]:
     """Run the simulation on the current (local, N-GPU) Ray cluster; returns the measured figures."""
     import ray
 
@@ -95,26 +133,43 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
     work = ideal_work(run, tflops, records)
     scale = scale or DEFAULTS["target_wall_s"] / (work / gpus + load_s)
     ledger_name = f"dropedit-sim-ledger-{os.getpid()}-{time.time_ns()}"
-    ledger = SimLedger.options(name=ledger_name).remote(_kill_times(kills, work / gpus, seed), gpus)
+    ledger = SimLedger.options(name=ledger_name).remote(
+        _kill_times(kills, work / gpus, seed), gpus, node_kill_plan(node_kills, gpus, per_node, work / gpus, seed),
+        per_node)
     factory = simulated_factory(ledger_name, tflops, load_s, scale, noise)
+    load_before = os.getloadavg()[0]
     started = time.time()
     summary = run_ablation(run, factory=factory)
     ended = time.time()
     counts = ray.get(ledger.counts.remote())
+    if trace:
+        write_trace(trace, ray.get(ledger.unit_trace.remote()), gpus, scale)
     configurations = len(run.configurations)
     first_ready = counts["all_ready"] or started
     makespan = load_s + (ended - first_ready) / scale
-    return {"gpus": gpus, "records": records, "configurations": configurations,
-            "units": records * len(run.model_keys()),
+    return {"gpus": gpus, "records": records, "configurations": configurations, "units": counts["units"],
             "makespan_s": round(makespan, 1), "ideal_makespan_s": round(counts["busy_s"] / gpus, 1),
             "gpu_busy": round(counts["busy_s"] / (gpus * makespan), 4),
             "model_loads": counts["model_loads"], "actors": gpus, "actor_kills": counts["actor_kills"],
+            "node_kills": counts["node_kills"],
+            "extra_gpu_s_for_pairing": round(counts["extra_gpu_s_for_pairing"], 1),
             **row_accounting(summary["results"], cfg.storage, records * configurations),
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "makespan_with_startup_s": round((ended - started) / scale, 1),
             "startup_wall_s": round(first_ready - started, 1), "scale": scale, "wall_s": round(ended - started, 1),
-            "tflops": tflops, "load_s": load_s,
+            "tflops": tflops, "load_s": load_s, "noise": noise,
+            "edit_s": [round(edit_seconds(c, tflops), 3) for c in run.configurations],
+            **split_of(summary), "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "write_fault_rate": cfg.storage.inject_write_faults}
+
+
+def split_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """The first model entry's unit split, as the graph planned it (`split_parts` 1: one unit per record), for
+    the event model; {} from a graph that does not plan splits."""
+    plans = list((summary.get("unit_plans") or {}).values())
+    if not plans:
+        return {}
+    return {"split_parts": plans[0].get("parts", 1), "split_records": plans[0].get("tail")}
 
 
 def table(result: dict[str, Any]) -> str:

@@ -6,23 +6,28 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("gpus", "records", "configurations", "resolution", "gpu_busy", "makespan_s", "ideal_makespan_s",
-           "makespan / ideal", "model_loads", "actor_kills", "write_fault_rate", "rows_ok", "rows_lost",
-           "rows_duplicated", "driver_peak_rss_mb", "wall_s")
+COLUMNS = ("actor", "gpus", "records", "configurations", "resolution", "units", "gpu_busy", "makespan_s",
+           "ideal_makespan_s", "makespan / ideal", "extra_gpu_s_for_pairing", "model_loads", "actor_kills",
+           "node_kills", "write_fault_rate", "rows_ok", "rows_lost", "rows_duplicated", "driver_peak_rss_mb",
+           "wall_s", "load_avg_1m")
 
 
 def row(name: str, result: dict) -> list[str]:
     values = {**result, "resolution": name.split("_")[-1] if name.split("_")[-1].isdigit() else
               next((p for p in name.split("_") if p.isdigit()), "")}
+    # runs made before the light actor do not record their edit times (their actor imported torch)
+    values["actor"] = "light" if "edit_s" in result else "earlier (torch)"
     values["makespan / ideal"] = f"{result['makespan_s'] / result['ideal_makespan_s']:.3f}"
+    if isinstance(values.get("load_avg_1m"), list):   # the machine's load when the run started and ended
+        values["load_avg_1m"] = " → ".join(f"{v:g}" for v in values["load_avg_1m"])
     return [str(values.get(c, "")) for c in COLUMNS]
 
 
 def table(folder: Path) -> str:
     lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for path in sorted(folder.glob("*.json")):
-        result = json.loads(path.read_text().strip().splitlines()[-1])
-        lines.append(f"| {path.stem} | " + " | ".join(row(path.stem, result)) + " |")
+    results = {p.stem: json.loads(p.read_text().strip().splitlines()[-1]) for p in folder.glob("*.json")}
+    for name in sorted(results, key=lambda n: (n.split("_")[0], results[n]["gpus"], n)):   # kind, then size
+        lines.append(f"| {name} | " + " | ".join(row(name, results[name])) + " |")
     return "\n".join(lines)
 
 

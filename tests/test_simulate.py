@@ -1,6 +1,7 @@
 """`dropedit simulate`: the run's graph on N logical GPUs with the synthetic model, in its own local Ray cluster
-(a subprocess: the test session's cluster has no GPUs). Faults injected: an actor killed mid-edit and storage
-writes failing at a rate; every (record, configuration) row must still be there exactly once."""
+(a subprocess: the test session's cluster has no GPUs). Faults injected: an actor killed mid-edit, storage
+writes failing at a rate, a simulated node's actors all killed; every (record, configuration) row must still be
+there exactly once. The synthetic actor's module imports no torch (so 128 actor processes fit 24 GiB)."""
 import json
 import subprocess
 import sys
@@ -31,9 +32,39 @@ def test_simulated_cluster_with_a_killed_actor_and_write_faults_loses_and_duplic
     assert out["actor_kills"] == 1 and out["model_loads"] == 2 + 1   # the killed actor came back, loaded again
     assert 0 < out["gpu_busy"] <= 1 and out["ideal_makespan_s"] <= out["makespan_s"]
     assert out["driver_peak_rss_mb"] > 0
+    assert out["node_kills"] == 0 and out["extra_gpu_s_for_pairing"] == 0.0   # no split asked, none killed
+    assert len(out["edit_s"]) == 3 and out["edit_s"][0] == max(out["edit_s"])   # `full` first, the dearest
+
+
+@pytest.mark.slow
+def test_a_killed_simulated_node_has_its_units_redone_once(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    out = _simulate("--gpus", "4", "--gpus-per-node", "2", "--records", "12", "--configurations", "2",
+                    "--kill-nodes", "1", "--seed", "1", "--scale", "0.004", "--trace", str(trace))
+    assert out["node_kills"] == 1 and out["actor_kills"] == 0, out
+    assert out["model_loads"] == 4 + 2   # the node's 2 actors came back (on a replacement node) and loaded
+    assert out["rows_ok"] == 24 and out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
+    assert out["units"] == 12
+    lines = trace.read_text().splitlines()
+    assert json.loads(lines[0])["gpus"] == 4 and len(lines) - 1 == 12   # units that finished, each once
+
+
+def test_the_synthetic_actor_imports_neither_torch_nor_diffusers():
+    code = ("import sys, simulation.synthetic_model; "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'costs', 'actors') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_simulate_refuses_bad_options_before_ray_starts():
     done = subprocess.run([sys.executable, "-m", "jobs.simulate", "configs/demo.yaml", "--gpus", "0"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--gpus and --records must be at least 1" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "jobs.simulate", "configs/demo.yaml", "--gpus", "4",
+                           "--kill-nodes", "3", "--gpus-per-node", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "only 2 simulated nodes of 2 GPUs" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "jobs.simulate", "configs/demo.yaml", "--gpus", "100000"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "100000 actor processes need" in done.stderr, done.stderr[-2000:]

@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# The README "Scaling" figures: `dropedit simulate` runs, one JSON line each under docs/scaling/ (a run whose
-# file exists is skipped, so the script resumes). Minutes each on a 2-core machine.
+# The README "Scaling" figures: `dropedit simulate` runs, one JSON line each under docs/scaling/ and the pool's
+# per-unit trace under docs/scaling/traces/ (a run whose file exists is skipped, so the script resumes). Minutes
+# each on a 2-core machine; the 128-GPU run wants the machine otherwise idle (load below ~3) and ~16 GB free.
+# `python -m simulation.scaling_table docs/scaling` prints the table, `python -m simulation.calibrate
+# docs/scaling` fits the discrete-event model on the pie_*gpu_1024 runs and extrapolates.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export RAY_AUTH_MODE=disabled RAY_ADDRESS=
+mkdir -p docs/scaling/traces
 KONTEXT=(--set models.0.name=flux-kontext --set steps=28)
 sim() {   # name, then simulate's options
   local name=$1; shift
   [ -s "docs/scaling/$name.json" ] && return
-  python -m jobs.simulate configs/demo.yaml "${KONTEXT[@]}" "$@" > "/tmp/sim-$name.log" 2>&1 \
-    && tail -1 "/tmp/sim-$name.log" > "docs/scaling/$name.json"
+  python -m jobs.simulate configs/demo.yaml "${KONTEXT[@]}" "$@" --trace "docs/scaling/traces/$name.jsonl" \
+    > "/tmp/sim-$name.log" 2>&1 && tail -1 "/tmp/sim-$name.log" > "docs/scaling/$name.json"
 }
+# measured with the earlier actor, which imported torch through the cost model (~330 MB private each)
 sim pie_32gpu_1024_faults --gpus 32 --records 700 --configurations 20 --set resolutions=[1024] --kill-actors 3 --write-faults 0.02
-sim pie_32gpu_1024 --gpus 32 --records 700 --configurations 20 --set resolutions=[1024]
 sim driver_1k --gpus 8 --records 1000 --configurations 1 --set resolutions=[1024] --scale 0.0001 --batch-size 64 --load-s 1
 sim driver_100k --gpus 8 --records 100000 --configurations 1 --set resolutions=[1024] --scale 0.0001 --batch-size 64 --load-s 1
-sim pie_8gpu_1024 --gpus 8 --records 700 --configurations 20 --set resolutions=[1024]
 sim pie_32gpu_2048 --gpus 32 --records 700 --configurations 20 --set resolutions=[2048]
 sim pie_8gpu_2048 --gpus 8 --records 700 --configurations 20 --set resolutions=[2048]
-# 64 actor processes fit this 24 GiB machine (~210 MB each); 128 do not
-sim pie_64gpu_1024 --gpus 64 --records 700 --configurations 20 --set resolutions=[1024]
+# the light actor (no torch: ~111 MB private each); one unit per record: these calibrate the discrete-event
+# model (python -m simulation.calibrate docs/scaling)
+for gpus in 8 16 32 64 128; do
+  sim "pie_${gpus}gpu_1024" --gpus "$gpus" --records 700 --configurations 20 --set resolutions=[1024] --set units.split=none
+done
+# the graph's own split (units: {split: auto}, pipeline/unit_plan.py): held out, to test the model's prediction
+for gpus in 64 128; do
+  sim "pie_${gpus}gpu_1024_split" --gpus "$gpus" --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+done
+# 256 actor processes need ~30 GB even light: `dropedit simulate` refuses them on this 24 GiB machine (README "Scaling")

@@ -20,18 +20,21 @@ from policies.base import CachedContext, Plan
 from .adapter import EditInputs
 from .models import family as family_named
 from .routing import Routing
-from .spot_attention import SpotCall, SpotKV, spot_attention
+from .spot_attention import Path, SpotCall, SpotKV, spot_attention
 
 
 class ActiveNoisy:
+    """`kv_path`: how this edit keeps the K/V cache (`actors.spot_attention.Path`; "concat" is the earlier
+    pre-RoPE path, kept to check the default against)."""
+
     def __init__(self, transformer: torch.nn.Module, family: str, inputs: EditInputs,
-                 context: CachedContext | None) -> None:
+                 context: CachedContext | None, kv_path: Path = "buffers") -> None:
         self.transformer, self.family = transformer, family
         self.n, self.s = inputs.latents.shape[1], inputs.source.shape[1]
         self.kv = None if context is None else SpotKV(
             num_noisy=self.n, num_source=self.s,
             key_rotary=family_named(family).key_rotary(transformer, inputs.cond, inputs.latents.device),
-            cache_noisy=context.noisy, cache_source=context.source)
+            cache_noisy=context.noisy, cache_source=context.source, fusion=context.fusion, path=kv_path)
         self.index: torch.Tensor | None = None    # active noisy tokens of this step; None = all
         self.source_rows = self.s                 # source tokens entering the transformer this step
         self.keys: int | None = None              # image tokens every layer attends to; None = all
@@ -55,6 +58,9 @@ class ActiveNoisy:
         ctx = plan.context
         if ctx is not None and self.kv is None:
             raise RuntimeError("the plan uses cached K/V but the policy declares no `context` to cache")
+        if ctx is not None and ctx.alpha is not None and ctx.noisy and not self.kv.fusion:
+            raise RuntimeError("the plan blends (alpha) but the policy's `needs.query_skip` does not declare "
+                               "`fusion`: full steps would not keep what the blend reads")
         cached_source = ctx is not None and ctx.source
         if kept is not None and self.kv is not None and not cached_source:
             raise ValueError("source tokens recomputed under the K/V cache cannot be dropped as well (cache the "

@@ -4,11 +4,14 @@ In a partial call only the text tokens and the active noisy tokens (and the sour
 recomputed) enter the transformer, so projections and MLPs run on them alone. Every attention layer still
 sees the complete keys and values: [text, noisy tokens (the active ones computed now, the non-edited ones
 from the cache), source tokens (from the cache, or computed now)]. Queries keep the positions of the tokens
-that entered (the caller gathers them); keys use the full position table kept here.
+that entered (the caller gathers them); cached keys are stored rotated ("buffers") or rotated with the full
+position table kept here ("concat").
 
 A full call (every token enters) computes exactly what the stock processor computes and refreshes the
-cache. Keys and values are cached after the q/k norms and before RoPE, so that a cached non-edited key can
-be blended with the source's key at the same grid position and then rotated with the noisy position.
+cache. Two ways to keep the cache, chosen per edit (`SpotKV.path`): "buffers" (the default,
+`actors.spot_buffers`) keeps keys after RoPE in per-layer buffers laid out as attention reads them, so that a
+partial call rotates and writes only the rows it computed; "concat" (`SpotKV.assemble`, the earlier path, kept
+to check the other against) keeps them before RoPE and rotates and concatenates every key in every layer.
 
 The processors themselves are the family's (`actors.families`); everything they share lives on one `SpotKV`
 per edit: caches per CFG branch (the diffusers `cache_context` name, read
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -30,6 +33,7 @@ from .routing import transformer_layers
 
 BRANCH_HOOK = "dropedit_spot_branch"
 DEFAULT_BRANCH = "cond"   # calls made outside any `cache_context`: the branch Flux Kontext's one call opens
+Path = Literal["buffers", "concat"]   # post-RoPE buffers (actors.spot_buffers) / pre-RoPE cache (SpotKV.assemble)
 
 
 def fuse(cached: torch.Tensor, source: torch.Tensor, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,12 +58,14 @@ class SpotCall:
 
 @dataclass
 class LayerKV:
-    """Pre-RoPE keys and values of one layer, [B, tokens, heads, head_dim]."""
+    """One layer's cache: pre-RoPE keys and values, [B, tokens, heads, head_dim] ("concat"), or the post-RoPE
+    buffers ("buffers": `actors.spot_buffers.LayerBuffers`)."""
 
     noisy_k: torch.Tensor | None = None
     noisy_v: torch.Tensor | None = None
     source_k: torch.Tensor | None = None
     source_v: torch.Tensor | None = None
+    buffers: Any = None
 
 
 class BranchCache(BaseState):
@@ -79,10 +85,14 @@ class SpotKV:
     key_rotary: Any                      # RoPE of all image tokens [noisy, source], in the family's format
     cache_noisy: bool = True             # full calls store the noisy tokens' K/V (SpotFusion)
     cache_source: bool = True            # full calls store the source tokens' K/V (condition cache)
+    fusion: bool = False                 # "buffers": full calls keep what SpotFusion's blend reads (spot_buffers)
+    path: Path = "buffers"               # how the cache is kept, for this edit
     call: SpotCall = field(default_factory=SpotCall)
     state: StateManager = field(default_factory=lambda: StateManager(BranchCache))
     _memo_call: SpotCall | None = field(default=None, repr=False)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _edit_memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _kept: tuple[int, torch.Tensor | None] = field(default=(0, None), repr=False)   # (version, source keys)
 
     def per_call(self, key: Any, build: Callable[[], Any]) -> Any:
         """`build()` once per transformer call and key: what every layer of a call needs alike (the keys' RoPE
@@ -92,6 +102,23 @@ class SpotKV:
         if key not in self._memo:
             self._memo[key] = build()
         return self._memo[key]
+
+    def per_edit(self, key: Any, build: Callable[[], Any]) -> Any:
+        """`build()` once per edit and key (what depends on the positions only)."""
+        if key not in self._edit_memo:
+            self._edit_memo[key] = build()
+        return self._edit_memo[key]
+
+    def keys_version(self) -> int:
+        """A number that changes when the current call keeps other source keys than the call before it that
+        dropped some (one comparison per call): the post-RoPE buffers reorder their source rows only then."""
+        def build() -> int:
+            version, last = self._kept
+            keep = self.call.source_keys
+            if last is None or last.shape != keep.shape or not torch.equal(last, keep):
+                self._kept = (version + 1, keep)
+            return self._kept[0]
+        return self.per_call("keys_version", build)
 
     def layer(self, index: int) -> LayerKV:
         # StateManager keys its states by the `cache_context` name; calls outside one share a default branch

@@ -156,7 +156,8 @@ class ForcedSpotEdit(Policy):
 
     @property
     def needs(self) -> Needs:  # type: ignore[override]
-        return Needs(query_skip=CachedContext(noisy=True, source=self.condition_cache), token_scores=self.selector)
+        return Needs(query_skip=CachedContext(noisy=True, source=self.condition_cache, fusion=True),
+                     token_scores=self.selector)
 
     def start(self, run: RunInfo) -> _SpotRun:
         return _SpotRun(self, run)

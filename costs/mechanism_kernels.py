@@ -4,7 +4,8 @@ call; `costs.roofline` adds these). Each function names the code it prices.
 from __future__ import annotations
 
 from .flops import Arch
-from .kernels import MECHANISM, A, F, Kernel, copy, ew, linear, qk_norm, rope, table_bytes
+from .kernels import (ATTENTION, MECHANISM, A, F, Kernel, attention, block, copy, ew, linear, qk_norm, rope,
+                      table_bytes)
 
 STATS_CHUNK = 1024   # actors.attention_stats.AttentionCollector.chunk: noisy queries per softmax chunk
 
@@ -24,56 +25,78 @@ def route(arch: Arch, text: int, rows: int) -> list[Kernel]:
     return [copy("route hidden rows", rows * arch.dim, MECHANISM), ew("route rope rows", table, table_bytes(arch), table_bytes(arch), MECHANISM)]
 
 
-def spot_call(arch: Arch, text: int, noisy: int, active: int, image_rows: int, keys: int,
-              keys_gathered: bool) -> list[Kernel]:
-    """Once per partial SpotEdit call (actors.active_noisy, actors.spot_attention): the routing gather at block 0
-    (`image_rows` = active + recomputed source rows), the keys' RoPE table built by the first layer
-    (`SpotKV.per_call`: Flux concatenates the text and image rows of cos and sin; Qwen uses its full table as
-    is unless source keys are dropped, `keys_gathered`, then gathers those rows), and the velocity scattered
-    back over every noisy token (a clone of [noisy, out_channels] and an index_put of the active rows)."""
-    out = route(arch, text, image_rows)
-    if arch.family == "flux" or keys_gathered:
-        rows = text + keys if arch.family == "flux" else keys
-        out.append(ew("spot key rope table", rows * arch.head_dim, table_bytes(arch), table_bytes(arch), MECHANISM))
-    out += [copy("spot velocity clone", noisy * arch.out_channels, MECHANISM),
+# SpotFusion after RoPE reads the source keys rotated at the noisy positions on the head dims where a noisy token
+# and its aligned source token rotate differently: the first RoPE axis (Kontext's reference index, Qwen's frame),
+# axes_dims_rope[0] = 16 of 128 in both real configs (actors/families/*/architecture.py: [16, 56, 56])
+FUSION_SHARE = 16 / 128
+
+
+def spot_call(arch: Arch, text: int, noisy: int, active: int, image_rows: int) -> list[Kernel]:
+    """Once per partial SpotEdit call (actors.active_noisy): the routing gather at block 0 (`image_rows` =
+    active + recomputed source rows, and their RoPE rows: the keys need no table of their own, the cached ones
+    are stored rotated) and the velocity scattered back over every noisy token (a clone of [noisy,
+    out_channels] and an index_put of the active rows)."""
+    return [*route(arch, text, image_rows), copy("spot velocity clone", noisy * arch.out_channels, MECHANISM),
             copy("spot velocity scatter", active * arch.out_channels, MECHANISM)]
+
+
+def spot_block(arch: Arch, layer: int, text: int, rows: int, keys: int) -> list[Kernel]:
+    """One block of a partial call on the post-RoPE K/V buffers (actors.spot_buffers and the family's spot
+    processor): the stock block over the `rows` computed image rows — projections, norms, RoPE of q and k over
+    the computed rows only, Flux's [text, image] concatenation of q, k, v, Qwen's of q — with attention reading
+    text + `keys` image keys and values from the buffers. Qwen's [text, image] concatenations of k and v are
+    replaced by the writes into the buffers (`spot_layer`)."""
+    out = []
+    for k in block(arch, layer, text, rows, rows):
+        if k.kind == ATTENTION:
+            queries = round(k.written / (arch.dim * A))
+            out.append(attention(k.name, queries, text + keys, arch.dim))
+        elif not (arch.family == "qwen" and k.name in ("cat k", "cat v")):
+            out.append(k)
     return out
 
 
-def spot_layer(arch: Arch, text: int, noisy: int, active: int, keys: int, source_keys: int, source: int,
+def spot_layer(arch: Arch, text: int, noisy: int, active: int, keys: int, source_keys: int, recomputed: int,
                blend: bool) -> list[Kernel]:
-    """One layer of a partial SpotEdit call beyond a stock layer with these rows and keys (SpotKV.assemble and
-    the family's spot processor).
-
-    With the noisy context (keys = noisy + source_keys): SpotFusion's in-place `torch.lerp` over the whole noisy
-    K and V cache (reads the cache and the source rows, writes the cache) when `blend`, two `index_copy_` of
-    the active rows, the kept source keys gathered when some are dropped, two concatenations [noisy, source]
-    of K and V over every image key, and (Flux) two more [text, image] — four full-size concatenations per
-    layer; Qwen's joint [text, image] concatenation of K and V is the stock one (`costs.kernels.dual_block`).
-    Every key is rotated in fp32 (`rope k` over text + keys in the block itself). Without it (SpotEdit's
-    fusion "none"): the active and source keys concatenated."""
+    """One layer of a partial SpotEdit call beyond `spot_block`: the post-RoPE K and V buffers get the text rows
+    (a copy), the active rows (`index_copy_`) and the `recomputed` source rows (a copy), all in place. With the
+    noisy context (keys = noisy + source_keys) and `blend` (SpotFusion, α not rounding to 1 in bf16), one
+    in-place `torch.lerp` over the whole noisy K and V rows (reads the rows and the aligned source rows — on the
+    first RoPE axis's dims the source keys rotated at the noisy positions —, writes the rows); with recomputed
+    source rows those rotated source keys are made first (RoPE of the aligned rows, first axis only). Dropped
+    source keys are moved behind the kept ones once per kept set and layer, not per call: left out here."""
     d, out = arch.dim, []
+    for p in "kv":
+        out += [Kernel(MECHANISM, f"spot write text {p}", 0.0, text * d * A, text * d * A, inplace=True),
+                Kernel(MECHANISM, f"spot index_copy {p}", 0.0, active * d * A, active * d * A, inplace=True)]
+        if recomputed:
+            out.append(Kernel(MECHANISM, f"spot write source {p}", 0.0, recomputed * d * A, recomputed * d * A,
+                              inplace=True))
     context = keys != active + source_keys or active == noisy
-    if context:
-        if blend:
-            out += [Kernel(MECHANISM, f"spot blend {p}", 0.0, 2 * noisy * d * A, noisy * d * A, inplace=True)
-                    for p in "kv"]
-        out += [Kernel(MECHANISM, f"spot index_copy {p}", 0.0, active * d * A, active * d * A, inplace=True)
+    if context and blend and active < noisy:
+        if recomputed:
+            out += _fusion_target(arch, noisy, "spot")
+        out += [Kernel(MECHANISM, f"spot blend {p}", 0.0, 2 * noisy * d * A, noisy * d * A, inplace=True)
                 for p in "kv"]
-    if source_keys < source:
-        out += [copy(f"spot source keys {p}", source_keys * d, MECHANISM) for p in "kv"]
-    out += [copy(f"spot cat image {p}", keys * d, MECHANISM) for p in "kv"]
-    if arch.family == "flux":
-        out += [copy(f"spot cat text {p}", (text + keys) * d, MECHANISM) for p in "kv"]
     return out
 
 
-def spot_store(arch: Arch, noisy: int, source: int) -> list[Kernel]:
-    """A full call under SpotEdit's (or focus's, RegionE's) K/V cache: `SpotKV.assemble` clones the noisy and the
-    source tokens' K and V into the cache, per layer."""
+def _fusion_target(arch: Arch, noisy: int, who: str) -> list[Kernel]:
+    """The aligned source keys rotated at the noisy positions on the first RoPE axis's dims: a contiguous copy of
+    those dims and their RoPE (fp32, as the family rotates)."""
+    rows = round(noisy * FUSION_SHARE)   # RoPE of `rows` full rows moves what this slice of `noisy` rows does
+    return [copy(f"{who} fusion target slice", rows * arch.dim, MECHANISM),
+            *rope(arch, f"{who} fusion target rope", rows, MECHANISM)]
+
+
+def spot_store(arch: Arch, noisy: int, source: int, blend: bool = True) -> list[Kernel]:
+    """A full call under SpotEdit's (or focus's, RegionE's) K/V cache: the rotated keys and the values of the
+    noisy and the source tokens copied into the layer's post-RoPE buffers (in place), and, for an edit that
+    blends (SpotFusion), the source keys rotated at the noisy positions (`spot_layer`)."""
     d = arch.dim
-    return [copy(f"kv store {who} {p}", rows * d, MECHANISM) for who, rows in (("noisy", noisy), ("source", source))
-            for p in "kv"]
+    out = [Kernel(MECHANISM, f"kv store {p}", 0.0, (noisy + source) * d * A, (noisy + source) * d * A, inplace=True)
+           for p in "kv"]
+    return out + (_fusion_target(arch, noisy, "kv store") if blend else [])
 
 
 def stats_projections(arch: Arch, layer: int, text: int, rows: int) -> list[Kernel]:

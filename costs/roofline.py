@@ -98,9 +98,10 @@ def call_kernels(arch: Arch, text: int, noisy: int, source: int, kept: int | Non
     out = [(k, 1) for k in [*embed_and_head(arch, text, image_in, image_out), *cache]]
     # layers grouped by what they cost: (dual, rows, keys) -> how many such layers run
     groups = Counter((layer < arch.dual_layers, *t) for layer, t in enumerate(tokens))
+    blocks = block if active is None else mk.spot_block   # partial calls: keys from SpotEdit's K/V buffers
     for (dual, rows, layer_keys), count in groups.items():
         layer = 0 if dual else arch.dual_layers
-        out += [(k, count) for k in block(arch, layer, text, rows, layer_keys)]
+        out += [(k, count) for k in blocks(arch, layer, text, rows, layer_keys)]
     out += [(k, 1) for k in _mechanism_kernels(arch, text, noisy, source, kept, from_layer, active, keys,
                                                image_out, n_run, mechanics)]
     return out
@@ -114,15 +115,15 @@ def _mechanism_kernels(arch: Arch, text: int, noisy: int, source: int, kept: int
     out: list[Kernel] = []
     if active is not None:
         source_keys = keys - (active if keys == active + kept and active < noisy else noisy)
-        out += mk.spot_call(arch, text, noisy, active, image_out, keys, source_keys < source)
+        out += mk.spot_call(arch, text, noisy, active, image_out)
         for _ in range(n_run):
-            out += mk.spot_layer(arch, text, noisy, active, keys, source_keys, source, mechanics.blend)
+            out += mk.spot_layer(arch, text, noisy, active, keys, source_keys, image_out - active, mechanics.blend)
     elif from_layer > 0 and from_layer < n_run and kept < source:
         out += mk.route(arch, text, noisy + kept)
     elif kept < source:
         out += mk.gather_input(arch, noisy + kept)
     if active is None and mechanics.stores_kv:
-        out += [k for _ in range(n_run) for k in mk.spot_store(arch, noisy, source)]
+        out += [k for _ in range(n_run) for k in mk.spot_store(arch, noisy, source, mechanics.blend)]
     for layer in mechanics.stats_layers:
         if layer < n_run:
             out += mk.stats_layer(arch, layer, text, noisy, source if layer < from_layer else kept)

@@ -85,6 +85,9 @@ class CachedContext:
     source: bool = True            # source tokens' K/V come from the cache (False: recomputed this step)
     alpha: float | None = None     # blend cached noisy K/V toward the source's at the same position (Eq. 8-9)
     recursive: bool = True         # the blend replaces the cache (Algorithm S1); False: blended from the cache
+    # in `needs`: plans may blend (set `alpha`), so full steps also keep what the blend reads after RoPE (the
+    # source keys at the noisy tokens' positions, `actors.spot_buffers`)
+    fusion: bool = False
 
 
 # frozen noisy tokens and the source from the K/V cache filled at the last full step, no blending (focus, RegionE)

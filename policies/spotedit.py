@@ -125,7 +125,8 @@ class SpotEdit(Policy, name="spotedit"):
     @property
     def needs(self) -> Needs:  # type: ignore[override]
         # what full steps cache: the non-edited context (unless naive skip) and the source tokens
-        return Needs(query_skip=CachedContext(noisy=self.fusion != "none", source=self.condition_cache),
+        return Needs(query_skip=CachedContext(noisy=self.fusion != "none", source=self.condition_cache,
+                                              fusion=self.fusion == "spotfusion"),
                      token_scores=True)
 
     def start(self, run: RunInfo) -> SpotEditRun:

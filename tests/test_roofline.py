@@ -11,7 +11,7 @@ import torch
 
 import costs
 from costs import flops, kernels, mechanism_kernels, memory, roofline, roofline_table
-from costs.kernels import ATTENTION, ELEMENTWISE, LINEAR, MECHANISM
+from costs.kernels import ATTENTION, ELEMENTWISE, LINEAR
 
 FLUX, QWEN = costs.real("FLUX.1-Kontext-dev"), costs.real("Qwen-Image-Edit")
 SMALL = {family: flops.Arch(family=family, dim=64, dual_layers=1, single_layers=1 if family == "flux" else 0,
@@ -121,38 +121,34 @@ def test_gather_plan_predicts_no_more_than_flop_ideal(priced, size):
     assert roofline.roofline_speedup(priced.arch, _trace(n), priced.text()) == 1.0
 
 
-def _lean_partial_seconds(arch, text, n, active, dev):
-    """A partial SpotEdit call that moves only what it computes: no blend, copies or concatenations of the
-    full-size K/V, and RoPE only on the computed keys (the cached ones already rotated)."""
-    ks = roofline.call_kernels(arch, text, n, n, n, active=active, source_cached=True)
-    kept = [(k, c) for k, c in ks if not (k.kind == MECHANISM and k.name.startswith("spot ")) and
-            not k.name.startswith("rope k")]
-    layers = [(k, arch.num_layers) for k in kernels.rope(arch, "rope k", text + active)]
-    return roofline.seconds_of(kept + layers, dev)
+def _partial_time(arch, text, n, active, blend=True):
+    return roofline.call_time(arch, "H100 SXM", text, n, n, n, active=active, source_cached=True,
+                              mechanics=roofline.Mechanics(blend=blend))
 
 
 @pytest.mark.parametrize("priced", [FLUX, QWEN], ids=["flux", "qwen"])
-def test_spotedit_partial_step_is_held_back_by_its_full_size_traffic(priced):
+def test_spotedit_partial_step_moves_only_what_it_computes(priced):
+    """The post-RoPE K/V buffers (actors.spot_buffers): RoPE only over the computed rows, no full-size key
+    tensor made; what is left beyond a stock block over the computed rows is writing them into the buffers and
+    SpotFusion's blend of the noisy K and V rows (read the rows and the source's, write the rows)."""
     arch, text, n = priced.arch, priced.text()[0], flops.image_tokens(1024)
     active, d = math.ceil(0.2 * n), arch.dim
     ideal = flops.call_flops(arch, text, n, n).total / \
         flops.call_flops(arch, text, n, n, n, active=active, source_cached=True).total
     full = roofline.call_time(arch, "H100 SXM", text, n, n)
-    partial = roofline.call_time(arch, "H100 SXM", text, n, n, n, active=active, source_cached=True)
-    assert full / partial < 0.8 * ideal   # the extra traffic costs it a fifth of its speedup or more
-    # moving only what it computes would bring it to the FLOP-ideal neighbourhood of a gather plan
-    assert full / _lean_partial_seconds(arch, text, n, active, "H100 SXM") > 0.9 * ideal
-    # the extra traffic by hand, per layer: the in-place blend of K and V (reads cache and source, writes the
-    # cache), two index_copy_ of the active rows, the [noisy, source] concatenations of K and V, and Flux's
-    # [text, image] ones
-    spot = mechanism_kernels.spot_layer(arch, text, n, active, 2 * n, n, n, blend=True)
-    hand = 2 * 3 * n * d * 2 + 2 * 2 * active * d * 2 + 2 * 2 * (2 * n) * d * 2 + \
-        (2 * 2 * (text + 2 * n) * d * 2 if arch.family == "flux" else 0)
-    assert sum(k.bytes for k in spot) == hand
-    # without SpotFusion's blend (focus's, RegionE's static context) the step is faster
-    static = roofline.call_time(arch, "H100 SXM", text, n, n, n, active=active, source_cached=True,
-                                mechanics=roofline.Mechanics(blend=False))
-    assert static < partial
+    ks = roofline.call_kernels(arch, text, n, n, n, active=active, source_cached=True)
+    rope_k = sum(k.bytes * c for k, c in ks if k.name.startswith("rope k"))
+    assert rope_k == pytest.approx(arch.num_layers * sum(k.bytes for k in kernels.rope(arch, "rope k", text + active)))
+    assert not any(k.name.startswith(("cat k", "cat v")) and k.written > (text + active) * d * 2 for k, _ in ks)
+    # the static context (focus, RegionE) reaches the FLOP-ideal neighbourhood of a gather plan; the blend,
+    # SpotFusion's own traffic, costs a few per cent more
+    blended, static = full / _partial_time(arch, text, n, active), full / _partial_time(arch, text, n, active, False)
+    assert static > 0.94 * ideal and 0.85 * ideal < blended < static
+    # by hand, per layer: text rows and active rows written into the K and V buffers, and the in-place blend of
+    # the noisy K and V rows (reads the rows and the aligned source rows, writes the rows)
+    spot = mechanism_kernels.spot_layer(arch, text, n, active, 2 * n, n, 0, blend=True)
+    assert sum(k.bytes for k in spot) == 2 * 2 * (text + active) * d * 2 + 2 * 3 * n * d * 2
+    assert all(k.inplace for k in spot)
 
 
 def test_spotedit_trace_prices_its_full_steps_cache_writes():
@@ -160,8 +156,12 @@ def test_spotedit_trace_prices_its_full_steps_cache_writes():
     trace = _trace(n, steps=6, full=2, active=820, keys=2 * n)
     with_store = roofline.trace_time(arch, trace, text, True)
     without = roofline.trace_time(arch, trace, text, True, kv_cache=False)
-    stores = 2 * arch.num_layers * 2 * 2 * (n + n) * arch.dim * 2   # 2 full steps, 4 clones a layer, read + write
-    assert with_store - without == pytest.approx(stores / roofline.device("H100 SXM").bandwidth, rel=1e-9)
+    # 2 full steps: K and V of every image row copied into the buffers (read + write), and the source keys'
+    # first RoPE axis rotated at the noisy positions (SpotFusion's target)
+    stores = 2 * arch.num_layers * 2 * 2 * (n + n) * arch.dim * 2
+    target = 2 * arch.num_layers * sum(roofline.kernel_seconds(k, roofline.device("H100 SXM"))
+                                       for k in mechanism_kernels._fusion_target(arch, n, "kv store"))
+    assert with_store - without == pytest.approx(stores / roofline.device("H100 SXM").bandwidth + target, rel=1e-9)
     assert roofline.roofline_speedup(arch, trace, text, True) < flops.predicted_speedup(arch, trace, text, True)
 
 
@@ -240,13 +240,25 @@ def test_tiny_flux_allocations_match_the_model(tiny_flux):
     assert 0.95 <= allocated / predicted <= 1.15
 
 
+def _cpu_attention_scratch(queries, keys, heads=4, head_dim=32):
+    """What the CPU's flash attention allocates besides its output (per-thread blocks of logits, the
+    log-sum-exp): nothing the roofline prices on a GPU, whose attention keeps them on chip. Measured on the
+    layout diffusers' dispatcher passes ([B, L, H, D] transposed)."""
+    q = torch.randn(1, queries, heads, head_dim, dtype=torch.bfloat16).transpose(1, 2)
+    k, v = (torch.randn(1, keys, heads, head_dim, dtype=torch.bfloat16).transpose(1, 2) for _ in range(2))
+    allocated, _ = _profiled(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    return allocated - q.numel() * 2
+
+
 def test_tiny_flux_spotedit_calls_allocate_what_the_model_says(tiny_flux):
-    """A full call that fills SpotEdit's K/V cache, then a partial call at 20 % active with the source K/V
-    cached, through the real processors and routing (same allowance as above)."""
+    """A full call that fills SpotEdit's K/V buffers, then a partial call at 20 % active with the source K/V
+    cached, through the real processors and routing (same allowance as above). The partial call rotates and
+    writes only the rows it computes, so the CPU attention's scratch, left out above, is measured and added
+    (it would be a fifth of the rest)."""
     from actors.routing import Routing, routed_blocks
     from actors.spot_attention import SpotCall, SpotKV, spot_attention
     tr, kw = tiny_flux
-    kv = SpotKV(num_noisy=N, num_source=N, key_rotary=tr.pos_embed(kw["img_ids"]))
+    kv = SpotKV(num_noisy=N, num_source=N, key_rotary=tr.pos_embed(kw["img_ids"]), fusion=True)
     routing, active = Routing(family="flux", num_noisy=N), torch.arange(0, N, 5)
     arch, excess = flops.arch_of(tr), _cpu_rms_norm_bytes_per_element() - 2
 
@@ -259,10 +271,13 @@ def test_tiny_flux_spotedit_calls_allocate_what_the_model_says(tiny_flux):
         kv.call = SpotCall()
         full, _ = _profiled(lambda: tr(**kw))
         part, _ = _profiled(partial)
+    layers = arch.num_layers
     stored = roofline.call_kernels(arch, T, N, N, mechanics=roofline.Mechanics(stores_kv=True))
-    assert 0.95 <= full / _written(stored, excess) <= 1.15
+    scratch = layers * _cpu_attention_scratch(T + 2 * N, T + 2 * N)
+    assert 0.95 <= full / (_written(stored, excess) + scratch) <= 1.15
     cached = roofline.call_kernels(arch, T, N, N, N, active=len(active), source_cached=True)
-    assert 0.95 <= part / _written(cached, excess) <= 1.15
+    scratch = layers * _cpu_attention_scratch(T + len(active), T + 2 * N)
+    assert 0.95 <= part / (_written(cached, excess) + scratch) <= 1.15
 
 
 def test_tiny_qwen_allocations_and_peak_match_the_model():

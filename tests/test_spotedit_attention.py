@@ -119,9 +119,10 @@ def _check_fresh_cache(model):
 
 
 def test_fusion_blend_and_cache_update_are_exact(flux_pipe, image_factory):
+    """The pre-RoPE cache ("concat"); the post-RoPE buffers are checked against it in tests/test_spot_buffers.py."""
     model = Model(flux_pipe, image_factory(96, 64, seed=2))
     active = _subset(model.n, seed=1)
-    kv = model.kv()
+    kv = model.kv(path="concat")
     with spot_attention(model.pipe.transformer, "flux", kv):
         kv.call = SpotCall()
         model()
@@ -156,8 +157,8 @@ def test_branches_have_their_own_caches_and_processors_go_away(qwen_pipe, image_
             model()
             assert set(kv.state._state_cache) == {"cond", "uncond"}
             last = len(attention_modules(tr)) - 1   # past layer 0, image keys depend on the prompt
-            assert not torch.equal(kv.state._state_cache["cond"].layers[last].source_k,
-                                   kv.state._state_cache["uncond"].layers[last].source_k)
+            assert not torch.equal(kv.state._state_cache["cond"].layers[last].buffers.k,
+                                   kv.state._state_cache["uncond"].layers[last].buffers.k)
             raise RuntimeError("boom")
     assert [m.processor for m in attention_modules(tr)] == originals
     assert not kv.state._state_cache

@@ -1,8 +1,9 @@
 """Flux attention, as `FluxAttnProcessor` computes it, for the processors our mechanisms install.
 
 `joint_qkv` is the one place that reproduces the stock q/k/v (projections, q/k norms, text stream first);
-the statistics processor rotates all of it, the partial-attention processor completes the image keys and
-values from its cache before rotating. Dual-stream blocks get the text in `encoder_hidden_states`;
+the statistics processor rotates all of it; the partial-attention processor rotates the rows that entered
+and completes keys and values from its post-RoPE buffers (or, on the "concat" path, completes the pre-RoPE
+keys from its cache and rotates them all). Dual-stream blocks get the text in `encoder_hidden_states`;
 single-stream blocks carry [text, image] in `hidden_states`.
 """
 from __future__ import annotations
@@ -14,7 +15,10 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import _get_qkv_projections
 
+from ...spot_buffers import partial_keys, store_full
 from ..common import key_rows
+
+QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def joint_qkv(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None
@@ -54,6 +58,20 @@ class FluxStatsProcessor:
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
 
+class FluxRotary:
+    """Flux's RoPE for the post-RoPE K/V buffers (`actors.spot_buffers.Rotary`): (cos, sin) tables [tokens, D]."""
+
+    @staticmethod
+    def differing(table: tuple[torch.Tensor, torch.Tensor], n: int) -> torch.Tensor:
+        cos, sin = table
+        return ((cos[:n] != cos[n:2 * n]) | (sin[:n] != sin[n:2 * n])).any(0)
+
+    @staticmethod
+    def rotate_noisy(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor], lo: int, hi: int) -> torch.Tensor:
+        n = x.shape[1]
+        return apply_rotary_emb(x, tuple(t[:n, lo:hi] for t in table), sequence_dim=1)
+
+
 class FluxSpotProcessor:
     """Partial attention (SpotEdit) for dual- and single-stream blocks: the image keys and values are
     completed from the edit's `SpotKV`; queries keep the positions of the tokens that entered."""
@@ -70,15 +88,8 @@ class FluxSpotProcessor:
         query, key, value = joint_qkv(attn, hidden_states, encoder_hidden_states)
         text = encoder_hidden_states.shape[1] if encoder_hidden_states is not None \
             else hidden_states.shape[1] - self.kv.image_queries()
-        img_k, img_v, rows = self.kv.assemble(self.layer, key[:, text:], value[:, text:])
-        key = torch.cat([key[:, :text], img_k], dim=1)
-        value = torch.cat([value[:, :text], img_v], dim=1)
-        if image_rotary_emb is not None:
-            key_emb = image_rotary_emb
-            if self.kv.call.active is not None:   # the same in every layer of the call: built by the first
-                key_emb = self.kv.per_call(("flux_key_rope", text), lambda: tuple(
-                    torch.cat([e[:text], key_rows(full, rows)]) for e, full in zip(image_rotary_emb, self.kv.key_rotary)))
-            query, key = rotate(query, image_rotary_emb), rotate(key, key_emb)
+        complete = self._concat if self.kv.path == "concat" else self._buffers
+        query, key, value = complete(query, key, value, text, image_rotary_emb)
         out = dispatch_attention_fn(query, key, value, attn_mask=attention_mask,
                                     backend=self._attention_backend, parallel_config=self._parallel_config)
         out = out.flatten(2, 3).to(query.dtype)
@@ -87,3 +98,30 @@ class FluxSpotProcessor:
         text_out, img_out = out.split_with_sizes([text, out.shape[1] - text], dim=1)
         img_out = attn.to_out[1](attn.to_out[0](img_out.contiguous()))
         return img_out, attn.to_add_out(text_out.contiguous())
+
+    def _buffers(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, text: int, emb: Any) -> QKV:
+        """Only the rows that entered are rotated (with their own positions) and written into the buffers."""
+        kv, n = self.kv, self.kv.num_noisy
+        rot = None if emb is None else FluxRotary
+        query, rotated = rotate(query, emb), rotate(key, emb)
+        if kv.call.active is None:
+            store_full(kv, self.layer, rotated, value, text, key[:, text + n:text + 2 * n], rot)
+            return query, rotated, value
+        start = text + kv.call.active.numel()
+        source_pre = key[:, start:] if kv.call.source_queries else None
+        keys, values = partial_keys(kv, self.layer, rotated[:, :text], value[:, :text], rotated[:, text:],
+                                    value[:, text:], source_pre, rot)
+        return query, keys, values
+
+    def _concat(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, text: int, emb: Any) -> QKV:
+        """The pre-RoPE cache: every key joined and rotated in every layer (`SpotKV.assemble`)."""
+        img_k, img_v, rows = self.kv.assemble(self.layer, key[:, text:], value[:, text:])
+        key = torch.cat([key[:, :text], img_k], dim=1)
+        value = torch.cat([value[:, :text], img_v], dim=1)
+        if emb is not None:
+            key_emb = emb
+            if self.kv.call.active is not None:   # the same in every layer of the call: built by the first
+                key_emb = self.kv.per_call(("flux_key_rope", text), lambda: tuple(
+                    torch.cat([e[:text], key_rows(full, rows)]) for e, full in zip(emb, self.kv.key_rotary)))
+            query, key = rotate(query, emb), rotate(key, key_emb)
+        return query, key, value

@@ -1,8 +1,9 @@
 """Qwen-Image attention, as `QwenDoubleStreamAttnProcessor2_0` computes it, for our processors.
 
 `stream_qkv` is the one place that reproduces the stock q/k/v of both streams (projections, q/k norms);
-the statistics processor rotates and joins them [text, image], the partial-attention processor completes
-the image keys and values from its cache first. The joint mask is the text mask followed by ones.
+the statistics processor rotates and joins them [text, image]; the partial-attention processor rotates the
+rows that entered and completes keys and values from its post-RoPE buffers (or, on the "concat" path, completes
+the pre-RoPE image keys from its cache first). The joint mask is the text mask followed by ones.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
 
+from ...spot_buffers import partial_keys, store_full
 from ..common import key_rows
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -70,6 +72,18 @@ class QwenStatsProcessor:
                           attention_mask, image_rotary_emb)
 
 
+class QwenRotary:
+    """Qwen's RoPE for the post-RoPE K/V buffers (`actors.spot_buffers.Rotary`): complex rows [tokens, D/2]."""
+
+    @staticmethod
+    def differing(table: torch.Tensor, n: int) -> torch.Tensor:
+        return (table[:n] != table[n:2 * n]).any(0).repeat_interleave(2)
+
+    @staticmethod
+    def rotate_noisy(x: torch.Tensor, table: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return rotate(x, table[: x.shape[1], lo // 2:hi // 2])
+
+
 class QwenSpotProcessor:
     """Partial attention (SpotEdit) for Qwen-Image double-stream blocks over the edit's `SpotKV`."""
 
@@ -87,22 +101,46 @@ class QwenSpotProcessor:
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         if encoder_hidden_states is None or attention_mask is not None:
             raise ValueError("QwenSpotProcessor takes the text stream and no external attention_mask")
-        (txt_q, txt_k, txt_v), (img_q, img_k, img_v) = stream_qkv(attn, hidden_states, encoder_hidden_states)
-        img_k, img_v, rows = self.kv.assemble(self.layer, img_k, img_v)
-        if image_rotary_emb is not None:
-            img_freqs, txt_freqs = image_rotary_emb
-            key_freqs = img_freqs if self.kv.call.active is None else self.kv.per_call(
-                ("qwen_key_rope", rows is None), lambda: key_rows(self.kv.key_rotary, rows))   # built once per call
-            img_q, img_k = rotate(img_q, img_freqs), rotate(img_k, key_freqs)
-            txt_q, txt_k = rotate(txt_q, txt_freqs), rotate(txt_k, txt_freqs)
-        mask = joint_mask(encoder_hidden_states_mask, img_k.shape[1])   # over the complete keys
+        text, image = stream_qkv(attn, hidden_states, encoder_hidden_states)
+        complete = self._concat if self.kv.path == "concat" else self._buffers
+        query, key, value = complete(text, image, image_rotary_emb)
         seq_txt = encoder_hidden_states.shape[1]
+        mask = joint_mask(encoder_hidden_states_mask, key.shape[1] - seq_txt)   # over the complete keys
         out = dispatch_attention_fn(
-            torch.cat([txt_q, img_q], 1), torch.cat([txt_k, img_k], 1), torch.cat([txt_v, img_v], 1),
-            attn_mask=None if mask is None else mask[:, None, None, :], dropout_p=0.0, is_causal=False,
-            backend=self._attention_backend, parallel_config=self._parallel_config)
-        out = out.flatten(2, 3).to(img_q.dtype)
+            query, key, value, attn_mask=None if mask is None else mask[:, None, None, :], dropout_p=0.0,
+            is_causal=False, backend=self._attention_backend, parallel_config=self._parallel_config)
+        out = out.flatten(2, 3).to(query.dtype)
         img_out = attn.to_out[0](out[:, seq_txt:].contiguous())
         if len(attn.to_out) > 1:
             img_out = attn.to_out[1](img_out)
         return img_out, attn.to_add_out(out[:, :seq_txt].contiguous())
+
+    def _buffers(self, text: QKV, image: QKV, emb: Any) -> QKV:
+        """Only the rows that entered are rotated (with their own positions) and written into the buffers."""
+        (txt_q, txt_k, txt_v), (img_q, img_k, img_v) = text, image
+        kv, n, seq_txt = self.kv, self.kv.num_noisy, txt_k.shape[1]
+        rot, img_rot = None, img_k
+        if emb is not None:
+            img_freqs, txt_freqs = emb
+            rot, img_q, img_rot = QwenRotary, rotate(img_q, img_freqs), rotate(img_k, img_freqs)
+            txt_q, txt_k = rotate(txt_q, txt_freqs), rotate(txt_k, txt_freqs)
+        query = torch.cat([txt_q, img_q], 1)
+        if kv.call.active is None:
+            key, value = torch.cat([txt_k, img_rot], 1), torch.cat([txt_v, img_v], 1)
+            store_full(kv, self.layer, key, value, seq_txt, img_k[:, n:2 * n], rot)
+            return query, key, value
+        source_pre = img_k[:, kv.call.active.numel():] if kv.call.source_queries else None
+        key, value = partial_keys(kv, self.layer, txt_k, txt_v, img_rot, img_v, source_pre, rot)
+        return query, key, value
+
+    def _concat(self, text: QKV, image: QKV, emb: Any) -> QKV:
+        """The pre-RoPE cache: every image key joined and rotated in every layer (`SpotKV.assemble`)."""
+        (txt_q, txt_k, txt_v), (img_q, img_k, img_v) = text, image
+        img_k, img_v, rows = self.kv.assemble(self.layer, img_k, img_v)
+        if emb is not None:
+            img_freqs, txt_freqs = emb
+            key_freqs = img_freqs if self.kv.call.active is None else self.kv.per_call(
+                ("qwen_key_rope", rows is None), lambda: key_rows(self.kv.key_rotary, rows))   # built once per call
+            img_q, img_k = rotate(img_q, img_freqs), rotate(img_k, key_freqs)
+            txt_q, txt_k = rotate(txt_q, txt_freqs), rotate(txt_k, txt_freqs)
+        return torch.cat([txt_q, img_q], 1), torch.cat([txt_k, img_k], 1), torch.cat([txt_v, img_v], 1)

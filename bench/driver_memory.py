@@ -116,8 +116,10 @@ def measure_plan(records: int, folder: str) -> dict[str, Any]:
 
 def child(mode: str, records: int) -> None:
     """One measurement, in this process: prints its JSON line with the process's peak RSS."""
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dropedit-driver-") as folder:
         result = (measure_run if mode == "run" else measure_plan)(records, folder)
+    result["load_avg_1m"] = [round(load, 1), round(os.getloadavg()[0], 1)]   # the machine's, before and after
     result["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["modules"] = sorted(m for m in ("torch", "diffusers") if m in sys.modules)
     print(json.dumps(result), flush=True)

@@ -18,6 +18,7 @@ import ray
 
 from . import storage as st
 from .accounting import count_written, run_files
+from .block_stats import drop_block_stats
 from .config import RunConfig
 from .configuration import Configuration, ExpandedRun
 from .finish_stage import finish_units
@@ -105,6 +106,7 @@ def run_ablation(run: ExpandedRun, factory: ActorFactory = edit_actor) -> dict[s
     """Run every missing (record, configuration) pair; returns counts for the caller to print."""
     cfg = run.config
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
+    drop_block_stats()   # Ray Data's per-block stats would grow with the units in the driver
     done = done_pairs(cfg)   # indexed on a worker: the driver holds a reference and a count
     fs, results_path = st.filesystem_for(results_uri(cfg), cfg.storage)
     prefix, namer = run_files()   # this run's files, found and counted on a worker afterwards

@@ -65,3 +65,20 @@ def test_the_accounting_counts_file_by_file(tmp_path):
     counts = new_row_counts([str(p) for p in tmp_path.iterdir()], pa.fs.LocalFileSystem())
     assert counts == {"records": 4, "edited": 7, "ok": 4, "errors": 3, "pairing_reruns": 3,
                       "extra_gpu_s_for_pairing": 4.5}
+
+
+def test_ray_data_s_per_block_stats_are_trimmed_as_the_run_goes():
+    from types import SimpleNamespace
+
+    from ray.data import DataContext
+
+    from pipeline.block_stats import KEEP, DropBlockStats, drop_block_stats
+
+    op, other = SimpleNamespace(_output_blocks_stats=list(range(5 * KEEP))), SimpleNamespace()
+    DropBlockStats().on_execution_step(SimpleNamespace(_topology=[op, other]))   # iterated as the topology's keys
+    assert op._output_blocks_stats == list(range(4 * KEEP, 5 * KEEP))
+    DropBlockStats().on_execution_step(SimpleNamespace())   # a Ray without the attributes: nothing to do
+    context = DataContext.get_current()
+    drop_block_stats(context)
+    drop_block_stats(context)
+    assert context.custom_execution_callback_classes.count(DropBlockStats) == 1

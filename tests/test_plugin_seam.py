@@ -136,7 +136,8 @@ KINDS = {
               {"threshold": "yes"}, "cache 'first-block': parameter 'threshold' must be a number, got 'yes'",
               "first-block, magcache, taylorseer, velocity-decay"),
     "peer": (peers.make, peers.PeerError, "cache-dit",
-             {"front": 0}, "peer 'cache-dit': parameter 'front' must be >= 1, got 0", "cache-dit, regione"),
+             {"front": 0}, "peer 'cache-dit': parameter 'front' must be >= 1, got 0",
+             "cache-dit, flux2-klein-kv, regione"),
 }
 
 

@@ -2,10 +2,11 @@
 source key j, and the value norms ‖v_j‖ per head (ToPi Eq. 4 and 9).
 
 A processor wrapper (the family's, `actors.families`) sits on every attention module for one edit. On the
-layers a step asks for, it recomputes the joint (post-norm, post-RoPE) q, k, v exactly as the stock
-processor does, computes the
-softmax of the noisy queries against all keys in chunks of queries (never the full matrix), and then
-calls the wrapped processor unchanged, so the layer's output is the stock one.
+layers a step asks for, it computes the joint (post-norm, post-RoPE) q, k, v once, as the stock processor
+does, and hands them to `AttentionCollector.attend`: one attention call (`actors.attention_lse`) gives the
+layer's output and each query's log-sum-exp lse_i, after which A_ij = exp(q_i·k_j/√D − lse_i) needs only the
+noisy queries × source keys products (in the compute dtype, accumulated in fp32), no softmax over all keys.
+The wrapper then finishes the layer as the stock processor does (output projections).
 """
 from __future__ import annotations
 
@@ -16,38 +17,48 @@ from typing import Iterator
 
 import torch
 
+from .attention_lse import attention_with_lse
 from .models import family
 from .routing import transformer_layers
 
 
-def source_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, text_len: int, num_noisy: int,
-                     key_mask: torch.Tensor | None = None, chunk: int = 1024
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For a joint sequence [text, noisy, source] ([B, N, H, D] each), return
-
-    - mass [H, S]: Σ_b Σ_{noisy i} softmax(q_i·kᵀ/√D)_j over the source keys j (softmax over all N keys),
-    - value_norm [H, S]: Σ_b ‖v_j‖ per head,
-    - influence [H, S]: Σ_b ‖v_j‖·Σ_i A_ij (ToPi Eq. 9 before the sums over heads and layers).
-
-    Queries are processed `chunk` at a time so memory stays O(chunk·N) per head.
-    """
-    n, d = q.shape[1], q.shape[-1]
-    first_source = text_len + num_noisy
-    # scaled once here, not per logits chunk: [B, H, G, D] is far smaller than the [B, H, c, N] logits
-    queries = q[:, text_len:first_source].float().transpose(1, 2) * d ** -0.5   # [B, H, G, D]
-    keys_t = k.float().transpose(1, 2).transpose(-1, -2)              # [B, H, D, N]
-    bias = None
-    if key_mask is not None:
-        bias = torch.zeros(key_mask.shape, dtype=torch.float32, device=q.device)
-        bias = bias.masked_fill(~key_mask.bool(), float("-inf"))[:, None, None, :]
-    mass = torch.zeros(q.shape[0], q.shape[2], n - first_source, dtype=torch.float32, device=q.device)
+def source_mass(q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, *, text_len: int, num_noisy: int,
+                key_mask: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Σ_{noisy i} softmax(q_i·kᵀ/√D)_j per batch row, head and source key j ([B, H, S], fp32) of a joint
+    sequence [text, noisy, source] ([B, N, H, D]), from the attention's log-sum-exp `lse` [B, H, N] (fp32, over
+    all keys): exp(q_i·k_j/√D − lse_i) over source keys only, `chunk` queries at a time."""
+    first_source, scale = text_len + num_noisy, q.shape[-1] ** -0.5
+    b, heads = q.shape[0], q.shape[2]
+    queries = q[:, text_len:first_source].transpose(1, 2)                      # [B, H, G, D]
+    keys_t = k[:, first_source:].transpose(1, 2).reshape(b * heads, -1, q.shape[-1]).mT   # [BH, D, S]
+    neg_lse = -lse[:, :, text_len:first_source].reshape(b * heads, -1, 1)     # [BH, G, 1]
+    mass = torch.zeros(b * heads, keys_t.shape[-1], dtype=torch.float32, device=q.device)
     for start in range(0, num_noisy, chunk):
-        logits = queries[:, :, start: start + chunk] @ keys_t   # [B, H, c, N]
-        if bias is not None:
-            logits = logits + bias
-        mass += logits.softmax(dim=-1)[..., first_source:].sum(dim=-2)
-    value_norm = v[:, first_source:].float().norm(dim=-1).transpose(1, 2)  # [B, H, S]
-    return mass.sum(0), value_norm.sum(0), (mass * value_norm).sum(0)
+        block = queries[:, :, start: start + chunk].reshape(b * heads, -1, q.shape[-1])
+        logits = _products(block, keys_t)                                     # [BH, c, S] fp32
+        # one pass: scale·q·k − lse, then exp in place (fp32: lse is fp32 and logits may reach ±50)
+        torch.add(neg_lse[:, start: start + chunk], logits, alpha=scale, out=logits)
+        mass += logits.exp_().sum(dim=1)
+    mass = mass.view(b, heads, -1)
+    if key_mask is not None:   # masked source keys carry no attention (lse already excludes them)
+        mass = mass * key_mask[:, None, first_source:].to(mass.dtype)
+    return mass
+
+
+def _products(queries: torch.Tensor, keys_t: torch.Tensor) -> torch.Tensor:
+    """queries·keys_t in fp32: on CUDA in the compute dtype on tensor cores with an fp32 output
+    (`bmm(..., out_dtype)`), elsewhere (or where that is refused) after an upcast."""
+    if queries.is_cuda and queries.dtype in (torch.float16, torch.bfloat16):
+        try:
+            return torch.bmm(queries, keys_t, out_dtype=torch.float32)
+        except (RuntimeError, TypeError):
+            pass
+    return torch.bmm(queries.float(), keys_t.float())
+
+
+def value_norms(v: torch.Tensor, first_source: int) -> torch.Tensor:
+    """‖v_j‖ per batch row, head and source key ([B, H, S], fp32)."""
+    return v[:, first_source:].float().norm(dim=-1).transpose(1, 2)
 
 
 def similarity_to_noisy(image: torch.Tensor, num_noisy: int) -> torch.Tensor:
@@ -86,29 +97,51 @@ class AttentionCollector:
     results: dict[int, LayerStats] = field(default_factory=dict)
     text_len: int = 0           # of the current call; single-stream Flux blocks cannot see it
     seconds: float = 0.0        # spent computing statistics since the last `take`
+    _events: list = field(default_factory=list)   # (start, end) CUDA events not yet read
 
     def request(self, layers: tuple[int, ...] | frozenset[int]) -> None:
         self.layers, self.results = frozenset(int(x) for x in layers), {}
 
     def take(self) -> tuple[dict[int, LayerStats], float]:
+        """What the call reported and the seconds its statistics took (waits for the call's last CUDA event)."""
+        if self._events:
+            self._events[-1][1].synchronize()   # events complete in stream order: the last one suffices
+        self.seconds += sum(start.elapsed_time(end) for start, end in self._events) / 1000.0
         out, seconds = self.results, self.seconds
-        self.results, self.layers, self.seconds = {}, frozenset(), 0.0
+        self.results, self.layers, self.seconds, self._events = {}, frozenset(), 0.0, []
         return out, seconds
 
-    def record(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, image: torch.Tensor,
-               key_mask: torch.Tensor | None) -> None:
-        if q.device.type == "cuda":
-            torch.cuda.synchronize(q.device)   # so the time below is the statistics' own
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, image: torch.Tensor,
+               key_mask: torch.Tensor | None) -> torch.Tensor:
+        """The layer's attention output ([B, N, H, D], q's dtype) from one call, with this layer's statistics
+        recorded on the way."""
+        out, lse = attention_with_lse(q, k, v, key_mask)
+        with self._timed(q.device):
+            first_source = self.text_len + self.num_noisy
+            mass = source_mass(q, k, lse, text_len=self.text_len, num_noisy=self.num_noisy, key_mask=key_mask,
+                               chunk=self.chunk)
+            value_norm = value_norms(v, first_source)
+            stats = LayerStats(mass.sum(0), value_norm.sum(0), (mass * value_norm).sum(0),
+                               similarity_to_noisy(image, self.num_noisy))
+            if layer in self.results:
+                self.results[layer].add(stats)
+            else:
+                self.results[layer] = stats
+        return out
+
+    @contextlib.contextmanager
+    def _timed(self, device: torch.device) -> Iterator[None]:
+        """The statistics' own time. On CUDA two events, read in `take` (after the call), so nothing in the
+        layer waits for the device; elsewhere the wall clock."""
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._events.append((start, end))
+            return
         started = time.perf_counter()
-        mass, value_norm, influence = source_attention(q, k, v, text_len=self.text_len, num_noisy=self.num_noisy,
-                                            key_mask=key_mask, chunk=self.chunk)
-        stats = LayerStats(mass, value_norm, influence, similarity_to_noisy(image, self.num_noisy))
-        if layer in self.results:
-            self.results[layer].add(stats)
-        else:
-            self.results[layer] = stats
-        if q.device.type == "cuda":
-            torch.cuda.synchronize(q.device)
+        yield
         self.seconds += time.perf_counter() - started
 
 

@@ -4,10 +4,10 @@ call; `costs.roofline` adds these). Each function names the code it prices.
 from __future__ import annotations
 
 from .flops import Arch
-from .kernels import (ATTENTION, MECHANISM, A, F, Kernel, attention, block, copy, ew, linear, qk_norm, rope,
+from .kernels import (ATTENTION, MECHANISM, A, F, Kernel, attention, block, copy, ew, rope,
                       table_bytes)
 
-STATS_CHUNK = 1024   # actors.attention_stats.AttentionCollector.chunk: noisy queries per softmax chunk
+STATS_CHUNK = 1024   # actors.attention_stats.AttentionCollector.chunk: noisy queries per chunk of products
 
 
 def gather_input(arch: Arch, rows: int) -> list[Kernel]:
@@ -99,36 +99,25 @@ def spot_store(arch: Arch, noisy: int, source: int, blend: bool = True) -> list[
     return out + (_fusion_target(arch, noisy, "kv store") if blend else [])
 
 
-def stats_projections(arch: Arch, layer: int, text: int, rows: int) -> list[Kernel]:
-    """The statistics processor recomputes the stock q, k, v (post-norm, post-RoPE) before calling the stock
-    processor, which computes them again (`joint_qkv` / `stream_qkv` and `rotate`)."""
-    d, out = arch.dim, []
-    streams = (("image", rows), ("text", text)) if layer < arch.dual_layers else (("joint", text + rows),)
-    for stream, m in streams:
-        out += [linear(f"stats {stream} to_{p}", m, d, d) for p in "qkv"]
-        out += [*qk_norm(arch, f"stats {stream} q norm", m * d), *qk_norm(arch, f"stats {stream} k norm", m * d)]
-    if layer < arch.dual_layers:
-        out += [copy(f"stats cat {p}", (text + rows) * d) for p in "qkv"]
-    out += [*rope(arch, "stats rope q", text + rows), *rope(arch, "stats rope k", text + rows)]
-    return [Kernel(MECHANISM, k.name, k.flops, k.read, k.written, k.fp32) for k in out]
-
-
 def stats_layer(arch: Arch, layer: int, text: int, noisy: int, source: int) -> list[Kernel]:
     """ToPi's / Sparse Context's attention statistics on one recorded layer of a full call
-    (actors.attention_stats.source_attention and similarity_to_noisy): the recomputed projections, the noisy
-    queries and every key upcast to fp32, per chunk of 1024 queries an fp32 Q·Kᵀ (TF32 is off: CUDA cores),
-    its softmax and the sum over the source keys, the source values' norms, and the cosine similarity of the
-    source features to the mean noisy one (about: an upcast, a mean, a product and two norms)."""
+    (actors.attention_stats.AttentionCollector.attend): the layer's own attention call (priced with the stock
+    call: q, k, v computed once) also writes each query's fp32 log-sum-exp; then the source keys and, per chunk
+    of 1024 noisy queries, the queries laid out per head, their products with the source keys in bf16 on the
+    tensor cores into fp32, `scale·logits − lse` and the exp in place, the sum over the chunk; the source
+    values' norms and the cosine similarity of the source features to the mean noisy one (about: an upcast, a
+    mean, a product and two norms). `layer` is kept for the callers: the cost no longer depends on it."""
     d, n = arch.dim, text + noisy + source
     heads = d // arch.head_dim
-    out = stats_projections(arch, layer, text, noisy + source)
-    out += [ew("stats queries upcast", noisy * d, A, F, MECHANISM),
-            ew("stats queries scale", noisy * d, F, F, MECHANISM), ew("stats keys upcast", n * d, A, F, MECHANISM)]
+    out = [Kernel(MECHANISM, "stats lse", 0.0, 0.0, heads * n * F), copy("stats source keys", source * d, MECHANISM)]
     for start in range(0, noisy, STATS_CHUNK):
         c = min(STATS_CHUNK, noisy - start)
-        out += [Kernel(MECHANISM, "stats logits", 2.0 * c * n * d, (c + n) * d * F, heads * c * n * F, fp32=True),
-                ew("stats softmax", heads * c * n, F, F, MECHANISM),
-                Kernel(MECHANISM, "stats source mass", 0.0, heads * c * source * F, heads * source * F)]
+        logits = heads * c * source
+        out += [copy("stats queries", c * d, MECHANISM),
+                Kernel(MECHANISM, "stats source logits", 2.0 * c * source * d, (c + source) * d * A, logits * F),
+                Kernel(MECHANISM, "stats minus lse", 0.0, logits * F + heads * c * F, logits * F, inplace=True),
+                Kernel(MECHANISM, "stats exp", 0.0, logits * F, logits * F, inplace=True),
+                Kernel(MECHANISM, "stats source mass", 0.0, logits * F, heads * source * F)]
     out += [ew("stats values upcast", source * d, A, F, MECHANISM),
             Kernel(MECHANISM, "stats value norms", 0.0, source * d * F, heads * source * F),
             ew("stats features upcast", (noisy + source) * d, A, F, MECHANISM),

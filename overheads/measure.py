@@ -8,8 +8,8 @@ With random weights (timing only), fp32, on the CPU: one block of each kind of F
 `FluxTransformerBlock` and a `FluxSingleTransformerBlock`, 24 heads × 128) and of Qwen-Image-Edit (a
 `QwenImageTransformerBlock`) at the real token counts (noisy + source + text), and, through the project's own
 code at the same size: SpotEdit's observe with the editor's SpotSelector on the real FLUX / Qwen-Image VAE
-decoder, SpotEdit's K/V cache (SpotKV.assemble, full and partial calls, one layer), ToPi's statistics processor
-on one layer of each kind and its observe, TokenDrop's plan + observe (the adaptive mask) and its regularized
+decoder, SpotEdit's K/V cache (SpotKV.assemble, full and partial calls, one layer), ToPi's statistics (the
+processor's own work after the layer's one attention call) on one layer of each kind and its observe, TokenDrop's plan + observe (the adaptive mask) and its regularized
 sampler step, focus's and regione's partition (cosine score + margin dilation / erosion-dilation) and their static
 K/V cache (SpotKV.assemble, partial calls: focus with the kept source keys, regione with every one).
 `overheads/table.py` turns them into shares of a step and of an edit.
@@ -190,25 +190,26 @@ def _capture(kind: str, captured: dict[str, Any]) -> Callable[..., None]:
     return hook
 
 
-def _skip(*args: Any, **kwargs: Any) -> None:
-    return None   # stands in for the stock attention: only the statistics' own work is timed
-
-
 def time_topi_stats(family: str, attn: torch.nn.Module, args: tuple, kwargs: dict[str, Any], num_noisy: int,
                     text: int, repeats: int, warmup: int) -> tuple[list[float], LayerStats]:
-    """The family's statistics processor (what ToPi adds to a representative layer on an anchor step: q, k, v
-    again, the chunked softmax of the noisy queries, value norms, similarity) on captured real inputs."""
+    """What ToPi adds to a representative layer on an anchor step, on captured real inputs: the family's
+    statistics processor computes the layer from one attention call (the stock output and each query's
+    log-sum-exp, `AttentionCollector.attend`); the seconds are the collector's own, the statistics' work after
+    that call (noisy × source products, value norms, similarity), as an edit's trace reports them."""
     collector = AttentionCollector(num_noisy=num_noisy)
-    processor = family_named(family).stats_processor(_skip, 0, collector)
+    processor = family_named(family).stats_processor(attn.processor, 0, collector)
+    seconds: list[float] = []
     last: dict[int, LayerStats] = {}
-
-    def once() -> None:
-        collector.request((0,))
-        collector.text_len = text   # what the dual blocks set before the single ones
-        processor(attn, *args, **kwargs)
-        last.update(collector.take()[0])
-
-    return timed(once, repeats, warmup), last[0]
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            collector.request((0,))
+            collector.text_len = text   # what the dual blocks set before the single ones
+            processor(attn, *args, **kwargs)
+            stats, spent = collector.take()
+            last.update(stats)
+            if i >= warmup:
+                seconds.append(spent)
+    return seconds, last[0]
 
 
 def time_topi_observe(family: str, grid: tuple[int, int], stats: dict[str, LayerStats], layers_depth: dict[str, int],

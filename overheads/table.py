@@ -44,8 +44,9 @@ WHY = {
                        "channels, the threshold and the margin dilation (policies.focus.grow), once per partition",
     "regione_partition": "the one partition: cosine similarity over {n} tokens × 64 channels, the threshold, a 3×3 "
                          "erosion and a 5×5 dilation (policies.regione.erode_dilate), once per edit",
-    "topi_stats": "ToPi's statistics recompute the layer's q, k, v and the fp32 softmax of every noisy query "
-                  "against all keys, on each representative layer of each anchor step",
+    "topi_stats": "ToPi's statistics, after the layer's own attention call (which also returns each query's "
+                  "log-sum-exp): every noisy query's products with the source keys, their exp and sums, the value "
+                  "norms and the similarity, on each representative layer of each anchor step",
     "topi_observe": "the influence sums and the sorted mass selection",
     "tokendrop_policy": "difference map, 11×11 blur, histogram and triangle threshold on the token grid",
     "tokendrop_reg": "the regularized sampler's closed form on the dropped tokens",
@@ -334,8 +335,8 @@ def markdown(doc: dict[str, Any]) -> str:
     out += ["## Every timing", "", *timing_table(doc["results"]), "",
             "Blocks: forward of one block of each kind at the real token counts (noisy + source + text), timed by "
             "hooks around the block inside a call of the model built with one block of each kind. topi_stats_*: "
-            "the family's statistics processor (actors/attention_stats.py) on that layer's captured attention "
-            "inputs, the stock attention skipped. spotedit_selector: SpotEdit's observe with the editor's "
+            "the statistics' own time (AttentionCollector.attend after the layer's one attention call, "
+            "actors/attention_stats.py) on that layer's captured attention inputs. spotedit_selector: SpotEdit's observe with the editor's "
             "TimedScorer (SpotSelector, lpips_vae) per step; spotedit_first: its first call (also decodes the "
             "source). kv_full / kv_partial: SpotKV.assemble of one layer on a full / partial call. "
             "focus_partition / regione_partition: the policy's observe on its partitioning step with the editor's "

@@ -2,7 +2,8 @@
 
 - pruning after layer K equals the full sequence with the dropped source tokens masked out as keys in
   every layer from K on (and present before K);
-- the chunked statistics equal the brute-force softmax over the q, k, v the stock processor really used;
+- the statistics (from the layer's own attention call) equal the brute-force softmax over the q, k, v the
+  stock processor really used;
 - merging equals an explicit per-token loop.
 """
 import pytest
@@ -100,13 +101,16 @@ def test_chunked_statistics_equal_brute_force_softmax(family, flux_pipe, qwen_pi
         seen.setdefault(layer, []).append((q.detach().clone(), k.detach().clone(), v.detach().clone(), attn_mask))
         return attn_mask
 
-    _counting_dispatch(module, monkeypatch, num_layers, capture)
     collector = AttentionCollector(num_noisy=n_noisy, chunk=5)   # many chunks, one ragged
-    with torch.no_grad(), adapter.attach(inputs), collecting_attention(pipe.transformer, family, collector):
-        collector.request(tuple(range(num_layers)))
-        adapter.velocity(inputs, inputs.latents, inputs.timesteps[0], None)
-        stats, seconds = collector.take()
-    assert sorted(stats) == list(range(num_layers)) and seconds > 0
+    with torch.no_grad(), adapter.attach(inputs):
+        with monkeypatch.context() as m:   # the stock call's q, k, v (recorded layers make their own call)
+            _counting_dispatch(module, m, num_layers, capture)
+            adapter.velocity(inputs, inputs.latents, inputs.timesteps[0], None)
+        with collecting_attention(pipe.transformer, family, collector):
+            collector.request(tuple(range(num_layers)))
+            adapter.velocity(inputs, inputs.latents, inputs.timesteps[0], None)
+            stats, seconds = collector.take()
+    assert sorted(stats) == list(range(num_layers)) and seconds > 0 and sorted(seen) == list(range(num_layers))
     for layer, calls in seen.items():   # Qwen's true CFG calls the transformer twice: stats are summed
         assert stats[layer].calls == len(calls) == (2 if family == "qwen" else 1)
         mass, value_norm = 0, 0

@@ -53,7 +53,7 @@ def _layer_stats(q, k, v, text, noisy):
 
 
 def test_influence_score_equals_a_direct_computation_of_eq_9():
-    from actors.attention_stats import source_attention
+    from stats_reference import source_attention
 
     g = torch.Generator().manual_seed(1)
     text, noisy, source, heads, dim = 3, 5, 7, 2, 4

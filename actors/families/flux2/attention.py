@@ -2,7 +2,8 @@
 [text, image] as one sequence, attention fused with the MLP) compute it, for the statistics processor.
 
 Dual-stream processors are called with `encoder_hidden_states`, single-stream ones without it; the single
-blocks' text length is the one the dual blocks of the same call saw (`collector.text_len`)."""
+blocks' text length is the one the dual blocks of the same call saw (`collector.text_len`). On recorded layers the
+statistics processors compute the layer themselves from one attention call (`AttentionCollector.attend`)."""
 from __future__ import annotations
 
 import inspect
@@ -10,7 +11,8 @@ from typing import Any
 
 import torch
 from diffusers.models.embeddings import apply_rotary_emb
-from diffusers.models.transformers.transformer_flux2 import _get_qkv_projections
+from diffusers.models.transformers.transformer_flux2 import (Flux2AttnProcessor, Flux2ParallelSelfAttnProcessor,
+                                                             _get_qkv_projections)
 
 
 def _heads(attn: Any, *xs: torch.Tensor) -> list[torch.Tensor]:
@@ -29,9 +31,18 @@ def dual_qkv(attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torc
 
 def single_qkv(attn: Any, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v of a single-stream block's [text, image] sequence after the q/k norms, before RoPE."""
-    qkv = attn.to_qkv_mlp_proj(hidden_states)[..., : 3 * attn.inner_dim]
+    return single_qkv_mlp(attn, hidden_states)[0]
+
+
+def single_qkv_mlp(attn: Any, hidden_states: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """((q, k, v), MLP input) of a single-stream block: one fused projection split as
+    `Flux2ParallelSelfAttnProcessor` splits it."""
+    fused = attn.to_qkv_mlp_proj(hidden_states)
+    qkv_dim, mlp_dim = 3 * attn.inner_dim, attn.mlp_hidden_dim * attn.mlp_mult_factor
+    local_qkv = fused.shape[-1] * qkv_dim // (qkv_dim + mlp_dim)
+    qkv, mlp = torch.split(fused, [local_qkv, fused.shape[-1] - local_qkv], dim=-1)
     q, k, v = _heads(attn, *qkv.chunk(3, dim=-1))
-    return attn.norm_q(q), attn.norm_k(k), v
+    return (attn.norm_q(q), attn.norm_k(k), v), mlp
 
 
 def _rotate(x: torch.Tensor, emb: Any) -> torch.Tensor:
@@ -39,35 +50,51 @@ def _rotate(x: torch.Tensor, emb: Any) -> torch.Tensor:
 
 
 class Flux2DualStatsProcessor:
-    """Wraps a dual-stream processor; reports statistics when its layer is asked for."""
+    """Wraps a dual-stream processor. On a layer asked for statistics it computes the layer itself, as
+    `Flux2AttnProcessor` does, from one attention call that also yields the statistics."""
 
     def __init__(self, inner: Any, layer: int, collector: Any) -> None:
         self.inner, self.layer, self.collector = inner, layer, collector
+        self.stock = type(inner) is Flux2AttnProcessor   # what a recorded layer reproduces
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> Any:
         c = self.collector
         c.text_len = encoder_hidden_states.shape[1]   # the single-stream blocks cannot see it
-        if self.layer in c.layers:
-            q, k, v = dual_qkv(attn, hidden_states, encoder_hidden_states)
-            c.record(self.layer, _rotate(q, image_rotary_emb), _rotate(k, image_rotary_emb), v, hidden_states, None)
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if self.layer not in c.layers:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        _check(self, attention_mask)
+        q, k, v = dual_qkv(attn, hidden_states, encoder_hidden_states)
+        q, k = _rotate(q, image_rotary_emb), _rotate(k, image_rotary_emb)
+        out = c.attend(self.layer, q, k, v, hidden_states, None).flatten(2, 3).to(q.dtype)
+        text_out, img_out = out.split_with_sizes([c.text_len, out.shape[1] - c.text_len], dim=1)
+        return attn.to_out[1](attn.to_out[0](img_out)), attn.to_add_out(text_out)
 
 
 class Flux2SingleStatsProcessor:
-    """Wraps a single-stream processor; reports statistics when its layer is asked for."""
+    """Wraps a single-stream processor. On a layer asked for statistics it computes the layer itself, as
+    `Flux2ParallelSelfAttnProcessor` does (attention and MLP from one projection, one output projection)."""
 
     def __init__(self, inner: Any, layer: int, collector: Any) -> None:
         self.inner, self.layer, self.collector = inner, layer, collector
+        self.stock = type(inner) is Flux2ParallelSelfAttnProcessor
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  image_rotary_emb: Any = None) -> Any:
         c = self.collector
-        if self.layer in c.layers:
-            q, k, v = single_qkv(attn, hidden_states)
-            c.record(self.layer, _rotate(q, image_rotary_emb), _rotate(k, image_rotary_emb), v,
-                     hidden_states[:, c.text_len:], None)
-        return self.inner(attn, hidden_states, attention_mask, image_rotary_emb)
+        if self.layer not in c.layers:
+            return self.inner(attn, hidden_states, attention_mask, image_rotary_emb)
+        _check(self, attention_mask)
+        (q, k, v), mlp = single_qkv_mlp(attn, hidden_states)
+        q, k = _rotate(q, image_rotary_emb), _rotate(k, image_rotary_emb)
+        out = c.attend(self.layer, q, k, v, hidden_states[:, c.text_len:], None).flatten(2, 3).to(q.dtype)
+        return attn.to_out(torch.cat([out, attn.mlp_act_fn(mlp)], dim=-1))
+
+
+def _check(wrapper: Any, attention_mask: torch.Tensor | None) -> None:
+    if attention_mask is not None or not wrapper.stock:
+        raise ValueError(f"attention statistics reproduce the stock FLUX.2 processors without an attention_mask, "
+                         f"not {type(wrapper.inner).__name__} (mask given: {attention_mask is not None})")
 
 
 def stats_processor(inner: Any, layer: int, collector: Any) -> Any:

@@ -1,9 +1,10 @@
 """Flux attention, as `FluxAttnProcessor` computes it, for the processors our mechanisms install.
 
 `joint_qkv` is the one place that reproduces the stock q/k/v (projections, q/k norms, text stream first);
-the statistics processor rotates all of it; the partial-attention processor rotates the rows that entered
-and completes keys and values from its post-RoPE buffers (or, on the "concat" path, completes the pre-RoPE
-keys from its cache and rotates them all). Dual-stream blocks get the text in `encoder_hidden_states`;
+the statistics processor rotates all of it and, on recorded layers, finishes the layer as the stock
+processor does (`stock_output`) from its own attention call; the partial-attention processor rotates the rows
+that entered and completes keys and values from its post-RoPE buffers (or, on the "concat" path, completes the
+pre-RoPE keys from its cache and rotates them all). Dual-stream blocks get the text in `encoder_hidden_states`;
 single-stream blocks carry [text, image] in `hidden_states`.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
-from diffusers.models.transformers.transformer_flux import _get_qkv_projections
+from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
 from ...spot_buffers import partial_keys, store_full
 from ..common import key_rows
@@ -40,22 +41,42 @@ def rotate(x: torch.Tensor, emb: Any) -> torch.Tensor:
 
 
 class FluxStatsProcessor:
-    """Wraps a Flux attention processor; reports statistics when its layer is asked for."""
+    """Wraps a Flux attention processor. On a layer asked for statistics it computes the layer itself, as
+    `FluxAttnProcessor` does, from one attention call that also yields the statistics; elsewhere it calls the
+    wrapped processor."""
 
     def __init__(self, inner: Any, layer: int, collector: Any) -> None:
         self.inner, self.layer, self.collector = inner, layer, collector
+        self.stock = type(inner) is FluxAttnProcessor   # what a recorded layer reproduces
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> Any:
         c = self.collector
         if encoder_hidden_states is not None:
             c.text_len = encoder_hidden_states.shape[1]   # single-stream blocks cannot see it
-        if self.layer in c.layers:
-            q, k, v = joint_qkv(attn, hidden_states, encoder_hidden_states)
-            q, k = rotate(q, image_rotary_emb), rotate(k, image_rotary_emb)
-            image = hidden_states if encoder_hidden_states is not None else hidden_states[:, c.text_len:]
-            c.record(self.layer, q, k, v, image, None)   # Flux's pipelines never pass an attention mask
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if self.layer not in c.layers:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if attention_mask is not None or not self.stock:
+            raise ValueError(f"attention statistics reproduce FluxAttnProcessor without an attention_mask, not "
+                             f"{type(self.inner).__name__} (mask given: {attention_mask is not None})")
+        q, k, v = joint_qkv(attn, hidden_states, encoder_hidden_states)
+        q, k = rotate(q, image_rotary_emb), rotate(k, image_rotary_emb)
+        image = hidden_states if encoder_hidden_states is not None else hidden_states[:, c.text_len:]
+        out = c.attend(self.layer, q, k, v, image, None)
+        return stock_output(attn, out, encoder_hidden_states, q.dtype)
+
+
+def stock_output(attn: Any, out: torch.Tensor, encoder_hidden_states: torch.Tensor | None, dtype: torch.dtype
+                 ) -> Any:
+    """`FluxAttnProcessor` after its attention call: heads flattened, and in dual-stream blocks the split
+    into image and text with their output projections."""
+    out = out.flatten(2, 3).to(dtype)
+    if encoder_hidden_states is None:
+        return out
+    text_out, img_out = out.split_with_sizes([encoder_hidden_states.shape[1],
+                                              out.shape[1] - encoder_hidden_states.shape[1]], dim=1)
+    img_out = attn.to_out[1](attn.to_out[0](img_out.contiguous()))
+    return img_out, attn.to_add_out(text_out.contiguous())
 
 
 class FluxRotary:

@@ -1,7 +1,8 @@
 """Qwen-Image attention, as `QwenDoubleStreamAttnProcessor2_0` computes it, for our processors.
 
 `stream_qkv` is the one place that reproduces the stock q/k/v of both streams (projections, q/k norms);
-the statistics processor rotates and joins them [text, image]; the partial-attention processor rotates the
+the statistics processor rotates and joins them [text, image] and, on recorded layers, finishes the layer as
+the stock processor does (`stock_output`) from its own attention call; the partial-attention processor rotates the
 rows that entered and completes keys and values from its post-RoPE buffers (or, on the "concat" path, completes
 the pre-RoPE image keys from its cache first). The joint mask is the text mask followed by ones.
 """
@@ -11,7 +12,8 @@ from typing import Any
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
-from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
+from diffusers.models.transformers.transformer_qwenimage import (QwenDoubleStreamAttnProcessor2_0,
+                                                                 apply_rotary_emb_qwen)
 
 from ...spot_buffers import partial_keys, store_full
 from ..common import key_rows
@@ -51,25 +53,41 @@ def joint_mask(text_mask: torch.Tensor | None, image_tokens: int) -> torch.Tenso
 
 
 class QwenStatsProcessor:
-    """Wraps a Qwen double-stream attention processor; reports statistics when its layer is asked for."""
+    """Wraps a Qwen double-stream attention processor. On a layer asked for statistics it computes the layer
+    itself, as `QwenDoubleStreamAttnProcessor2_0` does, from one attention call that also yields the
+    statistics; elsewhere it calls the wrapped processor."""
 
     def __init__(self, inner: Any, layer: int, collector: Any) -> None:
         self.inner, self.layer, self.collector = inner, layer, collector
+        self.stock = type(inner) is QwenDoubleStreamAttnProcessor2_0   # what a recorded layer reproduces
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  encoder_hidden_states_mask: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> Any:
         c = self.collector
-        if self.layer in c.layers:
-            c.text_len = encoder_hidden_states.shape[1]
-            (tq, tk, tv), (iq, ik, iv) = stream_qkv(attn, hidden_states, encoder_hidden_states)
-            if image_rotary_emb is not None:
-                img_freqs, txt_freqs = image_rotary_emb
-                iq, ik, tq, tk = rotate(iq, img_freqs), rotate(ik, img_freqs), rotate(tq, txt_freqs), rotate(tk, txt_freqs)
-            q, k, v = torch.cat([tq, iq], 1), torch.cat([tk, ik], 1), torch.cat([tv, iv], 1)
-            c.record(self.layer, q, k, v, hidden_states, joint_mask(encoder_hidden_states_mask, hidden_states.shape[1]))
-        return self.inner(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
-                          attention_mask, image_rotary_emb)
+        if self.layer not in c.layers:
+            return self.inner(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
+                              attention_mask, image_rotary_emb)
+        if encoder_hidden_states is None or attention_mask is not None or not self.stock:
+            raise ValueError("attention statistics reproduce QwenDoubleStreamAttnProcessor2_0 with the text "
+                             f"stream and no external attention_mask, not {type(self.inner).__name__}")
+        c.text_len = encoder_hidden_states.shape[1]
+        (tq, tk, tv), (iq, ik, iv) = stream_qkv(attn, hidden_states, encoder_hidden_states)
+        if image_rotary_emb is not None:
+            img_freqs, txt_freqs = image_rotary_emb
+            iq, ik, tq, tk = rotate(iq, img_freqs), rotate(ik, img_freqs), rotate(tq, txt_freqs), rotate(tk, txt_freqs)
+        q, k, v = torch.cat([tq, iq], 1), torch.cat([tk, ik], 1), torch.cat([tv, iv], 1)
+        out = c.attend(self.layer, q, k, v, hidden_states, joint_mask(encoder_hidden_states_mask, hidden_states.shape[1]))
+        return stock_output(attn, out, c.text_len, q.dtype)
+
+
+def stock_output(attn: Any, out: torch.Tensor, seq_txt: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """`QwenDoubleStreamAttnProcessor2_0` after its attention call: (image, text) outputs, each projected."""
+    out = out.flatten(2, 3).to(dtype)
+    img_out = attn.to_out[0](out[:, seq_txt:].contiguous())
+    if len(attn.to_out) > 1:
+        img_out = attn.to_out[1](img_out)
+    return img_out, attn.to_add_out(out[:, :seq_txt].contiguous())
 
 
 class QwenRotary:

@@ -74,6 +74,9 @@ class EditResult:
     num_layers: int = 0                  # transformer blocks per call (what cache_skipped_blocks counts against)
     text_tokens: tuple[int, ...] = ()    # text tokens of each transformer call of a step (cond, then uncond)
     source_cached: bool = False          # partial steps served the source tokens' K/V from a cache (SpotEdit)
+    text_encoders: str = "resident"      # where the text encoders live between prompts (actors.text_encoders)
+    encoder_move_s: float = 0.0          # of `seconds`: moving offloaded text encoders to the card
+    attention_backend: str = ""          # the attention backend the edit ran on (actors.attention_backend)
 
     @property
     def keep_ratio_mean(self) -> float:

@@ -19,6 +19,7 @@ from policies import Policy, PolicyRun, RunInfo, Seen, Step
 
 from .adapter import EditInputError, EditInputs, ModelAdapter
 from .architecture import describe
+from .attention_backend import backend_label
 from .caches import CacheError, CacheSpec
 from .caches import parse as parse_cache
 from .mechanisms import EditContext, Mechanism, StepCall, check_plan, mechanisms_for
@@ -28,6 +29,8 @@ from actors.edit_result import EditResult, StepTrace
 from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
 from .spot_selector import TimedScorer
+from .step_clock import StepClock
+from .text_encoders import encoders_on_card, placement_of
 from .text_lengths import text_lengths
 
 
@@ -71,8 +74,10 @@ class EditState:
     scorer: TimedScorer | None
     transformer: torch.nn.Module
     started: float
+    clock: StepClock
     trace: list[StepTrace] = field(default_factory=list)
     text_tokens: tuple[int, ...] = ()   # text tokens of each call of a step (what the cost model prices)
+    encoder_move_s: float = 0.0         # moving offloaded text encoders to the card (`actors.text_encoders`)
 
     @contextlib.contextmanager
     def attached(self, adapter: ModelAdapter) -> Iterator[None]:
@@ -143,13 +148,17 @@ class Editor:
         started = time.perf_counter()
         notes: list[str] = []
         height, width = self._sizes(height, width, notes)
-        inputs = self.adapter.prepare(images, instruction, seed=int(seed), steps=int(steps),
-                                      guidance_scale=guidance_scale, height=height, width=width,
-                                      max_sequence_length=int(max_sequence_length or
-                                                              self.defaults.max_sequence_length),
-                                      resize_filter=resize_filter)
+        moves: list[float] = []
+        with encoders_on_card(self.pipe, moves):   # offloaded text encoders come to the card for the prompt only
+            inputs = self.adapter.prepare(images, instruction, seed=int(seed), steps=int(steps),
+                                          guidance_scale=guidance_scale, height=height, width=width,
+                                          max_sequence_length=int(max_sequence_length or
+                                                                  self.defaults.max_sequence_length),
+                                          resize_filter=resize_filter)
         inputs.notes[:0] = notes
-        state = self._prepare(inputs, int(seed), started, cache)
+        state = self._prepare(inputs, int(seed), started, cache,
+                              StepClock(inputs.latents.device, live=on_step is not None))
+        state.encoder_move_s = sum(moves)
         z = inputs.latents
         with state.attached(self.adapter), text_lengths(self.pipe.transformer) as texts:
             for i, t in enumerate(inputs.timesteps):
@@ -178,7 +187,8 @@ class Editor:
         if refusal:
             raise CacheError(refusal)
 
-    def _prepare(self, inputs: EditInputs, seed: int, started: float, cache: CacheSpec | None) -> EditState:
+    def _prepare(self, inputs: EditInputs, seed: int, started: float, cache: CacheSpec | None,
+                 clock: StepClock) -> EditState:
         """The policy's run and the mechanisms of the edit (the cache's among them), for this edit only."""
         transformer, family, needs = self.pipe.transformer, self.family.name, self.policy.needs
         arch = describe(transformer)
@@ -194,17 +204,17 @@ class Editor:
         edit = EditContext(run=run, needs=needs, transformer=transformer, inputs=inputs, routing=routing,
                            policy_run=policy_run)
         mechanisms = mechanisms_for(edit, cache)
-        return EditState(inputs, run, policy_run, mechanisms, routing, scorer, transformer, started)
+        return EditState(inputs, run, policy_run, mechanisms, routing, scorer, transformer, started, clock)
 
     def _step(self, state: EditState, i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Plan, call the transformer through the mechanisms, take the (regularized) step, observe."""
         inputs, sigmas, device = state.inputs, state.run.sigmas, z.device
         step = Step(index=i, sigma=float(sigmas[i]), sigma_next=float(sigmas[i + 1]))
-        t0 = time.perf_counter()
+        start = state.clock.stamp()
         plan = state.policy_run.plan(step)
         check_plan(plan, self.policy.needs, self.policy.name)
         keep = plan.keep_source
-        policy_seconds = time.perf_counter() - t0
+        plan_seconds = time.perf_counter() - start.host
         kept = None if keep is None or bool(keep.all()) else torch.nonzero(keep).flatten().to(device)
         call = StepCall(plan=plan, kept=kept, input_index=kept, index=i)
         state.routing.clear()
@@ -218,21 +228,20 @@ class Editor:
         dropped = None if kept is None else ~keep[: state.run.num_noisy].to(device)
         z = regularized_step(euler, x0, inputs.aligned_source, dropped, step.sigma, step.sigma_next,
                              self.policy.regularize)
-        _synchronize(device)   # so that the policy's time is its own, not the transformer's
-        t1 = time.perf_counter()
+        observing = state.clock.stamp()   # so that the policy's time is its own, not the transformer's
         state.policy_run.observe(step, Seen(x0=x0[0], source=inputs.source[0], velocity=v[0],
                                             attention=call.attention))
-        _synchronize(device)
-        t2 = time.perf_counter()
-        state.trace.append(self._trace(state, call, step, t2 - t0, policy_seconds + t2 - t1))
+        state.clock.record(state.trace, self._trace(state, call, step), start, observing, state.clock.stamp(),
+                           plan_seconds)
         return z
 
     @staticmethod
-    def _trace(state: EditState, call: StepCall, step: Step, seconds: float, policy_seconds: float) -> StepTrace:
+    def _trace(state: EditState, call: StepCall, step: Step) -> StepTrace:
+        """The step's record; its times are filled by the edit's clock (at once, or when the edit settles)."""
         total = state.run.num_source
         scoring = state.scorer.take() if state.scorer is not None else 0.0
         return StepTrace(index=step.index, sigma=step.sigma, kept=total if call.kept is None else int(call.kept.numel()),
-                         total=total, seconds=seconds, policy_seconds=policy_seconds,
+                         total=total, seconds=0.0, policy_seconds=0.0,
                          keep_masks=_split_masks(None if call.kept is None else call.plan.keep_source,
                                                  state.inputs.source_grids),
                          from_layer=call.from_layer, noisy=state.run.num_noisy, active=call.active, keys=call.keys,
@@ -248,12 +257,15 @@ class Editor:
             reported.update(mechanism.result_fields())
         pixels = self.adapter.decode(inputs, z)
         _synchronize(z.device)
+        state.clock.settle()
         return EditResult(image=self.pipe.image_processor.numpy_to_pil(pixels[None])[0], pixels=pixels,
                           trace=state.trace, height=inputs.height, width=inputs.width,
                           seconds=time.perf_counter() - state.started, latents=z[0].float().cpu(),
                           source_latents=inputs.aligned_source[0].float().cpu(), notes=inputs.notes,
                           policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied(),
                           num_layers=state.run.num_layers, text_tokens=state.text_tokens,
+                          text_encoders=placement_of(self.pipe), encoder_move_s=state.encoder_move_s,
+                          attention_backend=backend_label(state.transformer),
                           source_cached=bool(reported.pop("source_cached", False) or (
                               self.policy.needs.query_skip and self.policy.needs.query_skip.source)),
                           **reported)

@@ -1,9 +1,12 @@
 """GPU memory of one edit, predicted per model × policy × size: what has to be resident on the editing card.
 
 - transformer weights and the encoders (text encoders + VAE, `Architecture.encoder_params`), bf16, both
-  resident for the whole edit (today nothing releases the text encoders after the prompt is encoded);
-- caches kept across steps, per CFG branch: the K/V cache of SpotEdit, focus and RegionE (noisy and source K
-  and V after the q/k norms, [tokens, heads, head_dim] each, per layer: `actors.spot_attention.LayerKV`), the
+  resident for the whole edit; with `text_encoders: offload` (`actors.text_encoders`) the encoders are on the
+  card only while the prompt is encoded, before any cache or step activation exists, so the peak is the
+  larger of the two phases (the VAE is counted with them: small, and on the card at both ends);
+- caches kept across steps, per CFG branch: the K/V cache of SpotEdit, focus and RegionE (post-RoPE keys and
+  values of [text, noisy, source] tokens, [tokens, heads, head_dim] each, per layer: `actors.spot_buffers`;
+  with SpotFusion also the source keys rotated at the noisy positions on the first RoPE axis' dims), the
   temporal caches' residuals (first-block: head and tail residual, magcache: one, [noisy, dim] bf16) and output
   factors (taylorseer: order + 1 fp32 [noisy, out_channels]; velocity-decay: the last output);
 - activations: the peak of one transformer call (the calls of a step run one after the other), estimated from
@@ -22,7 +25,7 @@ from actors.models import model
 from .architectures import for_model
 from .flops import Arch, image_tokens
 from .kernels import A, F, table_bytes
-from .mechanism_kernels import STATS_CHUNK
+from .mechanism_kernels import FUSION_SHARE, STATS_CHUNK
 
 GiB = 2 ** 30
 RESERVE_GIB = 2.0        # assumption: CUDA context + workspaces + fragmentation kept free on the card
@@ -36,6 +39,7 @@ class MemoryPolicy:
 
     name: str
     kv_context: bool = False        # SpotEdit's / the static context's K/V cache, every layer, every branch
+    fusion: bool = False            # SpotFusion's rotated source keys beside it (spot_buffers' `target`)
     stats: bool = False             # attention statistics at anchor calls (ToPi)
     residuals: int = 0              # [noisy, dim] bf16 buffers per branch (first-block 2, magcache 1)
     outputs: int = 0                # [noisy, out_channels] buffers per branch (taylorseer, velocity-decay)
@@ -46,7 +50,7 @@ class MemoryPolicy:
 
 POLICIES: dict[str, MemoryPolicy] = {p.name: p for p in (
     MemoryPolicy("full"),
-    MemoryPolicy("spotedit", kv_context=True, needs=("query_skip",)),
+    MemoryPolicy("spotedit", kv_context=True, fusion=True, needs=("query_skip",)),
     MemoryPolicy("focus", kv_context=True, outputs=TAYLOR_FACTORS, output_bytes=F, needs=("query_skip",)),
     MemoryPolicy("regione", kv_context=True, outputs=1, needs=("query_skip",)),   # + velocity-decay's output
     MemoryPolicy("topi", stats=True, needs=("layer_routing", "attention_stats")),
@@ -65,9 +69,12 @@ class Memory:
     caches: float
     activations: float
     refused: str | None = None      # why the policy cannot run on this model (then the parts are not summed)
+    offload: bool = False           # text encoders on the card only while the prompt is encoded
 
     @property
     def total(self) -> float:
+        if self.offload:
+            return self.weights + max(self.encoders, self.caches + self.activations)
         return self.weights + self.encoders + self.caches + self.activations
 
 
@@ -129,8 +136,9 @@ def refusal(model_name: str, policy: MemoryPolicy) -> str | None:
     return None
 
 
-def edit_memory(model_name: str, policy_name: str, size: int) -> Memory:
-    """GiB on the card for one edit of `model_name` under `policy_name` at size² pixels (one reference)."""
+def edit_memory(model_name: str, policy_name: str, size: int, offload: bool = False) -> Memory:
+    """GiB on the card for one edit of `model_name` under `policy_name` at size² pixels (one reference);
+    `offload`: text encoders in host memory between prompts."""
     if policy_name not in POLICIES:
         raise ValueError(f"unknown policy {policy_name!r}; priced: {', '.join(POLICIES)}")
     policy, priced = POLICIES[policy_name], for_model(model_name)
@@ -139,40 +147,51 @@ def edit_memory(model_name: str, policy_name: str, size: int) -> Memory:
     encoders = priced.architecture.encoder_params * A / GiB
     reason = refusal(model_name, policy)
     if reason:
-        return Memory(weights, encoders, 0.0, 0.0, reason)
+        return Memory(weights, encoders, 0.0, 0.0, reason, offload)
     n, s = image_tokens(size), source_tokens(model_name, size)
     branches, text = len(texts), max(texts)
-    caches = branches * (
-        (2 * (n + s) * arch.dim * A * arch.num_layers if policy.kv_context else 0)
-        + policy.residuals * n * arch.dim * A + policy.outputs * n * arch.out_channels * policy.output_bytes)
+    caches = branches * (policy.residuals * n * arch.dim * A + policy.outputs * n * arch.out_channels * policy.output_bytes)
+    if policy.kv_context:   # per branch: K and V of its text, noisy and source rows; SpotFusion's target rows
+        caches += sum(2 * (t + n + s) + (n * FUSION_SHARE if policy.fusion else 0) for t in texts) \
+            * arch.dim * A * arch.num_layers
     prompts = sum(texts) * arch.text_dim * A   # every branch's prompt embeddings, resident all edit
     # a full call holds the most: a partial call's full-size keys (and SpotEdit's assembled K/V) come with
     # fewer computed rows, which `block_peak_units` weighs more (their MLP hidden is ratio·dim wide)
     act = activation_bytes(arch, text, n + s, n + s, n + s, stats_noisy=n if policy.stats else 0)
-    return Memory(weights, encoders, caches / GiB, (act + prompts) / GiB)
+    return Memory(weights, encoders, caches / GiB, (act + prompts) / GiB, offload=offload)
 
 
-def config_memory(model_name: str, policy_name: str, cache_name: str | None, size: int) -> Memory:
+def config_memory(model_name: str, policy_name: str, cache_name: str | None, size: int,
+                  offload: bool = False) -> Memory:
     """One edit of a policy composed with a temporal cache: the policy's memory plus the cache's buffers (the
     two hold different things: K/V context or statistics vs per-branch residuals or outputs)."""
-    base = edit_memory(model_name, policy_name, size)
+    base = edit_memory(model_name, policy_name, size, offload)
     if cache_name is None or cache_name not in POLICIES or base.refused:
         return base
-    cache = edit_memory(model_name, cache_name, size)
+    cache = edit_memory(model_name, cache_name, size, offload)
     if cache.refused:
-        return Memory(base.weights, base.encoders, base.caches, base.activations, cache.refused)
-    return Memory(base.weights, base.encoders, base.caches + cache.caches, max(base.activations, cache.activations))
+        return Memory(base.weights, base.encoders, base.caches, base.activations, cache.refused, offload)
+    return Memory(base.weights, base.encoders, base.caches + cache.caches, max(base.activations, cache.activations),
+                  offload=offload)
 
 
-def fits(model_name: str, policy_name: str, size: int, card_gb: float) -> tuple[bool, float, str]:
+def fits(model_name: str, policy_name: str, size: int, card_gb: float,
+         offload: bool = False) -> tuple[bool, float, str]:
     """(fits, GiB needed, reason): whether one edit fits a card of `card_gb` GiB (80: H100, 141: H200) with
     `RESERVE_GIB` kept free. What a preflight would ask before placing a run on a card type."""
-    m = edit_memory(model_name, policy_name, size)
+    m = edit_memory(model_name, policy_name, size, offload)
     if m.refused:
         return False, 0.0, f"{model_name} cannot run {policy_name}: {m.refused}"
     usable = card_gb - RESERVE_GIB
-    parts = (f"transformer {m.weights:.1f} + encoders {m.encoders:.1f} + caches {m.caches:.1f} + activations "
-             f"{m.activations:.1f} = {m.total:.1f} GiB")
+    parts = describe(m)
     if m.total <= usable:
         return True, m.total, f"{parts} fits {card_gb:g} GiB ({usable - m.total:.1f} GiB to spare)"
     return False, m.total, f"{parts} exceeds the {usable:.1f} GiB usable of a {card_gb:g} GiB card"
+
+
+def describe(m: Memory) -> str:
+    """The parts and their total, as a sentence: `a + b + c + d` resident, `a + max(b, c + d)` offloaded."""
+    rest = f"caches {m.caches:.1f} + activations {m.activations:.1f}"
+    if m.offload:
+        return f"transformer {m.weights:.1f} + max(encoders {m.encoders:.1f}, {rest}) = {m.total:.1f} GiB"
+    return f"transformer {m.weights:.1f} + encoders {m.encoders:.1f} + {rest} = {m.total:.1f} GiB"

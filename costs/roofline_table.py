@@ -18,7 +18,7 @@ from .roofline import DEVICES, Mechanics, call_kernels, seconds_by_kind, step_ti
 
 MODELS = ("FLUX.1-Kontext-dev", "Qwen-Image-Edit")
 MEMORY_MODELS = {"FLUX.1-Kontext-dev": "flux-kontext", "Qwen-Image-Edit": "qwen-image-edit",
-                 "FLUX.2-klein-4B": "flux2-klein"}
+                 "FLUX.2-klein-4B": "flux2-klein", "FLUX.2-dev": "flux2-dev"}
 SIZES = (1024, 2048)
 TOPI_FROM_LAYER = 10   # the brief's ToPi plan: forced-topi:keep=0.5,from_layer=10
 
@@ -98,20 +98,24 @@ def step_table() -> str:
 
 
 def memory_table() -> str:
-    """Markdown: GiB per model × policy × size, and whether one edit fits an 80 and a 141 GiB card."""
-    lines = ["| model | policy | size | transformer | encoders | caches | activations | total | 80 GB | 141 GB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown: GiB per model × policy × size, and whether one edit fits an 80 and a 141 GiB card, with the
+    text encoders resident and offloaded between prompts (`actors.text_encoders`)."""
+    lines = ["| model | policy | size | transformer | encoders | caches | activations | total | total, encoders "
+             "offloaded | 80 GB | 80 GB, offloaded | 141 GB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, name in MEMORY_MODELS.items():
         for policy in POLICIES:
             for size in SIZES:
                 m = edit_memory(name, policy, size)
                 if m.refused:
                     lines.append(f"| {label} | {policy} | {size}² | {m.weights:.1f} | {m.encoders:.1f} | – | – | "
-                                 f"– | refused | refused |")
+                                 f"– | – | refused | refused | refused |")
                     continue
-                ok = [("yes" if fits(name, policy, size, card)[0] else "**no**") for card in (80, 141)]
+                off = edit_memory(name, policy, size, offload=True)
+                ok = [("yes" if fits(name, policy, size, card, o)[0] else "**no**")
+                      for card, o in ((80, False), (80, True), (141, False))]
                 lines.append(f"| {label} | {policy} | {size}² | {m.weights:.1f} | {m.encoders:.1f} | "
-                             f"{m.caches:.2f} | {m.activations:.2f} | {m.total:.1f} | {ok[0]} | {ok[1]} |")
+                             f"{m.caches:.2f} | {m.activations:.2f} | {m.total:.1f} | {off.total:.1f} | {ok[0]} | "
+                             f"{ok[1]} | {ok[2]} |")
     return "\n".join(lines)
 
 

@@ -80,21 +80,24 @@ def memory_problem(conf: Configuration, card_gb: float) -> str | None:
     """Why one edit of `conf` on a real checkpoint cannot fit a `card_gb` GiB card (costs.memory), or None.
     Tiny and shipped toy models are priced as their real architecture but are small: not checked."""
     from actors.models import MODELS
-    from costs.memory import POLICIES, RESERVE_GIB, config_memory
+    from costs.memory import POLICIES, RESERVE_GIB, config_memory, describe
 
     spec = MODELS.get(conf.model_name)
     if spec is None or spec.tiny is not None or spec.shipped is not None:
         return None
     size = int(round((conf.height * conf.width) ** 0.5))
     policy = conf.policy if conf.policy in POLICIES else "full"   # gathers only shrink what a call holds
-    need = config_memory(conf.model_name, policy, (conf.cache or {}).get("name"), size)
-    if need.refused or need.total <= card_gb - RESERVE_GIB:
+    cache, usable = (conf.cache or {}).get("name"), card_gb - RESERVE_GIB
+    offload = (conf.model_options or {}).get("text_encoders") == "offload"
+    need = config_memory(conf.model_name, policy, cache, size, offload)
+    if need.refused or need.total <= usable:
         return None   # a refused mechanism is check_policies' to report, with its own reason
+    hint = "" if offload or config_memory(conf.model_name, policy, cache, size, True).total > usable else \
+        "set the model's options.text_encoders: offload (it then fits), "
     return (f"configuration {conf.label!r} of model {conf.model!r} at {conf.width}x{conf.height} needs "
-            f"{need.total:.1f} GiB (transformer {need.weights:.1f} + encoders {need.encoders:.1f} + caches "
-            f"{need.caches:.1f} + activations {need.activations:.1f}, costs.memory's estimate) and the card has "
-            f"{card_gb:g} GiB ({RESERVE_GIB:g} kept free): set actors.card_gb to a larger card type the pool "
-            "lands on (141: H200), or drop the configuration")
+            f"{describe(need)} (costs.memory's estimate) and the card has {card_gb:g} GiB ({RESERVE_GIB:g} kept "
+            f"free): {hint}set actors.card_gb to a larger card type the pool lands on (141: H200), or drop the "
+            "configuration")
 
 
 def check_memory(configs: Sequence[Configuration], num_gpus: float, card_gb: float | None) -> None:

@@ -57,7 +57,10 @@ InputFormat = Literal["auto", "manifest", "pie", "gedit", "imgedit"]
 METRIC_GROUPS = get_args(MetricGroup)
 LPIPS_NETS = get_args(LpipsNet)
 INPUT_FORMATS = get_args(InputFormat)
-MODEL_OPTIONS = ("lora",)   # lora: folder (or s3:// prefix) of a LoRA adapter saved by finetune.lora.save_lora
+# lora: folder (or s3:// prefix) of a LoRA adapter saved by finetune.lora.save_lora; attention_backend: a
+# diffusers dispatcher backend (checked where the model loads); text_encoders: resident | offload
+MODEL_OPTIONS = ("lora", "attention_backend", "text_encoders")
+TEXT_ENCODER_PLACEMENTS = ("resident", "offload")   # actors.text_encoders.PLACEMENTS, without importing torch
 
 
 class ConfigError(ValueError):
@@ -115,6 +118,12 @@ class ModelSpec(Section):
         unknown = sorted(set(options) - set(MODEL_OPTIONS))
         if unknown:
             raise ValueError(f"unknown keys {unknown}; accepted: {', '.join(MODEL_OPTIONS)}")
+        placement = options.get("text_encoders", "resident")
+        if placement not in TEXT_ENCODER_PLACEMENTS:
+            raise ValueError(f"text_encoders must be one of {', '.join(TEXT_ENCODER_PLACEMENTS)}, got {placement!r}")
+        backend = options.get("attention_backend")
+        if backend is not None and (not isinstance(backend, str) or not backend):
+            raise ValueError(f"attention_backend must be a backend name (diffusers'), got {backend!r}")
         return options
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import PIL.Image
 
 from . import storage as st
-from .config import cache_label, policy_kwargs
+from .config import MODEL_OPTIONS, cache_label, policy_kwargs
 from .configuration import Configuration
 from .records import policy_params_json, utcnow
 from .resume import kept_counts
@@ -50,17 +50,18 @@ class EditActor(UnitActor):
         path = st.localize_model_path(model_path, cache_dir, self.storage) if model_path else None
         options = dict(model_options or {})
         lora = options.pop("lora", None)
+        placement = {k: options.pop(k) for k in ("attention_backend", "text_encoders") if k in options}
         if options:
-            raise ValueError(f"unknown model options {sorted(options)}; accepted: lora")
+            raise ValueError(f"unknown model options {sorted(options)}; accepted: {', '.join(MODEL_OPTIONS)}")
         if lora:
             lora = st.localize_model_path(lora, cache_dir, self.storage)
         from actors.loading import load_pipeline
 
         self.model = model
-        self.pipe = load_pipeline(model, path=path, lora=lora)
+        self.pipe = load_pipeline(model, path=path, lora=lora, **placement)
         self.device = str(self.pipe.device)
         self._metric_models(metrics or {}, cache_dir)
-        self._warm_up()
+        self._warm_up(largest_size(configs.values()))
 
     def _metric_models(self, metrics: dict[str, Any], cache_dir: str) -> None:
         """The edit-stage metrics (`metrics`, those that hold a model): built once per actor, their models on
@@ -70,14 +71,16 @@ class EditActor(UnitActor):
 
         self.metrics = StageMetrics("edit", metric_settings(metrics, self.device, localize))
 
-    def _warm_up(self) -> None:
-        """One 1-step edit of a blank 64x64 image, so the first unit's times are not the actor's start-up
-        (lazy allocations, first kernel launches)."""
+    def _warm_up(self, size: tuple[int, int] | None) -> None:
+        """One 1-step edit of a blank image at the run's largest size (the model's own where a configuration
+        gives none), so the first unit's times are not the actor's start-up: lazy allocations, first kernel
+        launches, and the memory pool grown to the run's peak once rather than inside a timed edit."""
         import policies
         from actors.editor import Editor
 
-        blank = PIL.Image.new("RGB", (64, 64), (127, 127, 127))
-        Editor(self.pipe, policies.make("full")).edit(blank, "warm up", seed=0, steps=1, height=64, width=64)
+        height, width = size or (None, None)
+        blank = PIL.Image.new("RGB", (width or 64, height or 64), (127, 127, 127))
+        Editor(self.pipe, policies.make("full")).edit(blank, "warm up", seed=0, steps=1, height=height, width=width)
 
     def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
              budget: list[int] | None) -> UnitEdit:
@@ -110,6 +113,12 @@ class EditActor(UnitActor):
         for e in edits:
             if e.emit and e.ok:
                 e.row.update(self.metrics.score(scoring_of(e, inputs, reference_of(e, edits), unit)))
+
+
+def largest_size(configs: Any) -> tuple[int, int] | None:
+    """(height, width) of the run's largest configured edit, or None when none names a size."""
+    sizes = [(int(c["height"]), int(c["width"])) for c in configs if c.get("height") and c.get("width")]
+    return max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
 
 
 def trace_columns(result: EditResult) -> dict[str, Any]:

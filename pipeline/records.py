@@ -192,6 +192,9 @@ ROW_FIELDS = (   # the row's own columns; the metrics' (metrics.output_columns) 
 )
 ROW_TAIL = (   # when and where it ran
     pa.field("device", pa.string()),
+    pa.field("attention_backend", pa.string()),   # diffusers' dispatcher backend (and SDPA kernels on CUDA)
+    pa.field("text_encoders", pa.string()),       # 'resident' | 'offload' (host memory between prompts)
+    pa.field("encoder_move_s", pa.float64()),     # of runtime_s: offloaded text encoders moved to the card
     pa.field("started_at", pa.timestamp("us", tz="UTC")),
     pa.field("finished_at", pa.timestamp("us", tz="UTC")),
 )

@@ -307,17 +307,34 @@ def test_tiny_flux_peak_matches_the_activation_estimate(tiny_flux):
 
 # --- memory ----------------------------------------------------------------------------------------------------
 
-def test_spotedit_kv_cache_is_four_tensors_per_layer_and_branch():
-    """The issue's figures: 5.3 GiB (FLUX, one branch) and 11.25 GiB (Qwen, two) at 1024², ×4 at 2048²."""
-    assert memory.edit_memory("flux-kontext", "spotedit", 1024).caches == pytest.approx(
-        57 * 4 * 4096 * 3072 * 2 / memory.GiB)
-    assert memory.edit_memory("qwen-image-edit", "spotedit", 1024).caches == pytest.approx(11.25)
-    assert memory.edit_memory("qwen-image-edit", "spotedit", 2048).caches == pytest.approx(45.0)
+def test_spotedit_kv_cache_is_the_post_rope_buffers_per_layer_and_branch():
+    """actors.spot_buffers: K and V of [text, noisy, source] rows per layer and CFG branch (the issue's 5.3 GiB
+    FLUX / 11.25 GiB Qwen at 1024² counted the image rows only), plus SpotFusion's source keys rotated at the
+    noisy positions on the first RoPE axis (16 of 128 head dims); focus keeps no fusion target."""
+    n, layer_bytes = 4096, 3072 * 2
+    flux = 57 * (2 * (512 + 2 * n) + n * 16 // 128) * layer_bytes / memory.GiB
+    assert memory.edit_memory("flux-kontext", "spotedit", 1024).caches == pytest.approx(flux)
+    taylor = 2 * n * 64 * 4 / memory.GiB   # focus' two fp32 TaylorSeer factors [noisy, out_channels]
+    assert memory.edit_memory("flux-kontext", "focus", 1024).caches == pytest.approx(
+        57 * 2 * (512 + 2 * n) * layer_bytes / memory.GiB + taylor)
+    qwen = 60 * sum(2 * (t + 2 * n) + n * 16 // 128 for t in (1389, 1377)) * layer_bytes / memory.GiB
+    assert memory.edit_memory("qwen-image-edit", "spotedit", 1024).caches == pytest.approx(qwen)
+    assert 11.25 < qwen < 13.6   # the image rows alone were the issue's 11.25
+
+
+def test_offloaded_text_encoders_count_once_beside_the_larger_phase():
+    resident, offload = (memory.edit_memory("qwen-image-edit", "spotedit", 1024, o) for o in (False, True))
+    assert resident.total == pytest.approx(resident.weights + resident.encoders + resident.caches + resident.activations)
+    assert offload.total == pytest.approx(offload.weights + max(offload.encoders, offload.caches + offload.activations))
+    assert offload.total < resident.total
+    dev = memory.edit_memory("flux2-dev", "full", 1024, True)   # the encode phase alone holds 60 + 45 GiB
+    assert dev.total == pytest.approx(dev.weights + dev.encoders) and not memory.fits("flux2-dev", "full", 1024, 80, True)[0]
+    assert "max(encoders" in memory.fits("qwen-image-edit", "full", 1024, 80, True)[2]
 
 
 def test_what_fits_an_80_and_a_141_gib_card():
     ok, gib, reason = memory.fits("qwen-image-edit", "spotedit", 2048, 80)
-    assert not ok and gib > 78 and "exceeds" in reason and "caches 45.0" in reason
+    assert not ok and gib > 78 and "exceeds" in reason and "caches 48.3" in reason
     assert memory.fits("qwen-image-edit", "spotedit", 2048, 141)[0]
     for model in ("flux-kontext", "qwen-image-edit"):
         for policy in memory.POLICIES:

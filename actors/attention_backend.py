@@ -1,8 +1,11 @@
 """The attention backend an edit runs on: chosen at load (`set_attention_backend`, diffusers' dispatcher) and
 recorded per row, since the same plan can run 1.5-2x apart on FlashAttention 3, cuDNN or the math kernel.
 
-Our own processors (`actors.families.*.attention`) call `dispatch_attention_fn` with the backend of the
-processor they replace, so a backend set on the transformer holds for partial and statistics calls too."""
+Our own partial-attention processors (`actors.families.*.attention`) call `dispatch_attention_fn` with the
+backend of the processor they replace, so a backend set on the transformer holds for SpotEdit's partial calls.
+The layers that record attention statistics (ToPi, Sparse Context) are the exception: they need each query's
+log-sum-exp, which the dispatcher does not return, so those layers run torch's own kernels
+(`actors.attention_lse`) whatever the backend; every other layer keeps it."""
 from __future__ import annotations
 
 import torch

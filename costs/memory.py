@@ -104,24 +104,25 @@ def activation_bytes(arch: Arch, text: int, image_in: int, rows: int, keys: int,
                      stats_noisy: int = 0) -> float:
     """Peak bytes of one call: the inputs (packed latents, text embeddings), the RoPE table, the block peak
     over text + `rows` computed and text + `keys` key tokens, and (ToPi's anchors, `stats_noisy` noisy queries)
-    the statistics temporaries: recomputed q, k, v, the queries and keys in fp32, and one chunk of fp32 logits
-    with its softmax [heads, 1024, keys] next to the block's held tensors."""
+    the statistics temporaries (`stats_bytes`: log-sum-exps, one chunk's fp32 products with the source keys)
+    next to the block's held tensors."""
     d, n_rows, n_keys = arch.dim, text + rows, text + keys
     inputs = image_in * arch.in_channels * A + text * arch.text_dim * A
     table = (text + image_in) * arch.head_dim * table_bytes(arch)
     peak = block_peak_units(arch, n_rows, n_keys, spot) * d * A
     if stats_noisy:
         held = (3 + arch.mlp_ratio if arch.family == "flux" else 3) * n_rows * d * A
-        peak = max(peak, held + stats_bytes(arch, n_rows, n_keys, stats_noisy))
+        peak = max(peak, held + stats_bytes(arch, n_rows, stats_noisy, keys - stats_noisy))
     return inputs + table + peak
 
 
-def stats_bytes(arch: Arch, rows: int, keys: int, noisy: int) -> float:
-    """Live temporaries of the attention statistics on one layer (actors.attention_stats): the recomputed q, k,
-    v [rows, dim], the noisy queries and every key in fp32, and one chunk's fp32 logits and softmax
-    [heads, 1024, keys] (`rows`, `keys` with the text)."""
-    heads = arch.dim // arch.head_dim
-    return 3 * rows * arch.dim * A + (noisy + keys) * arch.dim * F + 2 * heads * STATS_CHUNK * keys * F
+def stats_bytes(arch: Arch, rows: int, noisy: int, source: int) -> float:
+    """Live temporaries of the attention statistics on one recorded layer (actors.attention_stats: the layer's
+    own attention call also returns the log-sum-exp, so q, k, v are the block's own): each of the call's `rows`
+    queries' fp32 log-sum-exp, the `source` keys and one chunk of (up to 1024) noisy queries laid out per head,
+    and the chunk's fp32 products against the source keys [heads, chunk, source] (exp'd in place)."""
+    heads, chunk = arch.dim // arch.head_dim, min(STATS_CHUNK, noisy)
+    return heads * rows * F + (source + chunk) * arch.dim * A + heads * chunk * source * F
 
 
 def refusal(model_name: str, policy: MemoryPolicy) -> str | None:

@@ -14,7 +14,8 @@ from typing import Callable
 from .architectures import real
 from .flops import image_tokens, step_flops
 from .memory import POLICIES, edit_memory, fits
-from .roofline import DEVICES, Mechanics, call_kernels, seconds_by_kind, step_time
+from .roofline import DEVICES, Mechanics, call_kernels, seconds_by_kind, seconds_of, step_time
+from .selector_kernels import selector_kernels
 
 MODELS = ("FLUX.1-Kontext-dev", "Qwen-Image-Edit")
 MEMORY_MODELS = {"FLUX.1-Kontext-dev": "flux-kontext", "Qwen-Image-Edit": "qwen-image-edit",
@@ -97,6 +98,29 @@ def step_table() -> str:
     return "\n".join(lines)
 
 
+def selector_table() -> str:
+    """Markdown: SpotEdit's selector (one scored step) against the 20 %-active partial step it decides, H100."""
+    name = next(iter(DEVICES))
+    lines = [f"| model | size | selector ms ({name}) | of which mid-block attention | partial step ms, 20 % active | "
+             "selector / partial step |", "|---|---|---|---|---|---|"]
+    for model in MODELS:
+        priced = real(model)
+        arch, text = priced.arch, priced.text()
+        for size in SIZES:
+            n = image_tokens(size)
+            step, mechanics, cached = PLANS["forced-spotedit active=0.2"](n, arch.num_layers)
+            partial = step_time(arch, step, text, cached, name, mechanics)
+            variants = [(True, "")] if arch.family == "flux" else [(False, " (stock 3D convs)"), (True, " (exact 2D)")]
+            for exact, note in variants:
+                kernels = [(k, 1) for k in selector_kernels(arch.family, size, exact)]
+                ms = {k: 1e3 * v for k, v in seconds_by_kind(kernels, name).items()}
+                attn = 1e3 * seconds_of([(k, 1) for k, _ in kernels if k.name.startswith("mid attn sdpa")], name)
+                total = sum(ms.values())
+                lines.append(f"| {model}{note} | {size}² | {total:.1f} | {attn:.1f} | {1e3 * partial:.1f} | "
+                             f"{total / (1e3 * partial):.2f} |")
+    return "\n".join(lines)
+
+
 def memory_table() -> str:
     """Markdown: GiB per model × policy × size, and whether one edit fits an 80 and a 141 GiB card, with the
     text encoders resident and offloaded between prompts (`actors.text_encoders`)."""
@@ -123,6 +147,7 @@ def markdown() -> str:
     """Everything the script prints (docs/roofline.md holds it verbatim)."""
     return "\n\n".join(["### Speedup of one step, predicted", speed_table(),
                         "### A full step, predicted milliseconds per kernel class", step_table(),
+                        "### SpotEdit's selector per scored step, predicted", selector_table(),
                         "### Memory of one edit, predicted GiB", memory_table()]) + "\n"
 
 

@@ -5,6 +5,8 @@ from typing import Any
 
 import torch
 
+from .single_frame import single_frame_convs
+
 
 def unpack(pipe: Any, packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """[B, tokens, C·4] -> [B, C, 1, h, w] as the pipeline does before decoding."""
@@ -17,7 +19,8 @@ def decoder_features(pipe: Any, latents: torch.Tensor) -> list[torch.Tensor]:
     vae, dec = pipe.vae, pipe.vae.decoder
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
     std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
-    f0 = dec.conv_in(vae.post_quant_conv(latents * std + mean))
-    f1 = dec.mid_block(f0, None, [0])
-    f2 = dec.up_blocks[0](f1, None, [0])
+    with single_frame_convs(vae):   # one frame, no cache: the causal 3D convolutions as exact 2D ones
+        f0 = dec.conv_in(vae.post_quant_conv(latents * std + mean))
+        f1 = dec.mid_block(f0, None, [0])
+        f2 = dec.up_blocks[0](f1, None, [0])
     return [f[:, :, -1] for f in (f0, f1, f2)]

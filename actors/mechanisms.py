@@ -174,11 +174,14 @@ class ReferenceKVReport(Mechanism):
         return {"source_cached": True}
 
 
-def mechanisms_for(edit: EditContext, cache: MechanismSpec | None = None) -> list[Mechanism]:
-    """The mechanisms of one edit in the order they configure a call: the temporal cache (if any) first, then
-    the ones the policy's plans use."""
+def mechanisms_for(edit: EditContext, cache: MechanismSpec | None = None,
+                   buckets: MechanismSpec | None = None) -> list[Mechanism]:
+    """The mechanisms of one edit in the order they configure a call: shape bucketing (`actors.shape_buckets`,
+    when on: it rounds the plan every other one reads), the temporal cache (if any), then the ones the policy's
+    plans use."""
     needs, transformer, family, inputs = edit.needs, edit.transformer, edit.run.family, edit.inputs
-    out: list[Mechanism] = [] if cache is None else [cache.mechanism(edit)]
+    out: list[Mechanism] = [] if buckets is None or not getattr(buckets, "on", True) else [buckets.mechanism(edit)]
+    out += [] if cache is None else [cache.mechanism(edit)]
     num_noisy = inputs.latents.shape[1]
     if needs.layer_routing:
         out.append(LayerRouting(edit.routing, num_noisy))

@@ -141,6 +141,7 @@ class SpotKV:
             return self.num_noisy + source
         return c.active.numel() + source
 
+    @torch.compiler.disable   # looked up by layer index: no guard per block in compiled blocks
     def assemble(self, layer: int, k: torch.Tensor, v: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Complete image keys/values from the query rows' k, v (pre-RoPE) and the cache.

@@ -97,6 +97,9 @@ def _target(kv: SpotKV, source_pre: torch.Tensor, rot: Rotary | None) -> torch.T
     return rot.rotate_noisy(source_pre[:, : kv.num_noisy, :, lo:hi].contiguous(), kv.key_rotary, lo, hi)
 
 
+# Not traced by torch.compile: the per-layer buffers are looked up by layer index (a guard per block) and
+# the bookkeeping is data-dependent; compiled blocks call it eagerly (`actors.compiled_blocks`).
+@torch.compiler.disable
 def store_full(kv: SpotKV, layer: int, key: torch.Tensor, value: torch.Tensor, text: int,
                source_pre: torch.Tensor, rot: Rotary | None) -> None:
     """A full call (every token entered): copy the rotated image rows that later partial calls read — the noisy
@@ -188,6 +191,9 @@ def _kept_first(keep: torch.Tensor, total: int) -> torch.Tensor:
     return torch.argsort(dropped, stable=True)
 
 
+# Not traced by torch.compile: the per-layer buffers are looked up by layer index (a guard per block) and
+# the bookkeeping is data-dependent; compiled blocks call it eagerly (`actors.compiled_blocks`).
+@torch.compiler.disable
 def partial_keys(kv: SpotKV, layer: int, text_k: torch.Tensor, text_v: torch.Tensor, image_k: torch.Tensor,
                  image_v: torch.Tensor, source_pre: torch.Tensor | None, rot: Rotary | None
                  ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -107,6 +107,11 @@ class Plan:
     # a full step of a policy that skips queries: does it fill the K/V cache later partial steps read (then a
     # temporal cache must compute it)? None: every full step of such a policy does (SpotEdit)
     refreshes_context: bool | None = None
+    # the policy's own ranking, higher = wanted more (float over all source / all noisy tokens): where shape
+    # bucketing rounds a count up (`actors.shape_buckets`) it adds the next-best tokens by it; None: a ranking
+    # seeded by the edit's seed
+    source_rank: torch.Tensor | None = None
+    noisy_rank: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

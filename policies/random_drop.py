@@ -30,8 +30,11 @@ class RandomRun(PolicyRun):
             return Plan()
         kept = self._kept(step.index)
         keep = torch.zeros(total, dtype=torch.bool)
-        keep[torch.randperm(total, generator=self.generator)[:kept]] = True
-        return Plan(keep_source=keep.to(self.run.device))
+        order = torch.randperm(total, generator=self.generator)
+        keep[order[:kept]] = True
+        rank = torch.empty(total)
+        rank[order] = -torch.arange(total, dtype=torch.float32)   # its seeded order: the next drawn rank next
+        return Plan(keep_source=keep.to(self.run.device), source_rank=rank.to(self.run.device))
 
     def applied(self) -> dict[str, Any]:
         return {**self.policy.params(), "full_steps": steps_of(self.policy.full_steps, self.run.steps)}

@@ -75,6 +75,7 @@ class SpotEditRun(PolicyRun):
         self.initial = steps_of(policy.initial_steps, run.steps, minimum=1)   # the first x̂0 needs a full step
         self.unchanged: torch.Tensor | None = None   # bool over noisy tokens, for the next step
         self.final: torch.Tensor | None = None       # non-edited tokens of the last step that skipped any
+        self.scores: torch.Tensor | None = None      # the selector's scores behind `unchanged` (shape bucketing)
 
     def is_full(self, index: int) -> bool:
         return index < self.initial or index in self.resets
@@ -89,7 +90,8 @@ class SpotEditRun(PolicyRun):
             alpha = official_alpha(step.sigma) if official else fusion_alpha(step.sigma)
             recursive = not official
         context = dataclasses.replace(self.policy.needs.query_skip, alpha=alpha, recursive=recursive)
-        return Plan(active_noisy=~self.unchanged, context=context)
+        rank = None if self.scores is None else self.scores.float()   # the most changed next
+        return Plan(active_noisy=~self.unchanged, context=context, noisy_rank=rank)
 
     def observe(self, step: Step, seen: Seen) -> None:
         following = step.index + 1
@@ -98,6 +100,7 @@ class SpotEditRun(PolicyRun):
             return
         scores = self.run.token_scores(seen.x0, self.policy.selector)
         self.unchanged = dilate_edited(scores <= self.tau, self.run.noisy_grid, self.dilate)
+        self.scores = scores
 
     def replace_with_source(self) -> torch.Tensor | None:
         return self.final

@@ -62,6 +62,7 @@ class TokenDropRun(PolicyRun):
         if policy.blur == "grid":
             self.kernel, self.sigma = grid_scaled_blur(policy.kernel, policy.blur_sigma, run.noisy_grid)
         self.keep_aligned: torch.Tensor | None = None   # over the first reference's grid
+        self.rank_aligned: torch.Tensor | None = None   # the blurred residual it was cut from (shape bucketing)
 
     def plan(self, step: Step) -> Plan:
         if step.index < self.full_steps or self.keep_aligned is None:
@@ -70,7 +71,9 @@ class TokenDropRun(PolicyRun):
         rest = self.run.num_source - self.keep_aligned.numel()
         keep = torch.cat([self.keep_aligned.flatten(),
                           torch.ones(rest, dtype=torch.bool, device=self.keep_aligned.device)])
-        return Plan(keep_source=keep)
+        rank = torch.cat([self.rank_aligned.flatten().float(),
+                          torch.full((rest,), float(self.rank_aligned.max()), device=keep.device)])
+        return Plan(keep_source=keep, source_rank=rank)
 
     def observe(self, step: Step, seen: Seen) -> None:
         if step.index + 1 < self.full_steps:
@@ -78,6 +81,7 @@ class TokenDropRun(PolicyRun):
         grid = self.run.noisy_grid
         diff = difference_map(seen.x0, seen.source[: grid[0] * grid[1]], grid)
         self.keep_aligned = adaptive_keep(diff, self.omega, self.kernel, self.sigma)
+        self.rank_aligned = blur(diff, self.kernel, self.sigma)   # what the threshold cut: its own ranking
 
     def applied(self) -> dict[str, Any]:
         return {**self.policy.params(), "omega": self.omega, "full_steps": self.full_steps,

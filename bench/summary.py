@@ -38,8 +38,6 @@ def _predicted(arch: flops.Arch, edit: dict[str, Any], text: Any) -> float:
     return flops.predicted_speedup(arch, _steps(edit), text, edit.get("source_cached", False))
 
 
-# policies whose partial steps read a static K/V context: no SpotFusion blend (costs.roofline.Mechanics.blend)
-STATIC_CONTEXT_POLICIES = ("focus", "regione", "forced-focus")
 
 
 def _roofline(arch: flops.Arch, edit: dict[str, Any], text: Any, label: str, device: str) -> float | None:
@@ -47,7 +45,7 @@ def _roofline(arch: flops.Arch, edit: dict[str, Any], text: Any, label: str, dev
     Attention statistics and a temporal cache's residual bookkeeping are not in the trace rows: not priced."""
     if not modelled(arch):
         return None
-    blend = label.split(":")[0] not in STATIC_CONTEXT_POLICIES
+    blend = label.split(":")[0] not in roofline.STATIC_CONTEXT_POLICIES
     return roofline.roofline_speedup(arch, _steps(edit), text, edit.get("source_cached", False), device,
                                      blend=blend)
 

@@ -14,6 +14,8 @@ import torch
 
 from .architectures import for_model
 from .flops import arch_of, image_tokens, predicted_speedup
+from .kernels import modelled
+from .roofline import DEFAULT_DEVICE, STATIC_CONTEXT_POLICIES, roofline_speedup
 
 PROJECTED_SIZE = 1024
 
@@ -52,7 +54,24 @@ def real_speedup(result: Any, model_name: str) -> float | None:
     return predicted_speedup(priced.arch, project(result.trace), text, result.source_cached)
 
 
-def ideal_columns(result: Any, transformer: torch.nn.Module, model_name: str) -> dict[str, float | None]:
-    """`flops_ideal_speedup` and `flops_ideal_speedup_real` of one edit."""
+def roofline_real_speedup(result: Any, model_name: str, policy: str | None = None,
+                          device: str = DEFAULT_DEVICE) -> float | None:
+    """The same projection priced on the roofline of `device` (`costs.roofline`: bytes moved as well as FLOPs);
+    SpotFusion's blend unless `policy` reads a static context. None where the roofline does not model the
+    family's blocks (FLUX.2). Attention statistics and a cache's bookkeeping are not in the trace: not priced."""
+    if not result.trace or not result.text_tokens:
+        return None
+    priced = for_model(model_name)
+    if not modelled(priced.arch):
+        return None
+    text = priced.text(references=len(result.trace[0].keep_masks))[: len(result.text_tokens)]
+    return roofline_speedup(priced.arch, project(result.trace), text, result.source_cached, device,
+                            blend=(policy or "") not in STATIC_CONTEXT_POLICIES)
+
+
+def ideal_columns(result: Any, transformer: torch.nn.Module, model_name: str,
+                  policy: str | None = None) -> dict[str, float | None]:
+    """`flops_ideal_speedup`, `flops_ideal_speedup_real` and `roofline_speedup_real` (H100 SXM) of one edit."""
     return {"flops_ideal_speedup": own_speedup(result, transformer),
-            "flops_ideal_speedup_real": real_speedup(result, model_name)}
+            "flops_ideal_speedup_real": real_speedup(result, model_name),
+            "roofline_speedup_real": roofline_real_speedup(result, model_name, policy)}

@@ -43,6 +43,8 @@ DEVICES: dict[str, Device] = {
     "H200": Device("H200", 989e12, 67e12, 4.8e12, 141.0),
 }
 DEFAULT_DEVICE = "H100 SXM"
+# policies whose partial steps read a static K/V context: no SpotFusion blend (`Mechanics.blend`)
+STATIC_CONTEXT_POLICIES = ("focus", "regione", "forced-focus")
 
 
 def device(name: str | Device) -> Device:

@@ -99,7 +99,7 @@ class EditActor(UnitActor):
             references=references, resize_filter=config.resize_filter, cache=cache)
         row = self.ok_row(config, unit, started)
         row.update(trace_columns(result))
-        row.update(ideal_columns(result, self.pipe.transformer, self.model))
+        row.update(ideal_columns(result, self.pipe.transformer, self.model, config.policy))
         if result.cache_name is not None:   # asked for by the configuration, or declared by the policy
             columns = result.cache_columns()
             row.update({k: v for k, v in columns.items() if k not in ("cache", "cache_params")},
@@ -132,4 +132,6 @@ def trace_columns(result: EditResult) -> dict[str, Any]:
         from_layer_per_step=[s.from_layer for s in trace],
         active_per_step=[s.noisy if s.active is None else s.active for s in trace],
         kept_per_step=[s.kept for s in trace], loop_s=sum(s.seconds for s in trace),
-        policy_s=sum(s.policy_seconds for s in trace), selector_s=sum(s.selector_seconds for s in trace))
+        policy_s=sum(s.policy_seconds for s in trace), selector_s=sum(s.selector_seconds for s in trace),
+        attention_backend=result.attention_backend, text_encoders=result.text_encoders,
+        encoder_move_s=result.encoder_move_s)

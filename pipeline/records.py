@@ -177,6 +177,7 @@ ROW_FIELDS = (   # the row's own columns; the metrics' (metrics.output_columns) 
     pa.field("pairing_rerun_s", pa.float64()),
     pa.field("flops_ideal_speedup", pa.float64()),       # the edit's plan priced on its own model (costs.flops)
     pa.field("flops_ideal_speedup_real", pa.float64()),  # the plan's shares on its family's real model, 1024²
+    pa.field("roofline_speedup_real", pa.float64()),     # the same, on costs.roofline's H100 SXM (bytes too)
     pa.field("run_position", pa.int32()),       # this edit's place in its unit's run order (0 = first)
     pa.field("actor", pa.string()),             # host:pid of the actor that ran it
     pa.field("cache", pa.string()),             # temporal cache (actors.caches) label, e.g. "magcache threshold=0.25"

@@ -6,7 +6,8 @@ configuration on the real architecture at --tflops, after a --load-s model load,
 input is --records synthetic records; --configurations C replaces the grid by full + C-1 random arms. Faults:
 --kill-actors K kills K actors mid-edit at random simulated times, --write-faults P fails that fraction of
 storage writes (retried); --kill-nodes K kills every actor of K simulated nodes (--gpus-per-node each) mid-edit,
-their units redone. Prints a table, then the figures as JSON on the last line; all times are simulated
+their units redone. --gpus-per-actor K serves K logical GPUs from one actor process (num_gpus K, K units at
+once on its threads, each on its own logical GPU): for pools whose processes would not fit memory. Prints a table, then the figures as JSON on the last line; all times are simulated
 seconds."""
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kill-nodes", type=int, default=0,
                    help="simulated nodes whose actors all die mid-edit at a random simulated time (units redone)")
     p.add_argument("--gpus-per-node", type=int, default=8, help="GPUs of a simulated node, for --kill-nodes")
+    p.add_argument("--gpus-per-actor", type=int, default=1,
+                   help="logical GPUs one actor process serves (num_gpus K, K units at once; divides --gpus)")
     p.add_argument("--trace", default=None, help="write the per-unit trace (JSON lines) to this file")
     p.add_argument("--write-faults", type=float, default=0.0, help="fraction of storage writes that fail (retried)")
     p.add_argument("--batch-size", type=int, default=1, help="units per actor call")
@@ -55,6 +58,10 @@ def _check(args: argparse.Namespace) -> None:
     if args.kill_nodes > -(-args.gpus // args.gpus_per_node):
         raise ValueError(f"--kill-nodes {args.kill_nodes}: only {-(-args.gpus // args.gpus_per_node)} simulated "
                          f"nodes of {args.gpus_per_node} GPUs")
+    if args.gpus_per_actor < 1 or args.gpus % args.gpus_per_actor:
+        raise ValueError(f"--gpus-per-actor {args.gpus_per_actor} must be at least 1 and divide --gpus {args.gpus}")
+    if args.kill_nodes and args.gpus_per_node % args.gpus_per_actor:
+        raise ValueError("--gpus-per-node must be a multiple of --gpus-per-actor (an actor's GPUs on one node)")
     if not 0 <= args.write_faults < 1:
         raise ValueError("--write-faults must be in [0, 1)")
 
@@ -80,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
         output = os.path.abspath(args.output or tmp)
         from simulation.cluster import memory_shortfall, simulate, simulation_config, table
 
-        if not args.no_memory_check and (why := memory_shortfall(args.gpus)):
+        if not args.no_memory_check and (why := memory_shortfall(args.gpus // args.gpus_per_actor)):
             raise ValueError(why)
 
         cfg = simulation_config(args.config, args.overrides, args.gpus, output, args.records, args.configurations,
-                                args.write_faults, args.batch_size)
+                                args.write_faults, args.batch_size, args.gpus_per_actor)
         import ray
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -93,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             result = simulate(cfg, args.gpus, args.records, tflops=args.tflops, load_s=args.load_s,
                               noise=args.noise, scale=args.scale, kills=args.kill_actors, seed=args.seed,
                               node_kills=args.kill_nodes, per_node=args.gpus_per_node,
-                              trace=os.path.abspath(args.trace) if args.trace else None)
+                              trace=os.path.abspath(args.trace) if args.trace else None,
+                              per_actor=args.gpus_per_actor)
         finally:
             ray.shutdown()
     print("SYNTHETIC model: edit times from the FLOP model, not measured")

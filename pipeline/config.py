@@ -162,6 +162,9 @@ class ActorConfig(Section):
     min_size: PositiveInt = 1
     max_size: PositiveInt = 1  # defaults to min_size: one number sizes a fixed pool
     batch_size: PositiveInt = 1
+    # units an actor process runs at once, one per GPU it holds: 1 for the real editor (one model, one card);
+    # `dropedit simulate --gpus-per-actor K` serves K logical GPUs from one light process (num_gpus K)
+    concurrency: PositiveInt = 1
 
     @model_validator(mode="before")
     @classmethod

@@ -19,7 +19,7 @@ import ray
 from . import storage as st
 from .accounting import count_written, run_files
 from .block_stats import drop_block_stats
-from .config import RunConfig
+from .config import ActorConfig, RunConfig
 from .configuration import Configuration, ExpandedRun
 from .finish_stage import finish_units
 from .load_stage import load_units
@@ -48,6 +48,8 @@ def results_uri(cfg: RunConfig) -> str:
 def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) -> tuple[type, dict[str, Any]]:
     from .edit_stage import EditActor   # light: the model side is imported on the actor
 
+    if cfg.actors.concurrency != 1:   # one model on one card: its edits are not thread-safe
+        raise ValueError("actors.concurrency: the editing actor runs one unit at a time (1)")
     first = configs[0]
     return EditActor, dict(model=first.model_name, model_path=first.model_path, output=cfg.output,
                            run_id=run_id, configs={c.config_id: c.to_row() for c in configs},
@@ -59,7 +61,7 @@ def unit_plans(run: ExpandedRun) -> dict[str, UnitPlan]:
     """Each model entry's units (`unit_plan`); the input's records are counted on the workers when the
     automatic rule needs them."""
     cfg = run.config
-    actors = cfg.actors.max_size
+    actors = cfg.actors.max_size * cfg.actors.concurrency   # units running at once: one per GPU
     if needs_records(cfg.units, actors):
         records, files = count_records(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
     else:
@@ -86,10 +88,18 @@ def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIn
             .repartition(target_num_rows_per_block=actors.batch_size)
             .map_batches(actor_cls, fn_constructor_kwargs=actor_kwargs, batch_size=actors.batch_size,
                          batch_format="pyarrow", num_gpus=actors.num_gpus, num_cpus=actors.num_cpus,
-                         compute=ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size,
-                                                            initial_size=actors.min_size))
+                         compute=pool_strategy(actors))
             .map_batches(finish_units, batch_size=cpu_batch, batch_format="pyarrow", num_cpus=1, memory=CPU_STAGE_MEMORY,
                          fn_kwargs=dict(output=cfg.output, storage=storage, compute=list(cfg.metrics.compute))))
+
+
+def pool_strategy(actors: ActorConfig) -> ray.data.ActorPoolStrategy:
+    """The GPU stage's pool. `concurrency` K > 1: K units run at once on an actor's threads (Ray Data's default
+    of 2 x K in flight per actor), each on one of the actor's K GPUs."""
+    k = actors.concurrency
+    return ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size,
+                                      initial_size=actors.min_size, max_concurrent_calls_per_actor=k if k > 1 else None,
+                                      enable_true_multi_threading=k > 1)
 
 
 def done_pairs(cfg: RunConfig) -> DoneIndex:

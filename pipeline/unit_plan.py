@@ -9,7 +9,7 @@ the input are split into `parts` units each; the rest stay whole (one unit per r
 variants on one actor). Splitting a (size, seed) group costs one extra `full` edit per extra part (see
 `units`), so the rule keeps that under a budget.
 
-The automatic rule (`units: {split: auto}`), for A = actors.max_size, R records, a record's configurations of
+The automatic rule (`units: {split: auto}`), for A = actors.max_size x actors.concurrency (GPUs), R records, a record's configurations of
 this entry costing W (cost model, `edit_weight`), its group references `full` costing F each:
 - A = 1, or R >= 20 A (20 units per actor already): no split;
 - else the last m = min(R, A) records (one round of the pool; per input file, ceil(m / files)) are split into

@@ -21,7 +21,7 @@ def scenario_of(run: dict) -> Scenario:
     """The event model's scenario of one `dropedit simulate` JSON line (which records its edit times)."""
     return Scenario(gpus=run["gpus"], records=run["records"], edit_s=tuple(run["edit_s"]), load_s=run["load_s"],
                     noise=run.get("noise", 0.15), scale=run["scale"], split_parts=run.get("split_parts") or 1,
-                    split_records=run.get("split_records"))
+                    split_records=run.get("split_records"), gpus_per_actor=run.get("gpus_per_actor") or 1)
 
 
 def load_runs(folder: Path, pattern: str = "pie_*gpu_1024*.json") -> dict[str, dict]:
@@ -73,9 +73,17 @@ def grid_start(f: Callable[[list[float]], float], bounds: Sequence[float], point
 
 
 def unsplit(runs: dict[str, dict]) -> dict[str, dict]:
-    """The runs with one unit per record: the model is fitted on them, the split runs are held out to test its
-    prediction of a split."""
-    return {name: r for name, r in runs.items() if (r.get("split_parts") or 1) == 1}
+    """The runs the model is fitted on: one unit per record, one GPU per actor process. The split runs and those
+    with several logical GPUs per process (128, 256 GPUs) are held out, to test its predictions."""
+    return {name: r for name, r in runs.items()
+            if (r.get("split_parts") or 1) == 1 and (r.get("gpus_per_actor") or 1) == 1}
+
+
+def after_load_of(run: dict) -> tuple[float, float]:
+    """A run's busy and makespan / ideal over the window after its model load (runs made before these keys
+    existed: from their makespan, ideal and load, 60 s then)."""
+    window = run["makespan_s"] - run.get("load_s", 60.0)
+    return run["ideal_makespan_s"] / window, window / run["ideal_makespan_s"]
 
 
 def fit(runs: dict[str, dict], seeds: int = SEEDS) -> Overheads:
@@ -94,9 +102,15 @@ def errors(runs: dict[str, dict], overheads: Overheads, seeds: int = SEEDS) -> l
     out = []
     for name, run in runs.items():
         p = predict(replace(scenario_of(run), overheads=overheads), seeds)
+        busy_after, over_after = after_load_of(run)
         out.append({"run": name, "gpus": run["gpus"], "units": run["units"], "split": run.get("split_parts") or 1,
+                    "gpus_per_actor": run.get("gpus_per_actor") or 1, "fitted": name in unsplit({name: run}),
                     "measured_busy": run["gpu_busy"],
                     "model_busy": round(p.gpu_busy, 4),
+                    "measured_busy_after_load": round(busy_after, 4),
+                    "model_busy_after_load": round(p.gpu_busy_after_load, 4),
+                    "measured_after_load_over_ideal": round(over_after, 3),
+                    "model_after_load_over_ideal": round(p.makespan_after_load_over_ideal, 3),
                     "measured_makespan_over_ideal": round(run["makespan_s"] / run["ideal_makespan_s"], 3),
                     "model_makespan_over_ideal": round(p.makespan_over_ideal, 3),
                     "makespan_error": round(p.makespan_s / run["makespan_s"] - 1, 4)})
@@ -134,7 +148,8 @@ def main(argv: list[str]) -> int:
     base = scenario_of(next(iter(runs.values())))
     for p in extrapolate(base, overheads, [512, 1024], [1], tail_only=False, scale_one=True):
         print(f"MODEL PREDICTION, {p.gpus} GPUs at scale 1: busy {p.gpu_busy:.3f}, "
-              f"makespan {p.makespan_over_ideal:.3f} x ideal")
+              f"makespan {p.makespan_over_ideal:.3f} x ideal; after the {p.load_s:g} s load: busy "
+              f"{p.gpu_busy_after_load:.3f}, {p.makespan_after_load_over_ideal:.3f} x ideal")
     return 0
 
 

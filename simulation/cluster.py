@@ -35,7 +35,7 @@ ACTOR_PRIVATE_MB, FIXED_MB = 115, 2048
 
 
 def memory_shortfall(gpus: int) -> str | None:
-    """Why `gpus` actor processes would not fit this machine's available memory (None: they fit, or the
+    """Why `gpus` actor processes (one per logical GPU, or per `--gpus-per-actor` of them) would not fit this machine's available memory (None: they fit, or the
     machine does not say): an out-of-memory kill could hit other people's processes."""
     try:
         with open("/proc/meminfo") as f:
@@ -64,12 +64,16 @@ def synthetic_manifest(folder: str, records: int) -> str:
 
 
 def simulation_config(config: str, overrides: list[str], gpus: int, output: str, records: int | None,
-                      configurations: int | None, fault_rate: float, batch_size: int) -> RunConfig:
-    """The user's config with the synthetic input, one GPU per actor, N actors, no metrics, faults."""
+                      configurations: int | None, fault_rate: float, batch_size: int,
+                      per_actor: int = 1) -> RunConfig:
+    """The user's config with the synthetic input, `per_actor` GPUs per actor (as many units at once), N GPUs
+    in all, no metrics, faults."""
     import policies
 
-    sets = [*overrides, f"output={output}", "actors.num_gpus=1", "actors.num_cpus=0", f"actors.min_size={gpus}",
-            f"actors.max_size={gpus}", f"actors.batch_size={batch_size}", "metrics.compute=[]",
+    actors = gpus // per_actor
+    sets = [*overrides, f"output={output}", f"actors.num_gpus={per_actor}", "actors.num_cpus=0",
+            f"actors.concurrency={per_actor}", f"actors.min_size={actors}", f"actors.max_size={actors}",
+            f"actors.batch_size={batch_size}", "metrics.compute=[]",
             f"storage.inject_write_faults={fault_rate}"]
     if fault_rate:   # enough attempts that injected faults are absorbed (0.2 ** 8 = 3e-6 per write), quickly
         sets += ["storage.retries=8", "storage.retry_base_delay_s=0.02"]
@@ -123,7 +127,7 @@ def write_trace(path: str, trace: list, gpus: int, scale: float) -> None:
 
 def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: float, noise: float,
              scale: float | None, kills: int, seed: int = 0, node_kills: int = 0, per_node: int = 8,
-             trace: str | None = None) -> dict[str, Any]:
+             trace: str | None = None, per_actor: int = 1) -> dict[str, Any]:
     """Run the simulation on the current (local, N-GPU) Ray cluster; returns the measured figures."""
     import ray
 
@@ -136,7 +140,7 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
     ledger = SimLedger.options(name=ledger_name).remote(
         _kill_times(kills, work / gpus, seed), gpus, node_kill_plan(node_kills, gpus, per_node, work / gpus, seed),
         per_node)
-    factory = simulated_factory(ledger_name, tflops, load_s, scale, noise)
+    factory = simulated_factory(ledger_name, tflops, load_s, scale, noise, per_actor)
     load_before = os.getloadavg()[0]
     started = time.time()
     summary = run_ablation(run, factory=factory)
@@ -150,7 +154,9 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
     return {"gpus": gpus, "records": records, "configurations": configurations, "units": counts["units"],
             "makespan_s": round(makespan, 1), "ideal_makespan_s": round(counts["busy_s"] / gpus, 1),
             "gpu_busy": round(counts["busy_s"] / (gpus * makespan), 4),
-            "model_loads": counts["model_loads"], "actors": gpus, "actor_kills": counts["actor_kills"],
+            **after_load(counts["busy_s"], gpus, makespan, load_s),
+            "model_loads": counts["model_loads"], "actors": gpus // per_actor, "gpus_per_actor": per_actor,
+            "actor_kills": counts["actor_kills"],
             "node_kills": counts["node_kills"],
             "extra_gpu_s_for_pairing": round(counts["extra_gpu_s_for_pairing"], 1),
             **row_accounting(summary["results"], cfg.storage, records * configurations),
@@ -161,6 +167,14 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
             "edit_s": [round(edit_seconds(c, tflops), 3) for c in run.configurations],
             **split_of(summary), "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "write_fault_rate": cfg.storage.inject_write_faults}
+
+
+def after_load(busy_s: float, gpus: int, makespan: float, load_s: float) -> dict[str, float]:
+    """The scheduling's own efficiency: busy and makespan / ideal over the window after the model load, which
+    `gpu_busy` and `makespan_s` count (a fixed `load_s` that no scheduling shortens)."""
+    window, ideal = makespan - load_s, busy_s / gpus
+    return {"gpu_busy_after_load": round(busy_s / (gpus * window), 4) if window > 0 else 0.0,
+            "makespan_after_load_over_ideal": round(window / ideal, 4) if ideal > 0 else 0.0}
 
 
 def split_of(summary: dict[str, Any]) -> dict[str, Any]:

@@ -7,11 +7,12 @@ What it models, as Ray Data runs the graph (`pipeline.graph`, Ray 2.60):
   `split_records` records of the input, or all), k units: the reference (`full`) and every k-th other
   configuration in the first part, and each other part re-runs `full` once for its pairing (extra GPU work);
 - the driver hands units to the actor pool one after another (`dispatch_s` wall seconds each), each to the actor
-  with the fewest units in flight (lowest index on a tie), at most `QUEUE` per actor (Ray Data's
-  `max_tasks_in_flight_per_actor` default, 2 x max_concurrency 1): a unit may wait behind a busy actor while
+  with the fewest units in flight (lowest index on a tie), at most `QUEUE` x K per actor (Ray Data's
+  `max_tasks_in_flight_per_actor` default, 2 x max_concurrency K): a unit may wait behind a busy actor while
   another is idle, which lengthens the tail;
-- an actor runs its units in order, each taking its edits' service times plus `gap_s` wall seconds (the task's
-  own overhead: inputs fetched, edits pickled, the ledger's call);
+- an actor holds K GPUs (`gpus_per_actor`, 1 but in `dropedit simulate --gpus-per-actor K`) and runs its units
+  in order, each on the first of its GPUs to free, taking its edits' service times plus `gap_s` wall seconds
+  (the task's own overhead: inputs fetched, edits pickled, the ledger's call);
 - `fixed_s` wall seconds per run: the pool's first dispatch after it is ready, and after the last unit the
   finish stage, the Parquet write and the executor's end (a constant start delay shifts every unit alike, so
   the two are one parameter);
@@ -60,7 +61,8 @@ class Scenario:
     scale: float = 1.0
     split_parts: int = 1
     split_records: int | None = None
-    queue: int = QUEUE          # units an actor holds at once (running and waiting)
+    queue: int = QUEUE          # units an actor holds at once (running and waiting), per GPU it holds
+    gpus_per_actor: int = 1     # K logical GPUs per actor process, K units running at once
     overheads: Overheads = field(default_factory=Overheads)
 
     def __post_init__(self) -> None:
@@ -77,10 +79,20 @@ class Prediction:
     ideal_makespan_s: float
     gpu_busy: float
     extra_gpu_s_for_pairing: float
+    load_s: float = 0.0
 
     @property
     def makespan_over_ideal(self) -> float:
         return self.makespan_s / self.ideal_makespan_s
+
+    @property
+    def makespan_after_load_over_ideal(self) -> float:
+        """The scheduling's own makespan / ideal: the window after the model load, which no schedule shortens."""
+        return (self.makespan_s - self.load_s) / self.ideal_makespan_s
+
+    @property
+    def gpu_busy_after_load(self) -> float:
+        return 1.0 / self.makespan_after_load_over_ideal
 
 
 def unit_parts(edit_s: Sequence[float], parts: int) -> list[tuple[list[int], int]]:
@@ -134,16 +146,19 @@ def _draws(scenario: Scenario, seeds: int) -> tuple[tuple[list[float], float, fl
     return tuple(draw_units(scenario, seed) for seed in range(seeds))
 
 
-def schedule(units: Sequence[float], gpus: int, dispatch: float, gap: float, queue: int = QUEUE) -> float:
-    """When the last unit ends (simulated seconds from the pool's start), dispatching as the module says."""
-    in_flight = [0] * gpus
-    free_at = [0.0] * gpus
-    by_load: list[list[int]] = [list(range(gpus))] + [[] for _ in range(queue)]   # heaps of actor ids
+def schedule(units: Sequence[float], gpus: int, dispatch: float, gap: float, queue: int = QUEUE,
+             per_actor: int = 1) -> float:
+    """When the last unit ends (simulated seconds from the pool's start), dispatching as the module says:
+    `gpus // per_actor` actors of `per_actor` GPUs, each holding at most `queue * per_actor` units."""
+    actors, limit = max(gpus // per_actor, 1), queue * per_actor
+    in_flight = [0] * actors
+    servers = [[0.0] * per_actor for _ in range(actors)]   # per actor: a heap of its GPUs' free times
+    by_load: list[list[int]] = [list(range(actors))] + [[] for _ in range(limit)]   # heaps of actor ids
     done: list[tuple[float, int]] = []   # (end, actor) of units in flight
-    now = 0.0
+    now, last = 0.0, 0.0
 
     def least_loaded() -> int | None:
-        for level in range(queue):
+        for level in range(limit):
             heap = by_load[level]
             while heap and in_flight[heap[0]] != level:   # stale entry: the actor moved level
                 heapq.heappop(heap)
@@ -151,22 +166,25 @@ def schedule(units: Sequence[float], gpus: int, dispatch: float, gap: float, que
                 return heap[0]
         return None
 
+    def release(a: int) -> None:
+        in_flight[a] -= 1
+        heapq.heappush(by_load[in_flight[a]], a)
+
     for seconds in units:
         while done and done[0][0] <= now:
-            _, a = heapq.heappop(done)
-            in_flight[a] -= 1
-            heapq.heappush(by_load[in_flight[a]], a)
-        while (actor := least_loaded()) is None:   # every actor holds `queue` units: wait for one to end
+            release(heapq.heappop(done)[1])
+        while (actor := least_loaded()) is None:   # every actor holds its limit: wait for a unit to end
             end, a = heapq.heappop(done)
             now = max(now, end)
-            in_flight[a] -= 1
-            heapq.heappush(by_load[in_flight[a]], a)
-        free_at[actor] = max(now, free_at[actor]) + seconds + gap
+            release(a)
+        end = max(now, heapq.heappop(servers[actor])) + seconds + gap   # FIFO: the first GPU to free
+        heapq.heappush(servers[actor], end)
+        last = max(last, end)
         in_flight[actor] += 1
         heapq.heappush(by_load[in_flight[actor]], actor)
-        heapq.heappush(done, (free_at[actor], actor))
+        heapq.heappush(done, (end, actor))
         now += dispatch
-    return max(free_at)
+    return last
 
 
 def predict(scenario: Scenario, seeds: int = 8) -> Prediction:
@@ -174,7 +192,7 @@ def predict(scenario: Scenario, seeds: int = 8) -> Prediction:
     o, s = scenario.overheads, scenario.scale
     makespans, ideals, busies, extras, units = [], [], [], [], 0
     for drawn, total, pairing in _draws(replace(scenario, overheads=Overheads()), seeds):
-        end = schedule(drawn, scenario.gpus, o.dispatch_s / s, o.gap_s / s, scenario.queue)
+        end = schedule(drawn, scenario.gpus, o.dispatch_s / s, o.gap_s / s, scenario.queue, scenario.gpus_per_actor)
         makespan = scenario.load_s + end + o.fixed_s / s
         makespans.append(makespan)
         ideals.append(total / scenario.gpus)
@@ -182,7 +200,8 @@ def predict(scenario: Scenario, seeds: int = 8) -> Prediction:
         extras.append(pairing)
         units = len(drawn)
     n = len(makespans)
-    return Prediction(scenario.gpus, units, sum(makespans) / n, sum(ideals) / n, sum(busies) / n, sum(extras) / n)
+    return Prediction(scenario.gpus, units, sum(makespans) / n, sum(ideals) / n, sum(busies) / n, sum(extras) / n,
+                      scenario.load_s)
 
 
 def with_gpus(scenario: Scenario, gpus: int, scale: float | None = None) -> Scenario:

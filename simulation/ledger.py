@@ -15,8 +15,9 @@ class SimLedger:
     """Counts of one simulation and the plan of its faults.
 
     `kill_at`: one simulated time per actor kill; the first actors to load take them, one each.
-    `node_kill_at`: simulated node index -> its kill time; the pool's first `expected` actors are its nodes'
-    GPUs in load order, `per_node` to a node. A restarted actor is on a replacement node, never killed."""
+    `node_kill_at`: simulated node index -> its kill time; the pool's first `expected` logical GPUs are its
+    nodes' GPUs in load order, `per_node` to a node (an actor's GPUs on one node: `per_node` a multiple of the
+    GPUs per actor). A restarted actor is on a replacement node, never killed."""
 
     def __init__(self, kill_at: list[float], expected: int, node_kill_at: dict[int, float] | None = None,
                  per_node: int = 8) -> None:
@@ -29,12 +30,12 @@ class SimLedger:
         self.trace: list[tuple[str, str, float, float, float]] = []
         self.all_ready: float | None = None
 
-    def loaded(self) -> tuple[float | None, tuple[int, float | None] | None]:
-        """Counts a model load; returns this actor's kill time (None: no actor kill) and its simulated node
-        (index, kill time or None), None for a restarted actor."""
+    def loaded(self, gpus: int = 1) -> tuple[float | None, tuple[int, float | None] | None]:
+        """Counts an actor's model loads (one per logical GPU it serves); returns its kill time (None: no actor
+        kill) and its simulated node (index, kill time or None), None for a restarted actor."""
         slot = self.loads
-        self.loads += 1
-        if self.loads == self.expected:
+        self.loads += gpus
+        if slot < self.expected <= self.loads:
             self.all_ready = self.start = time.time()
         node = None
         if slot < self.expected:

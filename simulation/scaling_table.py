@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("actor", "gpus", "records", "configurations", "resolution", "units", "gpu_busy", "makespan_s",
-           "ideal_makespan_s", "makespan / ideal", "extra_gpu_s_for_pairing", "model_loads", "actor_kills",
+COLUMNS = ("actor", "gpus", "gpus_per_actor", "records", "configurations", "resolution", "units", "gpu_busy",
+           "gpu_busy_after_load", "makespan_s", "ideal_makespan_s", "makespan / ideal", "after load / ideal", "extra_gpu_s_for_pairing", "model_loads", "actor_kills",
            "node_kills", "write_fault_rate", "rows_ok", "rows_lost", "rows_duplicated", "driver_peak_rss_mb",
            "wall_s", "load_avg_1m")
 
@@ -18,6 +18,11 @@ def row(name: str, result: dict) -> list[str]:
     # runs made before the light actor do not record their edit times (their actor imported torch)
     values["actor"] = "light" if "edit_s" in result else "earlier (torch)"
     values["makespan / ideal"] = f"{result['makespan_s'] / result['ideal_makespan_s']:.3f}"
+    # the window after the model load (60 s in runs that predate the `load_s` key)
+    window = result["makespan_s"] - result.get("load_s", 60.0)
+    values["gpu_busy_after_load"] = f"{result['ideal_makespan_s'] / window:.4f}"
+    values["after load / ideal"] = f"{window / result['ideal_makespan_s']:.3f}"
+    values.setdefault("gpus_per_actor", 1)
     if isinstance(values.get("load_avg_1m"), list):   # the machine's load when the run started and ended
         values["load_avg_1m"] = " → ".join(f"{v:g}" for v in values["load_avg_1m"])
     return [str(values.get(c, "")) for c in COLUMNS]

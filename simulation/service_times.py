@@ -35,12 +35,13 @@ def service_table(configs: Sequence[Configuration], tflops: float) -> dict[str, 
             for c in configs}
 
 
-def simulated_factory(ledger: str, tflops: float, load_s: float, scale: float, noise: float):
-    """A `pipeline.graph.ActorFactory` that gives every model entry the synthetic model."""
+def simulated_factory(ledger: str, tflops: float, load_s: float, scale: float, noise: float, slots: int = 1):
+    """A `pipeline.graph.ActorFactory` that gives every model entry the synthetic model (`slots` logical GPUs
+    per actor process)."""
     def factory(configs: Sequence[Configuration], cfg: Any, run_id: str) -> tuple[type, dict[str, Any]]:
         rows = {c.config_id: c.to_row() for c in configs}   # what crosses Ray: plain rows
         return SimulatedEditActor, dict(configs=rows, run_id=run_id, ledger=ledger,
                                         service=service_table(configs, tflops),
                                         device=f"synthetic GPU ({tflops:g} TFLOP/s)",
-                                        load_s=load_s, scale=scale, noise=noise)
+                                        load_s=load_s, scale=scale, noise=noise, slots=slots)
     return factory

@@ -10,7 +10,15 @@ Light on purpose: this module imports Ray and `pipeline.unit_stage` (numpy, pyar
 Everything else is the real graph: `SimulatedEditActor` is a `pipeline.unit_stage.UnitActor`, so unit order,
 pairing, error rows, the CPU stages, writes, resume and Ray's actor restarts are the ones `dropedit run` uses.
 A `SimLedger` actor counts model loads, GPU-seconds and units, keeps a per-unit trace, and hands out actor and
-node kills at chosen simulated times. Here the actors' processes start one after the other (a few cores start
+node kills at chosen simulated times.
+
+`slots` K > 1 (`dropedit simulate --gpus-per-actor K`): one process serves K logical GPUs. Ray gives the actor
+`num_gpus=K` (its GPU accounting stays exact) and Ray Data runs up to K of its units at once on the actor's
+threads (2 K in flight, one queue for the K); each running unit holds one logical GPU (a slot) for its whole
+unit and sleeps its own service times there. What differs from K processes of one GPU: the queue of waiting
+units is shared by the K GPUs (a unit starts on whichever of them frees first), a model load counts K (one per
+logical GPU, loaded in one sleep, as K processes loading in parallel would), and a killed actor takes its K
+GPUs' units with it (a node kill, whose node holds whole actors, is unchanged). Here the actors' processes start one after the other (a few cores start
 them all), on a cluster they start together: each synthetic actor therefore waits, after its load, until the
 pool's first `expected` actors have loaded, and the simulation's clock starts then (`all_ready`). A restarted
 actor does not wait."""
@@ -19,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import threading
 import time
 from typing import Any, Mapping
 
@@ -40,19 +49,20 @@ class SimulatedEditActor(UnitActor):
     `simulation.service_times.service_table`."""
 
     def __init__(self, configs: dict[str, dict[str, Any]], run_id: str, ledger: str, service: dict[str, list],
-                 device: str, load_s: float, scale: float, noise: float) -> None:
+                 device: str, load_s: float, scale: float, noise: float, slots: int = 1) -> None:
         super().__init__(configs, run_id)
         self.ledger = ray.get_actor(ledger)
         self.scale, self.noise, self.device = scale, noise, device
         self.service = {cid: (float(s), int(n), float(k)) for cid, (s, n, k) in service.items()}
         self.rng = random.Random(f"{self.actor}-{time.time_ns()}")
+        self.free_slots, self.slot_lock = list(range(slots)), threading.Lock()
+        self.unit = threading.local()   # the running unit's books: one per thread, i.e. per logical GPU
         time.sleep(load_s * scale)
         # a few calls per actor and one per unit, none per edit: the ledger's latency would be scaled up too
-        self.kill_at, self.node = ray.get(self.ledger.loaded.remote())
+        self.kill_at, self.node = ray.get(self.ledger.loaded.remote(slots))
         while (start := ray.get(self.ledger.started.remote())) is None:
             time.sleep(0.05)
         self.start = start
-        self.unit_busy = self.unit_pairing = 0.0
 
     def _now(self) -> float:
         """Simulated seconds since the pool was ready."""
@@ -75,7 +85,7 @@ class SimulatedEditActor(UnitActor):
         else:
             return
         time.sleep(part * self.scale)
-        ray.get(self.ledger.died.remote(self.unit_busy + part, node))
+        ray.get(self.ledger.died.remote(self.unit.busy + part, node))
         os._exit(1)
 
     def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
@@ -85,9 +95,9 @@ class SimulatedEditActor(UnitActor):
         seconds = self._noisy(base)
         self._die_if_due(seconds)
         time.sleep(seconds * self.scale)
-        self.unit_busy += seconds
+        self.unit.busy += seconds
         if config.config_id not in unit["config_ids"]:   # run only as the unit's reference: pairing's cost
-            self.unit_pairing += seconds
+            self.unit.pairing += seconds
         kept = budget or [round(keep * tokens)] * config.steps
         row = self.ok_row(config, unit, started)
         row.update(runtime_s=seconds, loop_s=seconds, keep_ratio_mean=sum(kept) / (tokens * len(kept)),
@@ -96,10 +106,18 @@ class SimulatedEditActor(UnitActor):
         return UnitEdit(config, row, emit=True, image=inputs["source"], kept_per_step=kept)
 
     def run_unit(self, unit: Mapping[str, Any], inputs: dict[str, Any]) -> list[UnitEdit]:
-        """The frame's unit, reported to the ledger once it is done (one call per unit)."""
-        self.unit_busy = self.unit_pairing = 0.0
-        begun = self._now()
-        edits = super().run_unit(unit, inputs)
-        key = f"{unit['id']}|{','.join(unit['config_ids'])}"
-        self.ledger.unit_done.remote(self.actor, key, begun, self._now(), self.unit_busy, self.unit_pairing)
+        """The frame's unit on a free logical GPU of this actor, reported to the ledger once it is done (one call
+        per unit)."""
+        with self.slot_lock:   # Ray Data runs at most `slots` units at once here: one is always free
+            slot = self.free_slots.pop(0)
+        self.unit.busy = self.unit.pairing = 0.0
+        try:
+            begun = self._now()
+            edits = super().run_unit(unit, inputs)
+            key = f"{unit['id']}|{','.join(unit['config_ids'])}"
+            self.ledger.unit_done.remote(f"{self.actor}/gpu{slot}", key, begun, self._now(), self.unit.busy,
+                                         self.unit.pairing)
+        finally:
+            with self.slot_lock:
+                self.free_slots.append(slot)
         return edits

@@ -23,6 +23,21 @@ def test_a_unit_queued_behind_a_long_one_waits_while_another_actor_idles():
     assert schedule([10.0, 10.0, 10.0], gpus=4, dispatch=0.0, gap=0.0) == 10.0
 
 
+def test_an_actor_of_two_gpus_shares_one_queue_between_them():
+    # one actor holding 2 GPUs (up to 4 units): units start on whichever of its GPUs frees first, so the short
+    # ones pass the 10 s one on the other GPU (two 1-GPU actors end at 11, above)
+    assert schedule([10.0, 1.0, 1.0, 1.0], gpus=2, dispatch=0.0, gap=0.0, per_actor=2) == 10.0
+    assert schedule([4.0, 4.0], gpus=2, dispatch=0.0, gap=0.0, per_actor=2) == 4.0   # both at once
+    # 2 actors of 2 GPUs: 4 in flight each; the 5th unit queues on actor 0 behind its first to end
+    assert schedule([3.0, 3.0, 3.0, 3.0, 3.0], gpus=4, dispatch=0.0, gap=0.0, per_actor=2) == 6.0
+
+
+def test_figures_after_the_load_leave_the_load_out():
+    p = predict(Scenario(gpus=2, records=4, edit_s=[5.0, 5.0], load_s=20.0, noise=0.0), seeds=1)
+    assert p.makespan_over_ideal == 2.0 and p.makespan_after_load_over_ideal == 1.0   # (40 - 20) / 20
+    assert p.gpu_busy == 0.5 and p.gpu_busy_after_load == 1.0
+
+
 def test_overheads_count_as_wall_seconds_over_the_scale():
     # scale 0.5: 1 wall second is 2 simulated seconds; dispatch 1 s each: units start at 0 and 2
     s = Scenario(gpus=2, records=2, edit_s=[4.0], load_s=0.0, noise=0.0, scale=0.5,

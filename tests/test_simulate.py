@@ -1,6 +1,6 @@
 """`dropedit simulate`: the run's graph on N logical GPUs with the synthetic model, in its own local Ray cluster
 (a subprocess: the test session's cluster has no GPUs). Faults injected: an actor killed mid-edit, storage
-writes failing at a rate, a simulated node's actors all killed; every (record, configuration) row must still be
+writes failing at a rate, a simulated node's actors all killed; several logical GPUs per process; every (record, configuration) row must still be
 there exactly once. The synthetic actor's module imports no torch (so 128 actor processes fit 24 GiB)."""
 import json
 import subprocess
@@ -36,6 +36,40 @@ def test_simulated_cluster_with_a_killed_actor_and_write_faults_loses_and_duplic
     assert len(out["edit_s"]) == 3 and out["edit_s"][0] == max(out["edit_s"])   # `full` first, the dearest
 
 
+KEYS_BEFORE_ISSUE_32 = {"gpus", "records", "configurations", "makespan_s", "ideal_makespan_s", "gpu_busy",
+                        "model_loads", "actors", "actor_kills", "rows_ok", "rows_error", "rows_lost",
+                        "rows_duplicated", "driver_peak_rss_mb", "makespan_with_startup_s", "startup_wall_s",
+                        "scale", "wall_s", "tflops", "load_s", "write_fault_rate"}
+
+
+def test_256_logical_gpus_from_two_processes_keep_every_row_and_one_unit_per_gpu_at_a_time(tmp_path):
+    # --gpus 256 as the issue asks, served by 2 actor processes of 128 logical GPUs (num_gpus=128 each)
+    trace = tmp_path / "trace.jsonl"
+    out = _simulate("--gpus", "256", "--gpus-per-actor", "128", "--records", "16", "--configurations", "3",
+                    "--set", "units.split=2", "--scale", "0.01", "--trace", str(trace))
+    assert KEYS_BEFORE_ISSUE_32 | {"units", "extra_gpu_s_for_pairing", "node_kills", "gpus_per_actor",
+                                   "gpu_busy_after_load", "makespan_after_load_over_ideal"} <= set(out), out
+    assert (out["gpus"], out["actors"], out["gpus_per_actor"], out["model_loads"]) == (256, 2, 128, 256), out
+    assert out["rows_ok"] == 48 and out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
+    # a round of the pool is 256 records (GPUs, not the 2 processes): all 16 are split, in 2 units each
+    assert (out["split_records"], out["split_parts"], out["units"]) == (256, 2, 32), out
+    assert out["extra_gpu_s_for_pairing"] > 0
+    assert out["gpu_busy_after_load"] > out["gpu_busy"] and out["makespan_after_load_over_ideal"] < \
+        out["makespan_s"] / out["ideal_makespan_s"]
+    rows = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
+    assert len(rows) == out["units"]
+    by_gpu: dict[str, list] = {}
+    for gpu, _, begun, ended, busy in rows:
+        by_gpu.setdefault(gpu, []).append((begun, ended))
+    assert len({g.split("/")[0] for g in by_gpu}) <= 2 and len(by_gpu) <= 256
+    for spans in by_gpu.values():   # a logical GPU runs one unit at a time
+        spans.sort()
+        assert all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:])), spans
+    assert len(by_gpu) > 2   # units ran at once on a process's logical GPUs
+    # the busy GPU-seconds are the units' (ideal_makespan_s is rounded to 0.1 s, times 256 GPUs)
+    assert abs(sum(r[4] for r in rows) - out["ideal_makespan_s"] * 256) <= 0.05 * 256 + 0.001 * len(rows)
+
+
 @pytest.mark.slow
 def test_a_killed_simulated_node_has_its_units_redone_once(tmp_path):
     trace = tmp_path / "trace.jsonl"
@@ -68,3 +102,6 @@ def test_simulate_refuses_bad_options_before_ray_starts():
     done = subprocess.run([sys.executable, "-m", "jobs.simulate", "configs/demo.yaml", "--gpus", "100000"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "100000 actor processes need" in done.stderr, done.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-m", "jobs.simulate", "configs/demo.yaml", "--gpus", "6",
+                           "--gpus-per-actor", "4"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "must be at least 1 and divide --gpus 6" in done.stderr

@@ -23,11 +23,15 @@ sim pie_32gpu_2048 --gpus 32 --records 700 --configurations 20 --set resolutions
 sim pie_8gpu_2048 --gpus 8 --records 700 --configurations 20 --set resolutions=[2048]
 # the light actor (no torch: ~111 MB private each); one unit per record: these calibrate the discrete-event
 # model (python -m simulation.calibrate docs/scaling)
-for gpus in 8 16 32 64 128; do
+for gpus in 8 16 32 64; do
   sim "pie_${gpus}gpu_1024" --gpus "$gpus" --records 700 --configurations 20 --set resolutions=[1024] --set units.split=none
 done
 # the graph's own split (units: {split: auto}, pipeline/unit_plan.py): held out, to test the model's prediction
-for gpus in 64 128; do
-  sim "pie_${gpus}gpu_1024_split" --gpus "$gpus" --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+sim pie_64gpu_1024_split --gpus 64 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+# 128 and 256 GPUs: 128 / 256 actor processes (~16 / ~30 GB) do not fit this shared 24 GiB machine, so one
+# process serves K logical GPUs (--gpus-per-actor: num_gpus K, K units at once, docs/scaling/README.md): 64
+# processes either way, as at 64 GPUs
+for split in auto none; do
+  sim "pie_256gpu_1024_k4_${split}" --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split
+  sim "pie_128gpu_1024_k2_${split}" --gpus 128 --gpus-per-actor 2 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split
 done
-# 256 actor processes need ~30 GB even light: `dropedit simulate` refuses them on this 24 GiB machine (README "Scaling")

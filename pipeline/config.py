@@ -248,6 +248,9 @@ class MetricsConfig(Section):
     clip_model: NonEmptyStr | None = None   # local folder or s3:// prefix of a CLIPModel + CLIPProcessor
     dino_model: NonEmptyStr | None = None   # local folder or s3:// prefix of a ViTModel (DINO ViT-B/8)
     judge: JudgeConfig | None = None        # None: no judge (judge_* columns null, judge_status says why)
+    # where the edit-stage metric models (CLIP, DINO, LPIPS, the judge) live: on the editor's device, or in the
+    # actor's host memory ("cpu"), off the editing card (slower scoring, no card memory)
+    device: Literal["editor", "cpu"] = "editor"
 
     @field_validator("compute")
     @classmethod

@@ -69,7 +69,8 @@ class EditActor(UnitActor):
         def localize(path: str) -> str:
             return st.localize_model_path(path, cache_dir, self.storage)
 
-        self.metrics = StageMetrics("edit", metric_settings(metrics, self.device, localize))
+        device = "cpu" if metrics.get("device") == "cpu" else self.device   # metrics.device: off the card
+        self.metrics = StageMetrics("edit", metric_settings(metrics, device, localize))
 
     def _warm_up(self, size: tuple[int, int] | None) -> None:
         """One 1-step edit of a blank image at the run's largest size (the model's own where a configuration

@@ -123,3 +123,21 @@ def test_the_warm_up_runs_at_the_largest_configured_size_and_rows_carry_the_plac
     names = set(output_schema().names)
     assert {"attention_backend", "text_encoders", "encoder_move_s"} <= names
     assert backend_label(load_pipeline("tiny-qwen-image-edit", device="cpu").transformer) == "native (default)"
+
+
+def test_metric_models_can_stay_off_the_editing_card(tmp_path):
+    from pipeline.config import parse_config
+    from pipeline.edit_stage import EditActor
+
+    raw = {"input": "x.jsonl", "output": "out", "models": [{"name": "tiny-flux-kontext"}], "policies": [{"name": "full"}],
+           "metrics": {"device": "cpu"}}
+    assert parse_config(raw).metrics.device == "cpu"
+    with pytest.raises(Exception, match="device"):
+        parse_config({**raw, "metrics": {"device": "gpu"}})
+    actor = EditActor("tiny-flux-kontext", None, str(tmp_path), "r", {}, metrics={"compute": ["lpips"], "device": "cpu"})
+    assert actor.metrics.settings.device == "cpu"
+    actor.device = "cuda:0"   # as on a GPU actor (the metric models load on first use: nothing moves here)
+    actor._metric_models({"compute": ["lpips"], "device": "cpu"}, str(tmp_path))
+    assert actor.metrics.settings.device == "cpu"
+    actor._metric_models({"compute": ["lpips"]}, str(tmp_path))
+    assert actor.metrics.settings.device == "cuda:0"

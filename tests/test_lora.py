@@ -1,3 +1,4 @@
+import pytest
 """LoRA adapters through diffusers' peft integration: trained weights saved apart from the base model and
 loaded back (fused) by `actors.load_pipeline(..., lora=DIR)` give the adapted model's output."""
 import torch
@@ -104,6 +105,7 @@ def test_lora_training_steps_train_the_adapter_only_and_it_loads_back(tmp_path):
     assert _files(base_dir) == files                      # the base folder is untouched
 
 
+@pytest.mark.slow   # a whole Ray Train job (~1-2.5 min on 2 cores); the exact-resume LoRA run stays in the default suite
 def test_train_job_fine_tunes_a_lora_adapter(ray_session, tmp_path):
     """`lora_rank` in the Ray Train job: the output folder is the adapter alone; loaded onto the untouched base
     it gives the velocity of the job's own last state (base + the adapter tensors of its checkpoint)."""

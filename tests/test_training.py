@@ -147,6 +147,7 @@ def test_psnr():
     assert psnr(a, b, mask) != psnr(a, b, mask) and psnr(a, b, ~mask) == pytest.approx(10 * math.log10(16))
 
 
+@pytest.mark.slow   # a whole Ray Train job (~1-2.5 min on 2 cores); the exact-resume LoRA run stays in the default suite
 def test_train_job_runs_and_resumes_on_ray(ray_session, tmp_path):
     """A few steps of both phases on a 1-worker CPU TorchTrainer, then the same command with more steps
     continues from the checkpoint instead of starting over."""

@@ -25,16 +25,17 @@ from .spot_attention import Path, SpotCall, SpotKV, spot_attention
 
 class ActiveNoisy:
     """`kv_path`: how this edit keeps the K/V cache (`actors.spot_attention.Path`; "concat" is the earlier
-    pre-RoPE path, kept to check the default against)."""
+    pre-RoPE path, kept to check the default against); `kv_store`: its buffers in the compute dtype or int8."""
 
     def __init__(self, transformer: torch.nn.Module, family: str, inputs: EditInputs,
-                 context: CachedContext | None, kv_path: Path = "buffers") -> None:
+                 context: CachedContext | None, kv_path: Path = "buffers", kv_store: str = "compute") -> None:
         self.transformer, self.family = transformer, family
         self.n, self.s = inputs.latents.shape[1], inputs.source.shape[1]
         self.kv = None if context is None else SpotKV(
             num_noisy=self.n, num_source=self.s,
             key_rotary=family_named(family).key_rotary(transformer, inputs.cond, inputs.latents.device),
-            cache_noisy=context.noisy, cache_source=context.source, fusion=context.fusion, path=kv_path)
+            cache_noisy=context.noisy, cache_source=context.source, fusion=context.fusion, path=kv_path,
+            store=kv_store)
         self.index: torch.Tensor | None = None    # active noisy tokens of this step; None = all
         self.source_rows = self.s                 # source tokens entering the transformer this step
         self.keys: int | None = None              # image tokens every layer attends to; None = all

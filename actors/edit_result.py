@@ -77,6 +77,7 @@ class EditResult:
     text_encoders: str = "resident"      # where the text encoders live between prompts (actors.text_encoders)
     encoder_move_s: float = 0.0          # of `seconds`: moving offloaded text encoders to the card
     attention_backend: str = ""          # the attention backend the edit ran on (actors.attention_backend)
+    kv_store: str = "compute"            # SpotEdit's K/V buffers: compute dtype or int8 (actors.kv_int8)
 
     @property
     def keep_ratio_mean(self) -> float:

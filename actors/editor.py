@@ -29,6 +29,7 @@ from actors.edit_result import EditResult, StepTrace
 from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
 from .spot_selector import TimedScorer
+from .spot_attention import STORES as KV_STORES
 from .step_clock import StepClock
 from .text_encoders import encoders_on_card, placement_of
 from .text_lengths import text_lengths
@@ -98,9 +99,12 @@ class EditState:
 class Editor:
     """Edits images with one pipeline and one policy. Holds no per-edit state between calls."""
 
-    def __init__(self, pipe: Any, policy: Policy) -> None:
+    def __init__(self, pipe: Any, policy: Policy, kv_store: str = "compute") -> None:
+        if kv_store not in KV_STORES:
+            raise EditInputError(f"kv_store must be one of {', '.join(KV_STORES)}, got {kv_store!r}")
         self.pipe = pipe
         self.policy = policy
+        self.kv_store = kv_store   # SpotEdit's K/V buffers (actors.kv_int8): what the loaded model runs with
         self.family = family_of(pipe)         # its record, not the adapter's tag: a family may reuse an adapter
         self.adapter = self.family.adapter_class(type(pipe))(pipe)
         self.defaults = defaults_of(pipe)   # what the model's saved files say (toy model: 32 tokens, 128x128)
@@ -202,7 +206,7 @@ class Editor:
         policy_run = self.policy.start(run)
         routing = Routing(family=family, num_noisy=run.num_noisy)
         edit = EditContext(run=run, needs=needs, transformer=transformer, inputs=inputs, routing=routing,
-                           policy_run=policy_run)
+                           policy_run=policy_run, kv_store=self.kv_store)
         mechanisms = mechanisms_for(edit, cache)
         return EditState(inputs, run, policy_run, mechanisms, routing, scorer, transformer, started, clock)
 
@@ -265,7 +269,7 @@ class Editor:
                           policy_summary=dict(state.policy_run.summary()), policy_params=state.policy_run.applied(),
                           num_layers=state.run.num_layers, text_tokens=state.text_tokens,
                           text_encoders=placement_of(self.pipe), encoder_move_s=state.encoder_move_s,
-                          attention_backend=backend_label(state.transformer),
+                          attention_backend=backend_label(state.transformer), kv_store=self.kv_store,
                           source_cached=bool(reported.pop("source_cached", False) or (
                               self.policy.needs.query_skip and self.policy.needs.query_skip.source)),
                           **reported)

@@ -36,6 +36,7 @@ class EditContext:
     inputs: EditInputs
     routing: Routing
     policy_run: PolicyRun
+    kv_store: str = "compute"   # SpotEdit's K/V buffers: the compute dtype or "int8" (actors.kv_int8)
 
 
 @dataclass
@@ -130,8 +131,8 @@ class QuerySkip(Mechanism):
     uses_routing = True
 
     def __init__(self, transformer: torch.nn.Module, family: str, inputs: EditInputs, needs: Needs,
-                 routing: Routing, policy_run: PolicyRun) -> None:
-        self.spot = ActiveNoisy(transformer, family, inputs, needs.query_skip)
+                 routing: Routing, policy_run: PolicyRun, kv_store: str = "compute") -> None:
+        self.spot = ActiveNoisy(transformer, family, inputs, needs.query_skip, kv_store=kv_store)
         self.routing, self.policy_run = routing, policy_run
         self.aligned, self.grid = inputs.aligned_source, inputs.noisy_grid
 
@@ -186,7 +187,7 @@ def mechanisms_for(edit: EditContext, cache: MechanismSpec | None = None,
     if needs.layer_routing:
         out.append(LayerRouting(edit.routing, num_noisy))
     if needs.query_skip is not None:
-        out.append(QuerySkip(transformer, family, inputs, needs, edit.routing, edit.policy_run))
+        out.append(QuerySkip(transformer, family, inputs, needs, edit.routing, edit.policy_run, edit.kv_store))
     if needs.attention_stats:
         out.append(AttentionStats(transformer, family, num_noisy))
     if "reference_kv" in inputs.cond:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, get_args
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -34,6 +34,8 @@ from .routing import transformer_layers
 BRANCH_HOOK = "dropedit_spot_branch"
 DEFAULT_BRANCH = "cond"   # calls made outside any `cache_context`: the branch Flux Kontext's one call opens
 Path = Literal["buffers", "concat"]   # post-RoPE buffers (actors.spot_buffers) / pre-RoPE cache (SpotKV.assemble)
+Store = Literal["compute", "int8"]    # the buffers in the compute dtype, or 8-bit with per-row scales (kv_int8)
+STORES: tuple[str, ...] = get_args(Store)
 
 
 def fuse(cached: torch.Tensor, source: torch.Tensor, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,6 +89,7 @@ class SpotKV:
     cache_source: bool = True            # full calls store the source tokens' K/V (condition cache)
     fusion: bool = False                 # "buffers": full calls keep what SpotFusion's blend reads (spot_buffers)
     path: Path = "buffers"               # how the cache is kept, for this edit
+    store: Store = "compute"             # "buffers" path: the compute dtype, or int8 (actors.kv_int8)
     call: SpotCall = field(default_factory=SpotCall)
     state: StateManager = field(default_factory=lambda: StateManager(BranchCache))
     _memo_call: SpotCall | None = field(default=None, repr=False)

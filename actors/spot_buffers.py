@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .kv_int8 import Packed, pack, unpack
 from .spot_attention import SpotKV
 
 
@@ -49,27 +50,45 @@ class LayerBuffers:
     target: torch.Tensor | None = None   # [B, N, H, hi - lo]: aligned source keys rotated at the noisy positions
     order: torch.Tensor | None = None    # source region row j holds source token order[j]; None: in order
     order_version: int = -1              # the kept-keys version `order` puts first (`SpotKV.keys_version`)
+    packed: Packed | None = None         # SpotKV.store "int8": the rows between calls; k, v are the edit's scratch
 
 
-def _allocate(kv: SpotKV, like: torch.Tensor, text: int) -> LayerBuffers:
+def _allocate(kv: SpotKV, like: torch.Tensor, text: int, persistent: bool = True) -> LayerBuffers:
     shape = (like.shape[0], text + kv.num_noisy + kv.num_source, *like.shape[2:])
-    return LayerBuffers(like.new_empty(shape), like.new_empty(shape), text)
+    if kv.store != "int8" or not persistent:
+        return LayerBuffers(like.new_empty(shape), like.new_empty(shape), text)
+    # one compute-dtype scratch per edit and shape: the layers run one after the other
+    k, v = kv.per_edit(("int8 scratch", shape, like.dtype, like.device),
+                       lambda: (like.new_empty(shape), like.new_empty(shape)))
+    return LayerBuffers(k, v, text, packed=Packed.like(shape, like.device))
 
 
-def _buffers(kv: SpotKV, layer: int, like: torch.Tensor, text: int) -> LayerBuffers:
-    """The layer's buffers in this branch, allocated on first use; a new text length moves the image rows."""
+def _buffers(kv: SpotKV, layer: int, like: torch.Tensor, text: int, load: bool = True) -> LayerBuffers:
+    """The layer's buffers in this branch, allocated on first use; a new text length moves the image rows.
+    An int8 store is dequantized into the scratch (`load`; a full call that rewrites its rows needs none)."""
     entry = kv.layer(layer)
     buf = entry.buffers
     if buf is None or buf.k.dtype != like.dtype or buf.k.device != like.device or buf.k.shape[0] != like.shape[0]:
         entry.buffers = buf = _allocate(kv, like, text)
     elif buf.text != text:
         moved = _allocate(kv, like, text)
-        moved.k[:, text:].copy_(buf.k[:, buf.text:])
-        moved.v[:, text:].copy_(buf.v[:, buf.text:])
+        if buf.packed is not None and moved.packed is not None:
+            moved.packed.move_rows(buf.packed, slice(text, None), slice(buf.text, None))
+        else:
+            moved.k[:, text:].copy_(buf.k[:, buf.text:])
+            moved.v[:, text:].copy_(buf.v[:, buf.text:])
         moved.filled, moved.target, moved.order, moved.order_version = buf.filled, buf.target, buf.order, \
             buf.order_version
         entry.buffers = buf = moved
+    if buf.packed is not None and buf.filled and load:
+        unpack(buf.packed, buf.k, buf.v)   # the scratch now holds this layer's rows
     return buf
+
+
+def _store_back(buf: LayerBuffers, rows: slice = slice(None)) -> None:
+    """An int8 store keeps what this call wrote into the scratch (its rows, all by default)."""
+    if buf.packed is not None:
+        pack(buf.packed, buf.k, buf.v, rows)
 
 
 def fusion_columns(kv: SpotKV, rot: Rotary | None) -> tuple[int, int] | None:
@@ -110,11 +129,12 @@ def store_full(kv: SpotKV, layer: int, key: torch.Tensor, value: torch.Tensor, t
         raise RuntimeError(f"a full SpotEdit call needs all {n + s} image tokens, got {key.shape[1] - text}")
     if not (kv.cache_noisy or kv.cache_source):
         return
-    buf = _buffers(kv, layer, key, text)
+    buf = _buffers(kv, layer, key, text, load=False)
     lo = text if kv.cache_noisy else text + n
     hi = text + n + (s if kv.cache_source else 0)
     buf.k[:, lo:hi].copy_(key[:, lo:hi])
     buf.v[:, lo:hi].copy_(value[:, lo:hi])
+    _store_back(buf, slice(lo, hi))
     buf.filled, buf.order, buf.order_version = True, None, -1
     keeps = kv.fusion and kv.cache_noisy and kv.cache_source
     buf.target = _target(kv, source_pre, rot) if keeps else None
@@ -201,14 +221,27 @@ def partial_keys(kv: SpotKV, layer: int, text_k: torch.Tensor, text_v: torch.Ten
     reads, [text, noisy (or active), source (or the kept ones)], views of the buffers except where a blend must
     leave the cache as it is (`recursive` False). `text_k`, `image_k`: the call's rows after RoPE (active noisy
     first, then the recomputed source rows, if any); `source_pre`: the recomputed source keys before RoPE."""
-    c, n = kv.call, kv.num_noisy
-    a, text = c.active.numel(), text_k.shape[1]
-    if c.source_keys is not None and c.source_queries:
+    if kv.call.source_keys is not None and kv.call.source_queries:
         raise RuntimeError("source keys can be dropped only when the source K/V come from the cache")
+    text = text_k.shape[1]
     if not (kv.cache_noisy or kv.cache_source):   # nothing persists between calls: this call's own buffers
-        buf = _allocate(kv, text_k, text)
+        buf = _allocate(kv, text_k, text, persistent=False)
     else:
         buf = _buffers(kv, layer, text_k, text)
+    order = buf.order_version
+    try:
+        return _partial(kv, buf, text_k, text_v, image_k, image_v, source_pre, rot)
+    finally:   # an int8 store keeps what the call wrote (the returned views are the scratch): the text and
+        # noisy rows, and the source rows where this call recomputed or reordered them
+        moved = kv.call.source_queries or buf.order_version != order
+        _store_back(buf, slice(None) if moved else slice(0, text + kv.num_noisy))
+
+
+def _partial(kv: SpotKV, buf: LayerBuffers, text_k: torch.Tensor, text_v: torch.Tensor, image_k: torch.Tensor,
+             image_v: torch.Tensor, source_pre: torch.Tensor | None, rot: Rotary | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    c, n = kv.call, kv.num_noisy
+    a, text = c.active.numel(), text_k.shape[1]
     if c.source_queries:
         _write_source(kv, buf, image_k[:, a:], image_v[:, a:], source_pre, rot)
     elif not (kv.cache_source and buf.filled):

@@ -81,6 +81,24 @@ def spot_layer(arch: Arch, text: int, noisy: int, active: int, keys: int, source
     return out
 
 
+def spot_int8(arch: Arch, rows: int, stored: int) -> list[Kernel]:
+    """An int8 K/V store (actors.kv_int8) on one layer of a call: the layer's `rows` (text + noisy + source)
+    dequantized into the compute-dtype scratch (read int8 and a scale per row and head, write bf16; then the
+    multiply by the scales in place), and the `stored` rows the call wrote quantized back (an abs, an absmax per
+    row and head, a divide in fp32, the rounding into int8), for K and V each."""
+    d, heads = arch.dim, arch.dim // arch.head_dim
+    out: list[Kernel] = []
+    for p in "kv":
+        out += [Kernel(MECHANISM, f"int8 dequant {p}", 0.0, rows * (d + heads * F), rows * d * A),
+                Kernel(MECHANISM, f"int8 scale {p}", 0.0, rows * (d * A + heads * F), rows * d * A, inplace=True)]
+        if stored:
+            out += [ew(f"int8 abs {p}", stored * d, A, A, MECHANISM),
+                    Kernel(MECHANISM, f"int8 absmax {p}", 0.0, stored * d * A, stored * heads * F),
+                    ew(f"int8 divide {p}", stored * d, A, F, MECHANISM),
+                    ew(f"int8 round {p}", stored * d, F, 1, MECHANISM)]
+    return out
+
+
 def _fusion_target(arch: Arch, noisy: int, who: str) -> list[Kernel]:
     """The aligned source keys rotated at the noisy positions on the first RoPE axis's dims: a contiguous copy of
     those dims and their RoPE (fp32, as the family rotates)."""

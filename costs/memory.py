@@ -137,9 +137,21 @@ def refusal(model_name: str, policy: MemoryPolicy) -> str | None:
     return None
 
 
-def edit_memory(model_name: str, policy_name: str, size: int, offload: bool = False) -> Memory:
+def kv_bytes(arch: Arch, rows: int, fusion_rows: int, int8: bool) -> float:
+    """One CFG branch's K/V buffers over every layer (`rows` per layer, text included) and SpotFusion's target
+    (1/8 of `fusion_rows` keys, kept in the compute dtype); int8 (actors.kv_int8): one byte per value plus an
+    fp32 scale per row and head, and one layer's compute-dtype scratch for the call that reads it."""
+    target = fusion_rows * FUSION_SHARE * arch.dim * A * arch.num_layers
+    if not int8:
+        return 2 * rows * arch.dim * A * arch.num_layers + target
+    heads = arch.dim // arch.head_dim
+    return 2 * rows * (arch.dim + heads * F) * arch.num_layers + 2 * rows * arch.dim * A + target
+
+
+def edit_memory(model_name: str, policy_name: str, size: int, offload: bool = False,
+                kv_int8: bool = False) -> Memory:
     """GiB on the card for one edit of `model_name` under `policy_name` at size² pixels (one reference);
-    `offload`: text encoders in host memory between prompts."""
+    `offload`: text encoders in host memory between prompts; `kv_int8`: the K/V buffers stored in int8."""
     if policy_name not in POLICIES:
         raise ValueError(f"unknown policy {policy_name!r}; priced: {', '.join(POLICIES)}")
     policy, priced = POLICIES[policy_name], for_model(model_name)
@@ -153,8 +165,7 @@ def edit_memory(model_name: str, policy_name: str, size: int, offload: bool = Fa
     branches, text = len(texts), max(texts)
     caches = branches * (policy.residuals * n * arch.dim * A + policy.outputs * n * arch.out_channels * policy.output_bytes)
     if policy.kv_context:   # per branch: K and V of its text, noisy and source rows; SpotFusion's target rows
-        caches += sum(2 * (t + n + s) + (n * FUSION_SHARE if policy.fusion else 0) for t in texts) \
-            * arch.dim * A * arch.num_layers
+        caches += sum(kv_bytes(arch, t + n + s, n if policy.fusion else 0, kv_int8) for t in texts)
     prompts = sum(texts) * arch.text_dim * A   # every branch's prompt embeddings, resident all edit
     # a full call holds the most: a partial call's full-size keys (and SpotEdit's assembled K/V) come with
     # fewer computed rows, which `block_peak_units` weighs more (their MLP hidden is ratio·dim wide)
@@ -163,10 +174,10 @@ def edit_memory(model_name: str, policy_name: str, size: int, offload: bool = Fa
 
 
 def config_memory(model_name: str, policy_name: str, cache_name: str | None, size: int,
-                  offload: bool = False) -> Memory:
+                  offload: bool = False, kv_int8: bool = False) -> Memory:
     """One edit of a policy composed with a temporal cache: the policy's memory plus the cache's buffers (the
     two hold different things: K/V context or statistics vs per-branch residuals or outputs)."""
-    base = edit_memory(model_name, policy_name, size, offload)
+    base = edit_memory(model_name, policy_name, size, offload, kv_int8)
     if cache_name is None or cache_name not in POLICIES or base.refused:
         return base
     cache = edit_memory(model_name, cache_name, size, offload)
@@ -177,10 +188,10 @@ def config_memory(model_name: str, policy_name: str, cache_name: str | None, siz
 
 
 def fits(model_name: str, policy_name: str, size: int, card_gb: float,
-         offload: bool = False) -> tuple[bool, float, str]:
+         offload: bool = False, kv_int8: bool = False) -> tuple[bool, float, str]:
     """(fits, GiB needed, reason): whether one edit fits a card of `card_gb` GiB (80: H100, 141: H200) with
     `RESERVE_GIB` kept free. What a preflight would ask before placing a run on a card type."""
-    m = edit_memory(model_name, policy_name, size, offload)
+    m = edit_memory(model_name, policy_name, size, offload, kv_int8)
     if m.refused:
         return False, 0.0, f"{model_name} cannot run {policy_name}: {m.refused}"
     usable = card_gb - RESERVE_GIB

@@ -68,6 +68,7 @@ class Mechanics:
     stores_kv: bool = False             # a full call refills SpotEdit's (focus's, RegionE's) K/V cache
     stats_layers: tuple[int, ...] = ()  # layers recording attention statistics (ToPi anchors, Sparse Context)
     cache: str | None = None            # a temporal cache's residual bookkeeping ("first-block", "magcache", ...)
+    kv_int8: bool = False               # the K/V buffers stored in int8 (actors.kv_int8): dequantized per call
 
 
 def kernel_seconds(kernel: Kernel, dev: Device) -> float:
@@ -120,12 +121,16 @@ def _mechanism_kernels(arch: Arch, text: int, noisy: int, source: int, kept: int
         out += mk.spot_call(arch, text, noisy, active, image_out)
         for _ in range(n_run):
             out += mk.spot_layer(arch, text, noisy, active, keys, source_keys, image_out - active, mechanics.blend)
+            if mechanics.kv_int8:   # every row loaded; text, noisy (and recomputed source) rows stored back
+                out += mk.spot_int8(arch, text + noisy + source, text + noisy + image_out - active)
     elif from_layer > 0 and from_layer < n_run and kept < source:
         out += mk.route(arch, text, noisy + kept)
     elif kept < source:
         out += mk.gather_input(arch, noisy + kept)
     if active is None and mechanics.stores_kv:
         out += [k for _ in range(n_run) for k in mk.spot_store(arch, noisy, source, mechanics.blend)]
+        if mechanics.kv_int8:
+            out += [k for _ in range(n_run) for k in mk.spot_int8(arch, 0, noisy + source)]
     for layer in mechanics.stats_layers:
         if layer < n_run:
             out += mk.stats_layer(arch, layer, text, noisy, source if layer < from_layer else kept)

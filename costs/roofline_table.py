@@ -46,6 +46,8 @@ PLANS: dict[str, Callable[[int, int], tuple[SimpleNamespace, Mechanics, bool]]] 
     "forced-spotedit active=0.5": lambda n, layers: (_step(n, active=_half(n), keys=2 * n), Mechanics(), True),
     "forced-spotedit active=0.2":
         lambda n, layers: (_step(n, active=math.ceil(0.2 * n), keys=2 * n), Mechanics(), True),
+    "forced-spotedit active=0.2, int8 K/V store":
+        lambda n, layers: (_step(n, active=math.ceil(0.2 * n), keys=2 * n), Mechanics(kv_int8=True), True),
 }
 
 
@@ -125,21 +127,23 @@ def memory_table() -> str:
     """Markdown: GiB per model × policy × size, and whether one edit fits an 80 and a 141 GiB card, with the
     text encoders resident and offloaded between prompts (`actors.text_encoders`)."""
     lines = ["| model | policy | size | transformer | encoders | caches | activations | total | total, encoders "
-             "offloaded | 80 GB | 80 GB, offloaded | 141 GB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "offloaded | total, offloaded + int8 K/V | 80 GB | 80 GB, offloaded | 80 GB, offloaded + int8 K/V | "
+             "141 GB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, name in MEMORY_MODELS.items():
         for policy in POLICIES:
             for size in SIZES:
                 m = edit_memory(name, policy, size)
                 if m.refused:
                     lines.append(f"| {label} | {policy} | {size}² | {m.weights:.1f} | {m.encoders:.1f} | – | – | "
-                                 f"– | – | refused | refused | refused |")
+                                 f"– | – | – | refused | refused | refused | refused |")
                     continue
                 off = edit_memory(name, policy, size, offload=True)
-                ok = [("yes" if fits(name, policy, size, card, o)[0] else "**no**")
-                      for card, o in ((80, False), (80, True), (141, False))]
+                q = edit_memory(name, policy, size, offload=True, kv_int8=True)
+                ok = [("yes" if fits(name, policy, size, card, o, i)[0] else "**no**")
+                      for card, o, i in ((80, False, False), (80, True, False), (80, True, True), (141, False, False))]
                 lines.append(f"| {label} | {policy} | {size}² | {m.weights:.1f} | {m.encoders:.1f} | "
-                             f"{m.caches:.2f} | {m.activations:.2f} | {m.total:.1f} | {off.total:.1f} | {ok[0]} | "
-                             f"{ok[1]} | {ok[2]} |")
+                             f"{m.caches:.2f} | {m.activations:.2f} | {m.total:.1f} | {off.total:.1f} | "
+                             f"{q.total:.1f} | {' | '.join(ok)} |")
     return "\n".join(lines)
 
 

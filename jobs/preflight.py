@@ -80,7 +80,7 @@ def memory_problem(conf: Configuration, card_gb: float) -> str | None:
     """Why one edit of `conf` on a real checkpoint cannot fit a `card_gb` GiB card (costs.memory), or None.
     Tiny and shipped toy models are priced as their real architecture but are small: not checked."""
     from actors.models import MODELS
-    from costs.memory import POLICIES, RESERVE_GIB, config_memory, describe
+    from costs.memory import POLICIES, RESERVE_GIB, config_memory
 
     spec = MODELS.get(conf.model_name)
     if spec is None or spec.tiny is not None or spec.shipped is not None:
@@ -88,12 +88,31 @@ def memory_problem(conf: Configuration, card_gb: float) -> str | None:
     size = int(round((conf.height * conf.width) ** 0.5))
     policy = conf.policy if conf.policy in POLICIES else "full"   # gathers only shrink what a call holds
     cache, usable = (conf.cache or {}).get("name"), card_gb - RESERVE_GIB
-    offload = (conf.model_options or {}).get("text_encoders") == "offload"
-    need = config_memory(conf.model_name, policy, cache, size, offload)
+    options = conf.model_options or {}
+    offload, int8 = options.get("text_encoders") == "offload", options.get("kv_store") == "int8"
+    need = config_memory(conf.model_name, policy, cache, size, offload, int8)
     if need.refused or need.total <= usable:
         return None   # a refused mechanism is check_policies' to report, with its own reason
-    hint = "" if offload or config_memory(conf.model_name, policy, cache, size, True).total > usable else \
-        "set the model's options.text_encoders: offload (it then fits), "
+    return _memory_message(conf, need, card_gb, _memory_hint(conf, policy, cache, size, usable, offload, int8))
+
+
+def _memory_hint(conf: Configuration, policy: str, cache: str | None, size: int, usable: float, offload: bool,
+                 int8: bool) -> str:
+    """The model options that would make the edit fit (text encoders offloaded, the K/V buffers in int8)."""
+    from costs.memory import config_memory
+
+    for try_offload, try_int8, says in ((True, int8, "options.text_encoders: offload"),
+                                        (offload, True, "options.kv_store: int8"),
+                                        (True, True, "options.text_encoders: offload and options.kv_store: int8")):
+        changed = (try_offload, try_int8) != (offload, int8)
+        if changed and config_memory(conf.model_name, policy, cache, size, try_offload, try_int8).total <= usable:
+            return f"set the model's {says} (it then fits), "
+    return ""
+
+
+def _memory_message(conf: Configuration, need: Any, card_gb: float, hint: str) -> str:
+    from costs.memory import RESERVE_GIB, describe
+
     return (f"configuration {conf.label!r} of model {conf.model!r} at {conf.width}x{conf.height} needs "
             f"{describe(need)} (costs.memory's estimate) and the card has {card_gb:g} GiB ({RESERVE_GIB:g} kept "
             f"free): {hint}set actors.card_gb to a larger card type the pool lands on (141: H200), or drop the "

@@ -58,8 +58,10 @@ METRIC_GROUPS = get_args(MetricGroup)
 LPIPS_NETS = get_args(LpipsNet)
 INPUT_FORMATS = get_args(InputFormat)
 # lora: folder (or s3:// prefix) of a LoRA adapter saved by finetune.lora.save_lora; attention_backend: a
-# diffusers dispatcher backend (checked where the model loads); text_encoders: resident | offload
-MODEL_OPTIONS = ("lora", "attention_backend", "text_encoders")
+# diffusers dispatcher backend (checked where the model loads); text_encoders: resident | offload; kv_store:
+# SpotEdit's / focus' / RegionE's K/V buffers in the compute dtype or int8 (actors.kv_int8)
+MODEL_OPTIONS = ("lora", "attention_backend", "text_encoders", "kv_store")
+KV_STORES = ("compute", "int8")   # actors.spot_attention.STORES, without importing torch
 TEXT_ENCODER_PLACEMENTS = ("resident", "offload")   # actors.text_encoders.PLACEMENTS, without importing torch
 
 
@@ -121,6 +123,8 @@ class ModelSpec(Section):
         placement = options.get("text_encoders", "resident")
         if placement not in TEXT_ENCODER_PLACEMENTS:
             raise ValueError(f"text_encoders must be one of {', '.join(TEXT_ENCODER_PLACEMENTS)}, got {placement!r}")
+        if options.get("kv_store", "compute") not in KV_STORES:
+            raise ValueError(f"kv_store must be one of {', '.join(KV_STORES)}, got {options['kv_store']!r}")
         backend = options.get("attention_backend")
         if backend is not None and (not isinstance(backend, str) or not backend):
             raise ValueError(f"attention_backend must be a backend name (diffusers'), got {backend!r}")

@@ -78,6 +78,7 @@ class EditResult:
     encoder_move_s: float = 0.0          # of `seconds`: moving offloaded text encoders to the card
     attention_backend: str = ""          # the attention backend the edit ran on (actors.attention_backend)
     kv_store: str = "compute"            # SpotEdit's K/V buffers: compute dtype or int8 (actors.kv_int8)
+    shape_bucket: str = "off"            # token counts rounded up to multiples of it (actors.shape_buckets)
 
     @property
     def keep_ratio_mean(self) -> float:

@@ -30,6 +30,7 @@ from .routing import Routing, routed_blocks
 from .sampler import clean_estimate, regularized_step
 from .spot_selector import TimedScorer
 from .spot_attention import STORES as KV_STORES
+from .shape_buckets import ShapeBuckets
 from .step_clock import StepClock
 from .text_encoders import encoders_on_card, placement_of
 from .text_lengths import text_lengths
@@ -99,12 +100,17 @@ class EditState:
 class Editor:
     """Edits images with one pipeline and one policy. Holds no per-edit state between calls."""
 
-    def __init__(self, pipe: Any, policy: Policy, kv_store: str = "compute") -> None:
+    def __init__(self, pipe: Any, policy: Policy, kv_store: str = "compute",
+                 bucket: ShapeBuckets | int | str | None = None) -> None:
+        """`kv_store`: SpotEdit's K/V buffers in the compute dtype or int8 (actors.kv_int8); `bucket`: kept and
+        active token counts rounded up to multiples of it (tokens or a share "25%", actors.shape_buckets), so
+        that compiled blocks see a bounded number of shapes; None or 0: off."""
         if kv_store not in KV_STORES:
             raise EditInputError(f"kv_store must be one of {', '.join(KV_STORES)}, got {kv_store!r}")
         self.pipe = pipe
         self.policy = policy
-        self.kv_store = kv_store   # SpotEdit's K/V buffers (actors.kv_int8): what the loaded model runs with
+        self.kv_store = kv_store
+        self.buckets = bucket if isinstance(bucket, ShapeBuckets) else ShapeBuckets(bucket=bucket or 0)
         self.family = family_of(pipe)         # its record, not the adapter's tag: a family may reuse an adapter
         self.adapter = self.family.adapter_class(type(pipe))(pipe)
         self.defaults = defaults_of(pipe)   # what the model's saved files say (toy model: 32 tokens, 128x128)
@@ -207,7 +213,7 @@ class Editor:
         routing = Routing(family=family, num_noisy=run.num_noisy)
         edit = EditContext(run=run, needs=needs, transformer=transformer, inputs=inputs, routing=routing,
                            policy_run=policy_run, kv_store=self.kv_store)
-        mechanisms = mechanisms_for(edit, cache)
+        mechanisms = mechanisms_for(edit, cache, self.buckets)
         return EditState(inputs, run, policy_run, mechanisms, routing, scorer, transformer, started, clock)
 
     def _step(self, state: EditState, i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -270,6 +276,7 @@ class Editor:
                           num_layers=state.run.num_layers, text_tokens=state.text_tokens,
                           text_encoders=placement_of(self.pipe), encoder_move_s=state.encoder_move_s,
                           attention_backend=backend_label(state.transformer), kv_store=self.kv_store,
+                          shape_bucket=self.buckets.label(),
                           source_cached=bool(reported.pop("source_cached", False) or (
                               self.policy.needs.query_skip and self.policy.needs.query_skip.source)),
                           **reported)

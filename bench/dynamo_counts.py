@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from actors.editor import Editor
-from actors.shape_buckets import ShapeBuckets, ShapeBucketing
+from actors.shape_buckets import ShapeBuckets
 
 DEFAULT_POLICIES = ("full", "random", "tokendrop", "forced-topi:keep=0.5,from_layer=2",
                     "forced-spotedit:active=0.3", "forced-focus:active=0.2", "spotedit")
@@ -103,21 +103,6 @@ def make_policy(label: str) -> Any:
     return make(spec.name, **spec.params)
 
 
-class BucketedEditor(Editor):
-    """An editor whose edits round their token counts (`actors.shape_buckets`), until `Editor.edit` takes a
-    `buckets` setting and passes it to `mechanisms_for` itself."""
-
-    def __init__(self, pipe: Any, policy: Any, buckets: ShapeBuckets) -> None:
-        super().__init__(pipe, policy)
-        self.buckets = buckets
-
-    def _prepare(self, *args: Any, **kwargs: Any) -> Any:
-        state = super()._prepare(*args, **kwargs)
-        if self.buckets.on:
-            state.mechanisms.insert(0, ShapeBucketing(self.buckets, state.run))
-        return state
-
-
 def _compiled(pipe: Any, mode: str | None) -> contextlib.AbstractContextManager[Any]:
     from actors.compiled_blocks import compiled_blocks
     from actors.routing import transformer_layers
@@ -146,7 +131,7 @@ def count_edit(pipe: Any, label: str, bucket: int | str = 0, *, mode: str = "inn
     (`bucket`: tokens or a share, 0 = off), on a fresh Dynamo cache; its counts."""
     from bench.speed import bench_image
     from torch._dynamo.utils import counters
-    editor = BucketedEditor(pipe, make_policy(label), ShapeBuckets(bucket=bucket))
+    editor = Editor(pipe, make_policy(label), bucket=ShapeBuckets(bucket=bucket))
     torch._dynamo.reset()
     counters.clear()
     started = time.perf_counter()

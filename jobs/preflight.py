@@ -119,6 +119,17 @@ def _memory_message(conf: Configuration, need: Any, card_gb: float, hint: str) -
             "configuration")
 
 
+def check_buckets(configs: Sequence[Configuration]) -> None:
+    """A model's `options.bucket` (actors.shape_buckets) is a token count or a share, before Ray starts."""
+    from actors.shape_buckets import BucketError, ShapeBuckets
+
+    for conf in configs:
+        try:
+            ShapeBuckets(bucket=(conf.model_options or {}).get("bucket") or 0)
+        except BucketError as err:
+            raise ValueError(f"model {conf.model!r}: options.{err}") from None
+
+
 def check_memory(configs: Sequence[Configuration], num_gpus: float, card_gb: float | None) -> None:
     """Every configuration's edit fits the GPU actors' card, before Ray starts (CPU actors: nothing to check)."""
     if num_gpus <= 0 or card_gb is None:
@@ -156,5 +167,6 @@ def check_run(run: ExpandedRun) -> None:
     check_output(run.config.output)
     check_policies(run.configurations)
     check_caches(run.configurations)
+    check_buckets(run.configurations)
     check_sizes(run.configurations)
     check_memory(run.configurations, run.config.actors.num_gpus, run.config.actors.card_gb)

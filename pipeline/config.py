@@ -59,8 +59,9 @@ LPIPS_NETS = get_args(LpipsNet)
 INPUT_FORMATS = get_args(InputFormat)
 # lora: folder (or s3:// prefix) of a LoRA adapter saved by finetune.lora.save_lora; attention_backend: a
 # diffusers dispatcher backend (checked where the model loads); text_encoders: resident | offload; kv_store:
-# SpotEdit's / focus' / RegionE's K/V buffers in the compute dtype or int8 (actors.kv_int8)
-MODEL_OPTIONS = ("lora", "attention_backend", "text_encoders", "kv_store")
+# SpotEdit's / focus' / RegionE's K/V buffers in the compute dtype or int8 (actors.kv_int8); bucket: kept and
+# active token counts rounded up to multiples of it, tokens or "P%" (actors.shape_buckets; checked at load)
+MODEL_OPTIONS = ("lora", "attention_backend", "text_encoders", "kv_store", "bucket")
 KV_STORES = ("compute", "int8")   # actors.spot_attention.STORES, without importing torch
 TEXT_ENCODER_PLACEMENTS = ("resident", "offload")   # actors.text_encoders.PLACEMENTS, without importing torch
 

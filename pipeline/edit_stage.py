@@ -52,6 +52,7 @@ class EditActor(UnitActor):
         lora = options.pop("lora", None)
         placement = {k: options.pop(k) for k in ("attention_backend", "text_encoders") if k in options}
         self.kv_store = options.pop("kv_store", "compute")
+        self.bucket = options.pop("bucket", None)
         if options:
             raise ValueError(f"unknown model options {sorted(options)}; accepted: {', '.join(MODEL_OPTIONS)}")
         if lora:
@@ -95,7 +96,7 @@ class EditActor(UnitActor):
         references = [PIL.Image.fromarray(r) for r in inputs["references"]]
         policy = policies.make(config.policy, **policy_kwargs(config, budget))
         cache = None if config.cache is None else dict(config.cache)
-        result = Editor(self.pipe, policy, self.kv_store).edit(
+        result = Editor(self.pipe, policy, self.kv_store, self.bucket).edit(
             source, unit["instruction"], seed=config.seed, steps=config.steps,
             guidance_scale=config.guidance_scale, height=config.height, width=config.width,
             references=references, resize_filter=config.resize_filter, cache=cache)
@@ -136,4 +137,4 @@ def trace_columns(result: EditResult) -> dict[str, Any]:
         kept_per_step=[s.kept for s in trace], loop_s=sum(s.seconds for s in trace),
         policy_s=sum(s.policy_seconds for s in trace), selector_s=sum(s.selector_seconds for s in trace),
         attention_backend=result.attention_backend, text_encoders=result.text_encoders,
-        encoder_move_s=result.encoder_move_s, kv_store=result.kv_store)
+        encoder_move_s=result.encoder_move_s, kv_store=result.kv_store, shape_bucket=result.shape_bucket)

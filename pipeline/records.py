@@ -196,7 +196,8 @@ ROW_TAIL = (   # when and where it ran
     pa.field("attention_backend", pa.string()),   # diffusers' dispatcher backend (and SDPA kernels on CUDA)
     pa.field("text_encoders", pa.string()),       # 'resident' | 'offload' (host memory between prompts)
     pa.field("encoder_move_s", pa.float64()),     # of runtime_s: offloaded text encoders moved to the card
-    pa.field("kv_store", pa.string()),            # SpotEdit's K/V buffers: 'compute' dtype | 'int8' 
+    pa.field("kv_store", pa.string()),            # SpotEdit's K/V buffers: 'compute' dtype | 'int8'
+    pa.field("shape_bucket", pa.string()),        # kept/active counts rounded up to multiples of it; 'off' 
     pa.field("started_at", pa.timestamp("us", tz="UTC")),
     pa.field("finished_at", pa.timestamp("us", tz="UTC")),
 )

@@ -96,10 +96,11 @@ def shallow_and_deep():
 
 
 def test_bucketing_off_or_one_token_changes_nothing(shallow_and_deep):
-    from bench.dynamo_counts import BucketedEditor, make_policy
+    from actors.editor import Editor
+    from bench.dynamo_counts import make_policy
     from bench.speed import bench_image
     pipe = shallow_and_deep[0]
-    out = [BucketedEditor(pipe, make_policy("tokendrop:full_steps=1"), ShapeBuckets(bucket=b)).edit(
+    out = [Editor(pipe, make_policy("tokendrop:full_steps=1"), bucket=ShapeBuckets(bucket=b)).edit(
         bench_image(64), "make it red", steps=4, height=64, width=64).pixels for b in (0, 1)]
     np.testing.assert_array_equal(out[0], out[1])
 
@@ -114,3 +115,26 @@ def test_compiled_blocks_recompile_no_more_with_depth_and_buckets_bound_shapes(s
     assert deep.recompiles == shallow.recompiles, (shallow.reasons, deep.reasons)
     on = count_edit(shallow_and_deep[0], label, "25%", steps=28, mode=None)
     assert on.kept_shapes <= 4 and on.active_shapes <= 4
+
+
+def test_an_edit_and_a_run_take_a_bucket_and_record_it(flux_pipe, image_factory):
+    import actors
+    import policies
+    from jobs.preflight import check_run
+    from pipeline.config import expand_run, parse_config
+
+    image = image_factory(64, 64, seed=2)
+    r = actors.Editor(flux_pipe, policies.make("random", ratio=0.3), bucket="50%").edit(
+        image, "make it red", seed=0, steps=3, height=64, width=64)
+    assert r.shape_bucket == "50%" and {s.kept for s in r.trace} == {16}   # 11 of 16 rounded up to 2 x 8
+    off = actors.Editor(flux_pipe, policies.make("random", ratio=0.3)).edit(
+        image, "make it red", seed=0, steps=3, height=64, width=64)
+    assert off.shape_bucket == "off" and {s.kept for s in off.trace} == {11}   # 16 - ⌈0.3·16⌉: not a multiple of 8
+
+    def run(bucket):
+        return expand_run(parse_config({"input": "x.jsonl", "output": "out", "policies": [{"name": "random"}],
+                                        "models": [{"name": "tiny-flux-kontext", "options": {"bucket": bucket}}]}))
+
+    check_run(run("25%"))
+    with pytest.raises(ValueError, match="options.bucket"):
+        check_run(run("150%"))

@@ -200,3 +200,14 @@ def test_projection_to_1024_keeps_shares_and_prices_pruning_higher():
     arch, text = costs.real("FLUX.1-Kontext-dev").arch, costs.real("FLUX.1-Kontext-dev").text()
     # at 64 + 64 image tokens the 512 text tokens dominate: half the source buys far less than at 4096 + 4096
     assert flops.predicted_speedup(arch, big, text) > flops.predicted_speedup(arch, toy, text) + 0.1
+
+
+def test_a_measured_row_carries_the_roofline_beside_the_flop_ideal_speedup():
+    import actors
+
+    pipe = actors.load_pipeline("tiny-flux-kontext", device="cpu")
+    spec = json.loads((study.CONFIGS / "demo_manifest.jsonl").read_text().splitlines()[0])
+    row = study.measure(pipe, "random[ratio=0.5]|", study.Record(spec), 3)
+    assert 1.0 < row["roofline_1024"] <= row["flop_1024"] + 1e-9
+    table = doc.table(doc.aggregate([{**row, "model": "tiny", "steps": 3}], "tiny", 3), 3)
+    assert "roofline H100" in table and f"{row['roofline_1024']:.2f}×" in table

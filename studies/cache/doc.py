@@ -61,6 +61,7 @@ def _row(config: str, lines: list[Row]) -> Row:
             "psnr_bg": _mean_psnr(bg), "bg_records": len(bg),
             "flop_speedup": float(np.mean([x["flop_speedup"] for x in lines])),
             "flop_1024": float(np.mean([x.get("flop_1024", math.nan) for x in lines])),
+            "roofline_1024": float(np.mean([x.get("roofline_1024", math.nan) for x in lines])),
             **_spread("measured", measured), **_spread("cpu", [x.get("cpu_speedup", math.nan) for x in lines]),
             "seconds": float(np.mean([x["seconds"] for x in lines]))}
 
@@ -92,6 +93,10 @@ def _cell(config: str) -> str:
     return "`" + config.replace("|", "\\|") + "`"
 
 
+def _x(v: float) -> str:
+    return "—" if math.isnan(v) else f"{v:.2f}×"
+
+
 def _db(v: float) -> str:
     return "—" if math.isnan(v) else ("identical" if v == math.inf else f"{v:.1f}")
 
@@ -99,15 +104,17 @@ def _db(v: float) -> str:
 def table(rows: Sequence[Row], steps: int) -> str:
     lines = [f"| configuration (policy\\|cache) | family | skipped calls of {steps} | source kept | noisy queries | "
              "PSNR vs full (dB) | PSNR vs target (dB) | background PSNR (dB) | FLOP-ideal, Kontext-dev | "
-             "FLOP-ideal, Kontext-dev 1024² (projected) | measured, wall: median (p25–p75) | "
-             "measured, CPU time: median (p25–p75) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "FLOP-ideal, Kontext-dev 1024² (projected) | roofline H100, Kontext-dev 1024² (projected; — : rows "
+             "measured before it) | measured, wall: median (p25–p75) | measured, CPU time: median (p25–p75) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("reason"):
-            lines.append(f"| {_cell(r['config'])} | {r['family']} | unavailable: {r['reason']} ||||||||||")
+            lines.append(f"| {_cell(r['config'])} | {r['family']} | unavailable: {r['reason']} |||||||||||")
             continue
         lines.append(f"| {_cell(r['config'])} | {r['family']} | {r['skipped']:.1f} | {r['keep']:.2f} | {r['query']:.2f} | "
                      f"{_db(r['psnr_full'])} | {_db(r['psnr_target'])} | {_db(r['psnr_bg'])} | "
-                     f"{r['flop_speedup']:.2f}× | {r['flop_1024']:.2f}× | {r['measured_speedup']:.2f}× "
+                     f"{r['flop_speedup']:.2f}× | {r['flop_1024']:.2f}× | {_x(r.get('roofline_1024', math.nan))} | "
+                     f"{r['measured_speedup']:.2f}× "
                      f"({r['measured_p25']:.2f}–{r['measured_p75']:.2f}) | {r['cpu_speedup']:.2f}× "
                      f"({r['cpu_p25']:.2f}–{r['cpu_p75']:.2f}) |")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ import PIL.Image
 
 from costs import flops, real
 from costs.ideal_speedup import project
+from costs.roofline import STATIC_CONTEXT_POLICIES, roofline_speedup
 from core.resources import resource
 from studies.cache import compare as caches
 from studies.cache.grid import (
@@ -78,7 +79,11 @@ def measure(pipe: Any, config: str, record: Record, steps: int, config_first: bo
     kontext = real("FLUX.1-Kontext-dev")
     arch, text = kontext.arch, kontext.text()
     values = caches.record_values(r, record.full_pixels, record.target, wall, arch, text)
-    values["flop_1024"] = flops.predicted_speedup(arch, project(r["trace"], PROJECTED_NOISY), text, r.get("source_cached", False))
+    projected, cached = project(r["trace"], PROJECTED_NOISY), r.get("source_cached", False)
+    values["flop_1024"] = flops.predicted_speedup(arch, projected, text, cached)
+    # the same projection on the H100 roofline (bytes moved too); statistics and cache bookkeeping not in a trace
+    static = config.split("|")[0].split(":")[0] in STATIC_CONTEXT_POLICIES
+    values["roofline_1024"] = roofline_speedup(arch, projected, text, cached, blend=not static)
     return {"config": config, "record": record.id, "category": record.spec.get("category"),
             "mse_bg": background_mse(r["pixels"], record), "seconds": r["seconds"], "reference_seconds": wall,
             "cpu_seconds": r["cpu_seconds"], "reference_cpu_seconds": cpu, "cpu_speedup": cpu / r["cpu_seconds"],

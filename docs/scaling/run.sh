@@ -35,3 +35,5 @@ for split in auto none; do
   sim "pie_256gpu_1024_k4_${split}" --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split
   sim "pie_128gpu_1024_k2_${split}" --gpus 128 --gpus-per-actor 2 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split
 done
+# the 256-GPU split run again, its first try having run under load 15-32
+sim pie_256gpu_1024_k4_auto_rerun --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto

@@ -102,6 +102,7 @@ def errors(runs: dict[str, dict], overheads: Overheads, seeds: int = SEEDS) -> l
     out = []
     for name, run in runs.items():
         p = predict(replace(scenario_of(run), overheads=overheads), seeds)
+        floor = predict(scenario_of(run), seeds)   # the scheduling alone, no streaming overheads
         busy_after, over_after = after_load_of(run)
         out.append({"run": name, "gpus": run["gpus"], "units": run["units"], "split": run.get("split_parts") or 1,
                     "gpus_per_actor": run.get("gpus_per_actor") or 1, "fitted": name in unsplit({name: run}),
@@ -113,7 +114,8 @@ def errors(runs: dict[str, dict], overheads: Overheads, seeds: int = SEEDS) -> l
                     "model_after_load_over_ideal": round(p.makespan_after_load_over_ideal, 3),
                     "measured_makespan_over_ideal": round(run["makespan_s"] / run["ideal_makespan_s"], 3),
                     "model_makespan_over_ideal": round(p.makespan_over_ideal, 3),
-                    "makespan_error": round(p.makespan_s / run["makespan_s"] - 1, 4)})
+                    "makespan_error": round(p.makespan_s / run["makespan_s"] - 1, 4),
+                    "scheduling_only_error": round(floor.makespan_s / run["makespan_s"] - 1, 4)})
     return out
 
 

@@ -71,6 +71,17 @@ def test_256_logical_gpus_from_two_processes_keep_every_row_and_one_unit_per_gpu
 
 
 @pytest.mark.slow
+def test_two_models_in_one_run_each_get_the_whole_pool_in_turn():
+    # the graph runs one actor pool per model entry, one entry after the other (pipeline.graph.run_ablation):
+    # neither starves, and they do not share the cluster at the same time
+    out = _simulate("--gpus", "2", "--records", "4", "--configurations", "2", "--scale", "0.004",
+                    "--set", "models=[{name: flux-kontext}, {name: qwen-image-edit}]")
+    assert out["configurations"] == 4 and len(out["edit_s"]) >= 2, out
+    assert out["rows_ok"] == 16 and out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
+    assert out["units"] == 8 and out["model_loads"] == 2 * 2, out   # a pool of 2 per model, 4 units each
+
+
+@pytest.mark.slow
 def test_a_killed_simulated_node_has_its_units_redone_once(tmp_path):
     trace = tmp_path / "trace.jsonl"
     out = _simulate("--gpus", "4", "--gpus-per-node", "2", "--records", "12", "--configurations", "2",

@@ -82,12 +82,14 @@ def test_two_models_in_one_run_each_get_the_whole_pool_in_turn():
 
 
 @pytest.mark.slow
-def test_a_killed_simulated_node_has_its_units_redone_once(tmp_path):
+@pytest.mark.parametrize("per_actor", [1, 2])   # 2: the node's 2 GPUs are one actor process
+def test_a_killed_simulated_node_has_its_units_redone_once(tmp_path, per_actor):
     trace = tmp_path / "trace.jsonl"
     out = _simulate("--gpus", "4", "--gpus-per-node", "2", "--records", "12", "--configurations", "2",
-                    "--kill-nodes", "1", "--seed", "1", "--scale", "0.004", "--trace", str(trace))
+                    "--kill-nodes", "1", "--seed", "1", "--scale", "0.004", "--trace", str(trace),
+                    "--gpus-per-actor", str(per_actor))
     assert out["node_kills"] == 1 and out["actor_kills"] == 0, out
-    assert out["model_loads"] == 4 + 2   # the node's 2 actors came back (on a replacement node) and loaded
+    assert out["model_loads"] == 4 + 2   # the node's 2 GPUs came back (on a replacement node) and loaded
     assert out["rows_ok"] == 24 and out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
     assert out["units"] == 12
     lines = trace.read_text().splitlines()

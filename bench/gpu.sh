@@ -10,8 +10,8 @@
 #            8 files of OUT), --runs A,B (these runs, e.g. qwen-2048, instead of the default list),
 #            --train-toy CONFIG (OPTIONAL, after the benchmark: `python -m jobs.train CONFIG` capped at
 #            GPU_TRAIN_CAP_S, default 330 s = 5 min of training + 30 s start-up, reserved from the budget; the
-#            wider toy's config is still being chosen, so the flag takes a path and has no default; skipped
-#            in smoke mode)
+#            prepared one is configs/train_toy_v3_gpu.yaml, v2 grown with copy heads, smoke-tested on CPU;
+#            the flag takes a path and has no default; skipped in smoke mode)
 #
 # Runs (bench/gpu_args.py), most important first: flux and qwen at 1024², flux at 2048², FLUX.2 klein 4B at
 # 1024², klein KV 9B at 1024², klein 4B at 2048², qwen at 2048². Each is one process (bench/gpu_run.py): the
@@ -46,7 +46,7 @@ while [[ $# -gt 0 ]]; do
       if [[ "$1" == --detail ]]; then detail="$2"; else only="$2"; fi
       shift 2 ;;
     --train-toy)
-      [[ $# -ge 2 && -n "$2" ]] || { echo "bench/gpu.sh: --train-toy needs a config path (no default config exists yet)" >&2; exit 2; }
+      [[ $# -ge 2 && -n "$2" ]] || { echo "bench/gpu.sh: --train-toy needs a config path (the prepared one: configs/train_toy_v3_gpu.yaml)" >&2; exit 2; }
       train_toy="$2"; shift 2 ;;
     -*) usage; exit 2 ;;
     *) out="$1"; shift ;;

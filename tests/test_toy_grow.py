@@ -208,3 +208,26 @@ def test_latent_cache_returns_what_encoding_gives(tiny, tmp_path):
     for a, b in zip(direct[:2] + first[:2], first[:2] + again[:2]):
         assert torch.equal(a, b)
     assert direct[2] == again[2] and other[2] != direct[2] and len(list(tmp_path.glob("*.pt"))) == 2
+
+
+@pytest.mark.slow   # a whole Ray Train job, ~1.5 min on 2 cores
+def test_the_gpu_config_for_v3_runs_on_cpu_for_two_steps(tmp_path):
+    """configs/train_toy_v3_gpu.yaml, what `bench/gpu.sh --train-toy` runs on a lent GPU: v2 grown to 4 + 8
+    blocks with copy heads trains and checkpoints (two steps, batch 2, on this CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jobs.train", "configs/train_toy_v3_gpu.yaml", "--fresh",
+           "--set", "transformer.steps=2", "--set", "transformer.batch_size=2", "--set", "data.val_n=2",
+           "--set", "checkpoint_every=1", "--set", f"output={out}", "--set", "name=toy-v3-smoke",
+           "--set", f"storage_path={tmp_path / 'store'}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = json.loads(done.stdout.strip().splitlines()[-1])["final"]
+    assert final["step"] == 2 and math.isfinite(final["loss"])
+    from diffusers import FluxTransformer2DModel
+    grown = FluxTransformer2DModel.from_pretrained(out / "transformer")
+    assert (grown.config.num_layers, grown.config.num_single_layers) == (4, 8)

@@ -22,10 +22,11 @@ COPY_HW_AMP = 8.0
 
 
 def grow_transformer(small: FluxTransformer2DModel, num_layers: int, num_single_layers: int,
-                     copy_heads: bool = False, seed: int = 0) -> FluxTransformer2DModel:
+                     copy_heads: bool = False, seed: int = 0, open_gate: float = 0.0) -> FluxTransformer2DModel:
     """A `FluxTransformer2DModel` of `small`'s config with `num_layers` dual and `num_single_layers` single
     blocks: every weight `small` has copied, the new blocks random (seeded by `seed`) with zeroed gates, and,
-    with `copy_heads`, the new dual blocks' image attention initialised as copy heads."""
+    with `copy_heads`, the new dual blocks' image attention initialised as copy heads; `open_gate` > 0 opens
+    them (`open_copy_path`): no longer function-preserving, the grown model starts by copying."""
     have_l, have_s = small.config.num_layers, small.config.num_single_layers
     if num_layers < have_l or num_single_layers < have_s:
         raise ValueError(f"grow: {num_layers} dual + {num_single_layers} single blocks cannot hold the "
@@ -45,6 +46,8 @@ def grow_transformer(small: FluxTransformer2DModel, num_layers: int, num_single_
             zero_gates(block)
             if copy_heads:
                 copy_head_init(block, config["axes_dims_rope"])
+                if open_gate:
+                    open_copy_path(block, open_gate)
         for block in big.single_transformer_blocks[have_s:]:
             zero_gates(block)
     param = next(small.parameters())
@@ -64,6 +67,23 @@ def _zero_chunks(linear: torch.nn.Linear, chunks: int, which: tuple[int, ...]) -
         linear.weight[c * size:(c + 1) * size] = 0.0
         if linear.bias is not None:
             linear.bias[c * size:(c + 1) * size] = 0.0
+
+
+@torch.no_grad()
+def open_copy_path(block: FluxTransformerBlock, gate: float) -> None:
+    """A copy head whose output reaches the residual from step 0: the image stream's attention shift and scale
+    zeroed (v is the plain normalised hidden state), to_v and to_out identities, and the attention gate a
+    constant `gate` (its weights stay zero, its bias `gate`). Each noisy token then adds `gate` times the
+    normalised features of the reference token at its own position: copying is where training starts."""
+    attn, dim = block.attn, block.attn.to_v.in_features
+    if attn.to_v.out_features != dim or attn.to_out[0].out_features != dim:
+        raise ValueError("an open copy path needs heads x head_dim equal to the model width")
+    _zero_chunks(block.norm1.linear, 6, (0, 1))
+    size = block.norm1.linear.out_features // 6
+    block.norm1.linear.bias[2 * size:3 * size] = gate
+    for proj in (attn.to_v, attn.to_out[0]):
+        proj.weight.copy_(torch.eye(dim, dtype=proj.weight.dtype))
+        proj.bias.zero_()
 
 
 @torch.no_grad()

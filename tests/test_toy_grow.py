@@ -231,3 +231,23 @@ def test_the_gpu_config_for_v3_runs_on_cpu_for_two_steps(tmp_path):
     from diffusers import FluxTransformer2DModel
     grown = FluxTransformer2DModel.from_pretrained(out / "transformer")
     assert (grown.config.num_layers, grown.config.num_single_layers) == (4, 8)
+
+
+def test_an_open_copy_path_adds_the_reference_features_from_step_0(tiny):
+    """`open_gate`: the new copy-head blocks' attention reaches the residual (gate bias, identity v and out, no
+    shift or scale), so the grown model no longer computes the small one's output; 0 keeps it exact."""
+    from finetune.toy_grow import open_copy_path
+
+    inputs = _inputs(tiny)
+    big = grow_transformer(tiny.transformer, 3, 5, copy_heads=True, seed=1, open_gate=0.2)
+    block = big.transformer_blocks[2]
+    mod = block.norm1.linear
+    size = mod.out_features // 6
+    assert torch.all(mod.bias[2 * size:3 * size] == 0.2) and mod.weight[:3 * size].abs().max() == 0
+    assert torch.equal(block.attn.to_v.weight, torch.eye(block.attn.to_v.in_features))
+    with torch.no_grad():
+        assert not torch.allclose(big(**inputs)[0], tiny.transformer(**inputs)[0], atol=1e-3)
+    narrow = grow_transformer(tiny.transformer, 2, 2, copy_heads=True, seed=1).transformer_blocks[1]
+    narrow.attn.to_v = torch.nn.Linear(64, 32)
+    with pytest.raises(ValueError, match="model width"):
+        open_copy_path(narrow, 0.2)

@@ -30,7 +30,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
           n_eval: int = 80, eval_steps: int = 28, warmup: int = 20, data_seed: int = 0,
           data_start: int = DATA_START, categories: Sequence[str] | None = None,
           grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
-          val_n: int = 0, save: str | None = None, cache: str | None = None) -> dict[str, Any]:
+          val_n: int = 0, save: str | None = None, cache: str | None = None, open_gate: float = 0.0
+          ) -> dict[str, Any]:
     """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
     import torch
 
@@ -38,7 +39,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.vae.register_to_config(sample_size=size)
-    params = prepare(pipe, grow, copy_heads, train_text_encoders)
+    params = prepare(pipe, grow, copy_heads, train_text_encoders, open_gate)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     load, data_s, step_s, losses = [], [], [], []
     started = time.perf_counter()
@@ -61,7 +62,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
               **score(pipe, n_eval, eval_steps)}
     result["options"] = {"batch": batch, "warmup": warmup, "data_seed": data_seed, "data_start": data_start,
                          "categories": list(categories or []), "grow": list(grow) if grow else None,
-                         "copy_heads": copy_heads, "train_text_encoders": train_text_encoders,
+                         "copy_heads": copy_heads, "open_gate": open_gate, "train_text_encoders": train_text_encoders,
                          "threads": torch.get_num_threads(), "latent_cache": bool(cache)}
     result["timing"] = timing(data_s, step_s, load)
     result["val"] = val_losses(pipe, val_n, size) if val_n else None
@@ -71,14 +72,16 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     return result
 
 
-def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_text_encoders: bool) -> list[Any]:
+def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_text_encoders: bool,
+            open_gate: float = 0.0) -> list[Any]:
     """Apply the pilot's model options; return the parameters to train."""
     if copy_heads and not grow:
         raise ValueError("--copy-heads initialises the new blocks of --grow: give --grow too")
     if grow:
         from finetune.toy_grow import grow_transformer
 
-        pipe.transformer = grow_transformer(pipe.transformer, grow[0], grow[1], copy_heads=copy_heads)
+        pipe.transformer = grow_transformer(pipe.transformer, grow[0], grow[1], copy_heads=copy_heads,
+                                            open_gate=open_gate)
     params = list(pipe.transformer.parameters())
     if train_text_encoders:
         for enc in (pipe.text_encoder, pipe.text_encoder_2):
@@ -241,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the training records' categories, cycled: comma-separated, or v2 (v2's mix)")
     p.add_argument("--grow", type=_grow, default=None, help="L,S: grow to L dual and S single blocks")
     p.add_argument("--copy-heads", action="store_true", help="the grown dual blocks start as copy heads")
+    p.add_argument("--open-gate", type=float, default=0.0,
+                   help="with --copy-heads: their output reaches the residual at this gate from step 0")
     p.add_argument("--train-text-encoders", action="store_true")
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
@@ -253,6 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.copy_heads and not args.grow:
         p.error("--copy-heads needs --grow")
+    if args.open_gate and not args.copy_heads:
+        p.error("--open-gate needs --copy-heads")
     if args.fill_cache and not args.latent_cache:
         p.error("--fill-cache needs --latent-cache")
     return args
@@ -307,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                    n_eval=args.n_eval, warmup=args.warmup, data_seed=args.data_seed, data_start=args.data_start,
                    categories=args.categories, grow=args.grow, copy_heads=args.copy_heads,
                    train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save,
-                   cache=args.latent_cache)
+                   cache=args.latent_cache, open_gate=args.open_gate)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(".tmp")

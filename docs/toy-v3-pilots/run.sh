@@ -10,7 +10,8 @@ run() {  # name, options
   python -m studies.toy.recipe_pilot $COMMON "$@" --save $D/$name-model --out $D/$name.json > $D/$name.log 2>&1
 }
 queue1() { run A_control_w4 --edit-weight 4; run C_text_encoders --edit-weight 4 --train-text-encoders;
-           run E_grow_4_8_copy_heads --edit-weight 4 --grow 4,8 --copy-heads; }
+           run E_grow_4_8_copy_heads --edit-weight 4 --grow 4,8 --copy-heads;
+           run F_open_copy_g02 --edit-weight 4 --grow 4,8 --copy-heads --open-gate 0.2; }
 queue2() { run B_w2 --edit-weight 2; run D_grow_4_8 --edit-weight 4 --grow 4,8;
            python -m studies.toy.recipe_pilot $COMMON --steps 0 --edit-weight 4 --out $D/v2_baseline.json > $D/v2_baseline.log 2>&1; }
 # the records' latents first, in two halves side by side: every pilot then reads them

@@ -13,13 +13,12 @@ import pytest
 import torch
 
 import actors
+from spot_helpers import Model, median_score
 import policies
-from actors import spot_selector
 from actors.families.flux_kontext import attention as flux_attention
 from actors.families.flux_kontext.attention import FluxRotary
 from actors.families.qwen_image_edit.attention import QwenRotary
 from actors.mechanisms import QuerySkip
-from actors.models import family
 from actors.routing import Routing, routed_blocks
 from actors.spot_attention import SpotCall, SpotKV, spot_attention
 from actors.spot_buffers import blend_weight, fusion_columns
@@ -28,32 +27,6 @@ from policies.spotedit import official_alpha
 BLEND_TOL = 5e-6   # fp32: blend-then-rotate against rotate-then-blend (rounding of the other order)
 PIXEL_TOL = 1e-3   # tests/test_engine_parity.py's tolerance on output pixels in [0, 1]
 PROMPT = "make the circle red"
-
-
-class Model:
-    """One family's transformer with prepared inputs, run through the adapter on the rows the routing seam
-    gathers from layer 0 (as tests/test_spotedit_attention.py)."""
-
-    def __init__(self, pipe, image):
-        self.pipe, self.adapter = pipe, actors.Editor(pipe, None).adapter
-        self.inputs = self.adapter.prepare([image], PROMPT, seed=3, steps=4, guidance_scale=None, height=64,
-                                           width=96)
-        self.family = self.adapter.family
-        self.n, self.s = self.inputs.latents.shape[1], self.inputs.source.shape[1]
-        self.t = self.inputs.timesteps[1]
-
-    def kv(self, **flags):
-        table = family(self.family).key_rotary(self.pipe.transformer, self.inputs.cond, self.inputs.latents.device)
-        return SpotKV(num_noisy=self.n, num_source=self.s, key_rotary=table, **flags)
-
-    def __call__(self, active=None, source=True):
-        rows = torch.arange(self.n) if active is None else active
-        src = torch.arange(self.s) if source else torch.arange(0)
-        routing = Routing(family=self.family, num_noisy=self.n)
-        with torch.no_grad(), self.adapter.attach(self.inputs), routed_blocks(self.pipe.transformer, routing):
-            if active is not None or not source:
-                routing.set(torch.cat([rows, self.n + src]), from_layer=0)
-            return self.adapter.velocity(self.inputs, self.inputs.latents, self.t, None)[:, : rows.numel()]
 
 
 @pytest.fixture(params=["flux", "qwen"])
@@ -257,25 +230,10 @@ class PathEditor(actors.Editor):
         return state
 
 
-def _median_score(monkeypatch, pipe, image, size, steps, policy):
-    """A threshold that splits the tiny model's scores in two: the median score a probe edit saw."""
-    seen = []
-    original = spot_selector.TimedScorer.__call__
-
-    def spy(self, x0, metric="lpips_vae"):
-        seen.append(original(self, x0, metric))
-        return seen[-1]
-
-    with monkeypatch.context() as m:
-        m.setattr(spot_selector.TimedScorer, "__call__", spy)
-        actors.Editor(pipe, policy).edit(image, PROMPT, steps=steps, height=size, width=size)
-    return float(seen[-1].median())
-
-
 def _policies(pipe, image, monkeypatch):
-    spot_tau = _median_score(monkeypatch, pipe, image, 128, 6,
+    spot_tau = median_score(monkeypatch, pipe, image, 128, 6,
                              policies.make("spotedit", tau=-1.0, initial_steps=1, reset_steps=[]))
-    similarity = 1.0 - _median_score(monkeypatch, pipe, image, 128, 7,
+    similarity = 1.0 - median_score(monkeypatch, pipe, image, 128, 7,
                                      policies.make("regione", eta=-1.0, erosion_dilation=False, warmup_steps=2,
                                                    post_steps=1, refresh_steps=[4], velocity_cache=False))
     spot = dict(tau=spot_tau, initial_steps=2, reset_steps=[4], dilate=0)

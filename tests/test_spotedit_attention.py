@@ -8,44 +8,12 @@ import math
 import pytest
 import torch
 
-import actors
-from actors.routing import Routing, routed_blocks
-from actors.models import family
+from spot_helpers import Model
 from actors.families.flux_kontext.attention import FluxSpotProcessor
 from actors.families.qwen_image_edit.attention import QwenSpotProcessor
-from actors.spot_attention import SpotCall, SpotKV, attention_modules, fuse, spot_attention
+from actors.spot_attention import SpotCall, attention_modules, fuse, spot_attention
 
 TOL = 1e-5
-
-
-class Model:
-    """One family's transformer with prepared inputs, run through the adapter on a subset of image rows
-    gathered from layer 0 by the routing seam (hidden rows, rotary rows, Qwen's `modulate_index`)."""
-
-    def __init__(self, pipe, image):
-        self.pipe = pipe
-        self.adapter = actors.Editor(pipe, None).adapter
-        self.inputs = self.adapter.prepare([image], "make the circle red", seed=3, steps=4,
-                                           guidance_scale=None, height=64, width=96)
-        self.family = self.adapter.family
-        self.n, self.s = self.inputs.latents.shape[1], self.inputs.source.shape[1]
-        self.t = self.inputs.timesteps[1]
-
-    def kv(self, **flags):
-        c, tr = self.inputs.cond, self.pipe.transformer
-        table = family(self.family).key_rotary(tr, c, self.inputs.latents.device)
-        return SpotKV(num_noisy=self.n, num_source=self.s, key_rotary=table, **flags)
-
-    def __call__(self, active=None, source=True):
-        """Velocity of the noisy rows that entered (all if `active` is None), as the adapter returns it
-        (Qwen: true CFG, so both the cond and the uncond branch run)."""
-        rows = torch.arange(self.n) if active is None else active
-        src = torch.arange(self.s) if source else torch.arange(0)
-        routing = Routing(family=self.family, num_noisy=self.n)
-        with torch.no_grad(), self.adapter.attach(self.inputs), routed_blocks(self.pipe.transformer, routing):
-            if active is not None or not source:
-                routing.set(torch.cat([rows, self.n + src]), from_layer=0)
-            return self.adapter.velocity(self.inputs, self.inputs.latents, self.t, None)[:, : rows.numel()]
 
 
 @pytest.fixture(params=["flux", "qwen"])

@@ -4,26 +4,16 @@ import pytest
 import torch
 
 import actors
+from spot_helpers import median_score
 import policies
-from actors import spot_selector
 
 PROMPT = "make the circle red"
 
 
 def median_tau(monkeypatch, pipe, image, size, steps):
     """A τ that splits the tiny model's scores in two: the median score seen by a probe run."""
-    seen = []
-    original = spot_selector.TimedScorer.__call__
-
-    def spy(self, x0, metric="lpips_vae"):
-        seen.append(original(self, x0, metric))
-        return seen[-1]
-
-    with monkeypatch.context() as m:
-        m.setattr(spot_selector.TimedScorer, "__call__", spy)
-        actors.Editor(pipe, policies.make("spotedit", tau=-1.0, initial_steps=1, reset_steps=[])).edit(
-            image, PROMPT, steps=steps, height=size, width=size)
-    return float(seen[-1].median())
+    return median_score(monkeypatch, pipe, image, size, steps,
+                        policies.make("spotedit", tau=-1.0, initial_steps=1, reset_steps=[]))
 
 
 @pytest.mark.parametrize("family", ["flux", "qwen"])

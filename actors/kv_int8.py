@@ -41,8 +41,7 @@ class Packed:
 
 def quantize_into(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> None:
     """Rows `x` [B, r, H, D] into int8 `q` and fp32 `scale` [B, r, H, 1] (views of the store), in place."""
-    torch.amax(x.abs(), dim=-1, keepdim=True, out=scale) if x.dtype == torch.float32 else \
-        scale.copy_(x.abs().amax(dim=-1, keepdim=True))
+    scale.copy_(x.abs().amax(dim=-1, keepdim=True))
     scale.div_(QMAX).clamp_(min=torch.finfo(torch.float32).tiny)
     q.copy_((x.float() / scale).round_().clamp_(-QMAX, QMAX))
 

@@ -78,3 +78,6 @@ def test_the_memory_model_and_the_preflight_count_the_int8_store():
     check_run(run({"text_encoders": "offload", "kv_store": "int8"}))
     with pytest.raises(Exception, match="kv_store must be one of compute, int8"):
         run({"kv_store": "fp8"})
+    from actors.spot_attention import STORES
+    from pipeline.model_spec import KV_STORES
+    assert KV_STORES == STORES   # the driver's copy, kept free of torch

@@ -99,12 +99,13 @@ def measure_plan(records: int, folder: str) -> dict[str, Any]:
 
     from pipeline.config import expand_run
     from pipeline.graph import done_pairs, model_dataset, results_uri, unit_plans, written_counts
+    from pipeline.pools import plan_pools
 
     ray.init(address="local", num_cpus=4, include_dashboard=False)
     run = expand_run(_config(folder, records))
-    plans = unit_plans(run)   # max_size 2 < records / 20 at 1k+: the records are counted on the workers
-    model = run.model_keys()[0]
-    model_dataset(run.config, run.of_model(model), {}, "plan", _factory, plans[model])   # built, not run
+    [[pool]] = plan_pools(run)
+    plans = unit_plans(run, [pool])   # max_size 2 < records / 20 at 1k+: the records are counted on the workers
+    model_dataset(run.config, pool.configs, {}, "plan", _factory, plans[pool.name], pool)   # built, not run
     prefix = "run-measured"
     subprocess.run([sys.executable, "-c", f"from bench.driver_memory import write_results; "
                     f"write_results({results_uri(run.config)!r}, {records}, {prefix!r})"], check=True)

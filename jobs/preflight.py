@@ -2,11 +2,13 @@
 asked only for sizes it was trained at, and the output lands where the user will look for it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
+    from pipeline.config import ActorConfig
     from pipeline.configuration import Configuration, ExpandedRun
 
 
@@ -79,33 +81,29 @@ def check_sizes(configs: Sequence[Configuration]) -> None:
 def memory_problem(conf: Configuration, card_gb: float) -> str | None:
     """Why one edit of `conf` on a real checkpoint cannot fit a `card_gb` GiB card (costs.memory), or None.
     Tiny and shipped toy models are priced as their real architecture but are small: not checked."""
-    from actors.models import MODELS
-    from costs.memory import POLICIES, RESERVE_GIB, config_memory
+    from costs.memory import RESERVE_GIB
+    from pipeline.pools import memory_need
 
-    spec = MODELS.get(conf.model_name)
-    if spec is None or spec.tiny is not None or spec.shipped is not None:
-        return None
-    size = int(round((conf.height * conf.width) ** 0.5))
-    policy = conf.policy if conf.policy in POLICIES else "full"   # gathers only shrink what a call holds
-    cache, usable = (conf.cache or {}).get("name"), card_gb - RESERVE_GIB
-    options = conf.model_options or {}
-    offload, int8 = options.get("text_encoders") == "offload", options.get("kv_store") == "int8"
-    need = config_memory(conf.model_name, policy, cache, size, offload, int8)
-    if need.refused or need.total <= usable:
+    need = memory_need(conf)
+    usable = card_gb - RESERVE_GIB
+    if need is None or need.total <= usable:
         return None   # a refused mechanism is check_policies' to report, with its own reason
-    return _memory_message(conf, need, card_gb, _memory_hint(conf, policy, cache, size, usable, offload, int8))
+    return _memory_message(conf, need, card_gb, _memory_hint(conf, usable))
 
 
-def _memory_hint(conf: Configuration, policy: str, cache: str | None, size: int, usable: float, offload: bool,
-                 int8: bool) -> str:
+def _memory_hint(conf: Configuration, usable: float) -> str:
     """The model options that would make the edit fit (text encoders offloaded, the K/V buffers in int8)."""
-    from costs.memory import config_memory
+    from pipeline.pools import memory_need
 
-    for try_offload, try_int8, says in ((True, int8, "options.text_encoders: offload"),
-                                        (offload, True, "options.kv_store: int8"),
-                                        (True, True, "options.text_encoders: offload and options.kv_store: int8")):
-        changed = (try_offload, try_int8) != (offload, int8)
-        if changed and config_memory(conf.model_name, policy, cache, size, try_offload, try_int8).total <= usable:
+    options = dict(conf.model_options or {})
+    for update, says in (({"text_encoders": "offload"}, "options.text_encoders: offload"),
+                         ({"kv_store": "int8"}, "options.kv_store: int8"),
+                         ({"text_encoders": "offload", "kv_store": "int8"},
+                          "options.text_encoders: offload and options.kv_store: int8")):
+        if all(options.get(k) == v for k, v in update.items()):
+            continue
+        need = memory_need(dataclasses.replace(conf, model_options={**options, **update}))
+        if need is not None and need.total <= usable:
             return f"set the model's {says} (it then fits), "
     return ""
 
@@ -115,8 +113,8 @@ def _memory_message(conf: Configuration, need: Any, card_gb: float, hint: str) -
 
     return (f"configuration {conf.label!r} of model {conf.model!r} at {conf.width}x{conf.height} needs "
             f"{describe(need)} (costs.memory's estimate) and the card has {card_gb:g} GiB ({RESERVE_GIB:g} kept "
-            f"free): {hint}set actors.card_gb to a larger card type the pool lands on (141: H200), or drop the "
-            "configuration")
+            f"free): {hint}set actors.card_gb to a larger card type the pool lands on (141: H200), or "
+            "actors.big_card for the nodes that have one, or drop the configuration")
 
 
 def check_buckets(configs: Sequence[Configuration]) -> None:
@@ -130,12 +128,15 @@ def check_buckets(configs: Sequence[Configuration]) -> None:
             raise ValueError(f"model {conf.model!r}: options.{err}") from None
 
 
-def check_memory(configs: Sequence[Configuration], num_gpus: float, card_gb: float | None) -> None:
-    """Every configuration's edit fits the GPU actors' card, before Ray starts (CPU actors: nothing to check)."""
-    if num_gpus <= 0 or card_gb is None:
+def check_memory(configs: Sequence[Configuration], actors: ActorConfig) -> None:
+    """Every configuration's edit fits the GPU actors' card, or `actors.big_card` where one is configured (its
+    resolution group then runs there: pipeline.pools), before Ray starts (CPU actors: nothing to check)."""
+    if actors.num_gpus <= 0 or actors.card_gb is None:
         return
     for conf in configs:
-        problem = memory_problem(conf, float(card_gb))
+        problem = memory_problem(conf, float(actors.card_gb))
+        if problem and actors.big_card is not None:
+            problem = memory_problem(conf, float(actors.big_card.card_gb))
         if problem:
             raise ValueError(problem)
 
@@ -169,4 +170,4 @@ def check_run(run: ExpandedRun) -> None:
     check_caches(run.configurations)
     check_buckets(run.configurations)
     check_sizes(run.configurations)
-    check_memory(run.configurations, run.config.actors.num_gpus, run.config.actors.card_gb)
+    check_memory(run.configurations, run.config.actors)

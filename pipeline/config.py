@@ -125,12 +125,26 @@ def _policy_entries(value: Any) -> Any:
     return entries
 
 
+class BigCardConfig(Section):
+    """A bigger card type some GPU nodes have (`pipeline.pools`): the (model, resolution) groups whose edit
+    needs more than `actors.card_gb` run in their own pool there instead of being refused."""
+
+    card_gb: Annotated[Number, Field(gt=0)] = 141.0   # 141: H200
+    # a custom Ray resource only those nodes declare (cluster.yaml's big-card worker type: `big_card: 1`)
+    resource: NonEmptyStr = "big_card"
+    max_size: PositiveInt = 1   # such cards the run may hold, shared by its big-card pools
+
+
 class ActorConfig(Section):
     num_gpus: NonNegative = 1.0
     num_cpus: NonNegative = 1.0
     # GiB of the card the GPU actors land on (80: A100/H100 80 GB, 141: H200): a configuration whose one edit
     # needs more (costs.memory, the real checkpoint's architecture) is refused before the run; None: unchecked
     card_gb: Annotated[Number, Field(gt=0)] | None = 80.0
+    big_card: BigCardConfig | None = None
+    # several pools (model entries, card types): `concurrent` shares max_size GPUs among them by their estimated
+    # work in one execution (pipeline.pools); `sequential` gives each all of them, one pool after the other
+    pools: Literal["concurrent", "sequential"] = "concurrent"
     min_size: PositiveInt = 1
     max_size: PositiveInt = 1  # defaults to min_size: one number sizes a fixed pool
     batch_size: PositiveInt = 1

@@ -1,4 +1,4 @@
-"""The Ray Data graph of an ablation, per model entry:
+"""The Ray Data graph of an ablation, per pool (a model entry's configurations on one card type: `pools`):
 
     read records (workers) -> units (record x missing configurations) -> load (CPU: decode, write inputs)
       -> edit (GPU actor pool, one model load per actor for the whole run) -> finish (CPU: PNGs, pixel
@@ -7,7 +7,8 @@
 Nothing is materialised on the driver: records stream from the input's files, units are expanded in the
 dataset, rows stream to Parquet. The GPU actor does GPU work only. There is no barrier between `full` and the
 other configurations: a unit carries its group's `full` (written or re-run, see `units`); how finely records
-are cut into units is planned per model entry before the graph starts (`unit_plan`)."""
+are cut into units is planned per pool before the graph starts (`unit_plan`). Pools that share the cluster run
+in one execution, the union of their graphs, each with its own share of the GPUs."""
 from __future__ import annotations
 
 import logging
@@ -22,6 +23,7 @@ from .block_stats import drop_block_stats
 from .config import ActorConfig, RunConfig
 from .configuration import Configuration, ExpandedRun
 from .finish_stage import finish_units
+from .pools import Pool, plan_pools
 from .load_stage import load_units
 from .record_stream import count_records, input_files, record_dataset
 from .resume import DoneIndex, done_index, read_results
@@ -57,24 +59,25 @@ def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) ->
                            cache_dir=cfg.model_cache_dir, model_options=dict(first.model_options))
 
 
-def unit_plans(run: ExpandedRun) -> dict[str, UnitPlan]:
-    """Each model entry's units (`unit_plan`); the input's records are counted on the workers when the
-    automatic rule needs them."""
+def unit_plans(run: ExpandedRun, pools: Sequence[Pool]) -> dict[str, UnitPlan]:
+    """Each pool's units (`unit_plan`, from the GPUs the pool holds); the input's records are counted on the
+    workers, once, when the automatic rule needs them."""
     cfg = run.config
-    actors = cfg.actors.max_size * cfg.actors.concurrency   # units running at once: one per GPU
-    if needs_records(cfg.units, actors):
+    sizes = {p.name: p.actors.max_size * p.actors.concurrency for p in pools}   # units at once: one per GPU
+    if any(needs_records(cfg.units, n) for n in sizes.values()):
         records, files = count_records(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
     else:
         records, files = None, len(input_files(cfg.input.uri, cfg.input.format, cfg.storage)[1])
-    return {m: plan_units(run.of_model(m), cfg.units, actors, records, files) for m in run.model_keys()}
+    return {p.name: plan_units(p.configs, cfg.units, sizes[p.name], records, files) for p in pools}
 
 
-def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIndex,
-                  run_id: str, factory: ActorFactory, plan: UnitPlan = UnitPlan()) -> ray.data.Dataset:
-    """The graph of one model entry, ending in its output rows."""
+def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIndex, run_id: str,
+                  factory: ActorFactory, plan: UnitPlan = UnitPlan(), pool: Pool | None = None) -> ray.data.Dataset:
+    """The graph of one pool (a model entry's configurations on one card type), ending in its output rows."""
     storage = cfg.storage.model_dump()
     actor_cls, actor_kwargs = factory(configs, cfg, run_id)
-    actors = cfg.actors
+    actors = pool.actors if pool is not None else cfg.actors
+    resources = dict(resources=pool.resources) if pool is not None and pool.resources else {}
     cpu_batch = max(CPU_BATCH, actors.batch_size)   # an actor call's worth of units per CPU task, at least
     split = dict(layout=unit_layout(configs), parts=plan.parts, tail=plan.tail) if plan.parts > 1 else {}
     return (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
@@ -88,7 +91,7 @@ def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIn
             .repartition(target_num_rows_per_block=actors.batch_size)
             .map_batches(actor_cls, fn_constructor_kwargs=actor_kwargs, batch_size=actors.batch_size,
                          batch_format="pyarrow", num_gpus=actors.num_gpus, num_cpus=actors.num_cpus,
-                         compute=pool_strategy(actors))
+                         compute=pool_strategy(actors), **resources)
             .map_batches(finish_units, batch_size=cpu_batch, batch_format="pyarrow", num_cpus=1, memory=CPU_STAGE_MEMORY,
                          fn_kwargs=dict(output=cfg.output, storage=storage, compute=list(cfg.metrics.compute))))
 
@@ -120,13 +123,16 @@ def run_ablation(run: ExpandedRun, factory: ActorFactory = edit_actor) -> dict[s
     done = done_pairs(cfg)   # indexed on a worker: the driver holds a reference and a count
     fs, results_path = st.filesystem_for(results_uri(cfg), cfg.storage)
     prefix, namer = run_files()   # this run's files, found and counted on a worker afterwards
-    plans = unit_plans(run)
-    for model in run.model_keys():   # one actor pool per model entry, for the whole run
-        mine = run.of_model(model)
-        model_dataset(cfg, mine, done, run_id, factory, plans[model]).write_parquet(
-            results_path, filesystem=fs, filename_provider=namer)
+    waves = plan_pools(run)
+    plans = unit_plans(run, [p for wave in waves for p in wave])
+    for wave in waves:   # the pools of a wave share the cluster at once (pipeline.pools), in one execution
+        parts = [model_dataset(cfg, p.configs, done, run_id, factory, plans[p.name], p) for p in wave]
+        graph = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        graph.write_parquet(results_path, filesystem=fs, filename_provider=namer)
     return {"run_id": run_id, "configurations": len(run.configurations), "already_done": done.count,
-            **written_counts(cfg, prefix), "results": results_uri(cfg), "unit_plans": {m: p.as_dict() for m, p in plans.items()}}
+            **written_counts(cfg, prefix), "results": results_uri(cfg),
+            "unit_plans": {m: p.as_dict() for m, p in plans.items()},
+            "pools": [[p.as_dict() for p in wave] for wave in waves]}
 
 
 __all__ = ["ActorFactory", "edit_actor", "read_results", "results_uri", "run_ablation"]

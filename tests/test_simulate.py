@@ -71,14 +71,22 @@ def test_256_logical_gpus_from_two_processes_keep_every_row_and_one_unit_per_gpu
 
 
 @pytest.mark.slow
-def test_two_models_in_one_run_each_get_the_whole_pool_in_turn():
-    # the graph runs one actor pool per model entry, one entry after the other (pipeline.graph.run_ablation):
-    # neither starves, and they do not share the cluster at the same time
-    out = _simulate("--gpus", "2", "--records", "4", "--configurations", "2", "--scale", "0.004",
-                    "--set", "models=[{name: flux-kontext}, {name: qwen-image-edit}]")
+def test_two_models_in_one_run_share_the_gpus_at_once(tmp_path):
+    # one pool per model entry, both at once on their shares of the GPUs (pipeline.pools): neither starves
+    trace = tmp_path / "trace.jsonl"
+    # scale 0.05: a unit takes 0.5-2 s of wall time, long against an actor's start (so overlap means sharing)
+    out = _simulate("--gpus", "2", "--records", "4", "--configurations", "2", "--scale", "0.05",
+                    "--set", "models=[{name: flux-kontext}, {name: qwen-image-edit}]", "--trace", str(trace))
     assert out["configurations"] == 4 and len(out["edit_s"]) >= 2, out
     assert out["rows_ok"] == 16 and out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
-    assert out["units"] == 8 and out["model_loads"] == 2 * 2, out   # a pool of 2 per model, 4 units each
+    assert out["units"] == 8 and out["model_loads"] == 2, out   # one actor per model, 4 units each
+    spans: dict[str, list[float]] = {}
+    for line in trace.read_text().splitlines()[1:]:
+        actor, _, begun, ended, _ = json.loads(line)
+        spans.setdefault(actor, []).extend([begun, ended])
+    assert len(spans) == 2
+    first, second = (sorted(v) for v in spans.values())
+    assert first[0] < second[-1] and second[0] < first[-1], spans   # the two pools' edits overlap in time
 
 
 @pytest.mark.slow

@@ -44,6 +44,19 @@ def test_cluster_yaml_gpu_demand_takes_spot_first_then_on_demand():
     assert launched(8 * (per_type + 2)) == {spot[0]: per_type, "gpu.h100-80gb.x8": 2}
 
 
+def test_cluster_yaml_big_card_demand_lands_only_on_the_h200_type():
+    """A run's `actors.big_card` pool (pipeline.pools) asks for {"GPU": 1, "big_card": 1}: only the on-demand 141 GB
+    type declares it (plain GPU demand still takes spot first: the test above)."""
+    cfg = yaml.safe_load(CLUSTER_YAML.read_text())
+    types, head = cfg["available_node_types"], cfg["head_node_type"]
+    assert [t for t, n in types.items() if "big_card" in n["resources"]] == ["gpu.h200-141gb.x8.big"]
+    scorer = functools.partial(_default_utilization_scorer,
+                               node_availability_summary=NodeAvailabilitySummary(node_availabilities={}))
+    ask = [{"GPU": 1, "big_card": 1}] * 12
+    nodes, residual = get_nodes_for(types, {}, head, cfg["max_workers"], ask, scorer)
+    assert dict(nodes) == {"gpu.h200-141gb.x8.big": 2} and not residual
+
+
 @pytest.mark.slow
 def test_gpu_workers_come_up_for_the_pool_and_go_after_the_idle_timeout(tmp_path):
     out = run_scenario("autoscaling", tmp_path, timeout_s=900)

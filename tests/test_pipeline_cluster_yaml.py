@@ -86,7 +86,9 @@ def test_every_node_type_declares_resources(raw_config):
         vcpus, gpus, gb = GPU_INSTANCES[itype]
         assert res["GPU"] == gpus and res["CPU"] == vcpus and gb >= 80, name
         assert node["min_workers"] == 0 and 1 <= node["max_workers"] <= raw_config["max_workers"]
-    assert len({raw_config["available_node_types"][t]["node_config"]["InstanceType"] for t in workers}) == len(workers)
+    kinds = {(n["node_config"]["InstanceType"], n["node_config"].get("InstanceMarketOptions", {}).get("MarketType"),
+              tuple(sorted(n["resources"]))) for t, n in raw_config["available_node_types"].items() if t in workers}
+    assert len(kinds) == len(workers)   # no two worker types the same instance, market and resources
 
 
 def test_setup_installs_project_and_matching_ray(raw_config):

@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Mapping
 
@@ -115,11 +116,39 @@ def measure_plan(records: int, folder: str) -> dict[str, Any]:
             "done_pairs": done.count}
 
 
+def current_rss_mb() -> float:
+    """This process's resident set now (/proc/self/statm), in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssTimeline:
+    """The driver's RSS every `every` seconds on a thread, kept to `points` evenly spaced samples: whether it
+    grows with the units streamed or levels off."""
+
+    def __init__(self, every: float = 2.0, points: int = 12) -> None:
+        self.every, self.points, self.samples = every, points, []
+        self.started = time.time()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append((round(time.time() - self.started), round(current_rss_mb(), 1)))
+            time.sleep(self.every)
+
+    def summary(self) -> list[tuple[int, float]]:
+        step = max(1, len(self.samples) // self.points)
+        return self.samples[::step] + self.samples[-1:]
+
+
 def child(mode: str, records: int) -> None:
-    """One measurement, in this process: prints its JSON line with the process's peak RSS."""
+    """One measurement, in this process: prints its JSON line with the process's peak RSS (and, for a run, its
+    RSS over time: [seconds, MB] pairs)."""
     load = os.getloadavg()[0]
+    timeline = RssTimeline()
     with tempfile.TemporaryDirectory(prefix="dropedit-driver-") as folder:
         result = (measure_run if mode == "run" else measure_plan)(records, folder)
+    result["rss_timeline_mb"] = timeline.summary()
     result["load_avg_1m"] = [round(load, 1), round(os.getloadavg()[0], 1)]   # the machine's, before and after
     result["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["modules"] = sorted(m for m in ("torch", "diffusers") if m in sys.modules)

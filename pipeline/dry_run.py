@@ -20,6 +20,7 @@ from costs import DEFAULT_GPU_TFLOPS, edit_cost, gpu_seconds
 from pipeline.configuration import ExpandedRun
 
 from .config import RunConfig
+from .pools import plan_pools
 
 
 def count_records(cfg: RunConfig) -> tuple[int | None, str]:
@@ -59,7 +60,7 @@ def plan(run: ExpandedRun, records: int | None = None, gpu_tflops: float = DEFAU
     hours_per_record = gpu_seconds(flops_per_record, gpu_tflops) / 3600
     edits = None if records is None else records * len(configs)
     return {"configs": configs, "records": records, "input_note": input_note, "edits": edits,
-            "models": models, "flops_per_record": flops_per_record, "hours_per_record": hours_per_record,
+            "models": models, "pools": plan_pools(run), "flops_per_record": flops_per_record, "hours_per_record": hours_per_record,
             "gpu_hours": None if records is None else hours_per_record * records, "gpu_tflops": gpu_tflops}
 
 
@@ -80,6 +81,12 @@ def describe(cfg: RunConfig, p: dict[str, Any], source: str = "") -> str:
                          f"{cost.tokens} image + {cost.tokens} source tokens, text {list(cost.text)}, "
                          f"{cost.calls_per_step} call(s)/step -> {cost.flops / 1e15:.2f} PFLOP per edit at keep 1")
     lines.append("  configurations: " + "; ".join(policies))
+    for i, wave in enumerate(p["pools"]):
+        at_once = "at once" if len(wave) > 1 else "alone"
+        pools = ", ".join(f"{q.name} on {q.actors.min_size}-{q.actors.max_size} actor(s)"
+                          + (f" asking for {q.resources}" if q.resources else "")
+                          + f" ({q.work_share:.0%} of the work)" for q in wave)
+        lines.append(f"pools{f' (turn {i + 1})' if len(p['pools']) > 1 else ''}, {at_once}: {pools}")
     edits = "unknown (records unknown)" if p["edits"] is None else f"{p['edits']}"
     lines.append(f"edits: {edits} ({len(configs)} per record)")
     per_record = f"{p['hours_per_record']:.3g} GPU-h per record"

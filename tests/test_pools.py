@@ -146,3 +146,12 @@ def test_two_model_pools_run_at_once_and_both_finish(ray_session, tmp_path):
     spans = rows.groupby("model").agg(first=("started_at", "min"), last=("finished_at", "max"))
     # each model's 12 edits take >= 3.6 s on its one actor; at once, each starts before the other ends
     assert (spans["first"].max() < spans["last"].min()), spans
+
+
+def test_the_dry_run_says_how_the_pools_share_the_gpus():
+    from pipeline.dry_run import dry_run
+
+    text, _ = dry_run(_run(min_size=8, max_size=8), records=10)
+    assert "pools, at once: flux-kontext on 2-2 actor(s) (19% of the work), qwen-image-edit on 6-6 actor(s)" in text
+    text, _ = dry_run(_run(max_size=1), records=10)
+    assert "pools (turn 2), alone: qwen-image-edit on 1-1 actor(s)" in text

@@ -1,6 +1,6 @@
 """What a run wrote, counted on a worker, file by file: the driver never holds the run's rows nor its files' names.
 
-A run writes its Parquet files under a prefix of its own (`run_files`), so a Ray task finds them after the run
+A run writes its Parquet files under a prefix of its own (`run_prefix`), so a Ray task finds them after the run
 (`count_written`) and `new_row_counts` reads them one at a time and only the columns it counts (record id,
 status, `pairing_rerun_s`); what it keeps between files is the counts and a 64-bit hash of each record id
 seen (8 bytes a record; distinct records are counted exactly up to a hash collision, ~3e-8 likely at a
@@ -18,8 +18,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from ray.data.datasource import FilenameProvider
 
 from . import storage as st
 from .records import STATUS_OK
@@ -59,10 +57,9 @@ def new_row_counts(files: Iterable[str], fs: pa.fs.FileSystem) -> dict[str, int 
             "pairing_reruns": reruns, "extra_gpu_s_for_pairing": round(rerun_s, 6)}
 
 
-def run_files() -> tuple[str, FilenameProvider]:
-    """A fresh prefix for one run's Parquet files, and the `write_parquet` file namer that uses it."""
-    prefix = f"run-{uuid.uuid4().hex[:16]}"
-    return prefix, FilenameProvider(dataset_uuid=prefix, file_format="parquet")
+def run_prefix() -> str:
+    """A fresh prefix for one run's Parquet files (`result_files.file_name`)."""
+    return f"run-{uuid.uuid4().hex[:16]}"
 
 
 def count_written(results_uri: str, storage: st.StorageLike, prefix: str) -> dict[str, int | float]:

@@ -2,7 +2,7 @@
 
     read records (workers) -> units (record x missing configurations) -> load (CPU: decode, write inputs)
       -> edit (GPU actor pool, one model load per actor for the whole run) -> finish (CPU: PNGs, pixel
-      metrics) -> write Parquet
+      metrics) -> write Parquet (the same CPU task: `result_files`)
 
 Nothing is materialised on the driver: records stream from the input's files, units are expanded in the
 dataset, rows stream to Parquet. The GPU actor does GPU work only. There is no barrier between `full` and the
@@ -18,14 +18,15 @@ from typing import Any, Callable, Sequence
 import ray
 
 from . import storage as st
-from .accounting import count_written, run_files
+from .accounting import count_written, run_prefix
 from .block_stats import drop_block_stats
 from .config import ActorConfig, RunConfig
 from .configuration import Configuration, ExpandedRun
 from .finish_stage import finish_units
-from .pools import Pool, plan_pools
 from .load_stage import load_units
+from .pools import Pool, plan_pools
 from .record_stream import count_records, input_files, record_dataset
+from .result_files import drain, write_rows
 from .resume import DoneIndex, done_index, read_results
 from .unit_plan import UnitPlan, needs_records, plan_units
 from .units import expand_units, unit_layout
@@ -72,15 +73,17 @@ def unit_plans(run: ExpandedRun, pools: Sequence[Pool]) -> dict[str, UnitPlan]:
 
 
 def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIndex, run_id: str,
-                  factory: ActorFactory, plan: UnitPlan = UnitPlan(), pool: Pool | None = None) -> ray.data.Dataset:
-    """The graph of one pool (a model entry's configurations on one card type), ending in its output rows."""
+                  factory: ActorFactory, plan: UnitPlan = UnitPlan(), pool: Pool | None = None,
+                  prefix: str | None = None) -> ray.data.Dataset:
+    """The graph of one pool (a model entry's configurations on one card type), ending in its output rows, or,
+    given the run's file `prefix`, in the counts of the rows it wrote (`result_files`)."""
     storage = cfg.storage.model_dump()
     actor_cls, actor_kwargs = factory(configs, cfg, run_id)
     actors = pool.actors if pool is not None else cfg.actors
     resources = dict(resources=pool.resources) if pool is not None and pool.resources else {}
     cpu_batch = max(CPU_BATCH, actors.batch_size)   # an actor call's worth of units per CPU task, at least
     split = dict(layout=unit_layout(configs), parts=plan.parts, tail=plan.tail) if plan.parts > 1 else {}
-    return (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
+    rows = (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
             .map_batches(expand_units, batch_format="pyarrow", num_cpus=0.25,
                          fn_kwargs=dict(config_ids=[c.config_id for c in configs], done=done, **split))
             .repartition(target_num_rows_per_block=cpu_batch)   # a manifest is one block: spread its loading
@@ -94,6 +97,11 @@ def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIn
                          compute=pool_strategy(actors), **resources)
             .map_batches(finish_units, batch_size=cpu_batch, batch_format="pyarrow", num_cpus=1, memory=CPU_STAGE_MEMORY,
                          fn_kwargs=dict(output=cfg.output, storage=storage, compute=list(cfg.metrics.compute))))
+    if prefix is None:
+        return rows
+    # fused with `finish` (the same request): the task that made the rows writes them
+    return rows.map_batches(write_rows, batch_size=None, batch_format="pyarrow", num_cpus=1, memory=CPU_STAGE_MEMORY,
+                            fn_kwargs=dict(results=results_uri(cfg), prefix=prefix, storage=storage))
 
 
 def pool_strategy(actors: ActorConfig) -> ray.data.ActorPoolStrategy:
@@ -121,14 +129,12 @@ def run_ablation(run: ExpandedRun, factory: ActorFactory = edit_actor) -> dict[s
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
     drop_block_stats()   # Ray Data's per-block stats would grow with the units in the driver
     done = done_pairs(cfg)   # indexed on a worker: the driver holds a reference and a count
-    fs, results_path = st.filesystem_for(results_uri(cfg), cfg.storage)
-    prefix, namer = run_files()   # this run's files, found and counted on a worker afterwards
+    prefix = run_prefix()   # this run's files, found and counted on a worker afterwards
     waves = plan_pools(run)
     plans = unit_plans(run, [p for wave in waves for p in wave])
     for wave in waves:   # the pools of a wave share the cluster at once (pipeline.pools), in one execution
-        parts = [model_dataset(cfg, p.configs, done, run_id, factory, plans[p.name], p) for p in wave]
-        graph = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-        graph.write_parquet(results_path, filesystem=fs, filename_provider=namer)
+        parts = [model_dataset(cfg, p.configs, done, run_id, factory, plans[p.name], p, prefix) for p in wave]
+        drain(parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0])
     return {"run_id": run_id, "configurations": len(run.configurations), "already_done": done.count,
             **written_counts(cfg, prefix), "results": results_uri(cfg),
             "unit_plans": {m: p.as_dict() for m, p in plans.items()},

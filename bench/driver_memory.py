@@ -144,6 +144,9 @@ class RssTimeline:
 def child(mode: str, records: int) -> None:
     """One measurement, in this process: prints its JSON line with the process's peak RSS (and, for a run, its
     RSS over time: [seconds, MB] pairs)."""
+    from core.malloc_arenas import limit_malloc_arenas
+
+    limit_malloc_arenas()   # as `dropedit` does (jobs/cli.py)
     load = os.getloadavg()[0]
     timeline = RssTimeline()
     with tempfile.TemporaryDirectory(prefix="dropedit-driver-") as folder:

@@ -15,6 +15,8 @@ import os
 import sys
 import tempfile
 
+from core.malloc_arenas import limit_malloc_arenas
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config (local or s3://)")
@@ -32,9 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def write_run_report(results: str, output: str, storage) -> str:
     """The report beside the results: `OUTPUT/report` (for object storage, written locally and uploaded)."""
-    from pipeline import storage as st
-
     import report
+    from pipeline import storage as st
 
     if "://" not in output:
         out = os.path.join(output, "report")
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.ablate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    limit_malloc_arenas()   # the driver: before Ray's threads start (core/malloc_arenas.py)
     try:
         return run(args)
     except (ValueError, OSError) as err:   # bad input: say what, not a traceback

@@ -17,6 +17,8 @@ import os
 import sys
 import tempfile
 
+from core.malloc_arenas import limit_malloc_arenas
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config (its models, policies, sizes and steps are simulated)")
@@ -85,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     with tempfile.TemporaryDirectory(prefix="dropedit-sim-") as tmp:
         output = os.path.abspath(args.output or tmp)
-        from simulation.cluster import memory_shortfall, simulate, simulation_config, table
+        from simulation.cluster import (
+            memory_shortfall,
+            simulate,
+            simulation_config,
+            table,
+        )
 
         if not args.no_memory_check and (why := memory_shortfall(args.gpus // args.gpus_per_actor)):
             raise ValueError(why)
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.simulate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    limit_malloc_arenas()   # the driver: before Ray's threads start (core/malloc_arenas.py)
     try:
         return run(args)
     except (ValueError, OSError) as err:

@@ -49,7 +49,7 @@ def results_uri(cfg: RunConfig) -> str:
 
 
 def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) -> tuple[type, dict[str, Any]]:
-    from .edit_stage import EditActor   # light: the model side is imported on the actor
+    from .edit_stage import EditActor  # light: the model side is imported on the actor
 
     if cfg.actors.concurrency != 1:   # one model on one card: its edits are not thread-safe
         raise ValueError("actors.concurrency: the editing actor runs one unit at a time (1)")

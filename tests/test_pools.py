@@ -12,8 +12,8 @@ from ray import cloudpickle
 
 from costs import edit_cost
 from jobs.preflight import check_run
-from pipeline.config import expand_run, parse_config
 from pipeline import storage as st
+from pipeline.config import expand_run, parse_config
 from pipeline.pools import BIG, card_groups, plan_pools, split_gpus
 from pipeline.records import utcnow
 from pipeline.unit_stage import UnitActor, UnitEdit

@@ -23,6 +23,7 @@ from .configuration import Configuration, ExpandedRun
 from .unit_plan import edit_weight
 
 BIG = "@big_card"   # suffix of a big-card pool's name (a model entry's key plus it)
+QUEUE_PER_GPU = 1   # units an actor holds per GPU, running and waiting (`graph.pool_strategy`; Ray Data's default: 2)
 
 
 @dataclass(frozen=True)
@@ -135,4 +136,4 @@ def plan_pools(run: ExpandedRun, weigh: Callable[[Configuration], float] = edit_
     return [[pool] for pool in whole]
 
 
-__all__ = ["BIG", "Pool", "card_groups", "exceeds", "memory_need", "plan_pools", "split_gpus"]
+__all__ = ["BIG", "QUEUE_PER_GPU", "Pool", "card_groups", "exceeds", "memory_need", "plan_pools", "split_gpus"]

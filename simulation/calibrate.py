@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from simulation.event_model import Overheads, Prediction, Scenario, predict
+from pipeline.pools import QUEUE_PER_GPU
+from simulation.event_model import QUEUE, Overheads, Prediction, Scenario, predict
 
 SEEDS = 8
 BOUNDS = (2.0, 20.0, 200.0)   # upper bounds of dispatch_s, gap_s, fixed_s (wall seconds): far above what was seen
@@ -21,7 +22,8 @@ def scenario_of(run: dict) -> Scenario:
     """The event model's scenario of one `dropedit simulate` JSON line (which records its edit times)."""
     return Scenario(gpus=run["gpus"], records=run["records"], edit_s=tuple(run["edit_s"]), load_s=run["load_s"],
                     noise=run.get("noise", 0.15), scale=run["scale"], split_parts=run.get("split_parts") or 1,
-                    split_records=run.get("split_records"), gpus_per_actor=run.get("gpus_per_actor") or 1)
+                    split_records=run.get("split_records"), gpus_per_actor=run.get("gpus_per_actor") or 1,
+                    queue=run.get("queue_per_gpu") or QUEUE)   # runs before queue_per_gpu was recorded: Ray's 2
 
 
 def load_runs(folder: Path, pattern: str = "pie_*gpu_1024*.json") -> dict[str, dict]:
@@ -134,7 +136,7 @@ def extrapolate(base: Scenario, overheads: Overheads, gpus: Sequence[int], split
     for n in gpus:
         for k in splits:
             s = replace(base, gpus=n, overheads=overheads, split_parts=k, split_records=n if tail_only else None,
-                        scale=1.0 if scale_one else here_scale(base, n))
+                        scale=1.0 if scale_one else here_scale(base, n), queue=QUEUE_PER_GPU)   # the graph's
             out.append(predict(s, seeds))
     return out
 

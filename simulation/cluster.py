@@ -132,6 +132,7 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
     import ray
 
     from pipeline.graph import run_ablation
+    from pipeline.pools import QUEUE_PER_GPU
 
     run = expand_run(cfg)   # once: the work estimate, the graph and the counts share it
     work = ideal_work(run, tflops, records)
@@ -156,6 +157,7 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
             "gpu_busy": round(counts["busy_s"] / (gpus * makespan), 4),
             **after_load(counts["busy_s"], gpus, makespan, load_s),
             "model_loads": counts["model_loads"], "actors": gpus // per_actor, "gpus_per_actor": per_actor,
+            "queue_per_gpu": QUEUE_PER_GPU,
             "actor_kills": counts["actor_kills"],
             "node_kills": counts["node_kills"],
             "extra_gpu_s_for_pairing": round(counts["extra_gpu_s_for_pairing"], 1),

@@ -93,13 +93,15 @@ def _k_notes() -> list[str]:
         "machine, so the pie_128gpu_* and pie_256gpu_* runs use `dropedit simulate --gpus-per-actor K` "
         "(K = 2, 4: 64 processes, as at 64 GPUs). Each actor asks Ray for `num_gpus=K` (Ray's GPU accounting "
         "is exact: 256 GPUs, 64 actors) and Ray Data runs K of its units at once on the actor's threads "
-        "(`max_concurrent_calls_per_actor=K`, true multi-threading, 2 K units in flight per actor); a running "
+        "(`max_concurrent_calls_per_actor=K`, true multi-threading; units in flight per actor: K, one per GPU "
+        "(`queue_per_gpu` 1, `pipeline.pools.QUEUE_PER_GPU`), in the runs that record it, else Ray Data's 2 K); a running "
         "unit holds one of the actor's K logical GPUs for the whole unit and sleeps its own service times "
         "there, and busy time is counted per logical GPU (the trace names `host:pid/gpuI`). What differs from "
         "one process per GPU: the units waiting at an actor share one queue for its K GPUs (a unit starts on "
-        "whichever frees first, slightly better than K queues of 2), a model load counts K, and a killed actor "
+        "whichever frees first), a model load counts K, and a killed actor "
         "takes K GPUs' units with it. The event model schedules the same way (`gpus_per_actor`); its "
-        "extrapolations below assume one process per GPU, as on a real cluster. These runs are held out of "
+        "extrapolations below assume one process per GPU and one unit in flight per GPU, as the graph now runs "
+        "on a real cluster. These runs are held out of "
         "the fit.", ""]
 
 

@@ -39,3 +39,5 @@ done
 sim pie_256gpu_1024_k4_auto_rerun --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
 # the 64-GPU calibration run again, its first try having run under load 15-44
 sim pie_64gpu_1024_rerun --gpus 64 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=none
+# one unit in flight per GPU (pipeline.pools.QUEUE_PER_GPU, was Ray Data's 2): the 256-GPU split run again
+sim pie_256gpu_1024_k4_auto_q1 --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto

@@ -69,13 +69,13 @@ def _factory(configs: Any, cfg: Any, run_id: str) -> tuple[type, dict[str, Any]]
     return InstantActor, dict(configs={c.config_id: c.to_row() for c in configs}, run_id=run_id)
 
 
-def measure_run(records: int, folder: str) -> dict[str, Any]:
+def measure_run(records: int, folder: str, cpus: int = 4) -> dict[str, Any]:
     import ray
 
     from pipeline.config import expand_run
     from pipeline.graph import run_ablation
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
     started = time.time()
     summary = run_ablation(expand_run(_config(folder, records)), factory=_factory)
     return {"mode": "run", "records": records, "rows_ok": summary["ok"], "wall_s": round(time.time() - started, 1)}
@@ -95,14 +95,14 @@ def write_results(out: str, rows: int, prefix: str) -> None:
                        os.path.join(out, f"{prefix}_{start // FILE_ROWS:06d}.parquet"))
 
 
-def measure_plan(records: int, folder: str) -> dict[str, Any]:
+def measure_plan(records: int, folder: str, cpus: int = 4) -> dict[str, Any]:
     import ray
 
     from pipeline.config import expand_run
     from pipeline.graph import done_pairs, model_dataset, results_uri, unit_plans, written_counts
     from pipeline.pools import plan_pools
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
     run = expand_run(_config(folder, records))
     [[pool]] = plan_pools(run)
     plans = unit_plans(run, [pool])   # max_size 2 < records / 20 at 1k+: the records are counted on the workers
@@ -141,7 +141,7 @@ class RssTimeline:
         return self.samples[::step] + self.samples[-1:]
 
 
-def child(mode: str, records: int) -> None:
+def child(mode: str, records: int, cpus: int = 4) -> None:
     """One measurement, in this process: prints its JSON line with the process's peak RSS (and, for a run, its
     RSS over time: [seconds, MB] pairs)."""
     from core.malloc_arenas import limit_malloc_arenas
@@ -150,7 +150,8 @@ def child(mode: str, records: int) -> None:
     load = os.getloadavg()[0]
     timeline = RssTimeline()
     with tempfile.TemporaryDirectory(prefix="dropedit-driver-") as folder:
-        result = (measure_run if mode == "run" else measure_plan)(records, folder)
+        result = (measure_run if mode == "run" else measure_plan)(records, folder, cpus)
+    result["cluster_cpus"] = cpus
     result["rss_timeline_mb"] = timeline.summary()
     result["load_avg_1m"] = [round(load, 1), round(os.getloadavg()[0], 1)]   # the machine's, before and after
     result["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -159,16 +160,20 @@ def child(mode: str, records: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`run|plan N [N ...] [run|plan N ...]`: one fresh process per measurement."""
+    """`[--cpus C] run|plan N [N ...] [run|plan N ...]`: one fresh process per measurement, on a local cluster of
+    C logical CPUs (4 by default)."""
     if argv[:1] == ["--child"]:
-        child(argv[1], int(argv[2]))
+        child(argv[1], int(argv[2]), int(argv[3]))
         return 0
+    cpus = "4"
+    if argv[:1] == ["--cpus"]:
+        cpus, argv = argv[1], argv[2:]
     mode = None
     for arg in argv:
         if arg in ("run", "plan"):
             mode = arg
             continue
-        done = subprocess.run([sys.executable, "-m", "bench.driver_memory", "--child", str(mode), arg],
+        done = subprocess.run([sys.executable, "-m", "bench.driver_memory", "--child", str(mode), arg, cpus],
                               capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ""})
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)

@@ -29,6 +29,7 @@ from .record_stream import count_records, input_files, record_dataset
 from .result_files import drain, write_rows
 from .resume import DoneIndex, done_index, read_results
 from .unit_plan import UnitPlan, needs_records, plan_units
+from .unit_backlog import cap_unit_backlog
 from .units import expand_units, unit_layout
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ def run_ablation(run: ExpandedRun, factory: ActorFactory = edit_actor) -> dict[s
     cfg = run.config
     run_id = cfg.run_id or uuid.uuid4().hex[:12]
     drop_block_stats()   # Ray Data's per-block stats would grow with the units in the driver
+    cap_unit_backlog()   # units waiting for the pool are counted, not weighed: they would sit in the driver
     done = done_pairs(cfg)   # indexed on a worker: the driver holds a reference and a count
     prefix = run_prefix()   # this run's files, found and counted on a worker afterwards
     waves = plan_pools(run)

@@ -155,3 +155,26 @@ def test_the_dry_run_says_how_the_pools_share_the_gpus():
     assert "pools, at once: flux-kontext on 2-2 actor(s) (19% of the work), qwen-image-edit on 6-6 actor(s)" in text
     text, _ = dry_run(_run(max_size=1), records=10)
     assert "pools (turn 2), alone: qwen-image-edit on 1-1 actor(s)" in text
+
+
+def test_units_waiting_for_the_pool_are_capped_by_count(ray_session, tmp_path, monkeypatch):
+    # 40 records of tiny units ahead of one slow actor: without a count cap the cheap stages would queue all 40
+    # (in the driver's memory: pipeline/unit_backlog.py); with it, what waits stays near 4 rounds of the pool
+    from pipeline import unit_backlog
+    from pipeline.graph import CPU_BATCH, run_ablation
+
+    seen = []
+    queued = unit_backlog.UnitBacklogCap.queued
+    monkeypatch.setattr(unit_backlog.UnitBacklogCap, "queued",
+                        lambda self, op: seen.append(queued(self, op)) or seen[-1])
+    cfg = parse_config({"input": _manifest(str(tmp_path / "in"), 40), "output": str(tmp_path / "out"),
+                        "resolutions": [64], "steps": 2, "models": [{"name": "tiny-flux-kontext"}],
+                        "policies": ["full"], "metrics": {"compute": []}, "units": {"split": "none"},
+                        "actors": {"num_gpus": 0, "num_cpus": 0.5, "min_size": 1, "max_size": 1}})
+    summary = run_ablation(expand_run(cfg), factory=_slow)
+    assert summary["ok"] == 40
+    counts = [c for c in seen if c is not None]
+    assert counts and {cap for _, cap in counts} == {4}   # 1 actor x 1 unit in flight x 4 rounds
+    assert max(n for n, _ in counts) >= 4                 # it held the stages back...
+    # ...and near it: a block counted before the last repartition becomes CPU_BATCH blocks after it
+    assert max(n for n, _ in counts) <= 4 * CPU_BATCH, max(counts)

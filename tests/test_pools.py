@@ -1,18 +1,15 @@
 """A run's actor pools (pipeline.pools): model entries share the GPUs at once in proportion to their estimated work,
 each with at least one; with fewer GPUs than pools they take turns; what one card cannot hold goes, a whole
 resolution group at a time, to a pool on the bigger card's custom resource, or is refused before the run."""
-import io
-import json
 import sys
 import time
 
-import PIL.Image
 import pytest
+from manifest_helpers import write_manifest
 from ray import cloudpickle
 
 from costs import edit_cost
 from jobs.preflight import check_run
-from pipeline import storage as st
 from pipeline.config import expand_run, parse_config
 from pipeline.pools import BIG, card_groups, plan_pools, split_gpus
 from pipeline.records import utcnow
@@ -64,15 +61,6 @@ def test_an_autoscaling_pool_keeps_its_range_in_proportion():
     kontext, qwen = plan_pools(_run(min_size=2, max_size=10))[0]
     assert (kontext.actors.min_size, qwen.actors.min_size) == (1, 1)
     assert kontext.actors.max_size + qwen.actors.max_size == 10
-
-
-def _manifest(folder, n):
-    buf = io.BytesIO()
-    PIL.Image.new("RGB", (32, 32), (90, 120, 200)).save(buf, format="PNG")
-    st.write_bytes(f"{folder}/source.png", buf.getvalue())
-    lines = [json.dumps({"id": f"r{i}", "image": "source.png", "instruction": "edit"}) for i in range(n)]
-    st.write_bytes(f"{folder}/manifest.jsonl", "\n".join(lines).encode())
-    return f"{folder}/manifest.jsonl"
 
 
 BIG_CARD = {"card_gb": 141, "resource": "big_card", "max_size": 2}
@@ -132,7 +120,7 @@ def test_two_model_pools_run_at_once_and_both_finish(ray_session, tmp_path):
     from pipeline.graph import run_ablation
     from pipeline.resume import read_results
 
-    manifest = _manifest(str(tmp_path / "in"), 6)
+    manifest = write_manifest(str(tmp_path / "in"), 6)
     cfg = parse_config({"input": manifest, "output": str(tmp_path / "out"), "resolutions": [64], "steps": 2,
                         "models": [{"name": "tiny-flux-kontext"}, {"name": "tiny-qwen-image-edit"}],
                         "policies": ["full", {"name": "random", "ratio": 0.5}], "metrics": {"compute": []},
@@ -167,7 +155,7 @@ def test_units_waiting_for_the_pool_are_capped_by_count(ray_session, tmp_path, m
     queued = unit_backlog.UnitBacklogCap.queued
     monkeypatch.setattr(unit_backlog.UnitBacklogCap, "queued",
                         lambda self, op: seen.append(queued(self, op)) or seen[-1])
-    cfg = parse_config({"input": _manifest(str(tmp_path / "in"), 40), "output": str(tmp_path / "out"),
+    cfg = parse_config({"input": write_manifest(str(tmp_path / "in"), 40), "output": str(tmp_path / "out"),
                         "resolutions": [64], "steps": 2, "models": [{"name": "tiny-flux-kontext"}],
                         "policies": ["full"], "metrics": {"compute": []}, "units": {"split": "none"},
                         "actors": {"num_gpus": 0, "num_cpus": 0.5, "min_size": 1, "max_size": 1}})

@@ -3,16 +3,12 @@ configuration): the tail records' configurations run in several units, every (re
 written exactly once, every variant carries `speedup_vs_full` paired on its own actor, each re-run `full` is
 charged once (`pairing_rerun_s`, the summary's `extra_gpu_s_for_pairing`), and a resumed run writes only the
 missing rows."""
-import io
-import json
 import sys
 from typing import Any, Mapping
 
-import PIL.Image
-import pytest
+from manifest_helpers import write_manifest
 from ray import cloudpickle
 
-from pipeline import storage as st
 from pipeline.config import expand_run, parse_config
 from pipeline.configuration import Configuration
 from pipeline.graph import run_ablation
@@ -41,15 +37,6 @@ def instant(configs, cfg, run_id):
     return InstantActor, dict(configs={c.config_id: c.to_row() for c in configs}, run_id=run_id)
 
 
-def _manifest(folder, n):
-    buf = io.BytesIO()
-    PIL.Image.new("RGB", (32, 32), (90, 120, 200)).save(buf, format="PNG")
-    st.write_bytes(f"{folder}/source.png", buf.getvalue())
-    lines = [json.dumps({"id": f"r{i}", "image": "source.png", "instruction": "edit"}) for i in range(n)]
-    st.write_bytes(f"{folder}/manifest.jsonl", "\n".join(lines).encode())
-    return f"{folder}/manifest.jsonl"
-
-
 def _run(manifest, output, ratios, budget=True, units=None):
     policies = ["full", {"name": "random", "ratio": ratios}]
     policies += [{"name": "random", "budget_from": SOURCE}] if budget else []
@@ -66,7 +53,7 @@ def _rows(output):
 
 
 def test_tail_records_split_rows_once_paired_and_the_pairing_counted(ray_session, tmp_path):
-    manifest = _manifest(str(tmp_path / "in"), 6)
+    manifest = write_manifest(str(tmp_path / "in"), 6)
     run, summary = _run(manifest, str(tmp_path / "out"), [0.2, 0.4, 0.6, 0.8])
     plan = summary["unit_plans"]["tiny-flux-kontext"]
     assert (plan["parts"], plan["tail"]) == (3, 2)
@@ -87,7 +74,7 @@ def test_tail_records_split_rows_once_paired_and_the_pairing_counted(ray_session
 
 
 def test_a_resumed_split_run_writes_only_the_missing_rows(ray_session, tmp_path):
-    manifest, output = _manifest(str(tmp_path / "in"), 6), str(tmp_path / "out")
+    manifest, output = write_manifest(str(tmp_path / "in"), 6), str(tmp_path / "out")
     first, _ = _run(manifest, output, [0.2, 0.4], budget=False)              # a partial grid first
     run, summary = _run(manifest, output, [0.2, 0.4, 0.6, 0.8])                # then the whole one
     assert summary["edited"] == 6 * (len(run.configurations) - len(first.configurations)) == summary["ok"]

@@ -130,8 +130,7 @@ class BigCardConfig(Section):
     needs more than `actors.card_gb` run in their own pool there instead of being refused."""
 
     card_gb: Annotated[Number, Field(gt=0)] = 141.0   # 141: H200
-    # a custom Ray resource only those nodes declare (cluster.yaml's big-card worker type: `big_card: 1`)
-    resource: NonEmptyStr = "big_card"
+    resource: NonEmptyStr = "big_card"   # a custom Ray resource only those nodes declare (cluster.yaml)
     max_size: PositiveInt = 1   # such cards the run may hold, shared by its big-card pools
 
 

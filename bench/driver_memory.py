@@ -106,13 +106,13 @@ def measure_plan(records: int, folder: str, cpus: int = 4) -> dict[str, Any]:
     run = expand_run(_config(folder, records))
     [[pool]] = plan_pools(run)
     plans = unit_plans(run, [pool])   # max_size 2 < records / 20 at 1k+: the records are counted on the workers
-    model_dataset(run.config, pool.configs, {}, "plan", _factory, plans[pool.name], pool)   # built, not run
+    model_dataset(run.config, pool, {}, "plan", _factory, plans[pool.name])   # built, not run
     prefix = "run-measured"
     subprocess.run([sys.executable, "-c", f"from bench.driver_memory import write_results; "
                     f"write_results({results_uri(run.config)!r}, {records}, {prefix!r})"], check=True)
     counts = written_counts(run.config, prefix)
     done = done_pairs(run.config)
-    return {"mode": "plan", "records": records, "counted": plans[model].records, "rows_counted": counts["ok"],
+    return {"mode": "plan", "records": records, "counted": plans[pool.name].records, "rows_counted": counts["ok"],
             "done_pairs": done.count}
 
 

@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def write_run_report(results: str, output: str, storage) -> str:
     """The report beside the results: `OUTPUT/report` (for object storage, written locally and uploaded)."""
-    import report
     from pipeline import storage as st
+
+    import report
 
     if "://" not in output:
         out = os.path.join(output, "report")
@@ -75,6 +76,7 @@ def _check(config: str, overrides: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    limit_malloc_arenas()   # this process drives Ray: before Ray's threads start (core/malloc_arenas.py)
     if getattr(args, "dry_run", False):   # no Ray, exits at once: checked in this process
         from costs import DEFAULT_GPU_TFLOPS
         from pipeline.dry_run import dry_run
@@ -102,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.ablate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    limit_malloc_arenas()   # the driver: before Ray's threads start (core/malloc_arenas.py)
     try:
         return run(args)
     except (ValueError, OSError) as err:   # bad input: say what, not a traceback

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.malloc_arenas import limit_malloc_arenas
-
 from . import ablate, bench, calibrate, edit, make_toy_data, report, simulate, train
 
 COMMANDS = {"edit": edit, "run": ablate, "report": report, "calibrate": calibrate, "bench": bench, "train": train,
@@ -29,7 +27,6 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(sub.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__,
                                             formatter_class=ShowDefaults))
     args = parser.parse_args(argv)
-    limit_malloc_arenas()   # before Ray's threads start: the driver's memory stays near what it holds
     try:
         return COMMANDS[args.command].run(args)
     except (ValueError, OSError) as err:   # bad input: say what, not a traceback

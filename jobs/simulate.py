@@ -84,15 +84,11 @@ def start_ray(gpus: int, cpus: int, attempts: int = 3) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    limit_malloc_arenas()   # this process drives Ray: before Ray's threads start (core/malloc_arenas.py)
     _check(args)
     with tempfile.TemporaryDirectory(prefix="dropedit-sim-") as tmp:
         output = os.path.abspath(args.output or tmp)
-        from simulation.cluster import (
-            memory_shortfall,
-            simulate,
-            simulation_config,
-            table,
-        )
+        from simulation.cluster import memory_shortfall, simulate, simulation_config, table
 
         if not args.no_memory_check and (why := memory_shortfall(args.gpus // args.gpus_per_actor)):
             raise ValueError(why)
@@ -121,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.simulate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    limit_malloc_arenas()   # the driver: before Ray's threads start (core/malloc_arenas.py)
     try:
         return run(args)
     except (ValueError, OSError) as err:

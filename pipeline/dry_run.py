@@ -60,7 +60,8 @@ def plan(run: ExpandedRun, records: int | None = None, gpu_tflops: float = DEFAU
     hours_per_record = gpu_seconds(flops_per_record, gpu_tflops) / 3600
     edits = None if records is None else records * len(configs)
     return {"configs": configs, "records": records, "input_note": input_note, "edits": edits,
-            "models": models, "pools": plan_pools(run), "flops_per_record": flops_per_record, "hours_per_record": hours_per_record,
+            "models": models, "pools": plan_pools(run), "flops_per_record": flops_per_record,
+            "hours_per_record": hours_per_record,
             "gpu_hours": None if records is None else hours_per_record * records, "gpu_tflops": gpu_tflops}
 
 

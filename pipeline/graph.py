@@ -28,8 +28,8 @@ from .pools import QUEUE_PER_GPU, Pool, plan_pools
 from .record_stream import count_records, input_files, record_dataset
 from .result_files import drain, write_rows
 from .resume import DoneIndex, done_index, read_results
-from .unit_plan import UnitPlan, needs_records, plan_units
 from .unit_backlog import cap_unit_backlog
+from .unit_plan import UnitPlan, needs_records, plan_units
 from .units import expand_units, unit_layout
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def results_uri(cfg: RunConfig) -> str:
 
 
 def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) -> tuple[type, dict[str, Any]]:
-    from .edit_stage import EditActor  # light: the model side is imported on the actor
+    from .edit_stage import EditActor   # light: the model side is imported on the actor
 
     if cfg.actors.concurrency != 1:   # one model on one card: its edits are not thread-safe
         raise ValueError("actors.concurrency: the editing actor runs one unit at a time (1)")
@@ -73,15 +73,14 @@ def unit_plans(run: ExpandedRun, pools: Sequence[Pool]) -> dict[str, UnitPlan]:
     return {p.name: plan_units(p.configs, cfg.units, sizes[p.name], records, files) for p in pools}
 
 
-def model_dataset(cfg: RunConfig, configs: Sequence[Configuration], done: DoneIndex, run_id: str,
-                  factory: ActorFactory, plan: UnitPlan = UnitPlan(), pool: Pool | None = None,
-                  prefix: str | None = None) -> ray.data.Dataset:
+def model_dataset(cfg: RunConfig, pool: Pool, done: DoneIndex, run_id: str, factory: ActorFactory,
+                  plan: UnitPlan = UnitPlan(), prefix: str | None = None) -> ray.data.Dataset:
     """The graph of one pool (a model entry's configurations on one card type), ending in its output rows, or,
     given the run's file `prefix`, in the counts of the rows it wrote (`result_files`)."""
     storage = cfg.storage.model_dump()
+    configs, actors = pool.configs, pool.actors
     actor_cls, actor_kwargs = factory(configs, cfg, run_id)
-    actors = pool.actors if pool is not None else cfg.actors
-    resources = dict(resources=pool.resources) if pool is not None and pool.resources else {}
+    resources = dict(resources=pool.resources) if pool.resources else {}
     cpu_batch = max(CPU_BATCH, actors.batch_size)   # an actor call's worth of units per CPU task, at least
     split = dict(layout=unit_layout(configs), parts=plan.parts, tail=plan.tail) if plan.parts > 1 else {}
     rows = (record_dataset(cfg.input.uri, cfg.input.format, cfg.storage, cfg.input.options)
@@ -139,7 +138,7 @@ def run_ablation(run: ExpandedRun, factory: ActorFactory = edit_actor) -> dict[s
     waves = plan_pools(run)
     plans = unit_plans(run, [p for wave in waves for p in wave])
     for wave in waves:   # the pools of a wave share the cluster at once (pipeline.pools), in one execution
-        parts = [model_dataset(cfg, p.configs, done, run_id, factory, plans[p.name], p, prefix) for p in wave]
+        parts = [model_dataset(cfg, p, done, run_id, factory, plans[p.name], prefix) for p in wave]
         drain(parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0])
     return {"run_id": run_id, "configurations": len(run.configurations), "already_done": done.count,
             **written_counts(cfg, prefix), "results": results_uri(cfg),

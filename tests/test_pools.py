@@ -95,7 +95,7 @@ def test_the_big_card_pool_asks_ray_for_the_custom_resource(ray_session, tmp_pat
     (tmp_path / "x.jsonl").write_text('{"id": "a", "image": "a.png", "instruction": "edit"}\n')
     asks = {}
     for pool in plan_pools(run)[0]:   # built, not run: the actor stage's Ray arguments
-        ds = model_dataset(run.config, pool.configs, {}, "r", edit_actor, pool=pool)
+        ds = model_dataset(run.config, pool, {}, "r", edit_actor)
         op = ds._logical_plan.dag.input_dependencies[0]   # finish <- the actor stage
         asks[pool.name] = op.ray_remote_args.get("resources")
     assert asks == {"qwen-image-edit": None, "qwen-image-edit" + BIG: {"big_card": 1.0}}

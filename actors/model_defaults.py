@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 FILE = "dropedit.json"
+PREDICTIONS = ("velocity", "reference_residual")
 DIFFUSERS_MAX_SEQUENCE_LENGTH = 512   # FluxKontextPipeline / QwenImageEditPipeline.__call__ default
 
 
@@ -21,6 +22,7 @@ class ModelDefaults:
     max_sequence_length: int = DIFFUSERS_MAX_SEQUENCE_LENGTH
     sizes: tuple[tuple[int, int], ...] = ()    # (height, width) the model was trained at; () = any
     steps: int | None = None                   # sampling steps the model was evaluated with; None = the family's
+    prediction: str = "velocity"               # or "reference_residual" (actors.reference_residual: toy v3)
 
     @property
     def default_size(self) -> tuple[int, int] | None:
@@ -44,8 +46,11 @@ def read_defaults(folder: str | Path | None) -> ModelDefaults:
     raw = json.loads(path.read_text())
     sizes = tuple((int(h), int(w)) for h, w in raw.get("sizes", ()))
     steps = raw.get("steps")
+    prediction = str(raw.get("prediction", "velocity"))
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"{path}: prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
     return ModelDefaults(int(raw.get("max_sequence_length", DIFFUSERS_MAX_SEQUENCE_LENGTH)), sizes,
-                         None if steps is None else int(steps))
+                         None if steps is None else int(steps), prediction)
 
 
 def defaults_of(pipe: Any) -> ModelDefaults:
@@ -55,6 +60,9 @@ def defaults_of(pipe: Any) -> ModelDefaults:
 
 def write_defaults(folder: str | Path, defaults: ModelDefaults, why: str) -> Path:
     path = Path(folder) / FILE
-    path.write_text(json.dumps({"max_sequence_length": defaults.max_sequence_length,
-                                "sizes": [list(s) for s in defaults.sizes], "why": why}, indent=2) + "\n")
+    raw: dict[str, Any] = {"max_sequence_length": defaults.max_sequence_length,
+                           "sizes": [list(s) for s in defaults.sizes], "why": why}
+    if defaults.prediction != "velocity":
+        raw["prediction"] = defaults.prediction
+    path.write_text(json.dumps(raw, indent=2) + "\n")
     return path

@@ -106,6 +106,10 @@ class ToyTrainConfig(_Section):
     lora_targets: Optional[list[str]] = None   # None: finetune.lora.DEFAULT_TARGETS (the attention projections)
     fail_at_step: Optional[int] = None         # tests only: the first attempt fails at this transformer step
     grow: Optional[GrowSpec] = None            # init_from a smaller saved pipeline: grow it to `model`'s blocks
+    # what the transformer predicts: the velocity, or x0 minus the reference (the copy prior,
+    # actors.reference_residual); a velocity model continued as reference_residual starts with its output
+    # layer zeroed (finetune.toy_copy_prior)
+    prediction: Literal["velocity", "reference_residual"] = "velocity"
 
     @model_validator(mode="after")
     def _lora(self):

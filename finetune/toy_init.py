@@ -31,6 +31,7 @@ def start(cfg: ToyTrainConfig, model_cfg: Any, checkpoint: Any) -> tuple[Any, bo
     lora = add_lora_from_config(pipe, cfg)
     state = fresh_state()
     saved = load_saved(checkpoint)
+    set_prediction(pipe, cfg.prediction, fresh=saved is None)
     if saved is not None:
         restore_weights(pipe.transformer, saved, lora)
         pipe.vae.load_state_dict(saved["vae"])
@@ -45,6 +46,26 @@ def start(cfg: ToyTrainConfig, model_cfg: Any, checkpoint: Any) -> tuple[Any, bo
     elif init:
         state = {**state, **start_from_vae(pipe, init)}
     return pipe, lora, state, saved
+
+
+def set_prediction(pipe: Any, prediction: str, fresh: bool) -> None:
+    """Put the transformer on the config's parameterisation: a velocity model switched to the copy prior starts
+    with its output layer zeroed (only when nothing is restored over it); the reverse is refused."""
+    from actors.reference_residual import PREDICTION, apply_reference_residual, is_reference_residual
+
+    from .toy_copy_prior import start_reference_residual
+
+    has = is_reference_residual(pipe.transformer)
+    if prediction != PREDICTION:
+        if has:
+            raise ValueError("init_from predicts x0 minus the reference: set prediction: reference_residual")
+        return
+    if has:
+        return
+    if fresh:
+        start_reference_residual(pipe.transformer)
+    else:
+        apply_reference_residual(pipe.transformer)
 
 
 def start_from_vae(pipe: Any, folder: str) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def write_toy_summary(cfg: ToyTrainConfig, loop_cfg: dict[str, Any], name: str, 
         from toy.model import T5_LENGTH
 
         size = int(model.get("image_size", 128))
-        write_defaults(out, ModelDefaults(T5_LENGTH, ((size, size),)),
+        write_defaults(out, ModelDefaults(T5_LENGTH, ((size, size),), prediction=cfg.prediction),
                        f"trained on {T5_LENGTH}-token T5 prompts at {size}x{size} (MODEL_CARD.md)")
     return {"output": str(out), "run": name, "wall_s": round(state["wall_s"], 1),
             "final": state["log"][-1] if state["log"] else None, "val_sweep": state.get("val_sweep")}

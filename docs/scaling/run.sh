@@ -41,3 +41,5 @@ sim pie_256gpu_1024_k4_auto_rerun --gpus 256 --gpus-per-actor 4 --records 700 --
 sim pie_64gpu_1024_rerun --gpus 64 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=none
 # one unit in flight per GPU (pipeline.pools.QUEUE_PER_GPU, was Ray Data's 2): the 256-GPU split run again
 sim pie_256gpu_1024_k4_auto_q1 --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+# the same on a quiet machine (nothing else running; the q1 run above ran under load 10-31)
+sim pie_256gpu_1024_k4_auto_q1_quiet --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto

@@ -14,6 +14,11 @@ queue1() { run A_control_w4 --edit-weight 4; run C_text_encoders --edit-weight 4
            run F_open_copy_g02 --edit-weight 4 --grow 4,8 --copy-heads --open-gate 0.2; }
 queue2() { run B_w2 --edit-weight 2; run D_grow_4_8 --edit-weight 4 --grow 4,8;
            python -m studies.toy.recipe_pilot $COMMON --steps 0 --edit-weight 4 --out $D/v2_baseline.json > $D/v2_baseline.log 2>&1; }
+# H (this session, run alone with two threads): the copy prior in the parameterisation (actors.reference_residual):
+# v2's features, its output layer zeroed, the transformer predicting x0 minus the reference
+hpilot() { python -m studies.toy.recipe_pilot $COMMON --threads 2 "$@"; }
+[ "${1:-}" = H ] && { hpilot --edit-weight 2 --reference-residual --save $D/H_reference_residual_w2-model \
+  --out $D/H_reference_residual_w2.json > $D/H_reference_residual_w2.log 2>&1; exit; }
 # the records' latents first, in two halves side by side: every pilot then reads them
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &

@@ -12,6 +12,7 @@ CLIP and T5 encoders train with the transformer). With `--out`, a pilot whose re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -30,8 +31,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
           n_eval: int = 80, eval_steps: int = 28, warmup: int = 20, data_seed: int = 0,
           data_start: int = DATA_START, categories: Sequence[str] | None = None,
           grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
-          val_n: int = 0, save: str | None = None, cache: str | None = None, open_gate: float = 0.0
-          ) -> dict[str, Any]:
+          val_n: int = 0, save: str | None = None, cache: str | None = None, open_gate: float = 0.0,
+          reference_residual: bool = False) -> dict[str, Any]:
     """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
     import torch
 
@@ -39,7 +40,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.vae.register_to_config(sample_size=size)
-    params = prepare(pipe, grow, copy_heads, train_text_encoders, open_gate)
+    params = prepare(pipe, grow, copy_heads, train_text_encoders, open_gate, reference_residual)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     load, data_s, step_s, losses = [], [], [], []
     started = time.perf_counter()
@@ -62,7 +63,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
               **score(pipe, n_eval, eval_steps)}
     result["options"] = {"batch": batch, "warmup": warmup, "data_seed": data_seed, "data_start": data_start,
                          "categories": list(categories or []), "grow": list(grow) if grow else None,
-                         "copy_heads": copy_heads, "open_gate": open_gate, "train_text_encoders": train_text_encoders,
+                         "copy_heads": copy_heads, "open_gate": open_gate,
+                         "reference_residual": reference_residual, "train_text_encoders": train_text_encoders,
                          "threads": torch.get_num_threads(), "latent_cache": bool(cache)}
     result["timing"] = timing(data_s, step_s, load)
     result["val"] = val_losses(pipe, val_n, size) if val_n else None
@@ -73,8 +75,12 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 
 
 def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_text_encoders: bool,
-            open_gate: float = 0.0) -> list[Any]:
+            open_gate: float = 0.0, reference_residual: bool = False) -> list[Any]:
     """Apply the pilot's model options; return the parameters to train."""
+    if reference_residual:
+        from finetune.toy_copy_prior import start_reference_residual
+
+        start_reference_residual(pipe.transformer)
     if copy_heads and not grow:
         raise ValueError("--copy-heads initialises the new blocks of --grow: give --grow too")
     if grow:
@@ -227,6 +233,13 @@ def save_pipeline(pipe: Any, model: str, folder: str) -> None:
     source = Path(spec.shipped) / "dropedit.json" if spec is not None and spec.shipped else None
     if source is not None and source.is_file():
         shutil.copy(source, Path(folder) / "dropedit.json")
+    from actors.model_defaults import read_defaults, write_defaults
+    from actors.reference_residual import PREDICTION, is_reference_residual
+
+    if is_reference_residual(pipe.transformer):   # the parameterisation travels with the files
+        defaults = read_defaults(folder)
+        write_defaults(folder, dataclasses.replace(defaults, prediction=PREDICTION),
+                       "continued by studies.toy.recipe_pilot with the reference-residual prior")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -247,6 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--open-gate", type=float, default=0.0,
                    help="with --copy-heads: their output reaches the residual at this gate from step 0")
     p.add_argument("--train-text-encoders", action="store_true")
+    p.add_argument("--reference-residual", action="store_true",
+                   help="the copy prior: the transformer predicts x0 minus the reference (its output layer zeroed)")
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)
@@ -314,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                    n_eval=args.n_eval, warmup=args.warmup, data_seed=args.data_seed, data_start=args.data_start,
                    categories=args.categories, grow=args.grow, copy_heads=args.copy_heads,
                    train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save,
-                   cache=args.latent_cache, open_gate=args.open_gate)
+                   cache=args.latent_cache, open_gate=args.open_gate, reference_residual=args.reference_residual)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(".tmp")

@@ -5,11 +5,14 @@ packed source latents and to their id rows; the transformer itself is untouched.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
 
+from ...reference_residual import full_reference
 from ...adapter import EditInputError, EditInputs, flow_schedule, no_hooks, resize, round_size
 from .vae import unpack
 from ..protocols import FLUX_KONTEXT_PROTOCOL as PROTOCOL
@@ -78,7 +81,10 @@ class FluxKontextAdapter:
         # the one (conditional) call of a step, in a cache_context as diffusers' cache hooks need (and as
         # FluxKontextPipeline does not open: diffusers issue #12760), so that a diffusers cache enabled on the
         # transformer (`enable_cache`) works in this loop too
-        with self.pipe.transformer.cache_context("cond"):
+        # a model with the copy prior needs the whole reference even when the call carries only some of it
+        whole = full_reference(self.pipe.transformer, inputs.source, c["source_ids"]) if keep is not None \
+            else contextlib.nullcontext()
+        with whole, self.pipe.transformer.cache_context("cond"):
             out = self.pipe.transformer(
                 hidden_states=torch.cat([z, source], dim=1),
                 timestep=timestep / 1000,

@@ -185,3 +185,13 @@ def test_the_pilot_option_trains_and_saves_a_model_that_loads_with_the_prior(mon
     monkeypatch.undo()
     loaded = actors.load_pipeline("toy-flux-kontext", path=tmp_path / "saved", device="cpu")
     assert is_reference_residual(loaded.transformer)
+
+
+def test_the_model_card_says_what_the_transformer_predicts_and_what_that_means_for_judging():
+    from toy.card import _limits, _prediction_row
+
+    pipe = build_tiny_flux_kontext(seed=0)
+    assert _prediction_row(pipe) == [] and not any("copy prior" in line for line in _limits(64, "C", "n"))
+    apply_reference_residual(pipe.transformer)
+    assert "reference_residual" in _prediction_row(pipe)[0]
+    assert any("copy prior is structural" in line for line in _limits(64, "C", "n", prior=True))

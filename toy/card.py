@@ -154,7 +154,7 @@ def write_card(model_dir: Path, pipe: Any, summary: dict[str, Any], table: dict[
         *_training_section(summary, mc, note, TRAIN_CONFIGS.get(name, "CONFIG")),
         *_quality_section(table, n, steps, eval_seconds, vae_rows, size),
         *([recipe.read_text().rstrip(), ""] if recipe.is_file() else []),
-        *_limits(size, TRAIN_CONFIGS.get(name, "CONFIG"), name),
+        *_limits(size, TRAIN_CONFIGS.get(name, "CONFIG"), name, prior=bool(_prediction_row(pipe))),
     ]
     text = "\n".join(lines)
     (model_dir / "MODEL_CARD.md").write_text(text)
@@ -172,6 +172,7 @@ def _model_section(pipe: Any, mc: dict[str, Any]) -> list[str]:
         f"| transformer | `FluxTransformer2DModel`: {mc['num_layers']} dual + {mc['num_single_layers']} single blocks, "
         f"{mc['num_attention_heads']} heads x {mc['attention_head_dim']}, RoPE axes {list(mc['axes_dims_rope'])}, "
         f"no guidance embedding | {_params(pipe.transformer)} |",
+        *_prediction_row(pipe),
         f"| VAE | `AutoencoderKL`: channels {list(mc['vae_channels'])}, 8x down-sampling, 16 latent channels, "
         f"shift {pipe.vae.config.shift_factor:.4f}, scale {pipe.vae.config.scaling_factor:.4f} | {_params(pipe.vae)} |",
         f"| text encoders | `CLIPTextModel` + `T5EncoderModel`, {mc['text_layers']} layer, width 32, "
@@ -311,11 +312,27 @@ def _quality_section(table: dict[str, dict[str, Any]], n: int, steps: int, eval_
     ]
 
 
-def _limits(size: int, config: str, name: str) -> list[str]:
+def _prediction_row(pipe: Any) -> list[str]:
+    from actors.reference_residual import is_reference_residual
+
+    if not is_reference_residual(pipe.transformer):
+        return []
+    return ["| prediction | x0 minus the reference at the same position (`dropedit.json`: `prediction: "
+            "reference_residual`, `actors/reference_residual.py`): v = (z − x_ref − r) / σ, so r = 0 copies the "
+            "source | – |"]
+
+
+def _limits(size: int, config: str, name: str, prior: bool = False) -> list[str]:
+    caveat = ["- The copy prior is structural: a token whose output r is zero keeps the source whatever the "
+              "transformer computed elsewhere, and it needs no reference token in the call to do so. A policy "
+              "that drops reference tokens or skips background work is therefore judged more kindly here than "
+              "on a real model, whose copying lives in its attention; judge accelerators on the edit (inside "
+              "the mask) first."] if prior else []
     return [
         "## Limits",
         "",
         f"- {size}x{size} only (other sizes are out of distribution); one procedural domain.",
+        *caveat,
         "- The text encoders are random and frozen; the transformer learned to read their token features.",
         "- Not guidance-distilled: `guidance_scale` has no effect.",
         "- The VAE bounds every PSNR: see its column.",

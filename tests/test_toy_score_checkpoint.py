@@ -19,3 +19,8 @@ def test_a_checkpoint_loads_its_own_weights_over_the_starting_model(tmp_path):
     assert torch.equal(loaded.transformer.state_dict()[name], tensor)
     assert not torch.equal(pipe.transformer.state_dict()[name], tensor)
     assert all(torch.equal(loaded.vae.state_dict()[k], v) for k, v in vae.items())
+    from actors.reference_residual import is_reference_residual
+
+    assert not is_reference_residual(loaded.transformer)
+    prior, _ = load_checkpoint(str(tmp_path), "tiny-flux-kontext", "reference_residual")
+    assert is_reference_residual(prior.transformer)   # a copy-prior run's checkpoint is scored as it predicts

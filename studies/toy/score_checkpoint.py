@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 
-def load_checkpoint(folder: str, model: str) -> tuple[Any, dict[str, Any]]:
-    """(the pipeline with the checkpoint's transformer and VAE, the run state's step and last log row)."""
+def load_checkpoint(folder: str, model: str, prediction: str = "velocity") -> tuple[Any, dict[str, Any]]:
+    """(the pipeline with the checkpoint's transformer and VAE, the run state's step and last log row);
+    `prediction`: the run config's (a checkpoint holds weights, not what they predict)."""
     import torch
 
     import actors
@@ -26,6 +27,10 @@ def load_checkpoint(folder: str, model: str) -> tuple[Any, dict[str, Any]]:
     saved = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.transformer.load_state_dict(saved["weights"])
+    if prediction == "reference_residual":
+        from actors.reference_residual import apply_reference_residual
+
+        apply_reference_residual(pipe.transformer)
     if saved.get("vae") is not None:
         pipe.vae.load_state_dict(saved["vae"])
     log = saved.get("log") or []
@@ -39,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=80, help="held-out records")
     p.add_argument("--steps", type=int, default=28, help="sampling steps")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prediction", choices=("velocity", "reference_residual"), default="velocity",
+                   help="what the run's transformer predicts (its config's `prediction`)")
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     import torch
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
-    pipe, state = load_checkpoint(args.checkpoint, args.model)
+    pipe, state = load_checkpoint(args.checkpoint, args.model, args.prediction)
     started = time.perf_counter()
     result = {"checkpoint": os.path.abspath(args.checkpoint), "model": args.model, **state,
               **score(pipe, args.n, args.steps), "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}

@@ -195,3 +195,22 @@ def test_the_model_card_says_what_the_transformer_predicts_and_what_that_means_f
     apply_reference_residual(pipe.transformer)
     assert "reference_residual" in _prediction_row(pipe)[0]
     assert any("copy prior is structural" in line for line in _limits(64, "C", "n", prior=True))
+
+
+def test_per_edit_hooks_come_and_go_around_the_prior(image_factory):
+    """SpotEdit's branch hook and a temporal cache register on the same transformer for one edit; removing
+    them afterwards leaves the prior in place and `full` unchanged."""
+    pipe = build_tiny_flux_kontext(seed=6)
+    apply_reference_residual(pipe.transformer)
+    image = image_factory(64, 64, seed=3)
+
+    def full():
+        return actors.Editor(pipe, policies.make("full")).edit(image, "make it green", seed=1, steps=3, height=64,
+                                                               width=64).pixels
+
+    before = full()
+    actors.Editor(pipe, policies.make("spotedit")).edit(image, "make it green", seed=1, steps=3, height=64, width=64)
+    actors.Editor(pipe, policies.make("full")).edit(image, "make it green", seed=1, steps=3, height=64, width=64,
+                                                    cache="first-block")
+    assert is_reference_residual(pipe.transformer)
+    np.testing.assert_array_equal(full(), before)

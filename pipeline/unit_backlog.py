@@ -10,10 +10,14 @@ input, and reads no more of its running tasks' outputs, while the blocks queued 
 pool's input queue, number BACKLOG_ROUNDS times the pool's slots (actors x units in flight each) or more. The pool
 and what follows it are never held, so the queues drain and nothing waits on itself.
 
-What it does not cap: results waiting after the pool for a CPU stage that Ray Data's resource budget starves (on a
-4-CPU local cluster the finish stage got no CPU until the stages before it were done, and a 100k-record run
-passed 600 MB that way). Counting those too would hold a stalled upstream task's CPU that the starved stage
-needs: it deadlocked, so they are left to Ray's byte budgets (a real edit's results are images, in the object store).
+What it does not cap: results waiting after the pool for a CPU stage that Ray Data's resource budget starves. Ray
+Data 2.60's allocator reserves each operator's minimum (one task's CPUs) upstream first and says downstream ones
+"can wait for upstream ops to finish"; on a 4-CPU local cluster the read, expand, load and pool stages take all
+of it, the finish stage runs only as CPUs happen to free, and results (small blocks: in the driver) pile up after
+the pool (10k records: 422 MB and rising; on 8 CPUs flat, 240 MB). Holding the upstream stages back does not help
+and deadlocks, whether by stalling their output reads or by refusing them new input (tried both): an idle
+upstream operator keeps its reservation, so the finish stage still gets nothing. A cluster needs CPUs for every
+stage's task at once (a GPU node has dozens); a real edit's results are images, in the object store.
 
 It plugs into Ray Data 2.60's backpressure-policy setting (`cap_unit_backlog`); it reads the actor pool's private
 `_actor_pool`, and a pool without it is left uncapped."""

@@ -11,7 +11,7 @@ from .adapter import EditInputError
 from .attention_backend import set_backend
 from .text_encoders import PLACEMENTS, Placement, offload_text_encoders
 from .model_defaults import read_defaults
-from .reference_residual import PREDICTION, apply_reference_residual
+from .reference_residual import apply_prediction
 from .models import MODELS, model, protocol_of  # noqa: F401  (protocol_of: its old home; it reads data only)
 
 
@@ -55,8 +55,7 @@ def load_pipeline(name: str, path: str | Path | None = None, device: str | torch
         if not Path(path).is_dir():
             raise EditInputError(f"model path {str(path)!r} is not a local folder")
         pipe = spec.pipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True, device_map=device.type)
-        if read_defaults(path).prediction == PREDICTION:   # the model's parameterisation travels with its files
-            apply_reference_residual(pipe.transformer)
+        apply_prediction(pipe.transformer, read_defaults(path).prediction)   # it travels with the model's files
     elif spec.tiny is not None:
         pipe = spec.tiny()
         if pipe.transformer.dtype != dtype:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 FILE = "dropedit.json"
-PREDICTIONS = ("velocity", "reference_residual")
+PREDICTIONS = ("velocity", "reference_residual", "residual_flow")   # actors.reference_residual
 DIFFUSERS_MAX_SEQUENCE_LENGTH = 512   # FluxKontextPipeline / QwenImageEditPipeline.__call__ default
 
 
@@ -22,7 +22,7 @@ class ModelDefaults:
     max_sequence_length: int = DIFFUSERS_MAX_SEQUENCE_LENGTH
     sizes: tuple[tuple[int, int], ...] = ()    # (height, width) the model was trained at; () = any
     steps: int | None = None                   # sampling steps the model was evaluated with; None = the family's
-    prediction: str = "velocity"               # or "reference_residual" (actors.reference_residual: toy v3)
+    prediction: str = "velocity"               # or one of actors.reference_residual's (toy v3)
 
     @property
     def default_size(self) -> tuple[int, int] | None:

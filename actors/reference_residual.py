@@ -22,39 +22,55 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 HOOK = "dropedit_reference_residual"
-PREDICTION = "reference_residual"
+PREDICTION = "reference_residual"   # the output only
+RESIDUAL_FLOW = "residual_flow"     # the output, and the noisy rows read as z − (1 − σ)·x_ref
 
 
 class ReferenceResidual(ModelHook):
-    """v = (z_t − x_ref − r) / σ on the noisy rows of the transformer's output."""
+    """v = (z_t − x_ref − r) / σ on the noisy rows of the transformer's output; with `residual_input`, the
+    noisy rows it reads are z_t − (1 − σ)·x_ref (the noisy residual), not z_t."""
 
-    def __init__(self) -> None:
+    def __init__(self, residual_input: bool = False) -> None:
         super().__init__()
+        self.residual_input = residual_input
         self.full: tuple[torch.Tensor, torch.Tensor] | None = None   # set for one call by full_reference
+
+    @property
+    def prediction(self) -> str:
+        return RESIDUAL_FLOW if self.residual_input else PREDICTION
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise TypeError("the reference-residual transformer is called with keyword arguments only")
+        hidden, ids = kwargs["hidden_states"], kwargs["img_ids"]
+        noisy, ref = noisy_reference(hidden, ids, self.full)
+        s = kwargs["timestep"].to(hidden.dtype).reshape(-1, 1, 1)
+        z = hidden[:, :noisy]
+        if self.residual_input:
+            kwargs = {**kwargs, "hidden_states": torch.cat([z - (1 - s) * ref, hidden[:, noisy:]], dim=1)}
         out = self.fn_ref.original_forward(**kwargs)
-        sample = out[0] if isinstance(out, tuple) else out.sample
-        velocity = residual_velocity(sample, kwargs["hidden_states"], kwargs["img_ids"], kwargs["timestep"], self.full)
+        raw = out[0] if isinstance(out, tuple) else out.sample
+        velocity = torch.cat([(z - ref - raw[:, :noisy]) / s.to(raw.dtype), raw[:, noisy:]], dim=1)
         if isinstance(out, tuple):
             return (velocity, *out[1:])
         out.sample = velocity
         return out
 
 
+def noisy_reference(hidden: torch.Tensor, img_ids: torch.Tensor,
+                    full: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[int, torch.Tensor]:
+    """(the number of noisy rows, the reference token at each noisy row's position)."""
+    noisy = int((img_ids[:, 0] == 0).sum())
+    ref_tokens, ref_ids = (hidden[:, noisy:], img_ids[noisy:]) if full is None else full
+    return noisy, aligned_reference(img_ids[:noisy], ref_ids, ref_tokens)
+
+
 def residual_velocity(raw: torch.Tensor, hidden: torch.Tensor, img_ids: torch.Tensor, sigma: torch.Tensor,
                       full: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The velocity of every noisy row; reference rows of `raw` pass through (callers slice them off)."""
-    frames = img_ids[:, 0]
-    noisy = int((frames == 0).sum())
-    z = hidden[:, :noisy]
-    ref_tokens, ref_ids = (hidden[:, noisy:], img_ids[noisy:]) if full is None else full
-    ref = aligned_reference(img_ids[:noisy], ref_ids, ref_tokens)
+    noisy, ref = noisy_reference(hidden, img_ids, full)
     s = sigma.to(raw.dtype).reshape(-1, 1, 1)
-    velocity = (z - ref - raw[:, :noisy]) / s
-    return torch.cat([velocity, raw[:, noisy:]], dim=1)
+    return torch.cat([(hidden[:, :noisy] - ref - raw[:, :noisy]) / s, raw[:, noisy:]], dim=1)
 
 
 def aligned_reference(noisy_ids: torch.Tensor, ref_ids: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -72,14 +88,28 @@ def aligned_reference(noisy_ids: torch.Tensor, ref_ids: torch.Tensor, ref: torch
     return ref[:, rows.to(ref.device)]
 
 
-def apply_reference_residual(transformer: torch.nn.Module) -> ReferenceResidual:
-    """Install the parameterisation on `transformer` (idempotent)."""
+def apply_reference_residual(transformer: torch.nn.Module, residual_input: bool = False) -> ReferenceResidual:
+    """Install the parameterisation on `transformer` (idempotent; refuses to change it)."""
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     hook = registry.get_hook(HOOK)
     if hook is None:
-        hook = ReferenceResidual()
+        hook = ReferenceResidual(residual_input)
         registry.register_hook(hook, HOOK)
+    elif hook.residual_input != residual_input:
+        raise ValueError(f"the transformer already predicts {hook.prediction}")
     return hook
+
+
+def apply_prediction(transformer: torch.nn.Module, prediction: str) -> None:
+    """Put `transformer` on a model folder's `prediction` (`actors.model_defaults`); "velocity" changes nothing."""
+    if prediction in (PREDICTION, RESIDUAL_FLOW):
+        apply_reference_residual(transformer, residual_input=prediction == RESIDUAL_FLOW)
+
+
+def prediction_of(transformer: torch.nn.Module) -> str:
+    registry = getattr(transformer, "_diffusers_hook", None)
+    hook = None if registry is None else registry.get_hook(HOOK)
+    return "velocity" if hook is None else hook.prediction
 
 
 def is_reference_residual(transformer: torch.nn.Module) -> bool:

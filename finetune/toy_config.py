@@ -107,9 +107,9 @@ class ToyTrainConfig(_Section):
     fail_at_step: Optional[int] = None         # tests only: the first attempt fails at this transformer step
     grow: Optional[GrowSpec] = None            # init_from a smaller saved pipeline: grow it to `model`'s blocks
     # what the transformer predicts: the velocity, or x0 minus the reference (the copy prior,
-    # actors.reference_residual); a velocity model continued as reference_residual starts with its output
-    # layer zeroed (finetune.toy_copy_prior)
-    prediction: Literal["velocity", "reference_residual"] = "velocity"
+    # actors.reference_residual), reading z_t (reference_residual) or the noisy residual (residual_flow); a
+    # velocity model continued with a prior starts with its output layer zeroed (finetune.toy_copy_prior)
+    prediction: Literal["velocity", "reference_residual", "residual_flow"] = "velocity"
 
     @model_validator(mode="after")
     def _lora(self):

@@ -10,10 +10,11 @@ import torch
 from actors.reference_residual import apply_reference_residual
 
 
-def start_reference_residual(transformer: torch.nn.Module) -> None:
-    """Install the prior on `transformer` and zero its output projection (FluxTransformer2DModel.proj_out)."""
+def start_reference_residual(transformer: torch.nn.Module, residual_input: bool = False) -> None:
+    """Install the prior on `transformer` (with `residual_input`, the residual flow: it also reads the noisy
+    residual) and zero its output projection (FluxTransformer2DModel.proj_out)."""
     with torch.no_grad():
         transformer.proj_out.weight.zero_()
         if transformer.proj_out.bias is not None:
             transformer.proj_out.bias.zero_()
-    apply_reference_residual(transformer)
+    apply_reference_residual(transformer, residual_input)

@@ -49,23 +49,21 @@ def start(cfg: ToyTrainConfig, model_cfg: Any, checkpoint: Any) -> tuple[Any, bo
 
 
 def set_prediction(pipe: Any, prediction: str, fresh: bool) -> None:
-    """Put the transformer on the config's parameterisation: a velocity model switched to the copy prior starts
-    with its output layer zeroed (only when nothing is restored over it); the reverse is refused."""
-    from actors.reference_residual import PREDICTION, apply_reference_residual, is_reference_residual
+    """Put the transformer on the config's parameterisation: a velocity model switched to a copy prior starts
+    with its output layer zeroed (only when nothing is restored over it); any other change is refused."""
+    from actors.reference_residual import RESIDUAL_FLOW, apply_prediction, prediction_of
 
     from .toy_copy_prior import start_reference_residual
 
-    has = is_reference_residual(pipe.transformer)
-    if prediction != PREDICTION:
-        if has:
-            raise ValueError("init_from predicts x0 minus the reference: set prediction: reference_residual")
+    has = prediction_of(pipe.transformer)
+    if has == prediction:
         return
-    if has:
-        return
+    if has != "velocity":
+        raise ValueError(f"init_from predicts {has}: set prediction: {has}")
     if fresh:
-        start_reference_residual(pipe.transformer)
+        start_reference_residual(pipe.transformer, residual_input=prediction == RESIDUAL_FLOW)
     else:
-        apply_reference_residual(pipe.transformer)
+        apply_prediction(pipe.transformer, prediction)
 
 
 def start_from_vae(pipe: Any, folder: str) -> dict[str, Any]:

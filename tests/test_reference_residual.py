@@ -214,3 +214,28 @@ def test_per_edit_hooks_come_and_go_around_the_prior(image_factory):
                                                     cache="first-block")
     assert is_reference_residual(pipe.transformer)
     np.testing.assert_array_equal(full(), before)
+
+
+def test_the_residual_flow_reads_the_noisy_residual():
+    """With `residual_input` the transformer's own forward sees z − (1 − σ)·x_ref on the noisy rows; the
+    velocity is derived as with the output-only prior. Another prior on the same transformer is refused."""
+    from actors.reference_residual import prediction_of
+
+    plain, prior = build_tiny_flux_kontext(seed=2), build_tiny_flux_kontext(seed=2)
+    apply_reference_residual(prior.transformer, residual_input=True)
+    assert prediction_of(prior.transformer) == "residual_flow" and prediction_of(plain.transformer) == "velocity"
+    gen = torch.Generator().manual_seed(3)
+    c = prior.transformer.config.in_channels
+    z, ref = torch.randn(1, 16, c, generator=gen), torch.randn(1, 16, c, generator=gen)
+    embeds, pooled, text_ids = plain.encode_prompt(prompt="a", prompt_2=None, device="cpu", num_images_per_prompt=1,
+                                                   max_sequence_length=16)
+    noisy_ids, source_ids = image_ids(plain, 4 * 2 * plain.vae_scale_factor, z.device)
+    call = dict(timestep=torch.tensor([0.4]), guidance=torch.tensor([3.5]), pooled_projections=pooled,
+                encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=torch.cat([noisy_ids, source_ids]),
+                return_dict=False)
+    with torch.no_grad():
+        got = prior.transformer(hidden_states=torch.cat([z, ref], 1), **call)[0][:, :16]
+        raw = plain.transformer(hidden_states=torch.cat([z - 0.6 * ref, ref], 1), **call)[0][:, :16]
+    torch.testing.assert_close(got, (z - ref - raw) / 0.4, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="already predicts residual_flow"):
+        apply_reference_residual(prior.transformer)

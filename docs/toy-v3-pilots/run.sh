@@ -19,6 +19,9 @@ queue2() { run B_w2 --edit-weight 2; run D_grow_4_8 --edit-weight 4 --grow 4,8;
 hpilot() { python -m studies.toy.recipe_pilot $COMMON --threads 2 "$@"; }
 [ "${1:-}" = H ] && { hpilot --edit-weight 2 --reference-residual --save $D/H_reference_residual_w2-model \
   --out $D/H_reference_residual_w2.json > $D/H_reference_residual_w2.log 2>&1; exit; }
+# I (one thread, beside the H run's continuation): the residual flow, the prior on the transformer's input too
+[ "${1:-}" = I ] && { python -m studies.toy.recipe_pilot $COMMON --edit-weight 2 --residual-flow \
+  --save $D/I_residual_flow_w2-model --out $D/I_residual_flow_w2.json > $D/I_residual_flow_w2.log 2>&1; exit; }
 # the records' latents first, in two halves side by side: every pilot then reads them
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &

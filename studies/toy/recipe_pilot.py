@@ -32,7 +32,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
           data_start: int = DATA_START, categories: Sequence[str] | None = None,
           grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
           val_n: int = 0, save: str | None = None, cache: str | None = None, open_gate: float = 0.0,
-          reference_residual: bool = False) -> dict[str, Any]:
+          reference_residual: bool = False, residual_flow: bool = False) -> dict[str, Any]:
     """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
     import torch
 
@@ -40,7 +40,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.vae.register_to_config(sample_size=size)
-    params = prepare(pipe, grow, copy_heads, train_text_encoders, open_gate, reference_residual)
+    params = prepare(pipe, grow, copy_heads, train_text_encoders, open_gate, reference_residual, residual_flow)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     load, data_s, step_s, losses = [], [], [], []
     started = time.perf_counter()
@@ -64,7 +64,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     result["options"] = {"batch": batch, "warmup": warmup, "data_seed": data_seed, "data_start": data_start,
                          "categories": list(categories or []), "grow": list(grow) if grow else None,
                          "copy_heads": copy_heads, "open_gate": open_gate,
-                         "reference_residual": reference_residual, "train_text_encoders": train_text_encoders,
+                         "reference_residual": reference_residual, "residual_flow": residual_flow,
+                         "train_text_encoders": train_text_encoders,
                          "threads": torch.get_num_threads(), "latent_cache": bool(cache)}
     result["timing"] = timing(data_s, step_s, load)
     result["val"] = val_losses(pipe, val_n, size) if val_n else None
@@ -75,12 +76,12 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 
 
 def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_text_encoders: bool,
-            open_gate: float = 0.0, reference_residual: bool = False) -> list[Any]:
+            open_gate: float = 0.0, reference_residual: bool = False, residual_flow: bool = False) -> list[Any]:
     """Apply the pilot's model options; return the parameters to train."""
-    if reference_residual:
+    if reference_residual or residual_flow:
         from finetune.toy_copy_prior import start_reference_residual
 
-        start_reference_residual(pipe.transformer)
+        start_reference_residual(pipe.transformer, residual_input=residual_flow)
     if copy_heads and not grow:
         raise ValueError("--copy-heads initialises the new blocks of --grow: give --grow too")
     if grow:
@@ -234,12 +235,12 @@ def save_pipeline(pipe: Any, model: str, folder: str) -> None:
     if source is not None and source.is_file():
         shutil.copy(source, Path(folder) / "dropedit.json")
     from actors.model_defaults import read_defaults, write_defaults
-    from actors.reference_residual import PREDICTION, is_reference_residual
+    from actors.reference_residual import prediction_of
 
-    if is_reference_residual(pipe.transformer):   # the parameterisation travels with the files
-        defaults = read_defaults(folder)
-        write_defaults(folder, dataclasses.replace(defaults, prediction=PREDICTION),
-                       "continued by studies.toy.recipe_pilot with the reference-residual prior")
+    prediction = prediction_of(pipe.transformer)
+    if prediction != "velocity":   # the parameterisation travels with the files
+        write_defaults(folder, dataclasses.replace(read_defaults(folder), prediction=prediction),
+                       f"continued by studies.toy.recipe_pilot with the {prediction} prior")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -262,6 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-text-encoders", action="store_true")
     p.add_argument("--reference-residual", action="store_true",
                    help="the copy prior: the transformer predicts x0 minus the reference (its output layer zeroed)")
+    p.add_argument("--residual-flow", action="store_true",
+                   help="the copy prior, and the transformer reads the noisy residual z - (1 - sigma) x_ref")
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)
@@ -329,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                    n_eval=args.n_eval, warmup=args.warmup, data_seed=args.data_seed, data_start=args.data_start,
                    categories=args.categories, grow=args.grow, copy_heads=args.copy_heads,
                    train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save,
-                   cache=args.latent_cache, open_gate=args.open_gate, reference_residual=args.reference_residual)
+                   cache=args.latent_cache, open_gate=args.open_gate, reference_residual=args.reference_residual,
+                   residual_flow=args.residual_flow)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(".tmp")

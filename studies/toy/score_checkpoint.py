@@ -27,10 +27,9 @@ def load_checkpoint(folder: str, model: str, prediction: str = "velocity") -> tu
     saved = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.transformer.load_state_dict(saved["weights"])
-    if prediction == "reference_residual":
-        from actors.reference_residual import apply_reference_residual
+    from actors.reference_residual import apply_prediction
 
-        apply_reference_residual(pipe.transformer)
+    apply_prediction(pipe.transformer, prediction)
     if saved.get("vae") is not None:
         pipe.vae.load_state_dict(saved["vae"])
     log = saved.get("log") or []
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=80, help="held-out records")
     p.add_argument("--steps", type=int, default=28, help="sampling steps")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--prediction", choices=("velocity", "reference_residual"), default="velocity",
+    p.add_argument("--prediction", choices=("velocity", "reference_residual", "residual_flow"), default="velocity",
                    help="what the run's transformer predicts (its config's `prediction`)")
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)

@@ -50,7 +50,7 @@ class ReferenceResidual(ModelHook):
             kwargs = {**kwargs, "hidden_states": torch.cat([z - (1 - s) * ref, hidden[:, noisy:]], dim=1)}
         out = self.fn_ref.original_forward(**kwargs)
         raw = out[0] if isinstance(out, tuple) else out.sample
-        velocity = torch.cat([(z - ref - raw[:, :noisy]) / s.to(raw.dtype), raw[:, noisy:]], dim=1)
+        velocity = velocity_rows(raw, z, ref, s)
         if isinstance(out, tuple):
             return (velocity, *out[1:])
         out.sample = velocity
@@ -69,8 +69,13 @@ def residual_velocity(raw: torch.Tensor, hidden: torch.Tensor, img_ids: torch.Te
                       full: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The velocity of every noisy row; reference rows of `raw` pass through (callers slice them off)."""
     noisy, ref = noisy_reference(hidden, img_ids, full)
-    s = sigma.to(raw.dtype).reshape(-1, 1, 1)
-    return torch.cat([(hidden[:, :noisy] - ref - raw[:, :noisy]) / s, raw[:, noisy:]], dim=1)
+    return velocity_rows(raw, hidden[:, :noisy], ref, sigma.reshape(-1, 1, 1))
+
+
+def velocity_rows(raw: torch.Tensor, z: torch.Tensor, ref: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """v = (z − x_ref − r) / σ on the first z.shape[1] rows of `raw`; the rows after them pass through."""
+    noisy = z.shape[1]
+    return torch.cat([(z - ref - raw[:, :noisy]) / sigma.to(raw.dtype), raw[:, noisy:]], dim=1)
 
 
 def aligned_reference(noisy_ids: torch.Tensor, ref_ids: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -113,8 +118,7 @@ def prediction_of(transformer: torch.nn.Module) -> str:
 
 
 def is_reference_residual(transformer: torch.nn.Module) -> bool:
-    registry = getattr(transformer, "_diffusers_hook", None)
-    return registry is not None and registry.get_hook(HOOK) is not None
+    return prediction_of(transformer) != "velocity"
 
 
 @contextlib.contextmanager

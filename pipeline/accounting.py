@@ -2,7 +2,7 @@
 
 A run writes its Parquet files under a prefix of its own (`run_prefix`), so a Ray task finds them after the run
 (`count_written`) and `new_row_counts` reads them one at a time and only the columns it counts (record id,
-status, `pairing_rerun_s`); what it keeps between files is the counts and a 64-bit hash of each record id
+status, `pairing_rerun_s`, `pairing_wait_s`); what it keeps between files is the counts and a 64-bit hash of each record id
 seen (8 bytes a record; distinct records are counted exactly up to a hash collision, ~3e-8 likely at a
 million). The driver gets the counts back. The ok pairs a resumed run skips are counted by the task that
 indexes them (`resume.done_index`)."""
@@ -23,7 +23,7 @@ from . import storage as st
 from .records import STATUS_OK
 from .resume import read_results_files
 
-COLUMNS = ["record_id", "status", "pairing_rerun_s"]
+COLUMNS = ["record_id", "status", "pairing_rerun_s", "pairing_wait_s"]
 
 
 def _columns(path: str, fs: pa.fs.FileSystem, wanted: list[str]) -> pa.Table:
@@ -40,7 +40,8 @@ def _hashes(ids: pa.ChunkedArray) -> np.ndarray:
 
 
 def new_row_counts(files: Iterable[str], fs: pa.fs.FileSystem) -> dict[str, int | float]:
-    """Rows in `files` by status, their records, and the `full` edits re-run for pairing with their seconds."""
+    """Rows in `files` by status, their records, the `full` edits re-run for pairing, and the GPU seconds pairing
+    cost (re-runs plus waits for a reference read back)."""
     rows = ok = reruns = 0
     rerun_s, hashes = 0.0, []
     for path in sorted(files):
@@ -52,6 +53,8 @@ def new_row_counts(files: Iterable[str], fs: pa.fs.FileSystem) -> dict[str, int 
             charged = table["pairing_rerun_s"]
             reruns += len(charged) - charged.null_count
             rerun_s += float(pc.sum(charged).as_py() or 0.0)
+        if "pairing_wait_s" in table.column_names:
+            rerun_s += float(pc.sum(table["pairing_wait_s"]).as_py() or 0.0)
     records = len(np.unique(np.concatenate(hashes))) if hashes else 0
     return {"records": records, "edited": rows, "ok": ok, "errors": rows - ok,
             "pairing_reruns": reruns, "extra_gpu_s_for_pairing": round(rerun_s, 6)}

@@ -42,11 +42,11 @@ class EditActor(UnitActor):
     def __init__(self, model: str, model_path: str | None, output: str, run_id: str,
                  configs: dict[str, dict[str, Any]], storage: dict[str, Any] | None = None,
                  metrics: dict[str, Any] | None = None, cache_dir: str = "~/.cache/dropedit/models",
-                 model_options: dict[str, Any] | None = None) -> None:
+                 model_options: dict[str, Any] | None = None, pairing: str = "read_back") -> None:
         self.storage = st.StorageConfig.from_mapping(storage)
         sources = {c.get("budget_source") for c in configs.values()} - {None}   # the rows, before rebuilding
         stored = kept_counts(st.join_uri(output, "results"), sources, self.storage) if sources else {}
-        super().__init__(configs, run_id, stored)
+        super().__init__(configs, run_id, stored, output=output, storage=storage, pairing=pairing)
         path = st.localize_model_path(model_path, cache_dir, self.storage) if model_path else None
         options = dict(model_options or {})
         lora = options.pop("lora", None)

@@ -16,12 +16,8 @@ from . import storage as st
 from .load_stage import png_bytes
 from .records import STATUS_ERROR, rows_to_table
 from .scoring import StageMetrics, metric_settings, scoring_of
-from .storage import safe_name
+from .reference_readback import image_uri
 from .unit_stage import UnitEdit, reference_of
-
-
-def image_uri(output: str, kind: str, config_id: str, record_id: str) -> str:
-    return st.join_uri(output, kind, config_id, f"{safe_name(record_id)}.png")
 
 
 def mask_overlay(source: np.ndarray, keep_mean: np.ndarray) -> PIL.Image.Image:
@@ -40,8 +36,10 @@ def finish_edit(edit: UnitEdit, inputs: dict[str, Any], full: UnitEdit | None, o
         return row
     record_id, config_id = row["record_id"], row["config_id"]
     try:
-        out_uri = image_uri(output, "images", config_id, record_id)
-        st.write_bytes(out_uri, png_bytes(PIL.Image.fromarray(edit.image)), storage)
+        out_uri = edit.extra.get("output_uri")   # written already: a split record's `full`, for its other parts
+        if out_uri is None:
+            out_uri = image_uri(output, "images", config_id, record_id)
+            st.write_bytes(out_uri, png_bytes(PIL.Image.fromarray(edit.image)), storage)
         if edit.keep_mean is not None:
             st.write_bytes(image_uri(output, "masks", config_id, record_id),
                            png_bytes(mask_overlay(inputs["source"], edit.keep_mean)), storage)

@@ -6,7 +6,7 @@
 
 Nothing is materialised on the driver: records stream from the input's files, units are expanded in the
 dataset, rows stream to Parquet. The GPU actor does GPU work only. There is no barrier between `full` and the
-other configurations: a unit carries its group's `full` (written or re-run, see `units`); how finely records
+other configurations: a unit carries its group's `full` (run, read back or re-run, see `units`); how finely records
 are cut into units is planned per pool before the graph starts (`unit_plan`). Pools that share the cluster run
 in one execution, the union of their graphs, each with its own share of the GPUs."""
 from __future__ import annotations
@@ -58,7 +58,8 @@ def edit_actor(configs: Sequence[Configuration], cfg: RunConfig, run_id: str) ->
     return EditActor, dict(model=first.model_name, model_path=first.model_path, output=cfg.output,
                            run_id=run_id, configs={c.config_id: c.to_row() for c in configs},
                            storage=cfg.storage.model_dump(), metrics=cfg.metrics.model_dump(),
-                           cache_dir=cfg.model_cache_dir, model_options=dict(first.model_options))
+                           cache_dir=cfg.model_cache_dir, model_options=dict(first.model_options),
+                           pairing=cfg.units.pairing)
 
 
 def unit_plans(run: ExpandedRun, pools: Sequence[Pool]) -> dict[str, UnitPlan]:

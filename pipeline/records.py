@@ -170,11 +170,16 @@ ROW_FIELDS = (   # the row's own columns; the metrics' (metrics.output_columns) 
     pa.field("loop_s", pa.float64()),       # denoising loop only (no encode/decode)
     pa.field("policy_s", pa.float64()),     # of which the policy's plan + observe
     pa.field("selector_s", pa.float64()),   # of which scoring inside the transformer (ToPi statistics)
-    pa.field("speedup_vs_full", pa.float64()),  # full's loop_s / this loop_s, both timed in the same unit
+    pa.field("speedup_vs_full", pa.float64()),  # full's loop_s / this loop_s, both timed on the same actor
     # seconds of a `full` edit this row's unit re-ran only as its pairing partner and reference (a split unit,
     # or a resumed one whose `full` is written): on one row per re-run, so the column's sum is the GPU time
     # pairing cost; null elsewhere
     pa.field("pairing_rerun_s", pa.float64()),
+    # seconds this row's unit waited for its record's `full` picture to be written (`units.pairing: read_back`;
+    # 0.0 when it was there), on the same one row: GPU time pairing cost too; null elsewhere
+    pa.field("pairing_wait_s", pa.float64()),
+    pa.field("speedup_paired_on", pa.string()),   # "unit": the record's own `full`; "actor": read back, timed
+                                                  # against this actor's latest `full` of the configuration
     pa.field("flops_ideal_speedup", pa.float64()),       # the edit's plan priced on its own model (costs.flops)
     pa.field("flops_ideal_speedup_real", pa.float64()),  # the plan's shares on its family's real model, 1024²
     pa.field("roofline_speedup_real", pa.float64()),     # the same, on costs.roofline's H100 SXM (bytes too)

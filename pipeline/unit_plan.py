@@ -6,14 +6,19 @@ share of the makespan is ~1 / (2 x units per actor): ~2.5 % at 20 units per acto
 records on 128 actors (5.5 each). Why only the last records: the tail is made of the last units started, so
 only they need to be short. Records stream from the input in order (`record_stream`), so the last records of
 the input are split into `parts` units each; the rest stay whole (one unit per record, its `full` and
-variants on one actor). Splitting a (size, seed) group costs one extra `full` edit per extra part (see
-`units`), so the rule keeps that under a budget.
+variants on one actor). Splitting a (size, seed) group costs one extra `full` edit per extra part when the
+parts re-run it (`units.pairing: rerun`, see `units`), so the rule keeps that under a budget. When they read it
+back (`read_back`, the default), a part re-runs `full` only on an actor that has not timed one yet: the parts
+among the pool's first round of units (`_readback_reruns`); a run with at least one whole record per actor
+before its split tail plans none, and the split goes to the 20-units-per-actor target (the waits for a
+reference and the re-runs it falls back to are measured: `extra_gpu_s_for_pairing`).
 
 The automatic rule (`units: {split: auto}`), for A = actors.max_size x actors.concurrency (GPUs), R records, a record's configurations of
 this entry costing W (cost model, `edit_weight`), its group references `full` costing F each:
 - A = 1, or R >= 20 A (20 units per actor already): no split;
 - else the last m = min(R, A) records (one round of the pool; per input file, ceil(m / files)) are split into
-  k parts, k the largest in [2, ceil(20 A / R)] with extra pairing work m * extra(k) <= 5 % of R * W,
+  k parts, k the largest in [2, ceil(20 A / R)] with extra pairing work m * extra(k) <= 5 % of R * W (read
+  back: only the first round's parts, see above),
   extra(k) = sum over groups of (parts of the group - 1) * F (`units.group_parts`); the tail is then made of
   units k times smaller, as in a run with (R / A) * k units per actor. No k fits: no split.
 E.g. PIE-Bench (700 records) x 20 configurations (`full` + 19 `random` keep ratios 0.1-0.95, FLUX.1-Kontext
@@ -109,20 +114,31 @@ def plan_units(configs: Sequence[Configuration], setting: UnitsConfig, actors: i
     m = min(records, actors) if setting.records == "auto" else (
         records if setting.records == "all" else min(records, int(setting.records)))
     total = records * sum(weigh(c) for c in configs)
-    best = None
+    best, read_back = None, setting.pairing == "read_back"
     for k in range(2, math.ceil(TARGET_UNITS_PER_ACTOR * actors / records) + 1):
         extra, weight, units = _split_cost(configs, k, weigh)
-        if m * weight > PAIRING_BUDGET * total or (best is not None and units <= best[2]):
+        reruns = _readback_reruns(actors, records, m, units) if read_back else m * (units - 1)
+        scale = reruns / (units - 1) if units > 1 else 0.0   # records' worth of re-runs
+        if scale * weight > PAIRING_BUDGET * total or (best is not None and units <= best[2]):
             continue   # over budget, or no more units than a smaller k gives
-        best = (extra, weight, units, k)
+        best = (scale * extra, scale * weight, units, k)
     if best is None:
         return UnitPlan(records=records, units=records, pairing_edits=0, pairing_share=0.0,
                         why=f"no split keeps pairing under {PAIRING_BUDGET:.0%} of the work")
     extra, weight, units, k = best
     return UnitPlan(parts=k, tail=None if m >= records and files == 1 else math.ceil(m / max(files, 1)),
-                    records=records, units=records - m + m * units, pairing_edits=m * extra,
-                    pairing_share=round(m * weight / total, 4),
-                    why=f"{records / actors:.1f} records per actor: the last {m} split in {units}")
+                    records=records, units=records - m + m * units, pairing_edits=round(extra),
+                    pairing_share=round(weight / total, 4),
+                    why=f"{records / actors:.1f} records per actor: the last {m} split in {units}"
+                        + (" (pairing: read back)" if read_back else ""))
+
+
+def _readback_reruns(actors: int, records: int, split: int, units: int) -> float:
+    """Parts expected to re-run `full` when parts read it back: those among the pool's first round (one unit
+    per actor, in stream order: whole records first) that find no `full` timed on their actor yet, (units - 1)
+    of every `units` split ones. Later parts find one (every actor has run a unit with `full` by then)."""
+    first_round = max(0, min(actors - (records - split), split * units))
+    return first_round * (units - 1) / units
 
 
 def needs_records(setting: UnitsConfig, actors: int) -> bool:

@@ -1,8 +1,8 @@
 """The GPU stage's frame: one unit (a record x its configurations of one model) in, its edits out.
 
 `UnitActor.__call__` runs each unit's configurations back to back in `units.run_order`, pairs every edit
-with its group's `full` edit (timed on this actor, seconds apart: `speedup_vs_full`; a `full` the unit runs
-only for that is charged to `pairing_rerun_s`), lets the subclass score
+with its group's `full` edit (timed on this actor: `speedup_vs_full`; a `full` the unit needs but does not
+emit is read back from storage, `reference_readback`, or re-run and charged to `pairing_rerun_s`), lets the subclass score
 what needs a model (LPIPS, CLIP, DINO, the judge), and returns the unit with its edits pickled: pixels and
 partial rows. PNG encoding, writes and pixel metrics happen in the CPU stage after (`finish_stage`).
 
@@ -22,7 +22,9 @@ import pyarrow as pa
 
 from .config import BUDGET_FROM
 from .configuration import Configuration
+from . import storage as st
 from .records import base_row, error_row, utcnow
+from .reference_readback import image_uri, publish, read_back
 from .units import needed_configs, run_order
 
 EDITS_FIELD = pa.field("edits", pa.binary())
@@ -51,12 +53,17 @@ class UnitActor:
     `configs` (config_id -> `Configuration.to_row()`) crosses Ray as plain rows; the actor rebuilds them."""
 
     def __init__(self, configs: Mapping[str, Mapping[str, Any]], run_id: str,
-                 stored_budgets: dict[tuple[str, str], list[int]] | None = None) -> None:
+                 stored_budgets: dict[tuple[str, str], list[int]] | None = None, output: str | None = None,
+                 storage: Mapping[str, Any] | None = None, pairing: str = "read_back") -> None:
         self.configs = {cid: Configuration.from_row(row) for cid, row in configs.items()}
         self.run_id = run_id
         self.stored_budgets = stored_budgets or {}
         self.actor = f"{socket.gethostname()}:{os.getpid()}"
         self.device = "cpu"
+        # `full` references read back from `output` (`reference_readback`); None: always re-run
+        self.readback_output = output if pairing == "read_back" else None
+        self.readback_storage = st.StorageConfig.from_mapping(storage)
+        self.full_loop_s: dict[str, float] = {}   # this actor's latest `full` loop seconds per configuration
 
     # -- subclass API
     def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
@@ -84,22 +91,75 @@ class UnitActor:
             edits = self.run_unit(unit, pickle.loads(blob))
         return pickle.dumps(edits, protocol=pickle.HIGHEST_PROTOCOL)   # non-emitted ones: references (full)
 
+    # -- hooks for a clock that is not the wall's (the synthetic model's scaled seconds)
+    def to_wall(self, seconds: float) -> float:
+        """Wall seconds of `seconds` as this actor's rows count them."""
+        return seconds
+
+    def waited(self, wall_s: float) -> float:
+        """A wall wait for a reference, in the rows' seconds (a subclass may book it as pairing time)."""
+        return wall_s
+
     def run_unit(self, unit: Mapping[str, Any], inputs: dict[str, Any]) -> list[UnitEdit]:
-        """Every configuration the unit needs, in run order; pairs and scores the emitted ones."""
+        """Every configuration the unit needs, in run order, then the references it reads back (or re-runs);
+        pairs and scores the emitted ones."""
         rid, emit = str(unit["id"]), set(unit["config_ids"])
         stored = {src for (src, r) in self.stored_budgets if r == rid}
-        order = run_order([self.configs[c] for c in needed_configs(unit["config_ids"], self.configs, stored)], rid)
+        needed = needed_configs(unit["config_ids"], self.configs, stored)
+        borrow = self._borrowable(needed, emit)
+        order = run_order([self.configs[c] for c in needed if c not in borrow], rid)
+        if split_part(unit):   # the part that writes `full` runs it first, for the other parts to read back
+            order = [c for c in order if c.is_reference] + [c for c in order if not c.is_reference]
         done: dict[str, UnitEdit] = {}
-        for position, config in enumerate(order):
-            edit = self._attempt(config, inputs, unit, done)
-            edit.row["run_position"] = position
-            edit.emit = config.config_id in emit
+        for config in [*order, *(self.configs[c] for c in borrow)]:
+            if config.config_id in borrow:
+                edit = self._borrow(config, inputs, unit, done)
+            else:
+                edit = self._attempt(config, inputs, unit, done)
+                edit.emit = config.config_id in emit
+            edit.row["run_position"] = len(done)
             done[config.config_id] = edit
+            self._timed(edit, unit)
         edits = list(done.values())
         pair_with_full(edits)
         charge_reruns(edits)
         self.score(edits, inputs, unit)
         return edits
+
+    def _borrowable(self, needed: list[str], emit: set[str]) -> list[str]:
+        """The group references this unit needs but does not emit, to read back rather than re-run (none of
+        them a budget source here: a budget needs the edit's own kept counts)."""
+        if self.readback_output is None:
+            return []
+        sources = {self.configs[c].budget_source for c in needed}
+        return [c for c in needed if c not in emit and self.configs[c].is_reference and c not in sources]
+
+    def _timed(self, edit: UnitEdit, unit: Mapping[str, Any]) -> None:
+        """Keep an ok `full` edit's loop seconds (this actor's pairing partner for later units); publish it
+        when it is a split record's reference."""
+        if not edit.config.is_reference or not edit.ok or edit.extra.get("borrowed"):
+            return
+        self.full_loop_s[edit.config.config_id] = float(edit.row.get("loop_s") or edit.row.get("runtime_s") or 0.0)
+        if edit.emit and split_part(unit) and self.readback_output is not None:
+            publish(edit, self.readback_output, self.readback_storage)
+
+    def _borrow(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
+                done: Mapping[str, UnitEdit]) -> UnitEdit:
+        """The record's `full` read back and paired with this actor's latest `full` of the same configuration
+        (waiting, in a split record, at most that long for it to be written); else re-run."""
+        timing, wait_s = self.full_loop_s.get(config.config_id), 0.0
+        if timing:
+            uri = image_uri(self.readback_output, "images", config.config_id, str(unit["id"]))
+            image, wall = read_back(uri, self.readback_storage, self.to_wall(timing) if split_part(unit) else 0.0)
+            wait_s = self.waited(wall) if wall > 0 else 0.0
+            if image is not None:
+                row = self.ok_row(config, unit, utcnow())
+                row.update(loop_s=timing, runtime_s=timing, actor=self.actor, device=self.device)
+                return UnitEdit(config, row, False, image=image, extra={"borrowed": True, "wait_s": wait_s})
+        edit = self._attempt(config, inputs, unit, done)
+        edit.emit = False
+        edit.extra["wait_s"] = wait_s
+        return edit
 
     def _attempt(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
                  done: Mapping[str, UnitEdit]) -> UnitEdit:
@@ -140,17 +200,23 @@ def reference_of(edit: UnitEdit, edits: list[UnitEdit]) -> UnitEdit | None:
 def charge_reruns(edits: list[UnitEdit]) -> None:
     """A group's `full` run here only as the pairing partner and reference (not emitted: another unit of a split
     record writes it, or it is already written) is extra GPU time: its `runtime_s` goes into `pairing_rerun_s`
-    of the first emitted edit it pairs with, so that summing the column counts each re-run once."""
+    of the first emitted edit it pairs with, so that summing the column counts each re-run once. A reference
+    read back charges the seconds waited for it (`pairing_wait_s`, 0.0 when it was there) the same way."""
     for ref in edits:
         if ref.emit or not ref.config.is_reference:
             continue
         partner = next((e for e in edits if e.emit and e.config.full_config_id == ref.config.config_id), None)
-        if partner is not None:
+        if partner is None:
+            continue
+        if not ref.extra.get("borrowed"):
             partner.row["pairing_rerun_s"] = ref.row.get("runtime_s")
+        if ref.extra.get("borrowed") or ref.extra.get("wait_s"):
+            partner.row["pairing_wait_s"] = ref.extra.get("wait_s", 0.0)
 
 
 def pair_with_full(edits: list[UnitEdit]) -> None:
-    """`speedup_vs_full` = the group's `full` loop time / this edit's, both timed in this unit."""
+    """`speedup_vs_full` = the group's `full` loop time / this edit's, both timed on this actor: in this unit
+    (`speedup_paired_on` "unit"), or, for a reference read back, its configuration's latest `full` here ("actor")."""
     for e in edits:
         full = reference_of(e, edits)
         if full is None or not full.ok or not e.ok:
@@ -158,3 +224,9 @@ def pair_with_full(edits: list[UnitEdit]) -> None:
         ref, mine = full.row.get("loop_s") or full.row.get("runtime_s"), e.row.get("loop_s") or e.row.get("runtime_s")
         if ref and mine:
             e.row["speedup_vs_full"] = float(ref) / float(mine)
+            e.row["speedup_paired_on"] = "actor" if full.extra.get("borrowed") else "unit"
+
+
+def split_part(unit: Mapping[str, Any]) -> bool:
+    """Whether the unit is one of several parts of its record (`units.split_configs`)."""
+    return int(unit.get("parts") or 1) > 1

@@ -18,10 +18,12 @@ another configuration.
 Split units (`split_configs`, planned by `unit_plan`): when the run has few records per actor, the last records
 of the input are split into several units each, so the run's tail is made of short units. Whole (size, seed)
 groups go to different units first (free: each group has its own `full`); splitting a group puts its `full`
-in its first part and makes every other part re-run `full` on its own actor, as its timing partner and
-in-memory reference, without writing it again (the path a resumed unit already takes): one extra `full` edit
-per extra part, charged to the rows as `pairing_rerun_s`. A `budget_from` configuration stays in its source's
-part."""
+in its first part, which runs it first and writes its picture at once; every other part reads that picture
+back as its reference and pairs its timings with the latest `full` of the same configuration on its own actor
+(`units.pairing: read_back`, `reference_readback`: the path a resumed unit takes too), or re-runs `full` on
+its own actor (`rerun`, or when the picture is not written within one `full` edit's time): one extra `full`
+edit per extra part, charged to the rows as `pairing_rerun_s`. A `budget_from` configuration stays in its
+source's part."""
 from __future__ import annotations
 
 import zlib
@@ -35,7 +37,8 @@ from .resume import DoneIndex
 if TYPE_CHECKING:
     from .configuration import Configuration
 
-UNIT_SCHEMA = RECORD_SCHEMA.append(pa.field("config_ids", pa.list_(pa.string())))
+UNIT_SCHEMA = (RECORD_SCHEMA.append(pa.field("config_ids", pa.list_(pa.string())))
+               .append(pa.field("parts", pa.int32())))   # units the record's configurations went into
 
 
 def group_key(config: Configuration) -> str:
@@ -164,6 +167,6 @@ def expand_units(batch: pa.Table, config_ids: Sequence[str], done: Mapping[str, 
         if not todo:
             continue
         in_tail = split and (tail is None or (from_end is not None and from_end[i] < tail))
-        for part in split_configs(todo, layout, parts) if in_tail else [todo]:
-            rows.append({**rec, "config_ids": part})
+        units = split_configs(todo, layout, parts) if in_tail else [todo]
+        rows += [{**rec, "config_ids": part, "parts": len(units)} for part in units]
     return pa.Table.from_pylist(rows, schema=UNIT_SCHEMA)

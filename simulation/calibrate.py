@@ -23,7 +23,8 @@ def scenario_of(run: dict) -> Scenario:
     return Scenario(gpus=run["gpus"], records=run["records"], edit_s=tuple(run["edit_s"]), load_s=run["load_s"],
                     noise=run.get("noise", 0.15), scale=run["scale"], split_parts=run.get("split_parts") or 1,
                     split_records=run.get("split_records"), gpus_per_actor=run.get("gpus_per_actor") or 1,
-                    queue=run.get("queue_per_gpu") or QUEUE)   # runs before queue_per_gpu was recorded: Ray's 2
+                    queue=run.get("queue_per_gpu") or QUEUE,   # runs before queue_per_gpu was recorded: Ray's 2
+                    pairing=run.get("pairing") or "rerun")     # runs before read back: re-run
 
 
 def load_runs(folder: Path, pattern: str = "pie_*gpu_1024*.json") -> dict[str, dict]:

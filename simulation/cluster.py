@@ -160,7 +160,7 @@ def simulate(cfg: RunConfig, gpus: int, records: int, *, tflops: float, load_s: 
             "queue_per_gpu": QUEUE_PER_GPU,
             "actor_kills": counts["actor_kills"],
             "node_kills": counts["node_kills"],
-            "extra_gpu_s_for_pairing": round(counts["extra_gpu_s_for_pairing"], 1),
+            "extra_gpu_s_for_pairing": round(counts["extra_gpu_s_for_pairing"], 1), "pairing": cfg.units.pairing,
             **row_accounting(summary["results"], cfg.storage, records * configurations),
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "makespan_with_startup_s": round((ended - started) / scale, 1),

@@ -5,7 +5,8 @@ per-edit service times as `dropedit simulate`, with the streaming stages' overhe
 What it models, as Ray Data runs the graph (`pipeline.graph`, Ray 2.60):
 - units stream in input order; a record's configurations are one unit, or, when split into k parts (the last
   `split_records` records of the input, or all), k units: the reference (`full`) and every k-th other
-  configuration in the first part, and each other part re-runs `full` once for its pairing (extra GPU work);
+  configuration in the first part, and each other part re-runs `full` once for its pairing (extra GPU work),
+  or reads it back (`pairing="read_back"`: no extra work; the waits a part may have for it are not modelled);
 - the driver hands units to the actor pool one after another (`dispatch_s` wall seconds each), each to the actor
   with the fewest units in flight (lowest index on a tie), at most `QUEUE` x K per actor (Ray Data's
   `max_tasks_in_flight_per_actor` default, 2 x max_concurrency K): a unit may wait behind a busy actor while
@@ -63,6 +64,7 @@ class Scenario:
     split_records: int | None = None
     queue: int = QUEUE          # units an actor holds at once (running and waiting), per GPU it holds
     gpus_per_actor: int = 1     # K logical GPUs per actor process, K units running at once
+    pairing: str = "rerun"      # how split parts get `full`: "rerun" it, or "read_back" (no wait modelled)
     overheads: Overheads = field(default_factory=Overheads)
 
     def __post_init__(self) -> None:
@@ -95,15 +97,19 @@ class Prediction:
         return 1.0 / self.makespan_after_load_over_ideal
 
 
-def unit_parts(edit_s: Sequence[float], parts: int) -> list[tuple[list[int], int]]:
+def unit_parts(edit_s: Sequence[float], parts: int, read_back: bool = False) -> list[tuple[list[int], int]]:
     """One record's units as (configuration indices it runs, how many of them are pairing re-runs of index 0):
-    the reference and every `parts`-th other configuration in the first, a re-run reference in each other."""
+    the reference and every `parts`-th other configuration in the first, a re-run reference in each other
+    (none when the parts read it back)."""
     others = list(range(1, len(edit_s)))
     parts = max(1, min(parts, len(others))) if others else 1
     out = []
     for p in range(parts):
         mine = others[p::parts]
-        out.append(([0, *mine], 0) if p == 0 else ([0, *mine], 1))
+        if p == 0:
+            out.append(([0, *mine], 0))
+        else:
+            out.append((mine, 0) if read_back else ([0, *mine], 1))
     return out
 
 
@@ -119,7 +125,7 @@ def draw_units(scenario: Scenario, seed: int) -> tuple[list[float], float, float
     rng = np.random.default_rng(seed)
     base = np.asarray(scenario.edit_s, dtype=float)
     split_n = split_record_count(scenario)
-    parts = unit_parts(scenario.edit_s, scenario.split_parts)
+    parts = unit_parts(scenario.edit_s, scenario.split_parts, scenario.pairing == "read_back")
     reruns = sum(r for _, r in parts)
     columns = len(base) + (reruns if split_n else 0)   # a split record draws its re-run references too
     factor = np.exp(rng.normal(0.0, scenario.noise, (scenario.records, columns)))

@@ -43,5 +43,7 @@ def simulated_factory(ledger: str, tflops: float, load_s: float, scale: float, n
         return SimulatedEditActor, dict(configs=rows, run_id=run_id, ledger=ledger,
                                         service=service_table(configs, tflops),
                                         device=f"synthetic GPU ({tflops:g} TFLOP/s)",
-                                        load_s=load_s, scale=scale, noise=noise, slots=slots)
+                                        load_s=load_s, scale=scale, noise=noise, slots=slots,
+                                        output=cfg.output, storage=cfg.storage.model_dump(),
+                                        pairing=cfg.units.pairing)
     return factory

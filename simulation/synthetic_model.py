@@ -49,8 +49,9 @@ class SimulatedEditActor(UnitActor):
     `simulation.service_times.service_table`."""
 
     def __init__(self, configs: dict[str, dict[str, Any]], run_id: str, ledger: str, service: dict[str, list],
-                 device: str, load_s: float, scale: float, noise: float, slots: int = 1) -> None:
-        super().__init__(configs, run_id)
+                 device: str, load_s: float, scale: float, noise: float, slots: int = 1, output: str | None = None,
+                 storage: dict[str, Any] | None = None, pairing: str = "read_back") -> None:
+        super().__init__(configs, run_id, output=output, storage=storage, pairing=pairing)
         self.ledger = ray.get_actor(ledger)
         self.scale, self.noise, self.device = scale, noise, device
         self.service = {cid: (float(s), int(n), float(k)) for cid, (s, n, k) in service.items()}
@@ -67,6 +68,15 @@ class SimulatedEditActor(UnitActor):
     def _now(self) -> float:
         """Simulated seconds since the pool was ready."""
         return (time.time() - self.start) / self.scale
+
+    def to_wall(self, seconds: float) -> float:
+        return seconds * self.scale
+
+    def waited(self, wall_s: float) -> float:
+        """A wait for a reference holds the GPU idle: pairing time, not editing (`busy`)."""
+        seconds = wall_s / self.scale
+        self.unit.pairing += seconds
+        return seconds
 
     def _noisy(self, seconds: float) -> float:
         # lognormal jitter plus a 2 % chance of a 3x straggler: the heavy tail a cluster shows

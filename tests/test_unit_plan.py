@@ -23,25 +23,42 @@ def _pie_grid(configurations=20, resolutions=(1024,)):
                                                       (256, 3, 256, 700 - 256 + 256 * 3)])
 def test_pie_bench_on_many_actors_splits_its_last_round_within_the_pairing_budget(actors, parts, tail, units):
     configs = _pie_grid()
-    plan = plan_units(configs, UnitsConfig(), actors, 700)
+    plan = plan_units(configs, UnitsConfig(pairing="rerun"), actors, 700)
     assert (plan.parts, plan.tail, plan.units, plan.pairing_edits) == (parts, tail, units, tail * (parts - 1))
     full = next(c for c in configs if c.is_reference)
     share = plan.pairing_edits * edit_weight(full) / (700 * sum(edit_weight(c) for c in configs))
     assert plan.pairing_share == pytest.approx(share, abs=1e-4) and share <= PAIRING_BUDGET
     assert 0.067 < edit_weight(full) / sum(edit_weight(c) for c in configs) < 0.068   # full: 6.8 % of a record
-    more = plan_units(configs, UnitsConfig(), actors, 700, weigh=lambda c: 1.0)   # as a share of edits
+    more = plan_units(configs, UnitsConfig(pairing="rerun"), actors, 700, weigh=lambda c: 1.0)   # share of edits
     assert more.parts >= plan.parts
 
 
 def test_no_split_where_actors_have_enough_records_or_the_budget_allows_none():
-    configs = _pie_grid()
+    configs, rerun = _pie_grid(), UnitsConfig(pairing="rerun")
     assert plan_units(configs, UnitsConfig(), 32, 700).parts == 1              # 21.9 records per actor
     assert plan_units(configs, UnitsConfig(), 1, None).parts == 1              # one actor: no tail
     assert not needs_records(UnitsConfig(), 1) and needs_records(UnitsConfig(), 2)
-    assert plan_units(configs, UnitsConfig(), 1024, 700).parts == 1            # every record split: 6.8 % > 5 %
+    assert plan_units(configs, rerun, 1024, 700).parts == 1            # every record split: 6.8 % > 5 %
     two_sizes = _pie_grid(resolutions=(512, 1024))   # two groups: splitting them apart is free, the 1024² one
-    plan = plan_units(two_sizes, UnitsConfig(), 1024, 700)   # once more costs its full (1.2 % of the work)
+    plan = plan_units(two_sizes, rerun, 1024, 700)   # once more costs its full (1.2 % of the work)
     assert (plan.parts, plan.tail, plan.pairing_edits) == (3, None, 700) and plan.pairing_share <= PAIRING_BUDGET
+
+
+@pytest.mark.parametrize("actors,parts", [(64, 2), (128, 4), (256, 8)])
+def test_reading_full_back_plans_no_rerun_when_every_actor_times_a_full_before_the_tail(actors, parts):
+    """700 - actors whole records come first: every actor's first unit runs `full`, so no part re-runs it and
+    the split goes to the 20-units-per-actor target, ceil(20 A / R)."""
+    plan = plan_units(_pie_grid(), UnitsConfig(), actors, 700)
+    assert (plan.parts, plan.tail, plan.pairing_edits, plan.pairing_share) == (parts, actors, 0, 0.0)
+    assert plan.parts == math.ceil(20 * actors / 700) and "read back" in plan.why
+
+
+def test_reading_full_back_plans_the_first_rounds_reruns_where_actors_outnumber_whole_records():
+    """1,024 actors, 700 records, all split: the first round is 1,024 parts, (k - 1) / k of them on an actor
+    with no `full` timed yet; the rule keeps those re-runs within the budget (k = 2: 512, 4.95 %)."""
+    plan = plan_units(_pie_grid(), UnitsConfig(), 1024, 700)
+    assert (plan.parts, plan.tail, plan.pairing_edits) == (2, None, 512)
+    assert plan.pairing_share <= PAIRING_BUDGET
 
 
 def test_the_config_fixes_the_split():

@@ -34,10 +34,16 @@ class InstantActor(UnitActor):
 
 
 def instant(configs, cfg, run_id):
+    """The actor without the run's output: it cannot read `full` back, so it re-runs it (`pairing: rerun`)."""
     return InstantActor, dict(configs={c.config_id: c.to_row() for c in configs}, run_id=run_id)
 
 
-def _run(manifest, output, ratios, budget=True, units=None):
+def instant_read_back(configs, cfg, run_id):
+    return InstantActor, dict(configs={c.config_id: c.to_row() for c in configs}, run_id=run_id,
+                              output=cfg.output, storage=cfg.storage.model_dump(), pairing=cfg.units.pairing)
+
+
+def _run(manifest, output, ratios, budget=True, units=None, factory=instant):
     policies = ["full", {"name": "random", "ratio": ratios}]
     policies += [{"name": "random", "budget_from": SOURCE}] if budget else []
     cfg = parse_config({"input": manifest, "output": output, "models": [{"name": "tiny-flux-kontext"}],
@@ -45,7 +51,7 @@ def _run(manifest, output, ratios, budget=True, units=None):
                         "actors": {"num_gpus": 0, "num_cpus": 0.5, "min_size": 1, "max_size": 2},
                         "metrics": {"compute": ["vs_full"]}, "units": units or {"split": 3, "records": 2}})
     run = expand_run(cfg)
-    return run, run_ablation(run, factory=instant)
+    return run, run_ablation(run, factory=factory)
 
 
 def _rows(output):
@@ -86,3 +92,19 @@ def test_a_resumed_split_run_writes_only_the_missing_rows(ray_session, tmp_path)
     assert summary["pairing_reruns"] == 4 * 1 + 2 * 3
     _, nothing = _run(manifest, output, [0.2, 0.4, 0.6, 0.8])
     assert nothing["edited"] == 0 and nothing["pairing_reruns"] == 0
+
+
+def test_split_parts_read_full_back_instead_of_re_running_it(ray_session, tmp_path):
+    """The first two (whole) records time `full` on both actors, so the split records' other parts read their
+    `full` back: rows once, every variant paired and compared with `full`, and no re-run."""
+    manifest, output = write_manifest(str(tmp_path / "in"), 6), str(tmp_path / "out")
+    run, summary = _run(manifest, output, [0.2, 0.4, 0.6, 0.8], factory=instant_read_back)
+    rows = _rows(output)
+    assert len(rows) == 6 * len(run.configurations) and not rows.duplicated(["record_id", "config_id"]).any()
+    variants = rows[rows["policy"] != "full"]
+    assert (variants["speedup_vs_full"] == FULL_S / VARIANT_S).all() and variants["psnr_vs_full"].notna().all()
+    split = variants[variants["record_id"].isin(["r4", "r5"])]
+    charged = split.dropna(subset=["pairing_wait_s"])   # one row per part that read it back: 2 per record
+    assert len(charged) == 4 and (charged["speedup_paired_on"] == "actor").all() and summary["pairing_reruns"] == 0
+    assert set(split["speedup_paired_on"]) == {"unit", "actor"}   # the first part ran its own `full`
+    assert (variants[~variants["record_id"].isin(["r4", "r5"])]["speedup_paired_on"] == "unit").all()

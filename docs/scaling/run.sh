@@ -27,19 +27,23 @@ for gpus in 8 16 32 64; do
   sim "pie_${gpus}gpu_1024" --gpus "$gpus" --records 700 --configurations 20 --set resolutions=[1024] --set units.split=none
 done
 # the graph's own split (units: {split: auto}, pipeline/unit_plan.py): held out, to test the model's prediction
-sim pie_64gpu_1024_split --gpus 64 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+sim pie_64gpu_1024_split --gpus 64 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=rerun
 # 128 and 256 GPUs: 128 / 256 actor processes (~16 / ~30 GB) do not fit this shared 24 GiB machine, so one
 # process serves K logical GPUs (--gpus-per-actor: num_gpus K, K units at once, docs/scaling/README.md): 64
 # processes either way, as at 64 GPUs
 for split in auto none; do
-  sim "pie_256gpu_1024_k4_${split}" --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split
-  sim "pie_128gpu_1024_k2_${split}" --gpus 128 --gpus-per-actor 2 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split
+  sim "pie_256gpu_1024_k4_${split}" --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split --set units.pairing=rerun
+  sim "pie_128gpu_1024_k2_${split}" --gpus 128 --gpus-per-actor 2 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=$split --set units.pairing=rerun
 done
 # the 256-GPU split run again, its first try having run under load 15-32
-sim pie_256gpu_1024_k4_auto_rerun --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+sim pie_256gpu_1024_k4_auto_rerun --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=rerun
 # the 64-GPU calibration run again, its first try having run under load 15-44
 sim pie_64gpu_1024_rerun --gpus 64 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=none
 # one unit in flight per GPU (pipeline.pools.QUEUE_PER_GPU, was Ray Data's 2): the 256-GPU split run again
-sim pie_256gpu_1024_k4_auto_q1 --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+sim pie_256gpu_1024_k4_auto_q1 --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=rerun
 # the same on a quiet machine (nothing else running; the q1 run above ran under load 10-31)
-sim pie_256gpu_1024_k4_auto_q1_quiet --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto
+sim pie_256gpu_1024_k4_auto_q1_quiet --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=rerun
+# split parts read `full` back (units.pairing: read_back, the default since; pipeline/reference_readback.py):
+# the automatic rule then splits the last 256 records in 8 (no re-run planned), on a quiet machine
+sim pie_256gpu_1024_k4_readback --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=read_back
+sim pie_128gpu_1024_k2_readback --gpus 128 --gpus-per-actor 2 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=read_back

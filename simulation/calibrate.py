@@ -129,15 +129,16 @@ def here_scale(base: Scenario, gpus: int, target_wall_s: float = 300.0) -> float
 
 
 def extrapolate(base: Scenario, overheads: Overheads, gpus: Sequence[int], splits: Sequence[int],
-                tail_only: bool, scale_one: bool, seeds: int = SEEDS) -> list[Prediction]:
+                tail_only: bool, scale_one: bool, seeds: int = SEEDS, pairing: str = "rerun") -> list[Prediction]:
     """Predictions of `base` on other pool sizes and unit splits: the last `gpus` records split (tail_only,
     one round of the pool, as `pipeline.unit_plan` splits) or every record; at scale 1 (overheads as real
-    seconds) or at the scale the simulator would use here."""
+    seconds) or at the scale the simulator would use here; split parts re-running `full` or reading it back."""
     out = []
     for n in gpus:
         for k in splits:
             s = replace(base, gpus=n, overheads=overheads, split_parts=k, split_records=n if tail_only else None,
-                        scale=1.0 if scale_one else here_scale(base, n), queue=QUEUE_PER_GPU)   # the graph's
+                        scale=1.0 if scale_one else here_scale(base, n), queue=QUEUE_PER_GPU,   # the graph's
+                        pairing=pairing)
             out.append(predict(s, seeds))
     return out
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("actor", "gpus", "gpus_per_actor", "records", "configurations", "resolution", "units", "gpu_busy",
+COLUMNS = ("actor", "gpus", "gpus_per_actor", "records", "configurations", "resolution", "units", "pairing", "scale", "gpu_busy",
            "gpu_busy_after_load", "makespan_s", "ideal_makespan_s", "makespan / ideal", "after load / ideal", "extra_gpu_s_for_pairing", "model_loads", "actor_kills",
            "node_kills", "write_fault_rate", "rows_ok", "rows_lost", "rows_duplicated", "driver_peak_rss_mb",
            "wall_s", "load_avg_1m")
@@ -23,6 +23,8 @@ def row(name: str, result: dict) -> list[str]:
     values["gpu_busy_after_load"] = f"{result['ideal_makespan_s'] / window:.4f}"
     values["after load / ideal"] = f"{window / result['ideal_makespan_s']:.3f}"
     values.setdefault("gpus_per_actor", 1)
+    values["pairing"] = result.get("pairing", "rerun") if (result.get("split_parts") or 1) > 1 else "no split"
+    values["scale"] = f"{result['scale']:.3g}" if "scale" in result else ""
     if isinstance(values.get("load_avg_1m"), list):   # the machine's load when the run started and ended
         values["load_avg_1m"] = " → ".join(f"{v:g}" for v in values["load_avg_1m"])
     return [str(values.get(c, "")) for c in COLUMNS]

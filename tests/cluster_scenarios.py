@@ -3,6 +3,7 @@ driver of a multi-node cluster of its own (the test session's Ray is left as it 
 
     python tests/cluster_scenarios.py autoscaling WORK_DIR
     python tests/cluster_scenarios.py node-loss WORK_DIR
+    python tests/cluster_scenarios.py big-card WORK_DIR
 
 The last line printed is JSON: the node-count timeline, the run's figures and the row accounting.
 
@@ -283,7 +284,58 @@ def _redone(log: str, removed: list[str]) -> dict[str, Any]:
             "edits_run_more_than_once": sum(n > 1 for n in runs.values())}
 
 
-SCENARIOS = {"autoscaling": autoscaling, "node-loss": node_loss}
+# ---------------------------------------------------------------------------------------------- big card
+
+BIG_CARD = {"records": 4, "edit_s": 0.5}
+
+
+def big_card_config(work: Path, records: int) -> RunConfig:
+    """Qwen-Image-Edit `full` + SpotEdit at 1024² (67.9 GiB: the 80 GB card) and 2048² (104.7 GiB: the big card)."""
+    return parse_config({
+        "input": write_manifest(work / "input", records), "output": str(work / "out"),
+        "models": [{"name": "qwen-image-edit", "path": "/not/loaded"}],
+        "policies": [{"name": "full"}, {"name": "spotedit"}], "resolutions": [1024, 2048], "steps": 2,
+        "metrics": {"compute": []},
+        "actors": {"num_gpus": 1, "num_cpus": 0, "min_size": 1, "max_size": 1, "batch_size": 1,
+                   "big_card": {"card_gb": 141, "resource": "big_card", "max_size": 1}}})
+
+
+def big_card(work: Path) -> dict[str, Any]:
+    """`ray.cluster_utils.Cluster`: a CPU head, one plain GPU node and one declaring `big_card` (as
+    cluster.yaml's H200 type does); the groups an 80 GB card cannot hold must run on the big node."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from pipeline.config import expand_run
+    from pipeline.graph import results_uri, run_ablation
+    from pipeline.resume import read_results
+
+    p = BIG_CARD
+    cluster = with_retries(lambda: Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "num_gpus": 0, "temp_dir": ray_dir(os.environ["RAY_TMPDIR"]), "include_dashboard": False,
+        "object_store_memory": 200 * 2**20, "dashboard_agent_listen_port": free_port()}))
+    out: dict[str, Any] = {"params": p}
+    try:
+        plain = add_gpu_node(cluster)
+        big = with_retries(lambda: cluster.add_node(num_cpus=1, num_gpus=1, resources={"big_card": 1},
+                                                    object_store_memory=150 * 2**20))
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        cfg = big_card_config(work, p["records"])
+        run = expand_run(cfg)
+        summary = run_ablation(run, factory=sleep_factory(p["edit_s"], str(work / "edits.jsonl")))
+        rows = read_results(results_uri(cfg), cfg.storage, columns=["width", "policy", "device"]).to_pylist()
+        nodes = {plain.node_id[:12]: "plain", big.node_id[:12]: "big"}
+        out.update(pools=[[q["name"], q["resources"]] for wave in summary["pools"] for q in wave],
+                   placed=sorted(Counter((r["width"], nodes.get(r["device"].split("@")[-1], "?"))
+                                         for r in rows).items()),
+                   **row_accounting(cfg, p["records"] * len(run.configurations)))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return out
+
+
+SCENARIOS = {"autoscaling": autoscaling, "node-loss": node_loss, "big-card": big_card}
 
 
 def keep_logs(temp_dir: str, to: Path) -> None:
@@ -300,7 +352,7 @@ def keep_logs(temp_dir: str, to: Path) -> None:
 def main(argv: list[str]) -> int:
     """`NAME WORK [JSON]`: the scenario, its folder, and overrides of its parameters (e.g. '{"replace": 0}')."""
     name, work = argv[0], Path(argv[1])
-    params = {"autoscaling": AUTOSCALING, "node-loss": NODE_LOSS}[name]
+    params = {"autoscaling": AUTOSCALING, "node-loss": NODE_LOSS, "big-card": BIG_CARD}[name]
     params.update(json.loads(argv[2]) if len(argv) > 2 else {})
     temp_dir = os.environ.get("RAY_TMPDIR") or new_temp_dir()
     os.environ.update(ray_env(temp_dir))   # our own Ray folder, even for `Cluster`'s defaults; nodes inherit it

@@ -57,6 +57,15 @@ def test_split_units_rerun_the_reference_once_per_extra_part():
     assert every.units == 30 and every.extra_gpu_s_for_pairing == 10 * 2 * 9.0
 
 
+def test_split_units_that_read_the_reference_back_add_no_work():
+    assert unit_parts([9.0, 1.0, 2.0, 3.0, 4.0], 2, read_back=True) == [([0, 1, 3], 0), ([2, 4], 0)]
+    s = Scenario(gpus=4, records=10, edit_s=[9.0, 1.0, 2.0, 3.0, 4.0], load_s=0.0, noise=0.0,
+                 split_parts=2, split_records=4, pairing="read_back")
+    p = predict(s, seeds=1)
+    assert p.units == 6 + 4 * 2 and p.extra_gpu_s_for_pairing == 0.0
+    assert p.ideal_makespan_s == 10 * 19.0 / 4
+
+
 def test_noise_draws_are_repeatable_and_average_near_the_lognormal_mean():
     s = Scenario(gpus=8, records=400, edit_s=[1.0] * 10, load_s=0.0, noise=0.15)
     a, b = predict(s, seeds=2), predict(s, seeds=2)

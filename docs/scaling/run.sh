@@ -47,3 +47,6 @@ sim pie_256gpu_1024_k4_auto_q1_quiet --gpus 256 --gpus-per-actor 4 --records 700
 # the automatic rule then splits the last 256 records in 8 (no re-run planned), on a quiet machine
 sim pie_256gpu_1024_k4_readback --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=read_back
 sim pie_128gpu_1024_k2_readback --gpus 128 --gpus-per-actor 2 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=read_back
+# the same 256-GPU run at scale 1 (one simulated second is one wall second: this machine's per-unit overheads
+# are not magnified by 1 / scale, as they are at the default scale, 0.57 here)
+sim pie_256gpu_1024_k4_readback_scale1 --gpus 256 --gpus-per-actor 4 --records 700 --configurations 20 --set resolutions=[1024] --set units.split=auto --set units.pairing=read_back --scale 1

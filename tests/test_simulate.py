@@ -25,7 +25,7 @@ def _simulate(*args: str, timeout: int = 240) -> dict:
 
 def test_simulated_cluster_with_a_killed_actor_and_write_faults_loses_and_duplicates_nothing():
     out = _simulate("--gpus", "2", "--records", "10", "--configurations", "3", "--kill-actors", "1",
-                    "--write-faults", "0.2", "--scale", "0.004")
+                    "--write-faults", "0.2", "--scale", "0.004", "--set", "units.split=none")
     assert (out["gpus"], out["records"], out["configurations"], out["units"]) == (2, 10, 3, 10), out
     assert out["rows_lost"] == 0 and out["rows_duplicated"] == 0, out
     assert out["rows_ok"] == 30 and out["rows_error"] == 0, out   # 8 attempts per write absorb the faults

@@ -185,9 +185,7 @@ class UnitsConfig(Section):
     # which records are split, counted from the end of each input file: `auto` (one round of the pool: as many
     # as actors.max_size), `all`, or a number
     records: Annotated[Literal["auto", "all"] | int, _choice_or_count("auto", "all")] = "auto"
-    # how a unit without its record's `full` gets it (`pipeline.reference_readback`): `read_back` its written
-    # picture, timed against this actor's latest `full` of the same configuration (a re-run when neither is
-    # there), or `rerun` it on this actor
+    # how a unit without its record's `full` gets it: `read_back` its picture (`pipeline.reference_readback`)
     pairing: Literal["read_back", "rerun"] = "read_back"
 
 

@@ -62,9 +62,11 @@ def test_the_accounting_counts_file_by_file(tmp_path):
         pq.write_table(pa.table({"record_id": [f"r{i}", f"r{i + 1}"], "status": ["ok", "error"],
                                  "pairing_rerun_s": [1.5, None]}), tmp_path / f"{i}.parquet")
     pq.write_table(pa.table({"record_id": ["r0"], "status": ["ok"]}), tmp_path / "old.parquet")   # older schema
+    pq.write_table(pa.table({"record_id": ["r3"], "status": ["ok"], "pairing_rerun_s": pa.array([None], pa.float64()),
+                             "pairing_wait_s": [0.25]}), tmp_path / "read_back.parquet")   # waited, read `full` back
     counts = new_row_counts([str(p) for p in tmp_path.iterdir()], pa.fs.LocalFileSystem())
-    assert counts == {"records": 4, "edited": 7, "ok": 4, "errors": 3, "pairing_reruns": 3,
-                      "extra_gpu_s_for_pairing": 4.5}
+    assert counts == {"records": 4, "edited": 8, "ok": 5, "errors": 3, "pairing_reruns": 3,
+                      "extra_gpu_s_for_pairing": 4.75}
 
 
 def test_ray_data_s_per_block_stats_are_trimmed_as_the_run_goes():

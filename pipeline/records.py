@@ -175,8 +175,8 @@ ROW_FIELDS = (   # the row's own columns; the metrics' (metrics.output_columns) 
     # or a resumed one whose `full` is written): on one row per re-run, so the column's sum is the GPU time
     # pairing cost; null elsewhere
     pa.field("pairing_rerun_s", pa.float64()),
-    # seconds this row's unit waited for its record's `full` picture to be written (`units.pairing: read_back`;
-    # 0.0 when it was there), on the same one row: GPU time pairing cost too; null elsewhere
+    # seconds this row's unit spent reading its record's `full` picture back, waiting for it to be written
+    # included (`units.pairing: read_back`), on the same one row: GPU time pairing cost too; null elsewhere
     pa.field("pairing_wait_s", pa.float64()),
     pa.field("speedup_paired_on", pa.string()),   # "unit": the record's own `full`; "actor": read back, timed
                                                   # against this actor's latest `full` of the configuration

@@ -5,14 +5,19 @@ written) takes `full`'s pixels from the PNG the record's `full` row wrote, inste
 - Pixels: the reference a metric compares with is the 8-bit image `full` made; its PNG is lossless, so every
   `*_vs_full` metric is the one an in-memory reference gives.
 - Timing: a `full` edit computes every token, so its loop time depends on the model, size, steps and
-  sampling (its configuration), not on the record. `speedup_vs_full` is paired with the latest `full` of the
-  same configuration timed on the same actor (`speedup_paired_on = "actor"`, against "unit" when the
-  record's own `full` ran in the unit). An actor that has not timed one yet re-runs `full`, as before.
+  sampling (its configuration) and on the record's reference images (context tokens), not on its content.
+  `speedup_vs_full` is paired with the median of the last few `full` loop times of the same configuration
+  and reference count on the same actor (`unit_stage.timing_key`; `speedup_paired_on = "actor"`, against
+  "unit" when the record's own `full` ran in the unit). Qwen-Image-Edit's text length varies with the prompt
+  (a few % of its tokens), which this pairing does not match. An actor that has not timed one yet re-runs
+  `full`, as before.
 - Order: the part of a split record that emits `full` runs it first and writes its PNG from the actor at once
   (`publish`), so the other parts, which run their own edits first, mostly find it there. A part that does
-  not waits for it at most one `full` edit's time (what a re-run would cost), then re-runs `full`. The wait
-  is GPU time spent on pairing: `pairing_wait_s`, summed with `pairing_rerun_s` in the run's
-  `extra_gpu_s_for_pairing`."""
+  not waits for it at most one `full` loop's time, then re-runs `full`. Reading and waiting are GPU time
+  spent on pairing: `pairing_wait_s`, summed with `pairing_rerun_s` in the run's `extra_gpu_s_for_pairing`.
+- Limit: any picture at the path is taken. A `full` whose attempt was killed after publishing is redone and
+  written again; a part that read the first picture compared with it (the same pixels on a deterministic
+  model, not always bit-equal on a GPU)."""
 from __future__ import annotations
 
 import io
@@ -29,7 +34,8 @@ from .storage import safe_name
 if TYPE_CHECKING:
     from .unit_stage import UnitEdit
 
-POLL_S = 0.05   # wall seconds between looks for a reference that is not written yet
+POLL_S = 0.05   # wall seconds before the second look for a reference that is not written yet, doubling
+MAX_POLL_S = 1.0
 
 
 def image_uri(output: str, kind: str, config_id: str, record_id: str) -> str:
@@ -52,7 +58,7 @@ def read_back(uri: str, storage: st.StorageConfig, wait_s: float, poll_s: float 
               ) -> tuple[np.ndarray | None, float]:
     """The picture at `uri` as H x W x 3 uint8, waiting up to `wait_s` wall seconds for it to be written;
     (None, seconds waited) when it is not there by then."""
-    begun = time.monotonic()
+    begun, pause = time.monotonic(), poll_s
     while True:
         try:
             if st.exists(uri, storage):
@@ -63,4 +69,5 @@ def read_back(uri: str, storage: st.StorageConfig, wait_s: float, poll_s: float 
         waited = time.monotonic() - begun
         if waited >= wait_s:
             return None, waited
-        time.sleep(min(poll_s, max(wait_s - waited, 0.0)))
+        time.sleep(min(pause, max(wait_s - waited, 0.0)))
+        pause = min(pause * 2, MAX_POLL_S)   # fewer requests to one prefix while many parts wait

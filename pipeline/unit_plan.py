@@ -119,7 +119,7 @@ def plan_units(configs: Sequence[Configuration], setting: UnitsConfig, actors: i
     best, read_back = None, setting.pairing == "read_back"
     for k in range(2, math.ceil(TARGET_UNITS_PER_ACTOR * actors / records) + 1):
         extra, weight, units = _split_cost(configs, k, weigh)
-        reruns = _readback_reruns(actors, records, m, units) if read_back else m * (units - 1)
+        reruns = _readback_reruns(actors, records, m, units, files) if read_back else m * (units - 1)
         scale = reruns / (units - 1) if units > 1 else 0.0   # records' worth of re-runs
         if scale * weight > PAIRING_BUDGET * total or (best is not None and units <= best[2]):
             continue   # over budget, or no more units than a smaller k gives
@@ -135,11 +135,13 @@ def plan_units(configs: Sequence[Configuration], setting: UnitsConfig, actors: i
                         + (" (pairing: read back)" if read_back else ""))
 
 
-def _readback_reruns(actors: int, records: int, split: int, units: int) -> float:
+def _readback_reruns(actors: int, records: int, split: int, units: int, files: int = 1) -> float:
     """Parts expected to re-run `full` when parts read it back: those among the pool's first round (one unit
     per actor, in stream order: whole records first) that find no `full` timed on their actor yet, (units - 1)
-    of every `units` split ones. Later parts find one (every actor has run a unit with `full` by then)."""
-    first_round = max(0, min(actors - (records - split), split * units))
+    of every `units` split ones. Later parts find one (every actor has run a unit with `full` by then). With
+    several input files the split tails are inside the stream: a whole first round is counted."""
+    whole = records - split if files <= 1 else 0
+    first_round = max(0, min(actors - whole, split * units))
     return first_round * (units - 1) / units
 
 

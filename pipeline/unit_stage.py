@@ -1,10 +1,12 @@
 """The GPU stage's frame: one unit (a record x its configurations of one model) in, its edits out.
 
-`UnitActor.__call__` runs each unit's configurations back to back in `units.run_order`, pairs every edit
-with its group's `full` edit (timed on this actor: `speedup_vs_full`; a `full` the unit needs but does not
-emit is read back from storage, `reference_readback`, or re-run and charged to `pairing_rerun_s`), lets the subclass score
-what needs a model (LPIPS, CLIP, DINO, the judge), and returns the unit with its edits pickled: pixels and
-partial rows. PNG encoding, writes and pixel metrics happen in the CPU stage after (`finish_stage`).
+`UnitActor.__call__` runs each unit's configurations back to back in `units.run_order` (a split record's
+part that emits `full` runs it first), pairs every edit with its group's `full` edit (timed on this actor:
+`speedup_vs_full`; a `full` the unit needs but does not emit is read back from storage after the unit's
+edits, `reference_readback`, or re-run and charged to `pairing_rerun_s`), lets the subclass score what needs
+a model (LPIPS, CLIP, DINO, the judge), and returns the unit with its edits pickled: pixels and partial rows.
+PNG encoding, writes and pixel metrics happen in the CPU stage after (`finish_stage`), but for a split
+record's `full`, which its part writes at once for the other parts to read.
 
 Subclasses implement `edit(config, inputs, unit, budget)` (`edit_stage.EditActor`: the model;
 `simulation.cluster.SimulatedEditActor`: a synthetic stand-in) and may override `score`."""
@@ -13,6 +15,8 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
@@ -28,6 +32,7 @@ from .reference_readback import image_uri, publish, read_back
 from .units import needed_configs, run_order
 
 EDITS_FIELD = pa.field("edits", pa.binary())
+TIMINGS_KEPT = 5   # `full` loop times an actor keeps per pairing key; a read-back pairs with their median
 
 
 @dataclass
@@ -63,7 +68,8 @@ class UnitActor:
         # `full` references read back from `output` (`reference_readback`); None: always re-run
         self.readback_output = output if pairing == "read_back" else None
         self.readback_storage = st.StorageConfig.from_mapping(storage)
-        self.full_loop_s: dict[str, float] = {}   # this actor's latest `full` loop seconds per configuration
+        # this actor's last `full` loop seconds per (configuration, reference images): the pairing partners
+        self.full_times: dict[tuple[str, int], deque[float]] = {}
 
     # -- subclass API
     def edit(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
@@ -106,7 +112,7 @@ class UnitActor:
         rid, emit = str(unit["id"]), set(unit["config_ids"])
         stored = {src for (src, r) in self.stored_budgets if r == rid}
         needed = needed_configs(unit["config_ids"], self.configs, stored)
-        borrow = self._borrowable(needed, emit)
+        borrow = self._borrowable(needed, emit, stored)
         order = run_order([self.configs[c] for c in needed if c not in borrow], rid)
         if split_part(unit):   # the part that writes `full` runs it first, for the other parts to read back
             order = [c for c in order if c.is_reference] + [c for c in order if not c.is_reference]
@@ -119,35 +125,38 @@ class UnitActor:
                 edit.emit = config.config_id in emit
             edit.row["run_position"] = len(done)
             done[config.config_id] = edit
-            self._timed(edit, unit)
+            self._timed(edit, unit, inputs)
         edits = list(done.values())
         pair_with_full(edits)
         charge_reruns(edits)
         self.score(edits, inputs, unit)
         return edits
 
-    def _borrowable(self, needed: list[str], emit: set[str]) -> list[str]:
+    def _borrowable(self, needed: list[str], emit: set[str], stored: set[str]) -> list[str]:
         """The group references this unit needs but does not emit, to read back rather than re-run (none of
-        them a budget source here: a budget needs the edit's own kept counts)."""
+        them a budget source still to run here: a budget needs the edit's own kept counts)."""
         if self.readback_output is None:
             return []
-        sources = {self.configs[c].budget_source for c in needed}
+        sources = {self.configs[c].budget_source for c in needed} - stored
         return [c for c in needed if c not in emit and self.configs[c].is_reference and c not in sources]
 
-    def _timed(self, edit: UnitEdit, unit: Mapping[str, Any]) -> None:
-        """Keep an ok `full` edit's loop seconds (this actor's pairing partner for later units); publish it
-        when it is a split record's reference."""
+    def _timed(self, edit: UnitEdit, unit: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+        """Keep an ok `full` edit's loop seconds (a pairing partner for later units on this actor); publish
+        it when it is a split record's reference."""
         if not edit.config.is_reference or not edit.ok or edit.extra.get("borrowed"):
             return
-        self.full_loop_s[edit.config.config_id] = float(edit.row.get("loop_s") or edit.row.get("runtime_s") or 0.0)
+        seconds = float(edit.row.get("loop_s") or edit.row.get("runtime_s") or 0.0)
+        self.full_times.setdefault(timing_key(edit.config, inputs), deque(maxlen=TIMINGS_KEPT)).append(seconds)
         if edit.emit and split_part(unit) and self.readback_output is not None:
             publish(edit, self.readback_output, self.readback_storage)
 
     def _borrow(self, config: Configuration, inputs: dict[str, Any], unit: Mapping[str, Any],
                 done: Mapping[str, UnitEdit]) -> UnitEdit:
-        """The record's `full` read back and paired with this actor's latest `full` of the same configuration
-        (waiting, in a split record, at most that long for it to be written); else re-run."""
-        timing, wait_s = self.full_loop_s.get(config.config_id), 0.0
+        """The record's `full` read back and paired with the median of this actor's last `full` loop times
+        of the same configuration and reference count (waiting, in a split record, at most that long for it
+        to be written); else re-run."""
+        kept, wait_s = self.full_times.get(timing_key(config, inputs)), 0.0
+        timing = float(statistics.median(kept)) if kept else None
         if timing:
             uri = image_uri(self.readback_output, "images", config.config_id, str(unit["id"]))
             image, wall = read_back(uri, self.readback_storage, self.to_wall(timing) if split_part(unit) else 0.0)
@@ -230,3 +239,9 @@ def pair_with_full(edits: list[UnitEdit]) -> None:
 def split_part(unit: Mapping[str, Any]) -> bool:
     """Whether the unit is one of several parts of its record (`units.split_configs`)."""
     return int(unit.get("parts") or 1) > 1
+
+
+def timing_key(config: Configuration, inputs: Mapping[str, Any]) -> tuple[str, int]:
+    """What fixes a `full` edit's loop time besides its configuration: the record's reference images, which
+    add context tokens. (Qwen-Image-Edit's text length varies with the prompt too: a few % of its tokens.)"""
+    return config.config_id, len(inputs.get("references") or ())

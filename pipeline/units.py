@@ -64,8 +64,8 @@ def run_order(configs: Sequence[Configuration], record_id: str) -> list[Configur
 
 def needed_configs(emit: Iterable[str], configs: Mapping[str, Configuration],
                    stored_budget: set[str]) -> list[str]:
-    """The configurations a unit runs: the ones it emits rows for, plus each group's `full` (the in-memory
-    reference and timing partner; re-run, not emitted, when a resumed unit lacks it) and each budget source
+    """The configurations a unit needs: the ones it emits rows for, plus each group's `full` (the reference
+    and timing partner; when the unit does not emit it, read back or re-run: `unit_stage`) and each budget source
     whose kept counts are not already stored (`stored_budget`: source config ids known for this record)."""
     run = dict.fromkeys(emit)
     for cid in list(run):

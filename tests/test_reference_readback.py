@@ -121,3 +121,18 @@ def test_no_full_timed_on_this_actor_or_pairing_rerun_re_runs_without_waiting(gr
 def test_read_back_gives_up_at_its_deadline(tmp_path):
     image, waited = read_back(str(tmp_path / "nothing.png"), st.StorageConfig(), 0.2, poll_s=0.05)
     assert image is None and 0.2 <= waited < 1.0
+
+
+def test_pairing_takes_the_median_of_the_actors_last_full_times_with_as_many_reference_images(grid, tmp_path):
+    rows, full, (a, b) = grid
+    PaintActor(rows, "run", output=str(tmp_path)).run_unit(_unit("r1", [full.config_id, b.config_id], 2), INPUTS)
+    reader = PaintActor(rows, "run", output=str(tmp_path))
+    reader.run_unit(_unit("r0", [full.config_id], 1), INPUTS)
+    key = (full.config_id, 0)
+    reader.full_times[key].extend([4.0, 1.0])   # as if two more `full` edits had taken 4 s and 1 s here
+    edits = reader.run_unit(_unit("r1", [a.config_id], 2), INPUTS)
+    assert edits[0].row["speedup_vs_full"] == FULL_S / VARIANT_S   # median of 2, 4, 1
+    reader.ran.clear()
+    with_reference = {**INPUTS, "references": [INPUTS["source"]]}   # more context tokens: another timing
+    reader.run_unit(_unit("r1", [a.config_id], 2), with_reference)
+    assert reader.ran == ["random", "full"]

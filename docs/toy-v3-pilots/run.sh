@@ -22,6 +22,8 @@ hpilot() { python -m studies.toy.recipe_pilot $COMMON --threads 2 "$@"; }
 # I (one thread, beside the H run's continuation): the residual flow, the prior on the transformer's input too
 [ "${1:-}" = I ] && { python -m studies.toy.recipe_pilot $COMMON --edit-weight 2 --residual-flow \
   --save $D/I_residual_flow_w2-model --out $D/I_residual_flow_w2.json > $D/I_residual_flow_w2.log 2>&1; exit; }
+# J (an inference-time probe, not a training pilot): true CFG at sampling time on v2, diffusers' own pipeline
+[ "${1:-}" = J ] && { python -m studies.toy.cfg_probe --scales 1,2 --n 32 --out docs/toy-v3-pilots/J_true_cfg_probe.json; exit; }
 # the records' latents first, in two halves side by side: every pilot then reads them
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &

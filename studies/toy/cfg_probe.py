@@ -1,0 +1,76 @@
+"""`python -m studies.toy.cfg_probe --scales 1,2 --n 32 --out F.json`: does true classifier-free guidance at
+sampling time (an empty negative prompt, diffusers' own `FluxKontextPipeline.__call__` with `true_cfg_scale`)
+make the toy edit more where it should? An inference-time probe for issue 29, not a recipe: per category, edit
+PSNR over the no-op inside the mask and background PSNR against the source, on the held-out seed's first `n`
+records (the card's measures; 1 is plain sampling, each scale > 1 doubles the transformer calls)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def probe(model: str, scales: list[float], n: int, steps: int = 28) -> dict[str, Any]:
+    """scale -> category -> mean edit gain (dB) and mean background PSNR (dB, where the record has a mask)."""
+    import torch
+    from PIL import Image
+
+    import actors
+    from metrics.pixel import background_metrics, psnr
+    from toy.card import HELD_OUT_SEED
+    from toy.data import make_record
+
+    pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
+    size = int(pipe.vae.config.sample_size)
+    seen: dict[float, dict[str, list[tuple[float, float | None]]]] = {s: {} for s in scales}
+    for i in range(n):
+        rec = make_record(HELD_OUT_SEED, i, size)
+        for scale in scales:
+            extra = dict(true_cfg_scale=scale, negative_prompt="") if scale > 1 else {}
+            image = pipe(image=Image.fromarray(rec.source), prompt=rec.instruction, height=size, width=size,
+                         max_area=size * size, _auto_resize=False, num_inference_steps=steps,
+                         max_sequence_length=int(pipe.tokenizer_2.model_max_length),
+                         generator=torch.Generator().manual_seed(0), **extra).images[0]
+            edited = np.asarray(image)
+            gain = psnr(edited, rec.target, rec.mask) - psnr(rec.source, rec.target, rec.mask)
+            bg = background_metrics(edited, rec.source, rec.mask)["psnr_bg"]
+            seen[scale].setdefault(rec.category, []).append((gain, bg if bg is not None and np.isfinite(bg) else None))
+    return {str(s): {c: {"gain": round(float(np.mean([g for g, _ in v])), 2),
+                         "psnr_bg": _mean([b for _, b in v])} for c, v in sorted(cats.items())}
+            for s, cats in seen.items()}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(float(np.mean(kept)), 2) if kept else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m studies.toy.cfg_probe", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="toy-flux-kontext-v2")
+    p.add_argument("--scales", default="1,2", help="true CFG scales, comma-separated (1: none)")
+    p.add_argument("--n", type=int, default=32, help="held-out records (8 categories in turn)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load, started = os.getloadavg()[0], time.perf_counter()
+    result = {"model": args.model, "n": args.n, "by_scale": probe(args.model, [float(s) for s in args.scales.split(",")],
+                                                                  args.n),
+              "seconds": round(time.perf_counter() - started, 1),
+              "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["by_scale"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,12 @@ hpilot() { python -m studies.toy.recipe_pilot $COMMON --threads 2 "$@"; }
   --save $D/I_residual_flow_w2-model --out $D/I_residual_flow_w2.json > $D/I_residual_flow_w2.log 2>&1; exit; }
 # J (an inference-time probe, not a training pilot): true CFG at sampling time on v2, diffusers' own pipeline
 [ "${1:-}" = J ] && { python -m studies.toy.cfg_probe --scales 1,2 --n 32 --out docs/toy-v3-pilots/J_true_cfg_probe.json; exit; }
+# K: instruction dropout to a copy (--copy-dropout 0.1: a dropped instruction's target is its source), so that true
+# CFG's empty-prompt branch means "keep the source"; then the probe of J on the continued model
+[ "${1:-}" = K ] && { hpilot --edit-weight 4 --copy-dropout 0.1 --save $D/K_copy_dropout-model \
+  --out $D/K_copy_dropout.json > $D/K_copy_dropout.log 2>&1 && cp $D/K_copy_dropout.json docs/toy-v3-pilots/ && \
+  python -m studies.toy.cfg_probe --path $D/K_copy_dropout-model --scales 1,2,3 --n 32 \
+    --out docs/toy-v3-pilots/K_copy_dropout_cfg_probe.json; exit; }
 # the records' latents first, in two halves side by side: every pilot then reads them
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &

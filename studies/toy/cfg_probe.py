@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 
-def probe(model: str, scales: list[float], n: int, steps: int = 28) -> dict[str, Any]:
+def probe(model: str, scales: list[float], n: int, steps: int = 28, path: str | None = None) -> dict[str, Any]:
     """scale -> category -> mean edit gain (dB) and mean background PSNR (dB, where the record has a mask)."""
     import torch
     from PIL import Image
@@ -26,7 +26,7 @@ def probe(model: str, scales: list[float], n: int, steps: int = 28) -> dict[str,
     from toy.card import HELD_OUT_SEED
     from toy.data import make_record
 
-    pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
+    pipe = actors.load_pipeline(model, path=path, device="cpu", dtype=torch.float32)
     size = int(pipe.vae.config.sample_size)
     seen: dict[float, dict[str, list[tuple[float, float | None]]]] = {s: {} for s in scales}
     for i in range(n):
@@ -54,6 +54,7 @@ def _mean(values: list[float | None]) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m studies.toy.cfg_probe", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy-flux-kontext-v2")
+    p.add_argument("--path", default=None, help="a saved folder of that model (e.g. a pilot's --save)")
     p.add_argument("--scales", default="1,2", help="true CFG scales, comma-separated (1: none)")
     p.add_argument("--n", type=int, default=32, help="held-out records (8 categories in turn)")
     p.add_argument("--threads", type=int, default=2)
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     load, started = os.getloadavg()[0], time.perf_counter()
-    result = {"model": args.model, "n": args.n, "by_scale": probe(args.model, [float(s) for s in args.scales.split(",")],
-                                                                  args.n),
+    scales = [float(s) for s in args.scales.split(",")]
+    result = {"model": args.model, "path": args.path, "n": args.n,
+              "by_scale": probe(args.model, scales, args.n, path=args.path),
               "seconds": round(time.perf_counter() - started, 1),
               "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}
     Path(args.out).write_text(json.dumps(result, indent=1))

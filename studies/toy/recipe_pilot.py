@@ -32,7 +32,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
           data_start: int = DATA_START, categories: Sequence[str] | None = None,
           grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
           val_n: int = 0, save: str | None = None, cache: str | None = None, open_gate: float = 0.0,
-          reference_residual: bool = False, residual_flow: bool = False) -> dict[str, Any]:
+          reference_residual: bool = False, residual_flow: bool = False, copy_dropout: float = 0.0) -> dict[str, Any]:
     """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
     import torch
 
@@ -49,7 +49,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
             group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))   # a short warm-up: the optimizer is fresh
         loss, d, s = train_step(pipe, optimizer, params, data_seed, data_start + step * batch, batch, size,
                                 categories, torch.Generator().manual_seed(1000 + step), edit_weight,
-                                train_text_encoders, cache)
+                                train_text_encoders, cache, copy_dropout)
         losses.append(loss)
         data_s.append(d)
         step_s.append(s)
@@ -65,6 +65,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
                          "categories": list(categories or []), "grow": list(grow) if grow else None,
                          "copy_heads": copy_heads, "open_gate": open_gate,
                          "reference_residual": reference_residual, "residual_flow": residual_flow,
+                         "copy_dropout": copy_dropout,
                          "train_text_encoders": train_text_encoders,
                          "threads": torch.get_num_threads(), "latent_cache": bool(cache)}
     result["timing"] = timing(data_s, step_s, load)
@@ -99,16 +100,20 @@ def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_tex
 
 def train_step(pipe: Any, optimizer: Any, params: list[Any], seed: int, start: int, batch: int, size: int,
                categories: Sequence[str] | None, gen: Any, edit_weight: float, train_text: bool,
-               cache: str | None = None) -> tuple[float, float, float]:
+               cache: str | None = None, copy_dropout: float = 0.0) -> tuple[float, float, float]:
     """One step on records start..start+batch of `seed`: (loss, seconds making and encoding the data,
     seconds of the step itself). Frozen text: `finetune.flow_matching.transformer_step` on the encoded batch;
-    trainable text: the same draws and loss with the prompts encoded inside the step, with gradient."""
+    trainable text: the same draws and loss with the prompts encoded inside the step, with gradient.
+    `copy_dropout` p: each record's instruction is dropped with probability p and its target becomes its
+    source, so that "no instruction" means "copy" (what true CFG's negative branch then predicts)."""
     from finetune.flow_matching import encode_text, transformer_step
     from finetune.toy_source import Batch
     from toy.model import T5_LENGTH
 
     t0 = time.perf_counter()
     z_src, z_tgt, text = latents(pipe, seed, start, batch, size, categories, cache)
+    if copy_dropout:
+        z_tgt, text = drop_to_copy(z_src, z_tgt, text, copy_dropout, seed * 1_000_003 + start)
     if not train_text:
         encoded = Batch(z_src, z_tgt, *encode_text(pipe, text, T5_LENGTH))   # = toy_source.encode_batch
         t1 = time.perf_counter()
@@ -117,6 +122,19 @@ def train_step(pipe: Any, optimizer: Any, params: list[Any], seed: int, start: i
     t1 = time.perf_counter()
     loss = _text_step(pipe, optimizer, params, z_src, z_tgt, text, gen, edit_weight)
     return loss, t1 - t0, time.perf_counter() - t1
+
+
+def drop_to_copy(z_src: Any, z_tgt: Any, text: list[str], p: float, seed: int) -> tuple[Any, list[str]]:
+    """Each record with probability p (a stable draw per batch): instruction "" and target = source."""
+    import random
+
+    rng = random.Random(seed)
+    drop = [rng.random() < p for _ in text]
+    z_tgt = z_tgt.clone()
+    for i, dropped in enumerate(drop):
+        if dropped:
+            z_tgt[i] = z_src[i]
+    return z_tgt, ["" if dropped else t for t, dropped in zip(text, drop)]
 
 
 def latents(pipe: Any, seed: int, start: int, batch: int, size: int, categories: Sequence[str] | None,
@@ -265,6 +283,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the copy prior: the transformer predicts x0 minus the reference (its output layer zeroed)")
     p.add_argument("--residual-flow", action="store_true",
                    help="the copy prior, and the transformer reads the noisy residual z - (1 - sigma) x_ref")
+    p.add_argument("--copy-dropout", type=float, default=0.0,
+                   help="drop a record's instruction with this probability, its target then its source")
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)
@@ -333,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                    categories=args.categories, grow=args.grow, copy_heads=args.copy_heads,
                    train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save,
                    cache=args.latent_cache, open_gate=args.open_gate, reference_residual=args.reference_residual,
-                   residual_flow=args.residual_flow)
+                   residual_flow=args.residual_flow, copy_dropout=args.copy_dropout)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(".tmp")

@@ -20,7 +20,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from core.resources import resource
 
 DEFAULT_MODEL = resource("models", "toy-flux-kontext")
 HELD_OUT_SEED = 1
+# (source, instruction, size) -> (edited H x W x 3 uint8, keep ratio or None, seconds): one held-out edit
+Sampler = Callable[[Any, str, int], "tuple[np.ndarray, float | None, float]"]
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -37,8 +39,9 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, policy: str = "full",
              edit_seed: int = 0, policy_params: dict[str, Any] | None = None,
-             progress: bool = False) -> list[dict[str, Any]]:
-    """One row per held-out record: the metrics above plus the references."""
+             progress: bool = False, sample: Sampler | None = None) -> list[dict[str, Any]]:
+    """One row per held-out record: the metrics above plus the references. `sample(source, instruction, size)`
+    -> (edited pixels, keep ratio, seconds) replaces our editor with `policy` (e.g. diffusers' own call)."""
     import torch
     from PIL import Image
 
@@ -49,13 +52,16 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
     from toy.vae import to_pixels, to_uint8
 
     size = int(pipe.vae.config.sample_size)
-    editor = Editor(pipe, policies.make(policy, **(policy_params or {})))
+    if sample is None:
+        editor = Editor(pipe, policies.make(policy, **(policy_params or {})))
+
+        def sample(source: Any, instruction: str, size: int) -> tuple[np.ndarray, float | None, float]:
+            result = editor.edit(source, instruction, seed=edit_seed, steps=steps, height=size, width=size)
+            return np.asarray(result.image), result.keep_ratio_mean, result.seconds
     rows = []
     for i in range(n):
         rec = make_record(seed, i, size)
-        result = editor.edit(Image.fromarray(rec.source), rec.instruction, seed=edit_seed, steps=steps,
-                             height=size, width=size)
-        edited = np.asarray(result.image)
+        edited, keep_ratio, seconds = sample(Image.fromarray(rec.source), rec.instruction, size)
         with torch.no_grad():
             pixels = to_pixels(np.stack([rec.source, rec.target])).to(pipe.vae.device, pipe.vae.dtype)
             z = pipe.vae.encode(pixels).latent_dist.mode()
@@ -69,7 +75,7 @@ def evaluate(pipe: Any, n: int, seed: int = HELD_OUT_SEED, steps: int = 28, poli
             "source_psnr_edit": psnr(rec.source, rec.target, rec.mask),
             "vae_psnr_source": psnr(recon[0], rec.source),
             "vae_psnr_edit": psnr(recon[1], rec.target, rec.mask),
-            "keep_ratio_mean": result.keep_ratio_mean, "seconds": result.seconds,
+            "keep_ratio_mean": keep_ratio, "seconds": seconds,
         })
         if progress:
             r = rows[-1]

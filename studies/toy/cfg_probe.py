@@ -17,38 +17,38 @@ import numpy as np
 
 
 def probe(model: str, scales: list[float], n: int, steps: int = 28, path: str | None = None) -> dict[str, Any]:
-    """scale -> category -> mean edit gain (dB) and mean background PSNR (dB, where the record has a mask)."""
+    """scale -> category -> mean edit gain (dB) and mean background PSNR (dB, where the record has a mask),
+    from the model card's own held-out evaluation (`toy.card.evaluate`) with diffusers' call as the sampler."""
     import torch
-    from PIL import Image
 
     import actors
-    from metrics.pixel import background_metrics, psnr
-    from toy.card import HELD_OUT_SEED
-    from toy.data import make_record
+    from toy.card import by_category, evaluate
 
     pipe = actors.load_pipeline(model, path=path, device="cpu", dtype=torch.float32)
-    size = int(pipe.vae.config.sample_size)
-    seen: dict[float, dict[str, list[tuple[float, float | None]]]] = {s: {} for s in scales}
-    for i in range(n):
-        rec = make_record(HELD_OUT_SEED, i, size)
-        for scale in scales:
-            extra = dict(true_cfg_scale=scale, negative_prompt="") if scale > 1 else {}
-            image = pipe(image=Image.fromarray(rec.source), prompt=rec.instruction, height=size, width=size,
-                         max_area=size * size, _auto_resize=False, num_inference_steps=steps,
-                         max_sequence_length=int(pipe.tokenizer_2.model_max_length),
-                         generator=torch.Generator().manual_seed(0), **extra).images[0]
-            edited = np.asarray(image)
-            gain = psnr(edited, rec.target, rec.mask) - psnr(rec.source, rec.target, rec.mask)
-            bg = background_metrics(edited, rec.source, rec.mask)["psnr_bg"]
-            seen[scale].setdefault(rec.category, []).append((gain, bg if bg is not None and np.isfinite(bg) else None))
-    return {str(s): {c: {"gain": round(float(np.mean([g for g, _ in v])), 2),
-                         "psnr_bg": _mean([b for _, b in v])} for c, v in sorted(cats.items())}
-            for s, cats in seen.items()}
+    out = {}
+    for scale in scales:
+        rows = evaluate(pipe, n, steps=steps, sample=diffusers_sampler(pipe, scale, steps))
+        table = by_category(rows, ("psnr_edit", "source_psnr_edit", "psnr_bg"))
+        out[str(scale)] = {c: {"gain": round(t["psnr_edit"] - t["source_psnr_edit"], 2),
+                               "psnr_bg": None if t["psnr_bg"] is None else round(t["psnr_bg"], 2)}
+                           for c, t in sorted(table.items()) if c != "all"}
+    return out
 
 
-def _mean(values: list[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return round(float(np.mean(kept)), 2) if kept else None
+def diffusers_sampler(pipe: Any, scale: float, steps: int) -> Any:
+    """`toy.card.Sampler` calling `FluxKontextPipeline.__call__`, with true CFG (empty negative prompt) above 1."""
+    import torch
+
+    extra = dict(true_cfg_scale=scale, negative_prompt="") if scale > 1 else {}
+
+    def sample(source: Any, instruction: str, size: int) -> tuple[np.ndarray, None, float]:
+        started = time.perf_counter()
+        image = pipe(image=source, prompt=instruction, height=size, width=size, max_area=size * size,
+                     _auto_resize=False, num_inference_steps=steps,
+                     max_sequence_length=int(pipe.tokenizer_2.model_max_length),
+                     generator=torch.Generator().manual_seed(0), **extra).images[0]
+        return np.asarray(image), None, time.perf_counter() - started
+    return sample
 
 
 def main(argv: list[str] | None = None) -> int:

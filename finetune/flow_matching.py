@@ -112,10 +112,12 @@ def changed_tokens(z_src: torch.Tensor, z_tgt: torch.Tensor, threshold: float = 
 def transformer_step(pipe: FluxKontextPipeline, optimizer: torch.optim.Optimizer, batch: Batch,
                      generator: torch.Generator, grad_clip: float = 1.0,
                      model: torch.nn.Module | None = None,
-                     reference_drop: tuple[float, float] | None = None, edit_weight: float = 0.0) -> float:
+                     reference_drop: tuple[float, float] | None = None, edit_weight: float = 0.0,
+                     sigma_logit_mean: float = 0.0) -> float:
     """One in-process optimizer step of the flow-matching loss; returns the loss. `model` is the transformer to
     call (default `pipe.transformer`). σ, ε and the kept reference tokens are drawn as a Ray Train worker draws
-    them (`finetune.objective.draw`): `reference_drop` = (low, high), per sample a drop ratio ~ U[low, high]."""
+    them (`finetune.objective.draw`): `reference_drop` = (low, high), per sample a drop ratio ~ U[low, high];
+    `sigma_logit_mean`, the logit-normal's location m."""
     from .objective import draw
 
     model = model or pipe.transformer
@@ -124,7 +126,7 @@ def transformer_step(pipe: FluxKontextPipeline, optimizer: torch.optim.Optimizer
     b, n = batch.z_tgt.shape[:2]
     noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(n)) * 2 * pipe.vae_scale_factor, device)
     samples = [{"z_src": batch.z_src[i], "z_tgt": batch.z_tgt[i]} for i in range(b)]
-    d = draw(pipe.scheduler.config, samples, generator, reference_drop)
+    d = draw(pipe.scheduler.config, samples, generator, reference_drop, sigma_logit_mean)
     keep = torch.stack(d.keep) if d.keep[0] is not None else None
     loss = flow_matching_loss(model, batch.z_src, batch.z_tgt, batch.prompt_embeds, batch.pooled,
                               batch.text_ids, noisy_ids, source_ids, d.sigmas.to(device),

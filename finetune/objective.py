@@ -38,20 +38,21 @@ class FamilyObjective(Protocol):
 
 
 def sample_sigmas(scheduler_config: Any, batch: int, num_tokens: int,
-                  generator: torch.Generator) -> torch.Tensor:
-    """σ ~ logit-normal(0, 1) through the scheduler's dynamic shift for this token count (SD3's recipe; both
-    families shift by sequence length with their own base/max shift)."""
+                  generator: torch.Generator, logit_mean: float = 0.0) -> torch.Tensor:
+    """σ ~ logit-normal(m, 1) through the scheduler's dynamic shift for this token count (SD3's recipe, m = 0 by
+    default; both families shift by sequence length with their own base/max shift). m > 0 moves the draws
+    toward noise, where the target can only come from the references and the instruction."""
     c = scheduler_config
     mu = calculate_shift(num_tokens, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
                          c.get("base_shift", 0.5), c.get("max_shift", 1.15))
-    u = torch.sigmoid(torch.randn(batch, generator=generator))
+    u = torch.sigmoid(torch.randn(batch, generator=generator) + logit_mean)
     return math.exp(mu) / (math.exp(mu) + (1 / u - 1))
 
 
 def draw(scheduler_config: Any, samples: Sequence[dict[str, Any]], generator: torch.Generator,
-         reference_drop: tuple[float, float] | None) -> Draws:
+         reference_drop: tuple[float, float] | None, logit_mean: float = 0.0) -> Draws:
     """σ, then ε, then the keep masks (a run with the drop sees the σ and ε of one without it)."""
-    sigmas = sample_sigmas(scheduler_config, len(samples), samples[0]["z_tgt"].shape[0], generator)
+    sigmas = sample_sigmas(scheduler_config, len(samples), samples[0]["z_tgt"].shape[0], generator, logit_mean)
     noise = [torch.randn(s["z_tgt"].shape, generator=generator) for s in samples]
     keep: list[torch.Tensor | None] = [None] * len(samples)
     if reference_drop is not None:

@@ -115,6 +115,21 @@ def test_sigmas_are_shifted_into_zero_one():
     assert 0.5 < float(s.median()) < 0.65
 
 
+def test_sigma_logit_mean_moves_every_draw_toward_noise():
+    """SD3's logit-normal location m: the same generator draws the same normals, each shifted by m before the
+    sigmoid, so every σ grows; at m = 1 the median lands where sigmoid(1) goes through the same shift."""
+    import math
+
+    from actors.tiny_models import FLUX_KONTEXT_SCHEDULER_CONFIG
+
+    base = sample_sigmas(FLUX_KONTEXT_SCHEDULER_CONFIG, 4096, 64, torch.Generator().manual_seed(0))
+    moved = sample_sigmas(FLUX_KONTEXT_SCHEDULER_CONFIG, 4096, 64, torch.Generator().manual_seed(0), logit_mean=1.0)
+    assert bool((moved > base).all())
+    shift = float(base.median() / (1 - base.median()))        # the shift the m = 0 median implies (u = 1/2)
+    u = 1 / (1 + math.exp(-1.0))
+    assert float(moved.median()) == pytest.approx(shift * u / (shift * u + 1 - u), abs=0.02)
+
+
 def test_transformer_and_vae_steps_learn_a_fixed_batch(tiny):
     torch.manual_seed(0)
     src, tgt, text = _records(4)

@@ -32,7 +32,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
           data_start: int = DATA_START, categories: Sequence[str] | None = None,
           grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
           val_n: int = 0, save: str | None = None, cache: str | None = None, open_gate: float = 0.0,
-          reference_residual: bool = False, residual_flow: bool = False, copy_dropout: float = 0.0) -> dict[str, Any]:
+          reference_residual: bool = False, residual_flow: bool = False, copy_dropout: float = 0.0,
+          sigma_mean: float = 0.0, ordered_text: float = 0.0) -> dict[str, Any]:
     """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
     import torch
 
@@ -40,7 +41,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 
     pipe = actors.load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.vae.register_to_config(sample_size=size)
-    params = prepare(pipe, grow, copy_heads, train_text_encoders, open_gate, reference_residual, residual_flow)
+    params = prepare(pipe, grow, copy_heads, train_text_encoders, open_gate, reference_residual, residual_flow,
+                     ordered_text)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     load, data_s, step_s, losses = [], [], [], []
     started = time.perf_counter()
@@ -49,7 +51,7 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
             group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))   # a short warm-up: the optimizer is fresh
         loss, d, s = train_step(pipe, optimizer, params, data_seed, data_start + step * batch, batch, size,
                                 categories, torch.Generator().manual_seed(1000 + step), edit_weight,
-                                train_text_encoders, cache, copy_dropout)
+                                train_text_encoders, cache, copy_dropout, sigma_mean)
         losses.append(loss)
         data_s.append(d)
         step_s.append(s)
@@ -65,7 +67,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
                          "categories": list(categories or []), "grow": list(grow) if grow else None,
                          "copy_heads": copy_heads, "open_gate": open_gate,
                          "reference_residual": reference_residual, "residual_flow": residual_flow,
-                         "copy_dropout": copy_dropout,
+                         "copy_dropout": copy_dropout, "sigma_logit_mean": sigma_mean,
+                         "ordered_text": ordered_text,
                          "train_text_encoders": train_text_encoders,
                          "threads": torch.get_num_threads(), "latent_cache": bool(cache)}
     result["timing"] = timing(data_s, step_s, load)
@@ -77,8 +80,13 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
 
 
 def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_text_encoders: bool,
-            open_gate: float = 0.0, reference_residual: bool = False, residual_flow: bool = False) -> list[Any]:
+            open_gate: float = 0.0, reference_residual: bool = False, residual_flow: bool = False,
+            ordered_text: float = 0.0) -> list[Any]:
     """Apply the pilot's model options; return the parameters to train."""
+    if ordered_text:
+        from finetune.toy_text_order import order_text_encoder
+
+        order_text_encoder(pipe.text_encoder_2, ordered_text)
     if reference_residual or residual_flow:
         from finetune.toy_copy_prior import start_reference_residual
 
@@ -100,12 +108,14 @@ def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_tex
 
 def train_step(pipe: Any, optimizer: Any, params: list[Any], seed: int, start: int, batch: int, size: int,
                categories: Sequence[str] | None, gen: Any, edit_weight: float, train_text: bool,
-               cache: str | None = None, copy_dropout: float = 0.0) -> tuple[float, float, float]:
+               cache: str | None = None, copy_dropout: float = 0.0, sigma_mean: float = 0.0
+               ) -> tuple[float, float, float]:
     """One step on records start..start+batch of `seed`: (loss, seconds making and encoding the data,
     seconds of the step itself). Frozen text: `finetune.flow_matching.transformer_step` on the encoded batch;
     trainable text: the same draws and loss with the prompts encoded inside the step, with gradient.
     `copy_dropout` p: each record's instruction is dropped with probability p and its target becomes its
-    source, so that "no instruction" means "copy" (what true CFG's negative branch then predicts)."""
+    source, so that "no instruction" means "copy" (what true CFG's negative branch then predicts). `sigma_mean`:
+    the logit-normal location of the training σ (SD3's m; > 0 trains nearer noise)."""
     from finetune.flow_matching import encode_text, transformer_step
     from finetune.toy_source import Batch
     from toy.model import T5_LENGTH
@@ -117,10 +127,10 @@ def train_step(pipe: Any, optimizer: Any, params: list[Any], seed: int, start: i
     if not train_text:
         encoded = Batch(z_src, z_tgt, *encode_text(pipe, text, T5_LENGTH))   # = toy_source.encode_batch
         t1 = time.perf_counter()
-        loss = transformer_step(pipe, optimizer, encoded, gen, edit_weight=edit_weight)
+        loss = transformer_step(pipe, optimizer, encoded, gen, edit_weight=edit_weight, sigma_logit_mean=sigma_mean)
         return loss, t1 - t0, time.perf_counter() - t1
     t1 = time.perf_counter()
-    loss = _text_step(pipe, optimizer, params, z_src, z_tgt, text, gen, edit_weight)
+    loss = _text_step(pipe, optimizer, params, z_src, z_tgt, text, gen, edit_weight, sigma_mean)
     return loss, t1 - t0, time.perf_counter() - t1
 
 
@@ -166,7 +176,7 @@ def latents(pipe: Any, seed: int, start: int, batch: int, size: int, categories:
 
 
 def _text_step(pipe: Any, optimizer: Any, params: list[Any], z_src: Any, z_tgt: Any, text: list[str], gen: Any,
-               edit_weight: float, grad_clip: float = 1.0) -> float:
+               edit_weight: float, sigma_mean: float = 0.0, grad_clip: float = 1.0) -> float:
     """`transformer_step` with the prompts encoded under gradient (the encoders train too); one clip over all."""
     import math
 
@@ -181,7 +191,8 @@ def _text_step(pipe: Any, optimizer: Any, params: list[Any], z_src: Any, z_tgt: 
                                                   num_images_per_prompt=1, max_sequence_length=T5_LENGTH)
     b, n = z_tgt.shape[:2]
     noisy_ids, source_ids = image_ids(pipe, int(math.isqrt(n)) * 2 * pipe.vae_scale_factor, z_tgt.device)
-    d = draw(pipe.scheduler.config, [{"z_src": z_src[i], "z_tgt": z_tgt[i]} for i in range(b)], gen, None)
+    d = draw(pipe.scheduler.config, [{"z_src": z_src[i], "z_tgt": z_tgt[i]} for i in range(b)], gen, None,
+             sigma_mean)
     loss = flow_matching_loss(pipe.transformer, z_src, z_tgt, embeds, pooled, text_ids, noisy_ids, source_ids,
                               d.sigmas, torch.stack(d.noise).to(z_tgt.dtype), edit_weight=edit_weight)
     optimizer.zero_grad(set_to_none=True)
@@ -285,6 +296,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the copy prior, and the transformer reads the noisy residual z - (1 - sigma) x_ref")
     p.add_argument("--copy-dropout", type=float, default=0.0,
                    help="drop a record's instruction with this probability, its target then its source")
+    p.add_argument("--sigma-mean", type=float, default=0.0,
+                   help="location m of the logit-normal training σ (SD3; 0 = the toy runs' draw, > 0 nearer noise)")
+    p.add_argument("--ordered-text", type=float, default=0.0, metavar="STRENGTH",
+                   help="T5 reads its neighbour words (finetune.toy_text_order) at this bias; 0 = as shipped")
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)
@@ -353,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                    categories=args.categories, grow=args.grow, copy_heads=args.copy_heads,
                    train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save,
                    cache=args.latent_cache, open_gate=args.open_gate, reference_residual=args.reference_residual,
-                   residual_flow=args.residual_flow, copy_dropout=args.copy_dropout)
+                   residual_flow=args.residual_flow, copy_dropout=args.copy_dropout,
+                   sigma_mean=args.sigma_mean, ordered_text=args.ordered_text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(".tmp")

@@ -50,3 +50,21 @@ def test_each_head_reads_its_neighbour(pipe):
             logits = bias[head, q]
             assert int(logits.argmax()) == q + offset
             assert float(logits[q + offset] - logits[q]) == pytest.approx(8.0)
+
+
+def test_a_toy_run_with_text_order_starts_with_the_ordered_encoder():
+    from finetune.toy_config import ToyTrainConfig
+    from finetune.toy_init import start
+
+    model = dict(image_size=64, num_layers=1, num_single_layers=1, num_attention_heads=2, attention_head_dim=32,
+                 vae_channels=[8, 8, 8, 8], vae_groups=4, words=list(vocabulary()))
+
+    def bias(text_order):
+        cfg = ToyTrainConfig.model_validate({"model": model, "text_order": text_order})
+        pipe = start(cfg, ToyModelConfig(**model), None)[0]
+        return pipe.text_encoder_2.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+
+    assert float(bias(2.0).max()) == pytest.approx(2.0) and float(bias(2.0).min()) == 0.0
+    assert float(bias(None).abs().max()) < 1.0        # the seeded encoder as the toy builds it
+    with pytest.raises(ValueError, match="text_order"):
+        ToyTrainConfig.model_validate({"model": model, "text_order": 0})

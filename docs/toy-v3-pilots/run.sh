@@ -30,6 +30,17 @@ hpilot() { python -m studies.toy.recipe_pilot $COMMON --threads 2 "$@"; }
   --out $D/K_copy_dropout.json > $D/K_copy_dropout.log 2>&1 && cp $D/K_copy_dropout.json docs/toy-v3-pilots/ && \
   python -m studies.toy.cfg_probe --path $D/K_copy_dropout-model --scales 1,2,3 --n 32 \
     --out docs/toy-v3-pilots/K_copy_dropout_cfg_probe.json; exit; }
+# L, M, N (alone, two threads, B's recipe and draws): a 4x learning rate (L was stopped at step 61: its loss ran
+# 25-55 % above B's), training σ nearer noise (SD3's logit-normal location m = 1), the order-aware T5
+[ "${1:-}" = L ] && { hpilot --edit-weight 2 --lr 6e-4 --save $D/L_lr6e-4_w2-model --out $D/L_lr6e-4_w2.json \
+  > $D/L_lr6e-4_w2.log 2>&1; exit; }
+[ "${1:-}" = M ] && { hpilot --edit-weight 2 --sigma-mean 1 --save $D/M_sigma_mean1_w2-model \
+  --out $D/M_sigma_mean1_w2.json > $D/M_sigma_mean1_w2.log 2>&1; exit; }
+[ "${1:-}" = N ] && { hpilot --edit-weight 2 --ordered-text 2 --save $D/N_ordered_text2_w2-model \
+  --out $D/N_ordered_text2_w2.json > $D/N_ordered_text2_w2.log 2>&1 && \
+  python -m studies.toy.order_probe --path $D/N_ordered_text2_w2-model --out docs/toy-v3-pilots/order_probe_N.json; exit; }
+# the order probe on v2: does the toy tell "make the blue diamond orange" from "make the orange diamond blue"?
+[ "${1:-}" = order ] && { python -m studies.toy.order_probe --out docs/toy-v3-pilots/order_probe_v2.json; exit; }
 # the records' latents first, in two halves side by side: every pilot then reads them
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &

@@ -110,7 +110,7 @@ class ToyTrainConfig(_Section):
     # actors.reference_residual), reading z_t (reference_residual) or the noisy residual (residual_flow); a
     # velocity model continued with a prior starts with its output layer zeroed (finetune.toy_copy_prior)
     prediction: Literal["velocity", "reference_residual", "residual_flow"] = "velocity"
-    # the frozen T5 reads its neighbour words at this attention bias (finetune.toy_text_order), so that word
+    # the frozen T5 reads its neighbour words at this attention bias (toy.text_order), so that word
     # order reaches the transformer; applied to init_from's or the seeded encoder, the same on every resume
     text_order: Optional[float] = Field(None, gt=0)
 

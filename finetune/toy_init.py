@@ -29,7 +29,7 @@ def start(cfg: ToyTrainConfig, model_cfg: Any, checkpoint: Any) -> tuple[Any, bo
     else:
         pipe = build_toy_flux_kontext(model_cfg)
     if cfg.text_order:
-        from .toy_text_order import order_text_encoder
+        from toy.text_order import order_text_encoder
 
         order_text_encoder(pipe.text_encoder_2, cfg.text_order)   # deterministic: a resume rebuilds the same
     lora = add_lora_from_config(pipe, cfg)

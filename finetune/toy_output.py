@@ -45,7 +45,8 @@ def write_toy_summary(cfg: ToyTrainConfig, loop_cfg: dict[str, Any], name: str, 
     """`output/loss.json` and the edit defaults; returns the run's one-line summary."""
     out, lora, model = Path(cfg.output), bool(cfg.lora_rank), loop_cfg["model_resolved"]
     init = loop_cfg["cfg"]["init_from"]
-    keys = ("data", "vae", "transformer", "threads", "scaling", "init_from", "lora_rank", "lora_alpha", "lora_targets")
+    keys = ("data", "vae", "transformer", "threads", "scaling", "init_from", "lora_rank", "lora_alpha", "lora_targets",
+            "grow", "prediction", "text_order")
     train_config = {k: v for k, v in loop_cfg["cfg"].items() if k in keys}
     summary = {"run": name, "storage": storage, "model_config": model, "train_config": train_config,
                "load": {"name": _model_name(cfg.name), "path": init if lora else str(out),

@@ -1,4 +1,4 @@
-"""Word order for the toy's T5 (`finetune.toy_text_order`): the seeded encoder barely tells "make the blue
+"""Word order for the toy's T5 (`toy.text_order`): the seeded encoder barely tells "make the blue
 diamond orange" from "make the orange diamond blue" token by token; after `order_text_encoder` each colour's
 vector depends on where it stands, and the heads read exactly their neighbour."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune.toy_text_order import order_text_encoder
+from toy.text_order import order_text_encoder
 from toy.data import vocabulary
 from toy.model import T5_LENGTH, ToyModelConfig, build_toy_flux_kontext
 
@@ -68,3 +68,13 @@ def test_a_toy_run_with_text_order_starts_with_the_ordered_encoder():
     assert float(bias(None).abs().max()) < 1.0        # the seeded encoder as the toy builds it
     with pytest.raises(ValueError, match="text_order"):
         ToyTrainConfig.model_validate({"model": model, "text_order": 0})
+
+
+def test_the_order_is_read_back_from_the_encoder_and_named_on_the_card(pipe):
+    from toy.card import _order_note
+    from toy.text_order import text_order_of
+
+    assert text_order_of(pipe.text_encoder_2) is None and _order_note(pipe) == ""
+    order_text_encoder(pipe.text_encoder_2, strength=2.0)
+    assert text_order_of(pipe.text_encoder_2) == pytest.approx(2.0)
+    assert "previous word" in _order_note(pipe) and "bias 2" in _order_note(pipe)

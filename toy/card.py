@@ -123,7 +123,8 @@ def _params(module: Any) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
 
 
-TRAIN_CONFIGS = {"toy-flux-kontext": "configs/train_toy.yaml", "toy-flux-kontext-v2": "configs/train_toy_v2.yaml"}
+TRAIN_CONFIGS = {"toy-flux-kontext": "configs/train_toy.yaml", "toy-flux-kontext-v2": "configs/train_toy_v2.yaml",
+                 "toy-flux-kontext-v3": "configs/train_toy_v3.yaml"}
 
 
 def _load_name(summary: dict[str, Any]) -> str:
@@ -182,7 +183,8 @@ def _model_section(pipe: Any, mc: dict[str, Any]) -> list[str]:
         f"| VAE | `AutoencoderKL`: channels {list(mc['vae_channels'])}, 8x down-sampling, 16 latent channels, "
         f"shift {pipe.vae.config.shift_factor:.4f}, scale {pipe.vae.config.scaling_factor:.4f} | {_params(pipe.vae)} |",
         f"| text encoders | `CLIPTextModel` + `T5EncoderModel`, {mc['text_layers']} layer, width 32, "
-        f"frozen at their seeded random weights | {_params(pipe.text_encoder)} + {_params(pipe.text_encoder_2)} |",
+        f"frozen at their seeded random weights{_order_note(pipe)} | {_params(pipe.text_encoder)} + "
+        f"{_params(pipe.text_encoder_2)} |",
         f"| tokenizers | `CLIPTokenizer`, `T5Tokenizer` built locally (`actors.tiny_tokenizers`), the toy vocabulary "
         f"as whole words | {len(pipe.tokenizer)} / {len(pipe.tokenizer_2)} tokens |",
         "| scheduler | `FlowMatchEulerDiscreteScheduler`, the real Kontext config (dynamic shift) | – |",
@@ -193,6 +195,16 @@ def _model_section(pipe: Any, mc: dict[str, Any]) -> list[str]:
         f"`max_sequence_length=32`) the transformer sees 32 + {g * g} + {g * g} = {32 + 2 * g * g} tokens per step.",
         "",
     ]
+
+
+def _order_note(pipe: Any) -> str:
+    from toy.text_order import text_order_of
+
+    strength = text_order_of(pipe.text_encoder_2)
+    return "" if strength is None else (
+        f"; the T5's relative-position biases set so that one head reads the previous word and one the next "
+        f"(bias {strength:g}, `toy.text_order`): FLUX's text attention sees the tokens as a set, so word order "
+        "must be inside each token's vector")
 
 
 def _data_section(train: dict[str, Any], log: list[dict[str, Any]]) -> list[str]:

@@ -84,7 +84,7 @@ def prepare(pipe: Any, grow: tuple[int, int] | None, copy_heads: bool, train_tex
             ordered_text: float = 0.0) -> list[Any]:
     """Apply the pilot's model options; return the parameters to train."""
     if ordered_text:
-        from finetune.toy_text_order import order_text_encoder
+        from toy.text_order import order_text_encoder
 
         order_text_encoder(pipe.text_encoder_2, ordered_text)
     if reference_residual or residual_flow:
@@ -299,7 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sigma-mean", type=float, default=0.0,
                    help="location m of the logit-normal training σ (SD3; 0 = the toy runs' draw, > 0 nearer noise)")
     p.add_argument("--ordered-text", type=float, default=0.0, metavar="STRENGTH",
-                   help="T5 reads its neighbour words (finetune.toy_text_order) at this bias; 0 = as shipped")
+                   help="T5 reads its neighbour words (toy.text_order) at this bias; 0 = as shipped")
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)

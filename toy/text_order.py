@@ -1,4 +1,4 @@
-"""Word order for the toy's frozen T5 (issue 29's pilot N).
+"""Word order for the toy's frozen T5 (issue 29's pilot N and `text_order` in a toy config).
 
 FLUX's transformer gives every text token the same RoPE position, so its attention sees the T5 outputs as a
 set: whatever word order the instruction has must already be inside each token's vector. The toy's T5 is one
@@ -32,3 +32,17 @@ def order_text_encoder(t5: Any, strength: float = 8.0) -> None:
     for head, offset in enumerate((-1, +1)[: bias.shape[1]]):
         new[_bucket(attention, offset), head] = strength
     bias.copy_(new)
+
+
+def text_order_of(t5: Any) -> float | None:
+    """The bias `order_text_encoder` set on this encoder, or None when its biases are not that pattern (the
+    seeded encoder): what a saved model's card reads, whatever its training log says."""
+    attention = t5.encoder.block[0].layer[0].SelfAttention
+    bias = attention.relative_attention_bias.weight.detach()
+    strength = float(bias.max())
+    if strength <= 0:
+        return None
+    expected = torch.zeros_like(bias)
+    for head, offset in enumerate((-1, +1)[: bias.shape[1]]):
+        expected[_bucket(attention, offset), head] = strength
+    return strength if torch.equal(bias, expected) else None

@@ -24,3 +24,8 @@ def test_a_checkpoint_loads_its_own_weights_over_the_starting_model(tmp_path):
     assert not is_reference_residual(loaded.transformer)
     prior, _ = load_checkpoint(str(tmp_path), "tiny-flux-kontext", "reference_residual")
     assert is_reference_residual(prior.transformer)   # a copy-prior run's checkpoint is scored as it predicts
+    from toy.text_order import text_order_of
+
+    assert text_order_of(loaded.text_encoder_2) is None
+    ordered, _ = load_checkpoint(str(tmp_path), "tiny-flux-kontext", text_order=2.0)
+    assert text_order_of(ordered.text_encoder_2) == 2.0   # a text_order run's checkpoint reads as it trained

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m studies.toy.order_probe", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy-flux-kontext-v2")
     p.add_argument("--path", default=None, help="a saved folder of that model (a pilot's --save, a run's output)")
+    p.add_argument("--checkpoint", default=None, help="a jobs.train checkpoint folder of a run from --model")
+    p.add_argument("--text-order", type=float, default=None, help="with --checkpoint: the run's `text_order`")
     p.add_argument("--n", type=int, default=12, help="held-out recolor records")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
@@ -84,8 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     load, started = os.getloadavg()[0], time.perf_counter()
-    pipe = actors.load_pipeline(args.model, path=args.path, device="cpu", dtype=torch.float32)
-    result = {"model": args.model, "path": args.path, "n": args.n, **probe(pipe, args.n),
+    if args.checkpoint:
+        from studies.toy.score_checkpoint import load_checkpoint
+
+        pipe = load_checkpoint(args.checkpoint, args.model, text_order=args.text_order)[0]
+    else:
+        pipe = actors.load_pipeline(args.model, path=args.path, device="cpu", dtype=torch.float32)
+    result = {"model": args.model, "path": args.path, "checkpoint": args.checkpoint, "n": args.n,
+              **probe(pipe, args.n),
               "seconds": round(time.perf_counter() - started, 1),
               "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

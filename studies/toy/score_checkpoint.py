@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 
-def load_checkpoint(folder: str, model: str, prediction: str = "velocity") -> tuple[Any, dict[str, Any]]:
+def load_checkpoint(folder: str, model: str, prediction: str = "velocity",
+                    text_order: float | None = None) -> tuple[Any, dict[str, Any]]:
     """(the pipeline with the checkpoint's transformer and VAE, the run state's step and last log row);
-    `prediction`: the run config's (a checkpoint holds weights, not what they predict)."""
+    `prediction` and `text_order`: the run config's (a checkpoint holds the transformer's and the VAE's weights,
+    not what they predict nor how the frozen T5 was set, `toy.text_order`)."""
     import torch
 
     import actors
@@ -32,6 +34,10 @@ def load_checkpoint(folder: str, model: str, prediction: str = "velocity") -> tu
     apply_prediction(pipe.transformer, prediction)
     if saved.get("vae") is not None:
         pipe.vae.load_state_dict(saved["vae"])
+    if text_order:
+        from toy.text_order import order_text_encoder
+
+        order_text_encoder(pipe.text_encoder_2, text_order)
     log = saved.get("log") or []
     return pipe, {"step": saved.get("step"), "phase": saved.get("phase"), "last_log": log[-1] if log else None}
 
@@ -45,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--prediction", choices=("velocity", "reference_residual", "residual_flow"), default="velocity",
                    help="what the run's transformer predicts (its config's `prediction`)")
+    p.add_argument("--text-order", type=float, default=None, help="the run config's `text_order` (its T5's bias)")
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     import torch
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
-    pipe, state = load_checkpoint(args.checkpoint, args.model, args.prediction)
+    pipe, state = load_checkpoint(args.checkpoint, args.model, args.prediction, args.text_order)
     started = time.perf_counter()
     result = {"checkpoint": os.path.abspath(args.checkpoint), "model": args.model, **state,
               **score(pipe, args.n, args.steps), "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}

@@ -78,3 +78,13 @@ def test_the_order_is_read_back_from_the_encoder_and_named_on_the_card(pipe):
     order_text_encoder(pipe.text_encoder_2, strength=2.0)
     assert text_order_of(pipe.text_encoder_2) == pytest.approx(2.0)
     assert "previous word" in _order_note(pipe) and "bias 2" in _order_note(pipe)
+
+
+def test_v3_ships_with_its_ordered_encoder_and_reads_as_v2_otherwise():
+    import actors
+    from toy.text_order import text_order_of
+
+    v3 = actors.load_pipeline("toy-flux-kontext-v3")
+    assert text_order_of(v3.text_encoder_2) == pytest.approx(2.0)
+    assert text_order_of(actors.load_pipeline("toy-flux-kontext-v2").text_encoder_2) is None
+    assert int(v3.vae.config.sample_size) == 256

@@ -22,16 +22,20 @@ def _bucket(attention: Any, relative: int) -> int:
         max_distance=attention.relative_attention_max_distance))
 
 
+def _ordered(attention: Any, strength: float) -> torch.Tensor:
+    """The bias table (buckets x heads) in which head h reads the word at offset (-1, +1)[h]."""
+    table = torch.zeros_like(attention.relative_attention_bias.weight.detach())
+    for head, offset in enumerate((-1, +1)[: table.shape[1]]):
+        table[_bucket(attention, offset), head] = strength
+    return table
+
+
 @torch.no_grad()
 def order_text_encoder(t5: Any, strength: float = 8.0) -> None:
     """Set the T5 encoder's relative-position biases: head h reads the word at offset (-1, +1)[h], `strength`
     logits above every other position (about e^8 ≈ 3000 times the weight); heads past the second keep zero."""
     attention = t5.encoder.block[0].layer[0].SelfAttention
-    bias = attention.relative_attention_bias.weight
-    new = torch.zeros_like(bias)
-    for head, offset in enumerate((-1, +1)[: bias.shape[1]]):
-        new[_bucket(attention, offset), head] = strength
-    bias.copy_(new)
+    attention.relative_attention_bias.weight.copy_(_ordered(attention, strength))
 
 
 def text_order_of(t5: Any) -> float | None:
@@ -40,9 +44,4 @@ def text_order_of(t5: Any) -> float | None:
     attention = t5.encoder.block[0].layer[0].SelfAttention
     bias = attention.relative_attention_bias.weight.detach()
     strength = float(bias.max())
-    if strength <= 0:
-        return None
-    expected = torch.zeros_like(bias)
-    for head, offset in enumerate((-1, +1)[: bias.shape[1]]):
-        expected[_bucket(attention, offset), head] = strength
-    return strength if torch.equal(bias, expected) else None
+    return strength if strength > 0 and torch.equal(bias, _ordered(attention, strength)) else None

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,14 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from studies.toy.probe_output import write_probe
+
     torch.set_num_threads(args.threads)
-    load, started = os.getloadavg()[0], time.perf_counter()
     scales = [float(s) for s in args.scales.split(",")]
-    result = {"model": args.model, "path": args.path, "n": args.n,
-              "by_scale": probe(args.model, scales, args.n, path=args.path),
-              "seconds": round(time.perf_counter() - started, 1),
-              "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    result = write_probe(args.out, {"model": args.model, "path": args.path, "n": args.n},
+                         lambda: {"by_scale": probe(args.model, scales, args.n, path=args.path)})
     print(json.dumps(result["by_scale"]))
     return 0
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,20 +81,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import actors
 
+    from studies.toy.probe_output import write_probe
+
     torch.set_num_threads(args.threads)
-    load, started = os.getloadavg()[0], time.perf_counter()
     if args.checkpoint:
         from studies.toy.score_checkpoint import load_checkpoint
 
         pipe = load_checkpoint(args.checkpoint, args.model, text_order=args.text_order)[0]
     else:
         pipe = actors.load_pipeline(args.model, path=args.path, device="cpu", dtype=torch.float32)
-    result = {"model": args.model, "path": args.path, "checkpoint": args.checkpoint, "n": args.n,
-              **probe(pipe, args.n),
-              "seconds": round(time.perf_counter() - started, 1),
-              "load_avg_1m": [round(load, 1), round(os.getloadavg()[0], 1)]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    result = write_probe(args.out, {"model": args.model, "path": args.path, "checkpoint": args.checkpoint,
+                                    "n": args.n}, lambda: probe(pipe, args.n))
     print(json.dumps(result["mean"]))
     return 0
 

@@ -176,7 +176,7 @@ def test_the_pilot_option_trains_and_saves_a_model_that_loads_with_the_prior(mon
     _saved_toy(tmp_path / "v2")
     pipe = actors.load_pipeline("toy-flux-kontext", path=tmp_path / "v2", device="cpu", dtype=torch.float32)
     monkeypatch.setattr(actors, "load_pipeline", lambda *a, **k: pipe)
-    monkeypatch.setattr(recipe_pilot, "score", lambda p, n, s: {"table": {"all": {"n": n}}})
+    monkeypatch.setattr(recipe_pilot, "score", lambda p, n, s, seed=None: {"table": {"all": {"n": n}}})
     argv = ["--model", "toy", "--steps", "2", "--size", "64", "--batch", "2", "--n-eval", "2", "--edit-weight", "2",
             "--reference-residual", "--save", str(tmp_path / "saved"), "--out", str(tmp_path / "pilot.json")]
     assert recipe_pilot.main(argv) == 0

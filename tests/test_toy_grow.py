@@ -186,7 +186,7 @@ def test_pilot_grows_and_trains_the_text_encoders(monkeypatch, tmp_path):
     argv = ["--model", "toy", "--steps", "2", "--size", "64", "--batch", "2", "--n-eval", "2", "--grow", "2,3",
             "--copy-heads", "--train-text-encoders", "--categories", "recolor,add", "--val-n", "2",
             "--save", str(tmp_path / "saved"), "--latent-cache", str(tmp_path / "cache"), "--out", str(out)]
-    monkeypatch.setattr(recipe_pilot, "score", lambda p, n, s: {"table": {"all": {"n": n}}})
+    monkeypatch.setattr(recipe_pilot, "score", lambda p, n, s, seed=None: {"table": {"all": {"n": n}}})
     assert recipe_pilot.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["options"]["grow"] == [2, 3] and result["table"]["all"]["n"] == 2
@@ -251,3 +251,23 @@ def test_an_open_copy_path_adds_the_reference_features_from_step_0(tiny):
     narrow.attn.to_v = torch.nn.Linear(64, 32)
     with pytest.raises(ValueError, match="model width"):
         open_copy_path(narrow, 0.2)
+
+
+def test_pilot_pool_cycles_over_fixed_records_and_scores_the_seed_it_is_given(monkeypatch, tmp_path):
+    """--pool N: every step draws from the same N records (a memorisation test; one latent file per batch), and
+    --score-seed scores that seed's records; a pool that is not a multiple of the batch is refused."""
+    import actors
+    from studies.toy import recipe_pilot
+
+    pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
+    monkeypatch.setattr(actors, "load_pipeline", lambda *a, **k: pipe)
+    seen = []
+    monkeypatch.setattr(recipe_pilot, "score", lambda p, n, s, seed=None: seen.append(seed) or {"table": {}})
+    argv = ["--model", "toy", "--steps", "3", "--size", "64", "--batch", "2", "--n-eval", "2", "--pool", "2",
+            "--data-seed", "11", "--data-start", "0", "--score-seed", "11", "--latent-cache", str(tmp_path / "c"),
+            "--out", str(tmp_path / "p.json")]
+    assert recipe_pilot.main(argv) == 0
+    assert seen == [11] and len(list((tmp_path / "c").glob("*.pt"))) == 1
+    assert json.loads((tmp_path / "p.json").read_text())["options"]["pool"] == 2
+    with pytest.raises(SystemExit):
+        recipe_pilot.parse_args(["--pool", "3", "--batch", "2"])

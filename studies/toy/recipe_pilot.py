@@ -33,8 +33,11 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
           grow: tuple[int, int] | None = None, copy_heads: bool = False, train_text_encoders: bool = False,
           val_n: int = 0, save: str | None = None, cache: str | None = None, open_gate: float = 0.0,
           reference_residual: bool = False, residual_flow: bool = False, copy_dropout: float = 0.0,
-          sigma_mean: float = 0.0, ordered_text: float = 0.0) -> dict[str, Any]:
-    """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records."""
+          sigma_mean: float = 0.0, ordered_text: float = 0.0, pool: int = 0,
+          score_seed: int | None = None) -> dict[str, Any]:
+    """Train `steps` more steps from the shipped `model` at `size`, evaluate `n_eval` held-out records.
+    `pool` N > 0: the steps cycle over N records from `data_start` (a memorisation test; N a multiple of `batch`);
+    `score_seed`: score records 0.. of that seed instead of the held-out split (with `pool`, the pool itself)."""
     import torch
 
     import actors
@@ -49,7 +52,8 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))   # a short warm-up: the optimizer is fresh
-        loss, d, s = train_step(pipe, optimizer, params, data_seed, data_start + step * batch, batch, size,
+        offset = (step * batch) % pool if pool else step * batch
+        loss, d, s = train_step(pipe, optimizer, params, data_seed, data_start + offset, batch, size,
                                 categories, torch.Generator().manual_seed(1000 + step), edit_weight,
                                 train_text_encoders, cache, copy_dropout, sigma_mean)
         losses.append(loss)
@@ -62,13 +66,13 @@ def pilot(model: str, edit_weight: float, steps: int, size: int, lr: float = 2e-
     train_s = time.perf_counter() - started
     result = {"model": model, "edit_weight": edit_weight, "steps": steps, "size": size, "lr": lr,
               "train_s": round(train_s, 1), "final_loss": float(np.mean(losses[-50:])) if losses else None,
-              **score(pipe, n_eval, eval_steps)}
+              **score(pipe, n_eval, eval_steps, score_seed)}
     result["options"] = {"batch": batch, "warmup": warmup, "data_seed": data_seed, "data_start": data_start,
                          "categories": list(categories or []), "grow": list(grow) if grow else None,
                          "copy_heads": copy_heads, "open_gate": open_gate,
                          "reference_residual": reference_residual, "residual_flow": residual_flow,
                          "copy_dropout": copy_dropout, "sigma_logit_mean": sigma_mean,
-                         "ordered_text": ordered_text,
+                         "ordered_text": ordered_text, "pool": pool, "score_seed": score_seed,
                          "train_text_encoders": train_text_encoders,
                          "threads": torch.get_num_threads(), "latent_cache": bool(cache)}
     result["timing"] = timing(data_s, step_s, load)
@@ -239,15 +243,16 @@ def val_losses(pipe: Any, n: int, size: int) -> dict[str, float]:
     return out
 
 
-def score(pipe: Any, n_eval: int, eval_steps: int) -> dict[str, Any]:
-    """The held-out split as the model card scores it: per category PSNRs, and the quality bars' gains over
-    the no-op and background gaps to the VAE ceiling (`toy.card.quality_bars`)."""
-    from toy.card import KEYS, by_category, evaluate, quality_bars
+def score(pipe: Any, n_eval: int, eval_steps: int, seed: int | None = None) -> dict[str, Any]:
+    """The held-out split (or records 0.. of `seed`) as the model card scores it: per category PSNRs, and the
+    quality bars' gains over the no-op and background gaps to the VAE ceiling (`toy.card.quality_bars`)."""
+    from toy.card import HELD_OUT_SEED, KEYS, by_category, evaluate, quality_bars
 
     for enc in (pipe.text_encoder, pipe.text_encoder_2):
         enc.eval()
     started = time.perf_counter()
-    table = by_category(evaluate(pipe, n_eval, steps=eval_steps), KEYS)
+    table = by_category(evaluate(pipe, n_eval, seed=HELD_OUT_SEED if seed is None else seed, steps=eval_steps),
+                        KEYS)
     bars = {r["category"]: {"gain": r["gain"], "bg_gap": r["bg_gap"], "ok": r["ok"]} for r in quality_bars(table)}
     return {"table": table, "bars": bars, "eval_s": round(time.perf_counter() - started, 1)}
 
@@ -300,6 +305,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="location m of the logit-normal training σ (SD3; 0 = the toy runs' draw, > 0 nearer noise)")
     p.add_argument("--ordered-text", type=float, default=0.0, metavar="STRENGTH",
                    help="T5 reads its neighbour words (toy.text_order) at this bias; 0 = as shipped")
+    p.add_argument("--pool", type=int, default=0, help="cycle over this many records from --data-start "
+                   "(a memorisation test; a multiple of --batch)")
+    p.add_argument("--score-seed", type=int, default=None,
+                   help="score records 0.. of this toy.data seed instead of the held-out split")
     p.add_argument("--val-n", type=int, default=0, help="also the validation loss on this many seed-999 records")
     p.add_argument("--n-eval", type=int, default=80)
     p.add_argument("--threads", type=int, default=1)
@@ -313,6 +322,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--copy-heads needs --grow")
     if args.open_gate and not args.copy_heads:
         p.error("--open-gate needs --copy-heads")
+    if args.pool and (args.pool < 0 or args.pool % args.batch):
+        p.error(f"--pool must be a positive multiple of --batch ({args.batch})")
     if args.fill_cache and not args.latent_cache:
         p.error("--fill-cache needs --latent-cache")
     return args
@@ -369,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                    train_text_encoders=args.train_text_encoders, val_n=args.val_n, save=args.save,
                    cache=args.latent_cache, open_gate=args.open_gate, reference_residual=args.reference_residual,
                    residual_flow=args.residual_flow, copy_dropout=args.copy_dropout,
-                   sigma_mean=args.sigma_mean, ordered_text=args.ordered_text)
+                   sigma_mean=args.sigma_mean, ordered_text=args.ordered_text, pool=args.pool,
+                   score_seed=args.score_seed)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(args.out).with_suffix(".tmp")

@@ -33,10 +33,11 @@ def optimizer_step(module: torch.nn.Module, optimizer: Any, params: list[torch.n
                    objective: FamilyObjective, scheduler_config: Any,
                    micro_batches: Iterable[tuple[list[dict[str, Any]], torch.Generator]], per_step: int, lr: float,
                    reference_drop: tuple[float, float] | None, mixed_precision: str, grad_clip: float,
-                   device: torch.device) -> float:
+                   device: torch.device, sigma_logit_mean: float = 0.0) -> float:
     """One optimizer step of the flow-matching loss over gradient-accumulated micro-batches (samples, the
     generator of their draws); returns the step's loss, averaged over workers. Gradients are all-reduced once,
-    in the step's last transformer call (DDP's `no_sync` before it)."""
+    in the step's last transformer call (DDP's `no_sync` before it). `sigma_logit_mean`: the training σ's
+    logit-normal location (SD3's m; > 0 trains nearer noise, where an edit's content is decided)."""
     from .model import autocast
 
     for group in optimizer.param_groups:
@@ -45,7 +46,7 @@ def optimizer_step(module: torch.nn.Module, optimizer: Any, params: list[torch.n
     optimizer.zero_grad(set_to_none=True)
     total, batches = 0.0, list(micro_batches)
     for m, (samples, gen) in enumerate(batches):
-        draws = draw(scheduler_config, samples, gen, reference_drop)
+        draws = draw(scheduler_config, samples, gen, reference_drop, sigma_logit_mean)
         n_calls = objective.call_count(samples)
         calls = objective.losses(module, samples, draws, device)
         for j in range(n_calls):

@@ -53,6 +53,9 @@ class TransformerPhase(_Section):
     warmup: int = Field(100, ge=0)
     reference_drop: Optional[tuple[float, float]] = None   # [lo, hi]: per sample a drop ratio ~ U[lo, hi]
     edit_weight: Optional[float] = None        # w: the tokens an edit changes weigh 1 + w in the loss
+    # the training σ's logit-normal location (SD3's m): > 0 trains nearer noise, where the toy's memorisation
+    # test (docs/toy-v3-pilots, pilot S) learnt the edits' new content fastest
+    sigma_logit_mean: float = Field(0.0, ge=-3.0, le=3.0)
     val_drop: Optional[float] = 0.5            # validation is also logged at this fixed drop ratio (None: not)
     val_drop_sweep: Optional[list[float]] = [0.0, 0.25, 0.5, 0.75, 0.9]   # evaluated once at the end
 

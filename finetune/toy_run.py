@@ -127,7 +127,7 @@ def _transformer_phase(run: ToyRun, saved: dict[str, Any] | None) -> None:
         samples = run.source.samples(pipe, s, pc.batch_size, T5_LENGTH, run.device)
         state["recent"].append(optimizer_step(module, optimizer, params, objective, pipe.scheduler.config,
                                               [(samples, gen)], len(samples), lr, pc.reference_drop, "no", 1.0,
-                                              run.device))
+                                              run.device, pc.sigma_logit_mean))
         state["step"] = s + 1
         return lr
 

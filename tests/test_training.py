@@ -423,6 +423,32 @@ def test_data_mix_and_edit_weight_are_config_options(tmp_path):
     assert cfg.model["image_size"] == 256 and cfg.init_from == "models/toy-flux-kontext"
 
 
+def test_sigma_logit_mean_is_a_config_option_that_reaches_the_optimizer_step():
+    """`transformer.sigma_logit_mean` (checked in [-3, 3]) moves the σ the shared step draws: the same models, records
+    and generator give another loss than at m = 0, and m = 0 is the default."""
+    from finetune.config import load_config
+    from finetune.loop import optimizer_step
+    from finetune.objectives import objective_for
+    from finetune.toy_source import ToySource
+
+    assert load_config(None, ["transformer.sigma_logit_mean=1"]).transformer.sigma_logit_mean == 1.0
+    assert load_config(None, []).transformer.sigma_logit_mean == 0.0
+    with pytest.raises(ValueError, match="sigma_logit_mean"):
+        load_config(None, ["transformer.sigma_logit_mean=5"])
+    source, cpu = ToySource(seed=0, size=64, rank=0, world=1), torch.device("cpu")
+
+    def loss(*mean: float) -> float:
+        pipe = build_toy_flux_kontext(ToyModelConfig(**TINY))
+        params = list(pipe.transformer.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+        return optimizer_step(pipe.transformer, opt, params, objective_for(pipe, T5_LENGTH, None),
+                              pipe.scheduler.config, [(source.samples(pipe, 0, 2, T5_LENGTH, cpu),
+                                                       source.generator("transformer", 0))], 2, 1e-3, None, "no",
+                              1.0, cpu, *mean)
+
+    assert loss() == loss(0.0) != loss(1.0)
+
+
 def test_progressive_resolution_starts_from_a_smaller_model(tmp_path):
     """init_from a pipeline saved at 64 px into a 128 px config: the same weights, the new image size."""
     from finetune.toy_init import load_init_pipeline

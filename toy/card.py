@@ -236,6 +236,8 @@ def _training_section(summary: dict[str, Any], mc: dict[str, Any], note: str, co
     tc, n_workers = train["transformer"], int(train["scaling"]["num_workers"])
     extras = [f"edit-weighted loss w = {tc['edit_weight']} (`finetune.flow_matching.changed_tokens`)"
               for _ in [0] if tc.get("edit_weight")]
+    extras += [f"σ's logit-normal location m = {tc['sigma_logit_mean']} (nearer noise)"
+               for _ in [0] if tc.get("sigma_logit_mean")]
     steps = [f"VAE: {train['vae']['steps']} steps, batch {train['vae']['batch_size']} random "
              f"{train['vae'].get('crop', mc['image_size'])} px crops, AdamW lr {train['vae']['lr']}, L1 + MSE + "
              f"1e-6 KL; {vae_wall / 60:.1f} min."] if vae_rows else [

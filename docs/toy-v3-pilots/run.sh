@@ -41,7 +41,7 @@ hpilot() { python -m studies.toy.recipe_pilot $COMMON --threads 2 "$@"; }
   python -m studies.toy.order_probe --path $D/N_ordered_text2_w2-model --out docs/toy-v3-pilots/order_probe_N.json; exit; }
 # the order probe on v2: does the toy tell "make the blue diamond orange" from "make the orange diamond blue"?
 [ "${1:-}" = order ] && { python -m studies.toy.order_probe --out docs/toy-v3-pilots/order_probe_v2.json; exit; }
-# O, P, Q: the memorisation test on v3 (one thread each): 300 steps over the same 32 records of seed 11 (150
+# O, P, Q, R, S: the memorisation test on v3 (one thread each): 300 steps over the same 32 records of seed 11 (150
 # passes each), scored on those very records; O0 scores v3 on them before any step. O: w = 2 at the run's lr;
 # P: w = 16; Q: lr 1e-3
 MEM="--model toy-flux-kontext-v3 --size 256 --steps 300 --warmup 15 --pool 32 --data-seed 11 --data-start 0 \
@@ -52,6 +52,11 @@ MEM="--model toy-flux-kontext-v3 --size 256 --steps 300 --warmup 15 --pool 32 --
   --out docs/toy-v3-pilots/P_memorise_pool32_w16.json; exit; }
 [ "${1:-}" = Q ] && { python -m studies.toy.recipe_pilot $MEM --lr 1e-3 --edit-weight 2 \
   --out docs/toy-v3-pilots/Q_memorise_pool32_lr1e-3.json; exit; }
+# S: the training σ nearer noise (SD3's m = 1); R: v3 grown to 4 + 8 blocks with the copy path open (F's set-up)
+[ "${1:-}" = S ] && { python -m studies.toy.recipe_pilot $MEM --lr 1.5e-4 --edit-weight 2 --sigma-mean 1 \
+  --out docs/toy-v3-pilots/S_memorise_pool32_sigma_mean1.json; exit; }
+[ "${1:-}" = R ] && { python -m studies.toy.recipe_pilot $MEM --lr 1.5e-4 --edit-weight 2 --grow 4,8 --copy-heads \
+  --open-gate 0.2 --out docs/toy-v3-pilots/R_memorise_pool32_grown_open.json; exit; }
 # the records' latents first, in two halves side by side: every pilot then reads them
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &

@@ -67,7 +67,8 @@ class UnitBacklogCap(BackpressurePolicy):
         state = self._topology
         blocks = state[op].total_enqueued_output_blocks()
         for o in after:
-            blocks += state[o].total_enqueued_input_blocks()
+            # an op's input queue is its upstream's output queue (one object in Ray Data's OpState): counted there
+            blocks += state[o].total_enqueued_input_blocks() - sum(q.num_blocks for q in state[o].input_queues)
             if o is not after[-1]:
                 blocks += state[o].total_enqueued_output_blocks()
         return blocks, BACKLOG_ROUNDS * pool_slots(after[-1])

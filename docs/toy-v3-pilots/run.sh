@@ -57,6 +57,10 @@ MEM="--model toy-flux-kontext-v3 --size 256 --steps 300 --warmup 15 --pool 32 --
   --out docs/toy-v3-pilots/S_memorise_pool32_sigma_mean1.json; exit; }
 [ "${1:-}" = R ] && { python -m studies.toy.recipe_pilot $MEM --lr 1.5e-4 --edit-weight 2 --grow 4,8 --copy-heads \
   --open-gate 0.2 --out docs/toy-v3-pilots/R_memorise_pool32_grown_open.json; exit; }
+# T: S's σ on fresh scenes (data seed 9), 400 steps from v3, scored on the held-out card
+[ "${1:-}" = T ] && { python -m studies.toy.recipe_pilot --model toy-flux-kontext-v3 --size 256 --steps 400 --lr 1.5e-4 \
+  --warmup 15 --edit-weight 2 --sigma-mean 1 --data-seed 9 --data-start 0 --categories v2 --n-eval 80 --threads 2 \
+  --out docs/toy-v3-pilots/T_v3_sigma_mean1_400.json; exit; }
 # the records' latents first, in two halves side by side: every pilot then reads them
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 0/2 > $D/cache0.log 2>&1 &
 python -m studies.toy.recipe_pilot $COMMON --fill-cache 1/2 > $D/cache1.log 2>&1 &

@@ -234,10 +234,11 @@ def _training_section(summary: dict[str, Any], mc: dict[str, Any], note: str, co
     dit_rows = [r for r in summary["log"] if r["phase"] == "transformer"]
     vae_wall = vae_rows[-1]["wall_s"] if vae_rows else 0.0
     tc, n_workers = train["transformer"], int(train["scaling"]["num_workers"])
-    extras = [f"edit-weighted loss w = {tc['edit_weight']} (`finetune.flow_matching.changed_tokens`)"
-              for _ in [0] if tc.get("edit_weight")]
-    extras += [f"σ's logit-normal location m = {tc['sigma_logit_mean']} (nearer noise)"
-               for _ in [0] if tc.get("sigma_logit_mean")]
+    extras = []
+    if tc.get("edit_weight"):
+        extras.append(f"edit-weighted loss w = {tc['edit_weight']} (`finetune.flow_matching.changed_tokens`)")
+    if tc.get("sigma_logit_mean"):
+        extras.append(f"σ's logit-normal location m = {tc['sigma_logit_mean']} (nearer noise)")
     steps = [f"VAE: {train['vae']['steps']} steps, batch {train['vae']['batch_size']} random "
              f"{train['vae'].get('crop', mc['image_size'])} px crops, AdamW lr {train['vae']['lr']}, L1 + MSE + "
              f"1e-6 KL; {vae_wall / 60:.1f} min."] if vae_rows else [

@@ -144,5 +144,8 @@ for _spec in (
     # same 4 bars met, so the demo and the studies stay on v2 (its card)
     ModelSpec("toy-flux-kontext-v3", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
               shipped=MODELS_DIR / "toy-flux-kontext-v3"),
+    # v4: v3 continued with its training σ nearer noise (logit-normal m = 1) at v2's learning rate (its card)
+    ModelSpec("toy-flux-kontext-v4", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
+              shipped=MODELS_DIR / "toy-flux-kontext-v4"),
 ):
     register_model(_spec)

@@ -17,10 +17,10 @@ from core.assignments import parse_assignments
 
 # Kept here as text so that `--help` needs no torch import; tests/test_cli_edit.py checks them against
 # actors.MODELS and policies.REGISTRY.
-MODEL_NAMES = ("toy-flux-kontext-v2", "toy-flux-kontext-v3", "toy-flux-kontext", "flux-kontext", "qwen-image-edit",
-               "qwen-image-edit-plus", "flux2-klein", "flux2-klein-9b", "flux2-klein-kv", "flux2-dev", "tiny-flux-kontext",
-               "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus", "tiny-flux2-klein", "tiny-flux2-klein-kv",
-               "tiny-flux2-dev")
+MODEL_NAMES = ("toy-flux-kontext-v2", "toy-flux-kontext-v3", "toy-flux-kontext-v4", "toy-flux-kontext", "flux-kontext",
+               "qwen-image-edit", "qwen-image-edit-plus", "flux2-klein", "flux2-klein-9b", "flux2-klein-kv", "flux2-dev",
+               "tiny-flux-kontext", "tiny-qwen-image-edit", "tiny-qwen-image-edit-plus", "tiny-flux2-klein",
+               "tiny-flux2-klein-kv", "tiny-flux2-dev")
 POLICY_NAMES = ("full", "random", "tokendrop", "topi", "sparse_context", "spotedit", "focus", "regione")
 CACHE_NAMES = ("first-block", "magcache", "taylorseer", "velocity-decay")   # checked against actors.caches.names()
 
@@ -28,7 +28,8 @@ CACHE_NAMES = ("first-block", "magcache", "taylorseer", "velocity-decay")   # ch
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="NAME",
                    help="toy-flux-kontext-v2 (trained toy model shipped in models/, 256x256), toy-flux-kontext-v3 "
-                        "(its order-aware continuation, 256x256), toy-flux-kontext (v1, 128x128); flux-kontext, "
+                        "(its order-aware continuation, 256x256), toy-flux-kontext-v4 (v3 trained nearer noise, "
+                        "256x256), toy-flux-kontext (v1, 128x128); flux-kontext, "
                         "qwen-image-edit, qwen-image-edit-plus, flux2-klein, flux2-klein-9b, flux2-klein-kv, flux2-dev "
                         "(need --model-path); tiny-flux-kontext, tiny-qwen-image-edit, tiny-qwen-image-edit-plus, "
                         "tiny-flux2-klein, tiny-flux2-klein-kv, tiny-flux2-dev (random weights, for tests: noise "

@@ -58,14 +58,14 @@ def test_installed_copy_is_not_the_checkout(fresh_python, tmp_path):
 def test_demo_dry_run_from_another_folder(fresh_python, tmp_path):
     done = _run(fresh_python, ["run", "configs/demo.yaml", "--dry-run"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "toy-flux-kontext-v2" in done.stdout
+    assert "toy-flux-kontext-v4" in done.stdout
 
 
 def test_toy_edit_from_another_folder(fresh_python, tmp_path):
     image = ROOT / "configs" / "demo_images" / "toy-1-000041.png"
-    done = _run(fresh_python, ["edit", "--model", "toy-flux-kontext-v2", "--image", str(image), "--instruction",
+    done = _run(fresh_python, ["edit", "--model", "toy-flux-kontext-v4", "--image", str(image), "--instruction",
                                "erase the black square", "--steps", "2", "--out", "edited.png"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "edited.png").is_file()
     line = json.loads(done.stdout.strip().splitlines()[-1])
-    assert line["model"] == "toy-flux-kontext-v2" and line["steps"] == 2
+    assert line["model"] == "toy-flux-kontext-v4" and line["steps"] == 2

@@ -124,9 +124,9 @@ def test_topi_takes_the_paper_layers_of_the_family_only():
 
 
 def test_the_demo_config_dry_runs(capsys):
-    """The README's demo: its model (toy-flux-kontext-v2) is priced as FLUX.1-Kontext-dev."""
+    """The README's demo: its model (toy-flux-kontext-v4) is priced as FLUX.1-Kontext-dev."""
     from jobs.cli import main as cli
 
     assert cli(["run", "configs/demo.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "toy-flux-kontext-v2" in out and "costed as FLUX.1-Kontext-dev" in out and "edits: 25" in out
+    assert "toy-flux-kontext-v4" in out and "costed as FLUX.1-Kontext-dev" in out and "edits: 25" in out

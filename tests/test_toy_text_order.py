@@ -88,3 +88,23 @@ def test_v3_ships_with_its_ordered_encoder_and_reads_as_v2_otherwise():
     assert text_order_of(v3.text_encoder_2) == pytest.approx(2.0)
     assert text_order_of(actors.load_pipeline("toy-flux-kontext-v2").text_encoder_2) is None
     assert int(v3.vae.config.sample_size) == 256
+
+
+def test_v4_is_v3_trained_nearer_noise_with_the_same_encoder():
+    """v4 (issue 29): v3's ordered T5, its own transformer, and the recipe its card names (σ at m = 1, lr 3e-4)."""
+    import json
+
+    import actors
+    import torch
+    from toy.text_order import text_order_of
+
+    v3, v4 = actors.load_pipeline("toy-flux-kontext-v3"), actors.load_pipeline("toy-flux-kontext-v4")
+    assert text_order_of(v4.text_encoder_2) == pytest.approx(2.0)
+    assert int(v4.vae.config.sample_size) == 256
+    w3, w4 = v3.transformer.state_dict(), v4.transformer.state_dict()
+    assert w3.keys() == w4.keys() and not all(torch.equal(w3[k], w4[k]) for k in w3)
+    from actors.models import model
+
+    recipe = json.loads((model("toy-flux-kontext-v4").shipped / "loss.json").read_text())["train_config"]
+    assert recipe["transformer"]["sigma_logit_mean"] == 1.0 and recipe["transformer"]["lr"] == pytest.approx(3e-4)
+    assert recipe["init_from"].endswith("toy-flux-kontext-v3")

@@ -124,7 +124,8 @@ def _params(module: Any) -> str:
 
 
 TRAIN_CONFIGS = {"toy-flux-kontext": "configs/train_toy.yaml", "toy-flux-kontext-v2": "configs/train_toy_v2.yaml",
-                 "toy-flux-kontext-v3": "configs/train_toy_v3.yaml"}
+                 "toy-flux-kontext-v3": "configs/train_toy_v3.yaml",
+                 "toy-flux-kontext-v4": "configs/train_toy_v4.yaml"}
 
 
 def _load_name(summary: dict[str, Any]) -> str:

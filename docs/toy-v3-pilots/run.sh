@@ -61,6 +61,10 @@ MEM="--model toy-flux-kontext-v3 --size 256 --steps 300 --warmup 15 --pool 32 --
 [ "${1:-}" = T ] && { python -m studies.toy.recipe_pilot --model toy-flux-kontext-v3 --size 256 --steps 400 --lr 1.5e-4 \
   --warmup 15 --edit-weight 2 --sigma-mean 1 --data-seed 9 --data-start 0 --categories v2 --n-eval 80 --threads 2 \
   --out docs/toy-v3-pilots/T_v3_sigma_mean1_400.json; exit; }
+# V: the σ run's learning rate at the default σ (m = 0), to pair with the run's step-500 checkpoint (same data seed)
+[ "${1:-}" = V ] && { python -m studies.toy.recipe_pilot --model toy-flux-kontext-v3 --size 256 --steps 500 --lr 3e-4 \
+  --warmup 50 --edit-weight 2 --data-seed 9 --data-start 0 --categories v2 --n-eval 80 --threads 2 \
+  --out docs/toy-v3-pilots/V_v3_lr3e-4_m0_500.json; exit; }
 # U: a sampling probe, no training: v3 sampled at FLUX.1's 1024² shift (the scheduler's base_shift 0.5 -> 1.15 in a copy)
 [ "${1:-}" = U ] && { rm -rf /tmp/v3-shift && cp -r models/toy-flux-kontext-v3 /tmp/v3-shift && \
   sed -i 's/"base_shift": 0.5/"base_shift": 1.15/' /tmp/v3-shift/scheduler/scheduler_config.json && \

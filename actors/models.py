@@ -141,10 +141,11 @@ for _spec in (
     ModelSpec("toy-flux-kontext-v2", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
               shipped=MODELS_DIR / "toy-flux-kontext-v2"),
     # v3: v2 continued with its T5 made order-aware (toy.text_order); better than v2 in 7 of 8 categories, the
-    # same 4 bars met, so the demo and the studies stay on v2 (its card)
+    # same 4 bars met (its card)
     ModelSpec("toy-flux-kontext-v3", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
               shipped=MODELS_DIR / "toy-flux-kontext-v3"),
-    # v4: v3 continued with its training σ nearer noise (logit-normal m = 1) at v2's learning rate (its card)
+    # v4: v3 continued with its training σ nearer noise (logit-normal m = 1) at v2's learning rate; 6 of 8 bars,
+    # the demo's model (its card)
     ModelSpec("toy-flux-kontext-v4", FLUX_KONTEXT, FluxKontextPipeline, FLUX_KONTEXT_DEV,
               shipped=MODELS_DIR / "toy-flux-kontext-v4"),
 ):

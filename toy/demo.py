@@ -34,7 +34,7 @@ from toy.data import make_record
 CONFIGS = resource("configs")
 MANIFEST_NAME = "demo_manifest.jsonl"
 IMAGES_DIR = "demo_images"
-SIZE = 256   # toy-flux-kontext-v2's native size
+SIZE = 256   # the native size of toy-flux-kontext-v2 to v4 (v4 runs the demo)
 TRAINING_SEEDS = (0, 2, 8, 9)   # toy.data seeds the toy models trained on (v1, v2, v3, v4): never demo records
 # (seed, index) of held-out toy.data records
 DEMO_RECORDS: tuple[tuple[int, int], ...] = ((1, 41), (1, 25), (1, 8), (1, 71), (1, 13))
